@@ -1,0 +1,31 @@
+//! The subcommands. Each returns the exit code on success and an error
+//! (mapped to an exit code by `exit::describe`) otherwise.
+
+mod read;
+mod watch;
+mod write;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use switchyard_client::RegistryClient;
+
+use crate::args::{Cli, Command};
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let client = RegistryClient::new(&cli.registry)
+        .with_context(|| format!("using --registry {:?}", cli.registry))?;
+    let output = cli.output;
+    match cli.command {
+        Command::Services => read::services(&client, output).await,
+        Command::Status { service } => read::status(&client, output, &service).await,
+        Command::History { service, limit } => {
+            read::history(&client, output, &service, limit).await
+        }
+        Command::Color { service } => read::color(&client, output, &service).await,
+        Command::Watch(args) => watch::watch(&client, args).await,
+        Command::Register(args) => write::register(&client, output, args).await,
+        Command::Deregister { id } => write::deregister(&client, output, &id).await,
+        Command::SetColor(args) => write::set_color(&client, output, args).await,
+    }
+}

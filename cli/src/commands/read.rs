@@ -1,0 +1,137 @@
+//! Read commands: `services`, `status`, `color`, `history`.
+
+use std::process::ExitCode;
+
+use serde_json::json;
+use switchyard_client::RegistryClient;
+use switchyard_model::color_name;
+
+use crate::args::Output;
+use crate::output::{deployment_json, print_table, status_json, summary_json};
+
+pub async fn services(client: &RegistryClient, output: Output) -> anyhow::Result<ExitCode> {
+    let (_, services) = client.list_services().await?;
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::Value::Array(services.iter().map(summary_json).collect())
+        ),
+        Output::Table => print_table(
+            &["SERVICE", "ACTIVE", "INSTANCES", "PASSING"],
+            &services
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.name.clone(),
+                        color_name(s.active_color).into(),
+                        s.instances.to_string(),
+                        s.passing.to_string(),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn status(
+    client: &RegistryClient,
+    output: Output,
+    service: &str,
+) -> anyhow::Result<ExitCode> {
+    let (revision, service) = client.get_service(service).await?;
+    match output {
+        Output::Json => println!("{}", status_json(revision, &service)),
+        Output::Table => {
+            println!(
+                "service {}  active color {}  revision {}",
+                service.name,
+                color_name(service.active_color),
+                revision
+            );
+            print_table(
+                &["ID", "COLOR", "NODE", "ADDRESS", "HEALTH"],
+                &service
+                    .instances
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i.id.clone(),
+                            color_name(i.color).into(),
+                            i.node.clone(),
+                            i.target(),
+                            i.health.to_string(),
+                        ]
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn color(
+    client: &RegistryClient,
+    output: Output,
+    service: &str,
+) -> anyhow::Result<ExitCode> {
+    let (active, next, revision) = client.next_color(service).await?;
+    match output {
+        Output::Json => println!(
+            "{}",
+            json!({
+                "service": service,
+                "active_color": active.map(|c| c.as_str()),
+                "next_color": next.as_str(),
+                "revision": revision,
+            })
+        ),
+        Output::Table => println!("{}  (next deploy: {next})", color_name(active)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn history(
+    client: &RegistryClient,
+    output: Output,
+    service: &str,
+    limit: u32,
+) -> anyhow::Result<ExitCode> {
+    let deployments = client.list_deployments(service, limit).await?;
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::Value::Array(deployments.iter().map(deployment_json).collect())
+        ),
+        Output::Table => print_table(
+            &[
+                "ID",
+                "OUTCOME",
+                "FROM",
+                "TO",
+                "IMAGE",
+                "FAILED STEP",
+                "DURATION",
+            ],
+            &deployments
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.id.clone(),
+                        d.outcome.to_string(),
+                        color_name(d.from_color).into(),
+                        color_name(d.to_color).into(),
+                        d.image.clone(),
+                        d.failed_step.clone(),
+                        if d.ended_at_ms >= d.started_at_ms && d.ended_at_ms > 0 {
+                            format!("{:.1}s", (d.ended_at_ms - d.started_at_ms) as f64 / 1000.0)
+                        } else {
+                            "-".into()
+                        },
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}

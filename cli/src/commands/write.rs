@@ -1,0 +1,77 @@
+//! Write commands: `register`, `deregister`, `set-color`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::json;
+use switchyard_client::RegistryClient;
+use switchyard_model::{Color, Health, Instance, color_name, validate};
+
+use crate::args::{Output, RegisterArgs, SetColorArgs};
+
+fn print_revision(output: Output, what: &str, revision: u64) {
+    match output {
+        Output::Json => println!("{}", json!({ "revision": revision })),
+        Output::Table => println!("{what} at revision {revision}"),
+    }
+}
+
+pub async fn register(
+    client: &RegistryClient,
+    output: Output,
+    args: RegisterArgs,
+) -> anyhow::Result<ExitCode> {
+    let address = validate::ip_address("--address", &args.address)?;
+    let port = validate::port("--port", args.port)?;
+    let color = Color::parse_optional(&args.color).context("reading --color")?;
+    let health: Health = args.health.parse().context("reading --health")?;
+    let id = args
+        .id
+        .unwrap_or_else(|| format!("{}-{}-{}", args.service, address, port).replace("::", "-"));
+    let instance = Instance {
+        id,
+        service: args.service,
+        color,
+        node: args.node.unwrap_or_default(),
+        address,
+        port,
+        tags: args.tags,
+        metadata: Default::default(),
+        health,
+        session: None,
+        create_revision: 0,
+        mod_revision: 0,
+    };
+    validate::instance("", &instance)?;
+    let revision = client.register(&instance, None).await?;
+    print_revision(output, &format!("registered {}", instance.id), revision);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn deregister(
+    client: &RegistryClient,
+    output: Output,
+    id: &str,
+) -> anyhow::Result<ExitCode> {
+    let revision = client.deregister(id).await?;
+    print_revision(output, &format!("deregistered {id}"), revision);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn set_color(
+    client: &RegistryClient,
+    output: Output,
+    args: SetColorArgs,
+) -> anyhow::Result<ExitCode> {
+    let color = Color::parse_optional(&args.color).context("reading COLOR")?;
+    let expected = Color::parse_optional(&args.expect).context("reading --expect")?;
+    let revision = client
+        .set_active_color(&args.service, color, expected, args.lock_token)
+        .await?;
+    print_revision(
+        output,
+        &format!("{} is now {}", args.service, color_name(color)),
+        revision,
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,41 @@
+//! Exit codes, one per class of failure a script may want to tell apart, and
+//! the one-line messages that go with them.
+
+use switchyard_client::{ClientError, Code};
+
+pub const FAILURE: u8 = 1;
+/// Bad flags or configuration (clap also exits 2 for usage errors).
+pub const USAGE: u8 = 2;
+/// No registry answered.
+pub const UNREACHABLE: u8 = 3;
+/// The service, instance or session does not exist.
+pub const NOT_FOUND: u8 = 4;
+/// A compare-and-swap or other precondition failed (e.g. the color changed).
+pub const PRECONDITION: u8 = 5;
+/// Another deploy holds the service's lock.
+pub const LOCK_HELD: u8 = 6;
+
+/// The exit code and one-line message for an error that ended a command.
+pub fn describe(error: &anyhow::Error) -> (u8, String) {
+    if let Some(invalid) = error.downcast_ref::<switchyard_model::ValidationError>() {
+        return (USAGE, invalid.to_string());
+    }
+    let Some(client_error) = error.downcast_ref::<ClientError>() else {
+        return (FAILURE, format!("{error:#}"));
+    };
+    match client_error.code() {
+        Some(Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded) => (
+            UNREACHABLE,
+            format!(
+                "cannot reach the registry ({}): is cd-registry running? Point --registry or \
+                 SWITCHYARD_REGISTRY at it",
+                client_error.message()
+            ),
+        ),
+        Some(Code::InvalidArgument) => (USAGE, client_error.message()),
+        Some(Code::NotFound) => (NOT_FOUND, client_error.message()),
+        Some(Code::FailedPrecondition) => (PRECONDITION, client_error.message()),
+        Some(Code::Aborted) => (LOCK_HELD, client_error.message()),
+        _ => (FAILURE, format!("{error:#}")),
+    }
+}

@@ -1,0 +1,429 @@
+//! A typed client of the registry for `cdctl`, the agent and the tests:
+//! domain types in and out, protobuf only inside, and failover across
+//! several registry URLs (`--registry URL1,URL2`).
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use switchyard_model::watch::WatchEvent;
+use switchyard_model::{
+    Color, Deployment, Instance, LockGrant, Service, ServiceSummary, SessionId, ValidationError,
+};
+use switchyard_proto as wire;
+use switchyard_proto::v1;
+use switchyard_proto::v1::registry_client::RegistryClient as GrpcClient;
+/// gRPC status codes, so callers can tell failures apart without tonic.
+pub use tonic::Code;
+use tonic::Status;
+use tonic::transport::{Channel, Endpoint};
+
+/// What a call to the registry can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0:?} is not a registry URL: use e.g. http://127.0.0.1:7400")]
+    BadUrl(String),
+    #[error("the registry answered {code:?}: {message}")]
+    Status { code: Code, message: String },
+    #[error("the registry sent something this client cannot read: {0}")]
+    BadResponse(#[from] ValidationError),
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ClientError::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The server's own message (or ours), without the code.
+    pub fn message(&self) -> String {
+        match self {
+            ClientError::Status { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<Status> for ClientError {
+    fn from(status: Status) -> Self {
+        ClientError::Status {
+            code: status.code(),
+            message: status.message().to_string(),
+        }
+    }
+}
+
+/// Whether a failed call may succeed on another registry replica.
+fn is_unreachable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    )
+}
+
+/// Largest message the client accepts (snapshots of big registries).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A registry client over one or more replicas.
+pub struct RegistryClient {
+    urls: Vec<String>,
+    channels: Vec<Channel>,
+    current: AtomicUsize,
+}
+
+impl RegistryClient {
+    /// `urls`: one or more comma-separated registry URLs. Connects lazily.
+    pub fn new(urls: &str) -> Result<Self, ClientError> {
+        let urls: Vec<String> = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(str::to_string)
+            .collect();
+        if urls.is_empty() {
+            return Err(ClientError::BadUrl(String::new()));
+        }
+        let channels = urls
+            .iter()
+            .map(|url| {
+                let endpoint = Endpoint::from_shared(url.clone())
+                    .map_err(|_| ClientError::BadUrl(url.clone()))?
+                    .connect_timeout(Duration::from_secs(3))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(20))
+                    .keep_alive_while_idle(true);
+                Ok(endpoint.connect_lazy())
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        Ok(RegistryClient {
+            urls,
+            channels,
+            current: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// The URL calls go to now.
+    pub fn current_url(&self) -> &str {
+        &self.urls[self.current.load(Ordering::Relaxed) % self.urls.len()]
+    }
+
+    fn grpc(&self, index: usize) -> GrpcClient<Channel> {
+        GrpcClient::new(self.channels[index].clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Runs `call` against the current replica, moving on to the next ones
+    /// while replicas are unreachable.
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(GrpcClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for step in 0..self.urls.len() {
+            let index = (start + step) % self.urls.len();
+            match call(self.grpc(index)).await {
+                Ok(response) => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return Ok(response.into_inner());
+                }
+                Err(status) if is_unreachable(&status) => {
+                    tracing::debug!(url = %self.urls[index], %status, "registry unreachable; trying the next");
+                    last = Some(status);
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| Status::unavailable("no registry URL"))
+            .into())
+    }
+
+    pub async fn list_services(&self) -> Result<(u64, Vec<ServiceSummary>), ClientError> {
+        let response = self
+            .call(|mut c| async move { c.list_services(v1::ListServicesRequest {}).await })
+            .await?;
+        let services = response
+            .services
+            .into_iter()
+            .map(wire::summary_from_wire)
+            .collect::<Result<_, _>>()?;
+        Ok((response.revision, services))
+    }
+
+    pub async fn get_service(&self, name: &str) -> Result<(u64, Service), ClientError> {
+        let request = v1::GetServiceRequest {
+            name: name.to_string(),
+        };
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.get_service(request).await }
+            })
+            .await?;
+        let service = response
+            .service
+            .ok_or_else(|| ValidationError::new("service", "missing from the answer"))?;
+        Ok((response.revision, wire::service_from_wire(service)?))
+    }
+
+    pub async fn open_session(
+        &self,
+        node: &str,
+        ttl_seconds: u32,
+    ) -> Result<(SessionId, u32), ClientError> {
+        let request = v1::OpenSessionRequest {
+            node: node.to_string(),
+            ttl_seconds,
+        };
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.open_session(request).await }
+            })
+            .await?;
+        Ok((response.session_id, response.ttl_seconds))
+    }
+
+    /// One keep-alive round trip; answers the session's TTL.
+    pub async fn keep_alive(&self, session: SessionId) -> Result<u32, ClientError> {
+        let response = self
+            .call(|mut c| async move {
+                let ping = futures::stream::iter([v1::KeepAliveRequest {
+                    session_id: session,
+                }]);
+                let mut answers = c.keep_alive(ping).await?.into_inner();
+                match answers.next().await {
+                    Some(answer) => answer.map(tonic::Response::new),
+                    None => Err(Status::unavailable("keep-alive stream ended")),
+                }
+            })
+            .await?;
+        Ok(response.ttl_seconds)
+    }
+
+    pub async fn close_session(&self, session: SessionId) -> Result<u64, ClientError> {
+        let response = self
+            .call(|mut c| async move {
+                c.close_session(v1::CloseSessionRequest {
+                    session_id: session,
+                })
+                .await
+            })
+            .await?;
+        Ok(response.revision)
+    }
+
+    pub async fn register(
+        &self,
+        instance: &Instance,
+        session: Option<SessionId>,
+    ) -> Result<u64, ClientError> {
+        let request = v1::RegisterRequest {
+            instance: Some(wire::instance_to_wire(instance)),
+            session_id: session.unwrap_or(0),
+        };
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.register(request).await }
+            })
+            .await?;
+        Ok(response.revision)
+    }
+
+    pub async fn deregister(&self, id: &str) -> Result<u64, ClientError> {
+        let request = v1::DeregisterRequest { id: id.to_string() };
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.deregister(request).await }
+            })
+            .await?;
+        Ok(response.revision)
+    }
+
+    pub async fn sync_node(
+        &self,
+        session: SessionId,
+        node: &str,
+        instances: &[Instance],
+    ) -> Result<v1::SyncNodeResponse, ClientError> {
+        let request = v1::SyncNodeRequest {
+            session_id: session,
+            node: node.to_string(),
+            instances: instances.iter().map(wire::instance_to_wire).collect(),
+        };
+        self.call(|mut c| {
+            let request = request.clone();
+            async move { c.sync_node(request).await }
+        })
+        .await
+    }
+
+    /// The live color and the color the next deploy goes to.
+    pub async fn next_color(
+        &self,
+        service: &str,
+    ) -> Result<(Option<Color>, Color, u64), ClientError> {
+        let request = v1::NextColorRequest {
+            service: service.to_string(),
+        };
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.next_color(request).await }
+            })
+            .await?;
+        let active = wire::color_from_wire("active_color", response.active_color)?;
+        let next = wire::color_from_wire("next_color", response.next_color)?
+            .unwrap_or_else(|| Color::next(active));
+        Ok((active, next, response.revision))
+    }
+
+    pub async fn set_active_color(
+        &self,
+        service: &str,
+        color: Option<Color>,
+        expected: Option<Color>,
+        lock_token: u64,
+    ) -> Result<u64, ClientError> {
+        let request = v1::SetActiveColorRequest {
+            service: service.to_string(),
+            color: wire::color_to_wire(color),
+            expected_color: wire::color_to_wire(expected),
+            lock_token,
+        };
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.set_active_color(request).await }
+            })
+            .await?;
+        Ok(response.revision)
+    }
+
+    pub async fn acquire_lock(
+        &self,
+        service: &str,
+        holder: &str,
+        ttl_seconds: u32,
+    ) -> Result<LockGrant, ClientError> {
+        let request = v1::AcquireLockRequest {
+            service: service.to_string(),
+            holder: holder.to_string(),
+            ttl_seconds,
+        };
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.acquire_lock(request).await }
+            })
+            .await?;
+        Ok(LockGrant {
+            token: response.token,
+            ttl_seconds: response.ttl_seconds,
+        })
+    }
+
+    pub async fn renew_lock(&self, service: &str, token: u64) -> Result<u32, ClientError> {
+        let request = v1::RenewLockRequest {
+            service: service.to_string(),
+            token,
+        };
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.renew_lock(request).await }
+            })
+            .await?;
+        Ok(response.ttl_seconds)
+    }
+
+    pub async fn release_lock(&self, service: &str, token: u64) -> Result<u64, ClientError> {
+        let request = v1::ReleaseLockRequest {
+            service: service.to_string(),
+            token,
+        };
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.release_lock(request).await }
+            })
+            .await?;
+        Ok(response.revision)
+    }
+
+    pub async fn record_deployment(&self, deployment: &Deployment) -> Result<u64, ClientError> {
+        let request = v1::RecordDeploymentRequest {
+            deployment: Some(wire::deployment_to_wire(deployment)),
+        };
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.record_deployment(request).await }
+            })
+            .await?;
+        Ok(response.revision)
+    }
+
+    pub async fn list_deployments(
+        &self,
+        service: &str,
+        limit: u32,
+    ) -> Result<Vec<Deployment>, ClientError> {
+        let request = v1::ListDeploymentsRequest {
+            service: service.to_string(),
+            limit,
+        };
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.list_deployments(request).await }
+            })
+            .await?;
+        Ok(response
+            .deployments
+            .into_iter()
+            .map(wire::deployment_from_wire)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Opens a watch stream (`from_revision` 0: snapshot first). The stream
+    /// ends with an error when the connection breaks; resume with the last
+    /// revision seen.
+    pub async fn watch(
+        &self,
+        services: &[String],
+        from_revision: u64,
+    ) -> Result<
+        impl Stream<Item = Result<WatchEvent, ClientError>> + Send + 'static + use<>,
+        ClientError,
+    > {
+        let request = v1::WatchRequest {
+            services: services.to_vec(),
+            from_revision,
+        };
+        let stream = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.watch(request).await }
+            })
+            .await?;
+        Ok(stream.map(|message| {
+            let message = message.map_err(ClientError::from)?;
+            Ok(wire::watch_event_from_wire(message)?)
+        }))
+    }
+}

@@ -1,0 +1,341 @@
+//! Switchyard's domain types (DESIGN §1) and the one place their validation
+//! rules live. Every program works with these types; protobuf exists only at
+//! the wire (`switchyard-proto`).
+#![forbid(unsafe_code)]
+
+pub mod duration;
+pub mod validate;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use validate::ValidationError;
+
+/// One of the two release colors. "No color" is `Option<Color>::None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Color {
+    Blue,
+    Green,
+}
+
+impl Color {
+    /// The color a deploy goes to when `active` is live: the other one, or
+    /// blue when nothing is live yet.
+    pub fn next(active: Option<Color>) -> Color {
+        match active {
+            Some(Color::Blue) => Color::Green,
+            Some(Color::Green) | None => Color::Blue,
+        }
+    }
+
+    pub fn other(self) -> Color {
+        match self {
+            Color::Blue => Color::Green,
+            Color::Green => Color::Blue,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Color::Blue => "blue",
+            Color::Green => "green",
+        }
+    }
+
+    /// Parses `blue`, `green`, or `none` (and the empty string) into an
+    /// optional color: the form flags and labels take.
+    pub fn parse_optional(text: &str) -> Result<Option<Color>, ValidationError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "" | "none" => Ok(None),
+            other => other.parse().map(Some),
+        }
+    }
+}
+
+impl fmt::Display for Color {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Color {
+    type Err = ValidationError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "blue" => Ok(Color::Blue),
+            "green" => Ok(Color::Green),
+            _ => Err(ValidationError::new(
+                "color",
+                format!("unknown color {text:?}: use blue or green"),
+            )),
+        }
+    }
+}
+
+/// Writes an optional color the way people read it: `blue`, `green`, `none`.
+pub fn color_name(color: Option<Color>) -> &'static str {
+    color.map_or("none", Color::as_str)
+}
+
+/// Health of one instance, as Consul names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    #[default]
+    Unknown,
+    Passing,
+    Warning,
+    Critical,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Passing => "passing",
+            Health::Warning => "warning",
+            Health::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Health {
+    type Err = ValidationError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "unknown" => Ok(Health::Unknown),
+            "passing" => Ok(Health::Passing),
+            "warning" => Ok(Health::Warning),
+            "critical" => Ok(Health::Critical),
+            _ => Err(ValidationError::new(
+                "health",
+                format!("unknown health {text:?}: use passing, warning, critical or unknown"),
+            )),
+        }
+    }
+}
+
+/// A session (lease) id. Instances registered under a session vanish with it.
+pub type SessionId = u64;
+
+/// One reachable endpoint of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub service: String,
+    #[serde(default)]
+    pub color: Option<Color>,
+    #[serde(default)]
+    pub node: String,
+    pub address: IpAddr,
+    pub port: u16,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub health: Health,
+    /// The owning session, if any.
+    #[serde(default)]
+    pub session: Option<SessionId>,
+    /// Revision at which this instance was first registered (set on reads).
+    #[serde(skip)]
+    pub create_revision: u64,
+    /// Revision of the last change to this instance (set on reads).
+    #[serde(skip)]
+    pub mod_revision: u64,
+}
+
+impl Instance {
+    /// True when the two describe the same registration, revisions aside.
+    pub fn same_registration(&self, other: &Instance) -> bool {
+        self.id == other.id
+            && self.service == other.service
+            && self.color == other.color
+            && self.node == other.node
+            && self.address == other.address
+            && self.port == other.port
+            && self.tags == other.tags
+            && self.metadata == other.metadata
+            && self.health == other.health
+            && self.session == other.session
+    }
+
+    /// `ip:port`, with brackets for IPv6, as proxies and test commands want it.
+    pub fn target(&self) -> String {
+        std::net::SocketAddr::new(self.address, self.port).to_string()
+    }
+}
+
+/// A service: its live color and (on reads) its instances.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    #[serde(default)]
+    pub active_color: Option<Color>,
+    /// Revision at which the active color last changed; 0 when never set.
+    #[serde(default)]
+    pub color_revision: u64,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub instances: Vec<Instance>,
+}
+
+impl Service {
+    pub fn new(name: impl Into<String>) -> Self {
+        Service {
+            name: name.into(),
+            ..Service::default()
+        }
+    }
+
+    /// Instances of the live color that pass their checks: what a proxy routes to.
+    pub fn live_instances(&self) -> impl Iterator<Item = &Instance> {
+        self.instances
+            .iter()
+            .filter(move |i| i.color == self.active_color && i.health == Health::Passing)
+    }
+}
+
+/// One line of `ListServices`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSummary {
+    pub name: String,
+    pub active_color: Option<Color>,
+    pub instances: u32,
+    pub passing: u32,
+}
+
+/// A granted deploy lock. The token fences color changes: it is the revision
+/// at which the lock was granted, so a newer holder always has a larger one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockGrant {
+    pub token: u64,
+    pub ttl_seconds: u32,
+}
+
+/// How a deployment ended (or that it has not yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    #[default]
+    InProgress,
+    Promoted,
+    RolledBack,
+    Failed,
+    /// Waiting for `cdctl promote` or `cdctl abort`.
+    Paused,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::InProgress => "in_progress",
+            Outcome::Promoted => "promoted",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Failed => "failed",
+            Outcome::Paused => "paused",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How long one deploy step took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTiming {
+    pub name: String,
+    pub duration_ms: u64,
+}
+
+/// The record of one deployment (DESIGN §1).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub service: String,
+    #[serde(default)]
+    pub from_color: Option<Color>,
+    #[serde(default)]
+    pub to_color: Option<Color>,
+    #[serde(default)]
+    pub image: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub who: String,
+    pub started_at_ms: u64,
+    #[serde(default)]
+    pub ended_at_ms: u64,
+    #[serde(default)]
+    pub outcome: Outcome,
+    #[serde(default)]
+    pub failed_step: String,
+    #[serde(default)]
+    pub error: String,
+    #[serde(default)]
+    pub steps: Vec<StepTiming>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colors_alternate_and_start_blue() {
+        assert_eq!(Color::next(None), Color::Blue);
+        assert_eq!(Color::next(Some(Color::Blue)), Color::Green);
+        assert_eq!(Color::next(Some(Color::Green)), Color::Blue);
+    }
+
+    #[test]
+    fn colors_parse_case_insensitively_and_reject_others() {
+        assert_eq!("Blue".parse::<Color>().ok(), Some(Color::Blue));
+        assert_eq!(Color::parse_optional("none").ok(), Some(None));
+        let error = "purple".parse::<Color>().err().map(|e| e.to_string());
+        assert!(error.is_some_and(|e| e.contains("color") && e.contains("purple")));
+    }
+
+    #[test]
+    fn stored_instance_json_round_trips_without_revisions() {
+        let instance = Instance {
+            id: "abc:80".into(),
+            service: "web".into(),
+            color: Some(Color::Green),
+            node: "n1".into(),
+            address: "127.0.0.1".parse().expect("literal address"),
+            port: 8080,
+            tags: vec!["v2".into()],
+            metadata: BTreeMap::new(),
+            health: Health::Passing,
+            session: Some(7),
+            create_revision: 5,
+            mod_revision: 9,
+        };
+        let json = serde_json::to_string(&instance).expect("serializable");
+        let back: Instance = serde_json::from_str(&json).expect("parses");
+        assert!(back.same_registration(&instance));
+        assert_eq!(
+            back.mod_revision, 0,
+            "revisions come from the store, not the record"
+        );
+    }
+}

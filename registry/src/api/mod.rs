@@ -1,0 +1,361 @@
+//! The gRPC service `switchyard.v1.Registry`. It converts protobuf to domain
+//! types at the edge (through `switchyard-proto`), calls the catalog, and maps
+//! catalog errors to gRPC status codes.
+//!
+//! **API Boundary:** this is the only module of the registry that sees
+//! protobuf types; the catalog and the store never do.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use switchyard_model::ValidationError;
+use switchyard_proto as wire;
+use switchyard_proto::v1;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::store::StoreError;
+
+/// The registry service over one catalog.
+pub struct RegistryApi {
+    catalog: Catalog,
+    /// Fires when the server drains: long-lived streams end cleanly.
+    shutdown: CancellationToken,
+    /// Messages buffered per watch stream before the watcher waits.
+    watch_buffer: usize,
+}
+
+impl RegistryApi {
+    pub fn new(catalog: Catalog, shutdown: CancellationToken, watch_buffer: usize) -> Self {
+        RegistryApi {
+            catalog,
+            shutdown,
+            watch_buffer,
+        }
+    }
+}
+
+/// Maps a catalog error to the status a client acts on.
+pub fn status(error: CatalogError) -> Status {
+    let message = error.to_string();
+    match error {
+        CatalogError::Invalid(_) => Status::invalid_argument(message),
+        CatalogError::NotFound { .. } | CatalogError::Store(StoreError::LeaseNotFound(_)) => {
+            Status::not_found(message)
+        }
+        CatalogError::ColorMismatch { .. }
+        | CatalogError::LockLost { .. }
+        | CatalogError::Conflict(_) => Status::failed_precondition(message),
+        CatalogError::LockHeld { .. } | CatalogError::Contention(_) => Status::aborted(message),
+        CatalogError::Store(StoreError::Closed | StoreError::Unavailable(_)) => {
+            Status::unavailable(message)
+        }
+        CatalogError::Store(StoreError::Compacted { .. }) => Status::out_of_range(message),
+        CatalogError::Store(StoreError::Storage(_)) | CatalogError::CorruptRecord { .. } => {
+            tracing::error!(error = %message, "request failed on the store");
+            Status::internal(message)
+        }
+    }
+}
+
+fn invalid(error: ValidationError) -> Status {
+    Status::invalid_argument(error.to_string())
+}
+
+fn required<T>(field: &str, value: Option<T>) -> Result<T, Status> {
+    value.ok_or_else(|| Status::invalid_argument(format!("invalid {field}: missing")))
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl v1::registry_server::Registry for RegistryApi {
+    async fn open_session(
+        &self,
+        request: Request<v1::OpenSessionRequest>,
+    ) -> Result<Response<v1::OpenSessionResponse>, Status> {
+        let request = request.into_inner();
+        let (session_id, ttl_seconds) = self
+            .catalog
+            .open_session(&request.node, request.ttl_seconds)
+            .await
+            .map_err(status)?;
+        tracing::info!(session = session_id, node = %request.node, ttl_seconds, "session opened");
+        Ok(Response::new(v1::OpenSessionResponse {
+            session_id,
+            ttl_seconds,
+        }))
+    }
+
+    type KeepAliveStream = BoxStream<v1::KeepAliveResponse>;
+
+    async fn keep_alive(
+        &self,
+        request: Request<Streaming<v1::KeepAliveRequest>>,
+    ) -> Result<Response<Self::KeepAliveStream>, Status> {
+        let mut inbound = request.into_inner();
+        let catalog = self.catalog.clone();
+        let shutdown = self.shutdown.clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = inbound.next() => next,
+                    () = shutdown.cancelled() => return,
+                };
+                let Some(Ok(ping)) = next else { return };
+                let answer = catalog
+                    .keep_alive(ping.session_id)
+                    .await
+                    .map(|ttl_seconds| v1::KeepAliveResponse {
+                        session_id: ping.session_id,
+                        ttl_seconds,
+                    })
+                    .map_err(status);
+                let failed = answer.is_err();
+                if sender.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
+    async fn close_session(
+        &self,
+        request: Request<v1::CloseSessionRequest>,
+    ) -> Result<Response<v1::CloseSessionResponse>, Status> {
+        let session = request.into_inner().session_id;
+        let revision = self.catalog.close_session(session).await.map_err(status)?;
+        tracing::info!(session, revision, "session closed");
+        Ok(Response::new(v1::CloseSessionResponse { revision }))
+    }
+
+    async fn register(
+        &self,
+        request: Request<v1::RegisterRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
+        let request = request.into_inner();
+        let instance =
+            wire::instance_from_wire("instance.", required("instance", request.instance)?)
+                .map_err(invalid)?;
+        let session = (request.session_id != 0).then_some(request.session_id);
+        let revision = self
+            .catalog
+            .register(instance, session)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::WriteResponse { revision }))
+    }
+
+    async fn deregister(
+        &self,
+        request: Request<v1::DeregisterRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
+        let id = request.into_inner().id;
+        let revision = self.catalog.deregister(&id).await.map_err(status)?;
+        Ok(Response::new(v1::WriteResponse { revision }))
+    }
+
+    async fn sync_node(
+        &self,
+        request: Request<v1::SyncNodeRequest>,
+    ) -> Result<Response<v1::SyncNodeResponse>, Status> {
+        let request = request.into_inner();
+        if request.instances.len() > switchyard_model::validate::MAX_SYNC_INSTANCES {
+            return Err(Status::invalid_argument(format!(
+                "invalid instances: {} in one SyncNode; the limit is {}",
+                request.instances.len(),
+                switchyard_model::validate::MAX_SYNC_INSTANCES
+            )));
+        }
+        let instances = request
+            .instances
+            .into_iter()
+            .enumerate()
+            .map(|(index, instance)| {
+                wire::instance_from_wire(&format!("instances[{index}]."), instance)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        let outcome = self
+            .catalog
+            .sync_node(request.session_id, &request.node, instances)
+            .await
+            .map_err(status)?;
+        if outcome.added + outcome.updated + outcome.removed > 0 {
+            tracing::info!(
+                node = %request.node,
+                added = outcome.added,
+                updated = outcome.updated,
+                removed = outcome.removed,
+                revision = outcome.revision,
+                "node synced"
+            );
+        }
+        Ok(Response::new(v1::SyncNodeResponse {
+            revision: outcome.revision,
+            added: outcome.added,
+            updated: outcome.updated,
+            removed: outcome.removed,
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        _request: Request<v1::ListServicesRequest>,
+    ) -> Result<Response<v1::ListServicesResponse>, Status> {
+        let (revision, services) = self.catalog.list_services().await.map_err(status)?;
+        Ok(Response::new(v1::ListServicesResponse {
+            revision,
+            services: services.iter().map(wire::summary_to_wire).collect(),
+        }))
+    }
+
+    async fn get_service(
+        &self,
+        request: Request<v1::GetServiceRequest>,
+    ) -> Result<Response<v1::GetServiceResponse>, Status> {
+        let name = request.into_inner().name;
+        let (revision, service) = self.catalog.get_service(&name).await.map_err(status)?;
+        Ok(Response::new(v1::GetServiceResponse {
+            revision,
+            service: Some(wire::service_to_wire(&service)),
+        }))
+    }
+
+    type WatchStream = BoxStream<v1::WatchResponse>;
+
+    async fn watch(
+        &self,
+        request: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let request = request.into_inner();
+        let stream = self
+            .catalog
+            .watch(
+                request.services,
+                request.from_revision,
+                self.watch_buffer,
+                self.shutdown.clone(),
+            )
+            .map_err(status)?;
+        let stream = stream.map(|event| {
+            event
+                .map(|event| wire::watch_event_to_wire(&event))
+                .map_err(status)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn next_color(
+        &self,
+        request: Request<v1::NextColorRequest>,
+    ) -> Result<Response<v1::NextColorResponse>, Status> {
+        let service = request.into_inner().service;
+        let (active, next, revision) = self.catalog.next_color(&service).await.map_err(status)?;
+        Ok(Response::new(v1::NextColorResponse {
+            active_color: wire::color_to_wire(active),
+            next_color: wire::color_to_wire(Some(next)),
+            revision,
+        }))
+    }
+
+    async fn set_active_color(
+        &self,
+        request: Request<v1::SetActiveColorRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
+        let request = request.into_inner();
+        let color = wire::color_from_wire("color", request.color).map_err(invalid)?;
+        let expected =
+            wire::color_from_wire("expected_color", request.expected_color).map_err(invalid)?;
+        let revision = self
+            .catalog
+            .set_active_color(&request.service, color, expected, request.lock_token)
+            .await
+            .map_err(status)?;
+        tracing::info!(
+            service = %request.service,
+            color = switchyard_model::color_name(color),
+            revision,
+            "active color set"
+        );
+        Ok(Response::new(v1::WriteResponse { revision }))
+    }
+
+    async fn acquire_lock(
+        &self,
+        request: Request<v1::AcquireLockRequest>,
+    ) -> Result<Response<v1::AcquireLockResponse>, Status> {
+        let request = request.into_inner();
+        let grant = self
+            .catalog
+            .acquire_lock(&request.service, &request.holder, request.ttl_seconds)
+            .await
+            .map_err(status)?;
+        tracing::info!(service = %request.service, holder = %request.holder, token = grant.token, "deploy lock granted");
+        Ok(Response::new(v1::AcquireLockResponse {
+            token: grant.token,
+            ttl_seconds: grant.ttl_seconds,
+        }))
+    }
+
+    async fn renew_lock(
+        &self,
+        request: Request<v1::RenewLockRequest>,
+    ) -> Result<Response<v1::RenewLockResponse>, Status> {
+        let request = request.into_inner();
+        let ttl_seconds = self
+            .catalog
+            .renew_lock(&request.service, request.token)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::RenewLockResponse { ttl_seconds }))
+    }
+
+    async fn release_lock(
+        &self,
+        request: Request<v1::ReleaseLockRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
+        let request = request.into_inner();
+        let revision = self
+            .catalog
+            .release_lock(&request.service, request.token)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::WriteResponse { revision }))
+    }
+
+    async fn record_deployment(
+        &self,
+        request: Request<v1::RecordDeploymentRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
+        let deployment =
+            wire::deployment_from_wire(required("deployment", request.into_inner().deployment)?)
+                .map_err(invalid)?;
+        let revision = self
+            .catalog
+            .record_deployment(deployment)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::WriteResponse { revision }))
+    }
+
+    async fn list_deployments(
+        &self,
+        request: Request<v1::ListDeploymentsRequest>,
+    ) -> Result<Response<v1::ListDeploymentsResponse>, Status> {
+        let request = request.into_inner();
+        let deployments = self
+            .catalog
+            .list_deployments(&request.service, request.limit as usize)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::ListDeploymentsResponse {
+            deployments: deployments.iter().map(wire::deployment_to_wire).collect(),
+        }))
+    }
+}

@@ -1,0 +1,66 @@
+//! The catalog's errors. Callers (the API layer) tell the cases apart to pick
+//! a gRPC status; every message says what to do next.
+
+use switchyard_model::{Color, ValidationError, color_name};
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+
+    #[error("{what} not found: {hint}")]
+    NotFound { what: String, hint: String },
+
+    #[error(
+        "the active color of {service} is {}, not {} as expected: read it again \
+         (`cdctl color {service}`) and retry",
+        color_name(*current),
+        color_name(*expected)
+    )]
+    ColorMismatch {
+        service: String,
+        current: Option<Color>,
+        expected: Option<Color>,
+    },
+
+    #[error(
+        "the deploy lock of {service} is held by {holder} (token {token}): wait for that \
+         deploy to finish, or for its lock to expire"
+    )]
+    LockHeld {
+        service: String,
+        holder: String,
+        token: u64,
+    },
+
+    #[error(
+        "the deploy lock of {service} with token {token} is no longer held (it expired or \
+         was released): acquire it again"
+    )]
+    LockLost { service: String, token: u64 },
+
+    #[error("{0}")]
+    Conflict(String),
+
+    #[error("too much contention on {0}: retry the request")]
+    Contention(String),
+
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    #[error(
+        "stored record {key} cannot be read ({reason}); it was written by an incompatible version"
+    )]
+    CorruptRecord { key: String, reason: String },
+}
+
+impl CatalogError {
+    pub fn not_found(what: impl Into<String>, hint: impl Into<String>) -> Self {
+        CatalogError::NotFound {
+            what: what.into(),
+            hint: hint.into(),
+        }
+    }
+}

@@ -1,0 +1,955 @@
+//! The domain: sessions, instances, node reconciliation, colors, deploy locks
+//! and deployment records (DESIGN §1–2), written only against [`Store`].
+//!
+//! Every write is read → decide → one guarded transaction. The guards are the
+//! revisions of what was read, so a concurrent change makes the transaction
+//! fail and the operation starts over from a fresh read; nothing is decided
+//! on stale data. **Architecture Invariant:** one public operation commits at
+//! most one transaction, hence at most one revision.
+
+mod error;
+pub mod keys;
+mod watch;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use switchyard_model::{
+    Color, Deployment, Health, Instance, LockGrant, Service, ServiceSummary, SessionId,
+    ValidationError, validate,
+};
+
+use crate::store::{Compare, KeyValue, Op, OpResult, Store, StoreError, Txn, TxnResponse};
+
+pub use error::CatalogError;
+pub use watch::{Change, ResetReason, WatchEvent};
+
+/// How often an operation re-reads and retries after losing a race.
+const MAX_ATTEMPTS: usize = 64;
+/// Node name given to instances registered without a node or session.
+pub const EXTERNAL_NODE: &str = "external";
+/// Deployment records kept per service; older ones are dropped.
+pub const DEPLOYMENTS_KEPT: usize = 200;
+
+/// Settings of the catalog.
+#[derive(Debug, Clone)]
+pub struct CatalogConfig {
+    /// How often an idle watch stream reports progress.
+    pub progress_interval: Duration,
+    /// Services per snapshot message of a watch stream.
+    pub snapshot_chunk: usize,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            progress_interval: Duration::from_secs(5),
+            snapshot_chunk: 256,
+        }
+    }
+}
+
+/// The stored form of a service; instances are stored separately.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ServiceRecord {
+    #[serde(default)]
+    active_color: Option<Color>,
+    /// Whether the color was ever set: the service key changes only when the
+    /// color does, so its mod revision is then the color's revision.
+    #[serde(default)]
+    color_set: bool,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SessionRecord {
+    node: String,
+    ttl_seconds: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LockRecord {
+    holder: String,
+    lease: u64,
+    ttl_seconds: u32,
+}
+
+/// What a `SyncNode` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncOutcome {
+    pub revision: u64,
+    pub added: u32,
+    pub updated: u32,
+    pub removed: u32,
+}
+
+/// The catalog over one store. Cheap to clone.
+#[derive(Clone)]
+pub struct Catalog {
+    store: Arc<dyn Store>,
+    config: CatalogConfig,
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our records are plain structs of strings, numbers and maps: serializing
+    // them cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn from_json<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, CatalogError> {
+    serde_json::from_slice(&kv.value).map_err(|error| CatalogError::CorruptRecord {
+        key: String::from_utf8_lossy(&kv.key).into_owned(),
+        reason: error.to_string(),
+    })
+}
+
+fn decode_service(name: &str, kv: &KeyValue) -> Result<Service, CatalogError> {
+    let record: ServiceRecord = from_json(kv)?;
+    Ok(Service {
+        name: name.to_string(),
+        active_color: record.active_color,
+        color_revision: if record.color_set { kv.mod_revision } else { 0 },
+        metadata: record.metadata,
+        instances: Vec::new(),
+    })
+}
+
+fn decode_instance(kv: &KeyValue) -> Result<Instance, CatalogError> {
+    let mut instance: Instance = from_json(kv)?;
+    instance.create_revision = kv.create_revision;
+    instance.mod_revision = kv.mod_revision;
+    Ok(instance)
+}
+
+fn mod_revision(kv: Option<&KeyValue>) -> u64 {
+    kv.map_or(0, |kv| kv.mod_revision)
+}
+
+fn guard(key: Vec<u8>, kv: Option<&KeyValue>) -> Compare {
+    Compare::ModRevision {
+        key,
+        revision: mod_revision(kv),
+    }
+}
+
+fn put(key: Vec<u8>, value: Vec<u8>, lease: Option<u64>) -> Op {
+    Op::Put { key, value, lease }
+}
+
+/// Takes the single result of a `Get`.
+fn single(result: Option<OpResult>) -> Option<KeyValue> {
+    result.and_then(|r| r.into_kvs().into_iter().next())
+}
+
+fn session_gone(session: SessionId) -> CatalogError {
+    CatalogError::not_found(
+        format!("session {session}"),
+        "it expired or was closed; open a new session and register again",
+    )
+}
+
+impl Catalog {
+    pub fn new(store: Arc<dyn Store>, config: CatalogConfig) -> Self {
+        Catalog { store, config }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    async fn read(&self, ops: Vec<Op>) -> Result<(u64, Vec<OpResult>), CatalogError> {
+        let TxnResponse {
+            revision, results, ..
+        } = self.store.txn(Txn::read(ops)).await?;
+        Ok((revision, results))
+    }
+
+    /// Commits `txn`; `None` when a guard failed and the caller should retry.
+    async fn commit(&self, txn: Txn) -> Result<Option<u64>, CatalogError> {
+        let response = self.store.txn(txn).await?;
+        Ok(response.succeeded.then_some(response.revision))
+    }
+
+    // ----- sessions -----
+
+    /// Opens a session for `node` that lives `ttl_seconds` after its last keep-alive.
+    pub async fn open_session(
+        &self,
+        node: &str,
+        ttl_seconds: u32,
+    ) -> Result<(SessionId, u32), CatalogError> {
+        validate::identifier("node", node)?;
+        let ttl_seconds = validate::ttl_seconds("ttl_seconds", ttl_seconds)?;
+        let lease = self
+            .store
+            .lease_grant(Duration::from_secs(u64::from(ttl_seconds)))
+            .await?;
+        let record = SessionRecord {
+            node: node.to_string(),
+            ttl_seconds,
+        };
+        let txn = Txn {
+            success: vec![put(keys::session(lease), to_json(&record), Some(lease))],
+            ..Txn::default()
+        };
+        match self.store.txn(txn).await {
+            Ok(_) => Ok((lease, ttl_seconds)),
+            Err(error) => {
+                let _ = self.store.lease_revoke(lease).await;
+                Err(error.into())
+            }
+        }
+    }
+
+    pub async fn keep_alive(&self, session: SessionId) -> Result<u32, CatalogError> {
+        match self.store.lease_keep_alive(session).await {
+            Ok(ttl) => Ok(u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX)),
+            Err(StoreError::LeaseNotFound(_)) => Err(session_gone(session)),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Ends a session; its instances are removed in the same revision.
+    pub async fn close_session(&self, session: SessionId) -> Result<u64, CatalogError> {
+        let (_, results) = self
+            .read(vec![Op::Get {
+                key: keys::session(session),
+            }])
+            .await?;
+        if single(results.into_iter().next()).is_none() {
+            return Err(session_gone(session));
+        }
+        match self.store.lease_revoke(session).await {
+            Ok(revision) => Ok(revision),
+            Err(StoreError::LeaseNotFound(_)) => Err(session_gone(session)),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn session_node(&self, session: SessionId) -> Result<String, CatalogError> {
+        let (_, results) = self
+            .read(vec![Op::Get {
+                key: keys::session(session),
+            }])
+            .await?;
+        let kv = single(results.into_iter().next()).ok_or_else(|| session_gone(session))?;
+        let record: SessionRecord = from_json(&kv)?;
+        Ok(record.node)
+    }
+
+    // ----- instances -----
+
+    /// Registers or updates one instance. With a session the instance lives
+    /// as long as the session; without one until it is deregistered.
+    pub async fn register(
+        &self,
+        mut instance: Instance,
+        session: Option<SessionId>,
+    ) -> Result<u64, CatalogError> {
+        if let Some(session) = session {
+            let node = self.session_node(session).await?;
+            if instance.node.is_empty() {
+                instance.node = node;
+            }
+        } else if instance.node.is_empty() {
+            instance.node = EXTERNAL_NODE.to_string();
+        }
+        instance.session = session;
+        validate::instance("instance.", &instance)?;
+
+        for _ in 0..MAX_ATTEMPTS {
+            let (revision, results) = self
+                .read(vec![
+                    Op::Get {
+                        key: keys::service(&instance.service),
+                    },
+                    Op::Get {
+                        key: keys::id_index(&instance.id),
+                    },
+                ])
+                .await?;
+            let mut results = results.into_iter();
+            let service_kv = single(results.next());
+            let index_kv = single(results.next());
+            let existing = match &index_kv {
+                Some(kv) => {
+                    let owner = String::from_utf8_lossy(&kv.value).into_owned();
+                    if owner != instance.service {
+                        return Err(CatalogError::Conflict(format!(
+                            "instance id {} is registered under service {owner}: deregister it \
+                             first or choose another id",
+                            instance.id
+                        )));
+                    }
+                    self.get_one(keys::instance(&owner, &instance.id)).await?
+                }
+                None => None,
+            };
+            let mut txn = Txn {
+                compares: vec![
+                    guard(keys::service(&instance.service), service_kv.as_ref()),
+                    guard(keys::id_index(&instance.id), index_kv.as_ref()),
+                    guard(
+                        keys::instance(&instance.service, &instance.id),
+                        existing.as_ref(),
+                    ),
+                ],
+                ..Txn::default()
+            };
+            if let Some(kv) = &existing {
+                let current = decode_instance(kv)?;
+                if current.same_registration(&instance) {
+                    return Ok(revision);
+                }
+                if current.node != instance.node {
+                    txn.success.push(Op::Delete {
+                        key: keys::node_index(&current.node, &instance.id),
+                    });
+                }
+            }
+            if service_kv.is_none() {
+                txn.success.push(put(
+                    keys::service(&instance.service),
+                    to_json(&ServiceRecord::default()),
+                    None,
+                ));
+            }
+            txn.success.extend(instance_puts(&instance));
+            match self.commit(txn).await {
+                Ok(Some(revision)) => return Ok(revision),
+                Ok(None) => continue,
+                Err(CatalogError::Store(StoreError::LeaseNotFound(_))) => {
+                    return Err(session_gone(session.unwrap_or_default()));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(CatalogError::Contention(format!(
+            "instance {}",
+            instance.id
+        )))
+    }
+
+    async fn get_one(&self, key: Vec<u8>) -> Result<Option<KeyValue>, CatalogError> {
+        let (_, results) = self.read(vec![Op::Get { key }]).await?;
+        Ok(single(results.into_iter().next()))
+    }
+
+    /// Removes one instance by id.
+    pub async fn deregister(&self, id: &str) -> Result<u64, CatalogError> {
+        validate::identifier("id", id)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let index_kv = self.get_one(keys::id_index(id)).await?.ok_or_else(|| {
+                CatalogError::not_found(
+                    format!("instance {id}"),
+                    "list instances with `cdctl status SERVICE`",
+                )
+            })?;
+            let service = String::from_utf8_lossy(&index_kv.value).into_owned();
+            let instance_kv = self.get_one(keys::instance(&service, id)).await?;
+            let mut txn = Txn {
+                compares: vec![
+                    guard(keys::id_index(id), Some(&index_kv)),
+                    guard(keys::instance(&service, id), instance_kv.as_ref()),
+                ],
+                success: vec![
+                    Op::Delete {
+                        key: keys::id_index(id),
+                    },
+                    Op::Delete {
+                        key: keys::instance(&service, id),
+                    },
+                ],
+                ..Txn::default()
+            };
+            if let Some(kv) = &instance_kv {
+                let instance = decode_instance(kv)?;
+                txn.success.push(Op::Delete {
+                    key: keys::node_index(&instance.node, id),
+                });
+            }
+            if let Some(revision) = self.commit(txn).await? {
+                return Ok(revision);
+            }
+        }
+        Err(CatalogError::Contention(format!("instance {id}")))
+    }
+
+    /// Makes the registry's instances of `node` exactly `desired`, in one
+    /// transaction: adds, updates and removes. Repeating it changes nothing.
+    pub async fn sync_node(
+        &self,
+        session: SessionId,
+        node: &str,
+        desired: Vec<Instance>,
+    ) -> Result<SyncOutcome, CatalogError> {
+        validate::identifier("node", node)?;
+        if desired.len() > validate::MAX_SYNC_INSTANCES {
+            return Err(ValidationError::new(
+                "instances",
+                format!(
+                    "{} instances in one SyncNode; the limit is {}: split the node's \
+                     instances across Register calls or raise nothing here",
+                    desired.len(),
+                    validate::MAX_SYNC_INSTANCES
+                ),
+            )
+            .into());
+        }
+        let session_node = self.session_node(session).await?;
+        if session_node != node {
+            return Err(CatalogError::Conflict(format!(
+                "session {session} belongs to node {session_node}, not {node}: open a session \
+                 for {node}"
+            )));
+        }
+        let mut wanted: BTreeMap<String, Instance> = BTreeMap::new();
+        for (index, mut instance) in desired.into_iter().enumerate() {
+            if instance.node.is_empty() {
+                instance.node = node.to_string();
+            }
+            if instance.node != node {
+                return Err(ValidationError::new(
+                    format!("instances[{index}].node"),
+                    format!(
+                        "instance {} names node {}, but this SyncNode is for {node}",
+                        instance.id, instance.node
+                    ),
+                )
+                .into());
+            }
+            instance.session = Some(session);
+            validate::instance(&format!("instances[{index}]."), &instance)?;
+            if wanted.insert(instance.id.clone(), instance).is_some() {
+                return Err(ValidationError::new(
+                    format!("instances[{index}].id"),
+                    "the same id appears twice in one SyncNode",
+                )
+                .into());
+            }
+        }
+
+        for _ in 0..MAX_ATTEMPTS {
+            // First read: what the node has now, and who owns the wanted ids.
+            let mut ops = vec![Op::Range {
+                prefix: keys::node_index_of(node),
+            }];
+            ops.extend(wanted.keys().map(|id| Op::Get {
+                key: keys::id_index(id),
+            }));
+            let (revision, results) = self.read(ops).await?;
+            let mut results = results.into_iter();
+            let node_entries = results.next().map(OpResult::into_kvs).unwrap_or_default();
+            let owners: Vec<Option<KeyValue>> = results.map(|r| single(Some(r))).collect();
+
+            // Second read: the records those indexes point at, and the services.
+            let mut present: BTreeMap<String, String> = BTreeMap::new(); // id -> service
+            for kv in &node_entries {
+                if let Some(id) = keys::last_segment(&kv.key) {
+                    present.insert(
+                        id.to_string(),
+                        String::from_utf8_lossy(&kv.value).into_owned(),
+                    );
+                }
+            }
+            for (id, owner) in wanted.keys().zip(&owners) {
+                if let Some(owner) = owner
+                    && !present.contains_key(id)
+                {
+                    let owner_service = String::from_utf8_lossy(&owner.value);
+                    return Err(CatalogError::Conflict(format!(
+                        "instance id {id} is registered on another node (service \
+                         {owner_service}); ids must be unique across nodes"
+                    )));
+                }
+            }
+            let services: BTreeSet<&str> = wanted.values().map(|i| i.service.as_str()).collect();
+            let mut ops: Vec<Op> = present
+                .iter()
+                .map(|(id, service)| Op::Get {
+                    key: keys::instance(service, id),
+                })
+                .collect();
+            ops.extend(services.iter().map(|service| Op::Get {
+                key: keys::service(service),
+            }));
+            let (_, results) = self.read(ops).await?;
+            let mut results = results.into_iter();
+            let current: Vec<(String, String, Option<KeyValue>)> = present
+                .iter()
+                .map(|(id, service)| (id.clone(), service.clone(), single(results.next())))
+                .collect();
+            let service_kvs: Vec<(&str, Option<KeyValue>)> = services
+                .iter()
+                .map(|service| (*service, single(results.next())))
+                .collect();
+
+            // Decide.
+            let mut txn = Txn::default();
+            let mut outcome = SyncOutcome::default();
+            for kv in &node_entries {
+                txn.compares.push(guard(kv.key.clone(), Some(kv)));
+            }
+            for (id, owner) in wanted.keys().zip(&owners) {
+                txn.compares.push(guard(keys::id_index(id), owner.as_ref()));
+            }
+            for (service, kv) in &service_kvs {
+                txn.compares
+                    .push(guard(keys::service(service), kv.as_ref()));
+                if kv.is_none() {
+                    txn.success.push(put(
+                        keys::service(service),
+                        to_json(&ServiceRecord::default()),
+                        None,
+                    ));
+                }
+            }
+            let mut existing: HashMap<&str, (&str, Option<Instance>)> = HashMap::new();
+            for (id, service, kv) in &current {
+                txn.compares
+                    .push(guard(keys::instance(service, id), kv.as_ref()));
+                let instance = kv.as_ref().map(decode_instance).transpose()?;
+                existing.insert(id.as_str(), (service.as_str(), instance));
+            }
+            for (id, (service, _)) in &existing {
+                let keep = wanted.get(*id).is_some_and(|w| w.service == *service);
+                if !keep {
+                    txn.success.push(Op::Delete {
+                        key: keys::instance(service, id),
+                    });
+                    if !wanted.contains_key(*id) {
+                        txn.success.push(Op::Delete {
+                            key: keys::id_index(id),
+                        });
+                        txn.success.push(Op::Delete {
+                            key: keys::node_index(node, id),
+                        });
+                        outcome.removed += 1;
+                    }
+                }
+            }
+            for (id, instance) in &wanted {
+                match existing.get(id.as_str()) {
+                    Some((service, Some(current)))
+                        if *service == instance.service && current.same_registration(instance) => {}
+                    Some((service, Some(_))) if *service == instance.service => {
+                        outcome.updated += 1;
+                        txn.success.extend(instance_puts(instance));
+                    }
+                    Some(_) => {
+                        outcome.updated += 1;
+                        txn.success.extend(instance_puts(instance));
+                    }
+                    None => {
+                        outcome.added += 1;
+                        txn.success.extend(instance_puts(instance));
+                    }
+                }
+            }
+            if !txn.success.iter().any(Op::is_write) {
+                outcome.revision = revision;
+                return Ok(outcome);
+            }
+            match self.commit(txn).await {
+                Ok(Some(revision)) => {
+                    outcome.revision = revision;
+                    return Ok(outcome);
+                }
+                Ok(None) => continue,
+                Err(CatalogError::Store(StoreError::LeaseNotFound(_))) => {
+                    return Err(session_gone(session));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(CatalogError::Contention(format!("node {node}")))
+    }
+
+    // ----- reads -----
+
+    /// Every service with its live color and instance counts.
+    pub async fn list_services(&self) -> Result<(u64, Vec<ServiceSummary>), CatalogError> {
+        let (revision, results) = self
+            .read(vec![
+                Op::Range {
+                    prefix: keys::SERVICES.to_vec(),
+                },
+                Op::Range {
+                    prefix: keys::INSTANCES.to_vec(),
+                },
+            ])
+            .await?;
+        let mut results = results.into_iter();
+        let services = results.next().map(OpResult::into_kvs).unwrap_or_default();
+        let instances = results.next().map(OpResult::into_kvs).unwrap_or_default();
+        let mut summaries: BTreeMap<String, ServiceSummary> = BTreeMap::new();
+        for kv in &services {
+            if let Some(keys::Watched::Service(name)) = keys::parse_watched(&kv.key) {
+                let service = decode_service(&name, kv)?;
+                summaries.insert(
+                    name.clone(),
+                    ServiceSummary {
+                        name,
+                        active_color: service.active_color,
+                        instances: 0,
+                        passing: 0,
+                    },
+                );
+            }
+        }
+        for kv in &instances {
+            let instance = decode_instance(kv)?;
+            if let Some(summary) = summaries.get_mut(&instance.service) {
+                summary.instances += 1;
+                if instance.health == Health::Passing {
+                    summary.passing += 1;
+                }
+            }
+        }
+        Ok((revision, summaries.into_values().collect()))
+    }
+
+    /// One service with all its instances, at one revision.
+    pub async fn get_service(&self, name: &str) -> Result<(u64, Service), CatalogError> {
+        validate::service_name("name", name)?;
+        let (revision, mut services) = self.snapshot(&[name.to_string()]).await?;
+        let service = services.pop().ok_or_else(|| {
+            CatalogError::not_found(
+                format!("service {name}"),
+                "list services with `cdctl services`; a service appears when its first \
+                 instance registers",
+            )
+        })?;
+        Ok((revision, service))
+    }
+
+    /// A consistent view of the given services (all when empty).
+    pub async fn snapshot(&self, names: &[String]) -> Result<(u64, Vec<Service>), CatalogError> {
+        let ops = if names.is_empty() {
+            vec![
+                Op::Range {
+                    prefix: keys::SERVICES.to_vec(),
+                },
+                Op::Range {
+                    prefix: keys::INSTANCES.to_vec(),
+                },
+            ]
+        } else {
+            names
+                .iter()
+                .flat_map(|name| {
+                    [
+                        Op::Get {
+                            key: keys::service(name),
+                        },
+                        Op::Range {
+                            prefix: keys::instances_of(name),
+                        },
+                    ]
+                })
+                .collect()
+        };
+        let (revision, results) = self.read(ops).await?;
+        let mut services: BTreeMap<String, Service> = BTreeMap::new();
+        let mut instances = Vec::new();
+        for kv in results.into_iter().flat_map(OpResult::into_kvs) {
+            match keys::parse_watched(&kv.key) {
+                Some(keys::Watched::Service(name)) => {
+                    let service = decode_service(&name, &kv)?;
+                    services.insert(name, service);
+                }
+                Some(keys::Watched::Instance { .. }) => instances.push(decode_instance(&kv)?),
+                _ => {}
+            }
+        }
+        for instance in instances {
+            if let Some(service) = services.get_mut(&instance.service) {
+                service.instances.push(instance);
+            }
+        }
+        Ok((revision, services.into_values().collect()))
+    }
+
+    // ----- colors and locks -----
+
+    /// The live color of `service` and the color a deploy would go to.
+    pub async fn next_color(
+        &self,
+        service: &str,
+    ) -> Result<(Option<Color>, Color, u64), CatalogError> {
+        validate::service_name("service", service)?;
+        let (revision, results) = self
+            .read(vec![Op::Get {
+                key: keys::service(service),
+            }])
+            .await?;
+        let active = match single(results.into_iter().next()) {
+            Some(kv) => decode_service(service, &kv)?.active_color,
+            None => None,
+        };
+        Ok((active, Color::next(active), revision))
+    }
+
+    /// Compare-and-swap of the live color. Succeeds only when the color is
+    /// `expected` and `lock_token` is the live lock (0: no lock may be held).
+    pub async fn set_active_color(
+        &self,
+        service: &str,
+        color: Option<Color>,
+        expected: Option<Color>,
+        lock_token: u64,
+    ) -> Result<u64, CatalogError> {
+        validate::service_name("service", service)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let (revision, results) = self
+                .read(vec![
+                    Op::Get {
+                        key: keys::service(service),
+                    },
+                    Op::Get {
+                        key: keys::lock(service),
+                    },
+                ])
+                .await?;
+            let mut results = results.into_iter();
+            let service_kv = single(results.next()).ok_or_else(|| {
+                CatalogError::not_found(
+                    format!("service {service}"),
+                    "a service appears when its first instance registers; register one first",
+                )
+            })?;
+            let lock_kv = single(results.next());
+            let mut record: ServiceRecord = from_json(&service_kv)?;
+            check_lock(service, lock_kv.as_ref(), lock_token)?;
+            if record.active_color != expected {
+                return Err(CatalogError::ColorMismatch {
+                    service: service.to_string(),
+                    current: record.active_color,
+                    expected,
+                });
+            }
+            if record.active_color == color {
+                return Ok(revision);
+            }
+            record.active_color = color;
+            record.color_set = true;
+            let txn = Txn {
+                compares: vec![
+                    guard(keys::service(service), Some(&service_kv)),
+                    Compare::CreateRevision {
+                        key: keys::lock(service),
+                        revision: lock_kv.as_ref().map_or(0, |kv| kv.create_revision),
+                    },
+                ],
+                success: vec![put(keys::service(service), to_json(&record), None)],
+                ..Txn::default()
+            };
+            if let Some(revision) = self.commit(txn).await? {
+                return Ok(revision);
+            }
+        }
+        Err(CatalogError::Contention(format!("service {service}")))
+    }
+
+    /// Takes the deploy lock of `service` for `ttl_seconds` (renewable).
+    pub async fn acquire_lock(
+        &self,
+        service: &str,
+        holder: &str,
+        ttl_seconds: u32,
+    ) -> Result<LockGrant, CatalogError> {
+        validate::service_name("service", service)?;
+        if holder.is_empty() || holder.len() > validate::MAX_ID_LEN {
+            return Err(ValidationError::new(
+                "holder",
+                format!("must be 1 to {} bytes long", validate::MAX_ID_LEN),
+            )
+            .into());
+        }
+        let ttl_seconds = validate::ttl_seconds("ttl_seconds", ttl_seconds)?;
+        if let Some(kv) = self.get_one(keys::lock(service)).await? {
+            return Err(lock_held(service, &kv));
+        }
+        let lease = self
+            .store
+            .lease_grant(Duration::from_secs(u64::from(ttl_seconds)))
+            .await?;
+        let record = LockRecord {
+            holder: holder.to_string(),
+            lease,
+            ttl_seconds,
+        };
+        let txn = Txn {
+            compares: vec![Compare::CreateRevision {
+                key: keys::lock(service),
+                revision: 0,
+            }],
+            success: vec![put(keys::lock(service), to_json(&record), Some(lease))],
+            failure: vec![Op::Get {
+                key: keys::lock(service),
+            }],
+        };
+        let response = match self.store.txn(txn).await {
+            Ok(response) => response,
+            Err(error) => {
+                let _ = self.store.lease_revoke(lease).await;
+                return Err(error.into());
+            }
+        };
+        if response.succeeded {
+            return Ok(LockGrant {
+                token: response.revision,
+                ttl_seconds,
+            });
+        }
+        let _ = self.store.lease_revoke(lease).await;
+        match single(response.results.into_iter().next()) {
+            Some(kv) => Err(lock_held(service, &kv)),
+            None => Err(CatalogError::Contention(format!("lock of {service}"))),
+        }
+    }
+
+    pub async fn renew_lock(&self, service: &str, token: u64) -> Result<u32, CatalogError> {
+        validate::service_name("service", service)?;
+        let kv = self.live_lock(service, token).await?;
+        let record: LockRecord = from_json(&kv)?;
+        match self.store.lease_keep_alive(record.lease).await {
+            Ok(ttl) => Ok(u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX)),
+            Err(StoreError::LeaseNotFound(_)) => Err(CatalogError::LockLost {
+                service: service.to_string(),
+                token,
+            }),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    pub async fn release_lock(&self, service: &str, token: u64) -> Result<u64, CatalogError> {
+        validate::service_name("service", service)?;
+        let kv = self.live_lock(service, token).await?;
+        let record: LockRecord = from_json(&kv)?;
+        match self.store.lease_revoke(record.lease).await {
+            Ok(revision) => Ok(revision),
+            Err(StoreError::LeaseNotFound(_)) => Err(CatalogError::LockLost {
+                service: service.to_string(),
+                token,
+            }),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn live_lock(&self, service: &str, token: u64) -> Result<KeyValue, CatalogError> {
+        match self.get_one(keys::lock(service)).await? {
+            Some(kv) if kv.create_revision == token => Ok(kv),
+            _ => Err(CatalogError::LockLost {
+                service: service.to_string(),
+                token,
+            }),
+        }
+    }
+
+    // ----- deployment records -----
+
+    /// Writes (or updates, by id) a deployment record; keeps the newest
+    /// [`DEPLOYMENTS_KEPT`] per service.
+    pub async fn record_deployment(&self, deployment: Deployment) -> Result<u64, CatalogError> {
+        validate::service_name("deployment.service", &deployment.service)?;
+        validate::identifier("deployment.id", &deployment.id)?;
+        let existing = self.list_deployments(&deployment.service, 0).await?;
+        let mut txn = Txn {
+            success: vec![put(
+                keys::deployment(&deployment.service, &deployment.id),
+                to_json(&deployment),
+                None,
+            )],
+            ..Txn::default()
+        };
+        let others = existing.iter().filter(|d| d.id != deployment.id);
+        for old in others.skip(DEPLOYMENTS_KEPT.saturating_sub(1)) {
+            txn.success.push(Op::Delete {
+                key: keys::deployment(&old.service, &old.id),
+            });
+        }
+        let response = self.store.txn(txn).await?;
+        Ok(response.revision)
+    }
+
+    /// Deployment records of `service`, newest first (`limit` 0: all).
+    pub async fn list_deployments(
+        &self,
+        service: &str,
+        limit: usize,
+    ) -> Result<Vec<Deployment>, CatalogError> {
+        validate::service_name("service", service)?;
+        let (_, results) = self
+            .read(vec![Op::Range {
+                prefix: keys::deployments_of(service),
+            }])
+            .await?;
+        let mut deployments = results
+            .into_iter()
+            .flat_map(OpResult::into_kvs)
+            .map(|kv| from_json::<Deployment>(&kv))
+            .collect::<Result<Vec<_>, _>>()?;
+        deployments.sort_by(|a, b| {
+            b.started_at_ms
+                .cmp(&a.started_at_ms)
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        if limit > 0 {
+            deployments.truncate(limit);
+        }
+        Ok(deployments)
+    }
+
+    pub fn config(&self) -> &CatalogConfig {
+        &self.config
+    }
+}
+
+/// The three keys one instance occupies, all under its session's lease.
+fn instance_puts(instance: &Instance) -> [Op; 3] {
+    let lease = instance.session;
+    [
+        put(
+            keys::instance(&instance.service, &instance.id),
+            to_json(instance),
+            lease,
+        ),
+        put(
+            keys::id_index(&instance.id),
+            instance.service.clone().into_bytes(),
+            lease,
+        ),
+        put(
+            keys::node_index(&instance.node, &instance.id),
+            instance.service.clone().into_bytes(),
+            lease,
+        ),
+    ]
+}
+
+fn lock_held(service: &str, kv: &KeyValue) -> CatalogError {
+    let holder = from_json::<LockRecord>(kv)
+        .map(|record| record.holder)
+        .unwrap_or_else(|_| "an unknown holder".into());
+    CatalogError::LockHeld {
+        service: service.to_string(),
+        holder,
+        token: kv.create_revision,
+    }
+}
+
+fn check_lock(service: &str, lock: Option<&KeyValue>, token: u64) -> Result<(), CatalogError> {
+    match (lock, token) {
+        (None, 0) => Ok(()),
+        (Some(kv), 0) => Err(lock_held(service, kv)),
+        (Some(kv), token) if kv.create_revision == token => Ok(()),
+        (_, token) => Err(CatalogError::LockLost {
+            service: service.to_string(),
+            token,
+        }),
+    }
+}

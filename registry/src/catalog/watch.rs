@@ -1,0 +1,211 @@
+//! Watch = snapshot + ordered deltas, resumable (DESIGN §2.3), built on the
+//! store's watch of the `v/` keys.
+//!
+//! The stream never skips silently: when the store's history no longer
+//! reaches back to where the client is (it asked for a compacted revision, or
+//! it read so slowly that the live position was compacted away beneath it),
+//! the client gets a `Reset` and then a fresh snapshot. Writers are never
+//! blocked by a watcher: the store buffers per watcher and falls back to its
+//! on-disk history.
+
+use std::collections::BTreeSet;
+
+use futures::{Stream, StreamExt};
+use switchyard_model::validate;
+pub use switchyard_model::watch::{Change, ResetReason, WatchEvent};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use super::{Catalog, CatalogError, decode_instance, decode_service, keys};
+use crate::store::{EventKind, StoreError, WatchItem};
+
+type Sender = tokio::sync::mpsc::Sender<Result<WatchEvent, CatalogError>>;
+
+impl Catalog {
+    /// Watches `services` (all when empty) from `from_revision` (0: snapshot
+    /// first). The stream ends when `cancel` fires.
+    pub fn watch(
+        &self,
+        services: Vec<String>,
+        from_revision: u64,
+        buffer: usize,
+        cancel: CancellationToken,
+    ) -> Result<impl Stream<Item = Result<WatchEvent, CatalogError>> + Send + 'static, CatalogError>
+    {
+        for (index, name) in services.iter().enumerate() {
+            validate::service_name(&format!("services[{index}]"), name)?;
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(buffer.max(1));
+        let catalog = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = catalog.run_watch(services, from_revision, &sender) => {}
+                () = cancel.cancelled() => {}
+                () = sender.closed() => {}
+            }
+        });
+        Ok(ReceiverStream::new(receiver))
+    }
+
+    async fn run_watch(&self, services: Vec<String>, from_revision: u64, sender: &Sender) {
+        let filter: BTreeSet<String> = services.iter().cloned().collect();
+        let mut position = from_revision;
+        let mut resumed_by_client = from_revision != 0;
+        loop {
+            if position == 0 {
+                match self.send_snapshot(&services, sender).await {
+                    Some(revision) => position = revision,
+                    None => return,
+                }
+            }
+            let stream = self
+                .store
+                .watch(
+                    keys::WATCHED.to_vec(),
+                    position,
+                    self.config.progress_interval,
+                )
+                .await;
+            let mut stream = match stream {
+                Ok(stream) => stream,
+                Err(StoreError::Compacted { compacted, .. }) => {
+                    if !reset(sender, resumed_by_client, position, compacted).await {
+                        return;
+                    }
+                    position = 0;
+                    resumed_by_client = false;
+                    continue;
+                }
+                Err(error) => {
+                    let _ = sender.send(Err(error.into())).await;
+                    return;
+                }
+            };
+            resumed_by_client = false;
+            loop {
+                let Some(item) = stream.next().await else {
+                    // The store closed (shutdown): end the stream cleanly.
+                    return;
+                };
+                let delivered = match item {
+                    Ok(WatchItem::Events { revision, events }) => {
+                        position = revision;
+                        match changes(&filter, events) {
+                            Ok(changes) if changes.is_empty() => true,
+                            Ok(changes) => {
+                                send(sender, WatchEvent::Changes { revision, changes }).await
+                            }
+                            Err(error) => {
+                                let _ = sender.send(Err(error)).await;
+                                return;
+                            }
+                        }
+                    }
+                    Ok(WatchItem::Progress { revision }) => {
+                        position = position.max(revision);
+                        send(sender, WatchEvent::Progress { revision: position }).await
+                    }
+                    Err(StoreError::Compacted { compacted, .. }) => {
+                        if !reset(sender, false, position, compacted).await {
+                            return;
+                        }
+                        position = 0;
+                        break;
+                    }
+                    Err(error) => {
+                        let _ = sender.send(Err(error.into())).await;
+                        return;
+                    }
+                };
+                if !delivered {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends a snapshot in parts; answers its revision, or None when the
+    /// client went away or the read failed (the error was sent).
+    async fn send_snapshot(&self, services: &[String], sender: &Sender) -> Option<u64> {
+        let (revision, snapshot) = match self.snapshot(services).await {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                let _ = sender.send(Err(error)).await;
+                return None;
+            }
+        };
+        let chunk = self.config.snapshot_chunk.max(1);
+        let parts = snapshot.len().div_ceil(chunk).max(1);
+        let mut services = snapshot.into_iter();
+        for part in 0..parts {
+            let event = WatchEvent::Snapshot {
+                revision,
+                services: services.by_ref().take(chunk).collect(),
+                complete: part + 1 == parts,
+            };
+            if !send(sender, event).await {
+                return None;
+            }
+        }
+        Some(revision)
+    }
+}
+
+async fn send(sender: &Sender, event: WatchEvent) -> bool {
+    sender.send(Ok(event)).await.is_ok()
+}
+
+async fn reset(sender: &Sender, asked_by_client: bool, position: u64, compacted: u64) -> bool {
+    let (reason, message) = if asked_by_client {
+        (
+            ResetReason::Compacted,
+            format!(
+                "revision {position} is older than the retained history (compacted through \
+                 {compacted}); a fresh snapshot follows"
+            ),
+        )
+    } else {
+        (
+            ResetReason::SlowConsumer,
+            format!(
+                "this watcher fell behind the retained history (at revision {position}, \
+                 compacted through {compacted}); a fresh snapshot follows"
+            ),
+        )
+    };
+    tracing::info!(?reason, position, compacted, "watch reset");
+    send(sender, WatchEvent::Reset { reason, message }).await
+}
+
+fn changes(
+    filter: &BTreeSet<String>,
+    events: Vec<crate::store::Event>,
+) -> Result<Vec<Change>, CatalogError> {
+    let mut changes = Vec::new();
+    for event in events {
+        let Some(watched) = keys::parse_watched(&event.kv.key) else {
+            continue;
+        };
+        let service = match &watched {
+            keys::Watched::Service(name) => name,
+            keys::Watched::Instance { service, .. } => service,
+        };
+        if !filter.is_empty() && !filter.contains(service) {
+            continue;
+        }
+        match (event.kind, watched) {
+            (EventKind::Put, keys::Watched::Service(name)) => {
+                changes.push(Change::ServiceUpdated(decode_service(&name, &event.kv)?));
+            }
+            (EventKind::Put, keys::Watched::Instance { .. }) => {
+                changes.push(Change::InstanceUpdated(decode_instance(&event.kv)?));
+            }
+            (EventKind::Delete, keys::Watched::Instance { service, id }) => {
+                changes.push(Change::InstanceRemoved { service, id });
+            }
+            // Service records are never deleted.
+            (EventKind::Delete, keys::Watched::Service(_)) => {}
+        }
+    }
+    Ok(changes)
+}

@@ -1,0 +1,92 @@
+//! Command-line flags (each also from a `SWITCHYARD_*` environment variable),
+//! validated into the typed [`ServerConfig`] that tests build directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use switchyard_model::duration::parse_duration;
+
+use crate::server::ServerConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// Embedded sled database in --data-dir (single node).
+    Sled,
+}
+
+/// Switchyard's registry: services, their instances and each service's live color.
+#[derive(Debug, Parser)]
+#[command(name = "cd-registry", version, about)]
+pub struct Args {
+    /// Address to serve gRPC on; port 0 picks a free port (the log says which).
+    #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:7400")]
+    pub listen: SocketAddr,
+
+    /// Where the embedded store keeps its data.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./switchyard-data")]
+    pub data_dir: PathBuf,
+
+    /// Storage backend.
+    #[arg(long, env = "SWITCHYARD_STORE", value_enum, default_value = "sled")]
+    pub store: StoreKind,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "SWITCHYARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `cd_registry=debug`.
+    #[arg(long, env = "SWITCHYARD_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Revisions of watch history kept, so watchers can resume after a gap.
+    #[arg(long, env = "SWITCHYARD_HISTORY_REVISIONS", default_value_t = 100_000)]
+    pub history_revisions: u64,
+
+    /// Messages buffered per watch stream (and revisions per watcher in memory)
+    /// before a slow watcher falls back to reading history.
+    #[arg(long, env = "SWITCHYARD_WATCH_BUFFER", default_value_t = 1024)]
+    pub watch_buffer: usize,
+
+    /// How often idle watch streams get a progress message.
+    #[arg(long, env = "SWITCHYARD_PROGRESS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub progress_interval: Duration,
+
+    /// How long shutdown waits for clients to finish before closing them.
+    #[arg(long, env = "SWITCHYARD_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+impl Args {
+    pub fn into_config(self) -> anyhow::Result<ServerConfig> {
+        anyhow::ensure!(
+            self.history_revisions > 0,
+            "--history-revisions must be at least 1"
+        );
+        anyhow::ensure!(self.watch_buffer > 0, "--watch-buffer must be at least 1");
+        anyhow::ensure!(
+            !self.progress_interval.is_zero(),
+            "--progress-interval must be longer than 0"
+        );
+        let StoreKind::Sled = self.store;
+        Ok(ServerConfig {
+            data_dir: self.data_dir,
+            history_revisions: self.history_revisions,
+            watch_buffer: self.watch_buffer,
+            progress_interval: self.progress_interval,
+            drain_timeout: self.drain_timeout,
+        })
+    }
+}

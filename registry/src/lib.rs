@@ -1,0 +1,13 @@
+//! `cd-registry`: the registry of services, instances and live colors.
+//!
+//! Layers, bottom up (DESIGN §3): [`store`] (a revisioned key-value store with
+//! etcd's shape), [`catalog`] (the domain, written only against the store),
+//! [`api`] (the gRPC edge) and [`server`] (assembling them into a server that
+//! starts, serves and drains). `main.rs` only parses flags and calls [`server`].
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod catalog;
+pub mod config;
+pub mod server;
+pub mod store;

@@ -1,0 +1,961 @@
+//! The embedded backend: sled on disk, a copy of the live keys in memory.
+//!
+//! One writer thread owns every change. It takes all the requests waiting
+//! (group commit), evaluates them in order against an overlay of the live
+//! state, writes the resulting keys, history and lease records as one sled
+//! batch, fsyncs once, and only then publishes the new state to readers and
+//! watchers and answers the callers. So nothing is acknowledged, read or
+//! watched before it is on disk, and a `kill -9` loses only unanswered writes.
+//!
+//! Reads never touch the disk: they are served from the in-memory copy under
+//! a read lock, at the revision it reflects. Watch history lives on disk
+//! (bounded by `history_revisions`), so watchers resume across restarts.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use super::codec;
+use super::{
+    Event, EventKind, KeyValue, LeaseId, Op, OpResult, Store, StoreError, Txn, TxnResponse,
+    WatchItem, WatchStream, in_prefix,
+};
+
+const KEY_PREFIX: u8 = b'k';
+const HISTORY_PREFIX: u8 = b'h';
+const LEASE_PREFIX: u8 = b'l';
+const META_REVISION: &[u8] = b"m:revision";
+const META_COMPACTED: &[u8] = b"m:compacted";
+/// Most requests committed under one fsync.
+const MAX_GROUP: usize = 1024;
+/// Revisions read from disk at a time while a watcher catches up.
+const CATCH_UP_CHUNK: u64 = 512;
+
+/// Settings of the sled backend.
+#[derive(Debug, Clone)]
+pub struct SledConfig {
+    pub path: PathBuf,
+    /// Revisions of watch history kept on disk; older ones are compacted.
+    pub history_revisions: u64,
+    /// Committed revisions buffered per watcher in memory before it must
+    /// catch up from disk.
+    pub watch_buffer: usize,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+    /// How often the writer looks for expired leases.
+    pub lease_check_interval: Duration,
+}
+
+impl SledConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SledConfig {
+            path: path.into(),
+            history_revisions: 100_000,
+            watch_buffer: 4096,
+            cache_bytes: 32 * 1024 * 1024,
+            lease_check_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LeaseInfo {
+    ttl: Duration,
+    keys: BTreeSet<Vec<u8>>,
+}
+
+/// The live state readers see: only ever what is durable.
+#[derive(Debug, Default)]
+struct State {
+    kv: BTreeMap<Vec<u8>, KeyValue>,
+    leases: HashMap<LeaseId, LeaseInfo>,
+    revision: u64,
+    compacted: u64,
+}
+
+/// One committed revision, as published to watchers.
+#[derive(Debug)]
+struct Committed {
+    revision: u64,
+    events: Vec<Event>,
+}
+
+struct Shared {
+    db: sled::Db,
+    tree: sled::Tree,
+    state: RwLock<State>,
+    /// Lease deadlines, apart from `state` so keep-alives never wait for writes.
+    deadlines: Mutex<HashMap<LeaseId, (Duration, Instant)>>,
+    committed: broadcast::Sender<Arc<Committed>>,
+    /// Set after a failed disk write: the in-memory copy may no longer match
+    /// the disk, so every later write is refused until a restart reloads it.
+    failed: AtomicBool,
+    closing: CancellationToken,
+    history_revisions: u64,
+}
+
+enum Request {
+    Txn(Txn, oneshot::Sender<Result<TxnResponse, StoreError>>),
+    Grant(
+        LeaseId,
+        Duration,
+        oneshot::Sender<Result<LeaseId, StoreError>>,
+    ),
+    /// No reply channel: a lease the writer found expired.
+    Revoke(LeaseId, Option<oneshot::Sender<Result<u64, StoreError>>>),
+    Close(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// The embedded store. Cheap to share behind an `Arc`.
+pub struct SledStore {
+    shared: Arc<Shared>,
+    requests: Mutex<Option<mpsc::Sender<Request>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn storage(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Storage(error.to_string())
+}
+
+fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(rest.len() + 1);
+    key.push(prefix);
+    key.extend_from_slice(rest);
+    key
+}
+
+fn history_key(revision: u64) -> Vec<u8> {
+    prefixed(HISTORY_PREFIX, &revision.to_be_bytes())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock means a panic elsewhere already; the data it guards is
+    // plain and stays consistent, so keep going rather than cascade.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.closing.is_cancelled() {
+            return Err(StoreError::Closed);
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StoreError::Storage(
+                "an earlier disk write failed; restart the registry to reload from disk".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store at `config.path` and starts its writer.
+    /// Every lease found on disk gets a fresh TTL from now (DESIGN §2.6).
+    pub fn open(config: SledConfig) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(&config.path)
+            .cache_capacity(config.cache_bytes)
+            .open()
+            .map_err(|error| {
+                StoreError::Storage(format!(
+                    "cannot open the data directory {}: {error} (is another cd-registry using it?)",
+                    config.path.display()
+                ))
+            })?;
+        let tree = db.open_tree("switchyard").map_err(storage)?;
+        let state = load_state(&tree)?;
+        let now = Instant::now();
+        let deadlines = state
+            .leases
+            .iter()
+            .map(|(id, info)| (*id, (info.ttl, now + info.ttl)))
+            .collect();
+        let (committed, _) = broadcast::channel(config.watch_buffer.max(1));
+        let shared = Arc::new(Shared {
+            db,
+            tree,
+            state: RwLock::new(state),
+            deadlines: Mutex::new(deadlines),
+            committed,
+            failed: AtomicBool::new(false),
+            closing: CancellationToken::new(),
+            history_revisions: config.history_revisions.max(1),
+        });
+        let (sender, receiver) = mpsc::channel();
+        let writer_shared = Arc::clone(&shared);
+        let interval = config.lease_check_interval;
+        let writer = std::thread::Builder::new()
+            .name("sled-writer".into())
+            .spawn(move || run_writer(&writer_shared, &receiver, interval))
+            .map_err(storage)?;
+        Ok(SledStore {
+            shared,
+            requests: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    fn send(&self, request: Request) -> Result<(), StoreError> {
+        self.shared.check_open()?;
+        let guard = lock(&self.requests);
+        let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+        sender.send(request).map_err(|_| StoreError::Closed)
+    }
+}
+
+fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
+    let mut state = State::default();
+    let mut lease_ttls: HashMap<LeaseId, Duration> = HashMap::new();
+    for entry in tree.scan_prefix([LEASE_PREFIX]) {
+        let (key, value) = entry.map_err(storage)?;
+        let id = number_after_prefix(&key)?;
+        lease_ttls.insert(id, Duration::from_millis(codec::decode_u64(&value)?));
+    }
+    for (id, ttl) in &lease_ttls {
+        state.leases.insert(
+            *id,
+            LeaseInfo {
+                ttl: *ttl,
+                keys: BTreeSet::new(),
+            },
+        );
+    }
+    for entry in tree.scan_prefix([KEY_PREFIX]) {
+        let (key, value) = entry.map_err(storage)?;
+        let kv = codec::decode_kv(&key[1..], &value)?;
+        if let Some(lease) = kv.lease {
+            // A key whose lease record is missing still expires, after a
+            // short default TTL, rather than living forever.
+            state
+                .leases
+                .entry(lease)
+                .or_insert_with(|| LeaseInfo {
+                    ttl: Duration::from_secs(10),
+                    keys: BTreeSet::new(),
+                })
+                .keys
+                .insert(kv.key.clone());
+        }
+        state.kv.insert(kv.key.clone(), kv);
+    }
+    if let Some(bytes) = tree.get(META_REVISION).map_err(storage)? {
+        state.revision = codec::decode_u64(&bytes)?;
+    }
+    if let Some(bytes) = tree.get(META_COMPACTED).map_err(storage)? {
+        state.compacted = codec::decode_u64(&bytes)?;
+    }
+    Ok(state)
+}
+
+/// Changes of one group not yet on disk, layered over the live state.
+#[derive(Default)]
+struct Overlay {
+    kv: BTreeMap<Vec<u8>, Option<KeyValue>>,
+    granted: HashMap<LeaseId, Duration>,
+    revoked: HashSet<LeaseId>,
+}
+
+impl Overlay {
+    fn get<'a>(&'a self, state: &'a State, key: &[u8]) -> Option<&'a KeyValue> {
+        match self.kv.get(key) {
+            Some(entry) => entry.as_ref(),
+            None => state.kv.get(key),
+        }
+    }
+
+    fn range(&self, state: &State, prefix: &[u8]) -> Vec<KeyValue> {
+        let mut merged: BTreeMap<&[u8], &KeyValue> = state
+            .kv
+            .range(prefix.to_vec()..)
+            .take_while(|(key, _)| in_prefix(key, prefix))
+            .map(|(key, kv)| (key.as_slice(), kv))
+            .collect();
+        for (key, entry) in self
+            .kv
+            .range(prefix.to_vec()..)
+            .take_while(|(key, _)| in_prefix(key, prefix))
+        {
+            match entry {
+                Some(kv) => merged.insert(key.as_slice(), kv),
+                None => merged.remove(key.as_slice()),
+            };
+        }
+        merged.into_values().cloned().collect()
+    }
+
+    fn lease_exists(&self, state: &State, lease: LeaseId) -> bool {
+        !self.revoked.contains(&lease)
+            && (self.granted.contains_key(&lease) || state.leases.contains_key(&lease))
+    }
+
+    fn lease_keys(&self, state: &State, lease: LeaseId) -> Vec<Vec<u8>> {
+        let mut candidates: BTreeSet<Vec<u8>> = state
+            .leases
+            .get(&lease)
+            .map(|info| info.keys.clone())
+            .unwrap_or_default();
+        candidates.extend(self.kv.keys().cloned());
+        candidates
+            .into_iter()
+            .filter(|key| {
+                self.get(state, key)
+                    .is_some_and(|kv| kv.lease == Some(lease))
+            })
+            .collect()
+    }
+}
+
+/// Everything one group produced, to be written and then published.
+struct Group {
+    overlay: Overlay,
+    committed: Vec<Committed>,
+    revision: u64,
+    replies: Vec<Box<dyn FnOnce(Result<u64, StoreError>) + Send>>,
+    close: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+fn run_writer(shared: &Arc<Shared>, requests: &mpsc::Receiver<Request>, check: Duration) {
+    loop {
+        let mut batch = Vec::new();
+        match requests.recv_timeout(check) {
+            Ok(request) => batch.push(request),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        while batch.len() < MAX_GROUP {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        if !shared.closing.is_cancelled() {
+            batch.extend(take_expired(shared).into_iter().map(|id| {
+                tracing::debug!(lease = id, "lease expired");
+                Request::Revoke(id, None)
+            }));
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        if commit_group(shared, batch) {
+            return;
+        }
+    }
+}
+
+fn take_expired(shared: &Shared) -> Vec<LeaseId> {
+    let now = Instant::now();
+    let mut deadlines = lock(&shared.deadlines);
+    let expired: Vec<LeaseId> = deadlines
+        .iter()
+        .filter(|(_, (_, deadline))| *deadline <= now)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in &expired {
+        deadlines.remove(id);
+    }
+    expired
+}
+
+/// Evaluates, writes, fsyncs, publishes and answers one group. Returns true
+/// when the group closed the store.
+fn commit_group(shared: &Arc<Shared>, requests: Vec<Request>) -> bool {
+    let group = {
+        let state = shared.read_state();
+        evaluate(shared, &state, requests)
+    };
+    let Group {
+        overlay,
+        committed,
+        revision,
+        replies,
+        close,
+    } = group;
+
+    let durable = persist(shared, &overlay, &committed, revision);
+    match durable {
+        Ok(compacted) => {
+            publish(shared, overlay, revision, compacted);
+            for entry in committed {
+                // No receivers is fine: nobody is watching.
+                let _ = shared.committed.send(Arc::new(entry));
+            }
+            for reply in replies {
+                reply(Ok(revision));
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, "disk write failed; refusing further writes until restart");
+            shared.failed.store(true, Ordering::Release);
+            for reply in replies {
+                reply(Err(error.clone()));
+            }
+        }
+    }
+    if let Some(reply) = close {
+        let flushed = shared.db.flush().map(|_| ()).map_err(storage);
+        let _ = reply.send(flushed);
+        return true;
+    }
+    false
+}
+
+fn evaluate(shared: &Shared, state: &State, requests: Vec<Request>) -> Group {
+    let mut group = Group {
+        overlay: Overlay::default(),
+        committed: Vec::new(),
+        revision: state.revision,
+        replies: Vec::new(),
+        close: None,
+    };
+    for request in requests {
+        if let Err(error) = shared.check_open() {
+            reply_error(request, error);
+            continue;
+        }
+        match request {
+            Request::Txn(txn, reply) => {
+                let outcome = apply_txn(state, &mut group, txn);
+                match outcome {
+                    Ok((succeeded, results)) => group.replies.push(Box::new(move |revision| {
+                        let _ = reply.send(revision.map(|revision| TxnResponse {
+                            succeeded,
+                            revision,
+                            results,
+                        }));
+                    })),
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+            Request::Grant(id, ttl, reply) => {
+                group.overlay.granted.insert(id, ttl);
+                group.replies.push(Box::new(move |revision| {
+                    let _ = reply.send(revision.map(|_| id));
+                }));
+            }
+            Request::Revoke(id, reply) => {
+                if !group.overlay.lease_exists(state, id) {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(StoreError::LeaseNotFound(id)));
+                    }
+                    continue;
+                }
+                let keys = group.overlay.lease_keys(state, id);
+                let revision = group.revision + 1;
+                let events: Vec<Event> = keys
+                    .into_iter()
+                    .map(|key| {
+                        group.overlay.kv.insert(key.clone(), None);
+                        deletion(key, revision)
+                    })
+                    .collect();
+                group.overlay.revoked.insert(id);
+                group.overlay.granted.remove(&id);
+                if !events.is_empty() {
+                    group.revision = revision;
+                    group.committed.push(Committed { revision, events });
+                }
+                if let Some(reply) = reply {
+                    group.replies.push(Box::new(move |revision| {
+                        let _ = reply.send(revision);
+                    }));
+                }
+            }
+            Request::Close(reply) => {
+                shared.closing.cancel();
+                group.close = Some(reply);
+            }
+        }
+    }
+    group
+}
+
+fn reply_error(request: Request, error: StoreError) {
+    match request {
+        Request::Txn(_, reply) => drop(reply.send(Err(error))),
+        Request::Grant(_, _, reply) => drop(reply.send(Err(error))),
+        Request::Revoke(_, Some(reply)) => drop(reply.send(Err(error))),
+        Request::Revoke(_, None) => {}
+        Request::Close(reply) => drop(reply.send(Err(error))),
+    }
+}
+
+fn deletion(key: Vec<u8>, revision: u64) -> Event {
+    Event {
+        kind: EventKind::Delete,
+        kv: KeyValue {
+            key,
+            value: Vec::new(),
+            create_revision: 0,
+            mod_revision: revision,
+            version: 0,
+            lease: None,
+        },
+    }
+}
+
+/// Applies one transaction to the group's overlay; answers whether its
+/// guards held and what each operation returned.
+fn apply_txn(
+    state: &State,
+    group: &mut Group,
+    txn: Txn,
+) -> Result<(bool, Vec<OpResult>), StoreError> {
+    let overlay = &mut group.overlay;
+    let succeeded = txn
+        .compares
+        .iter()
+        .all(|compare| compare.holds(overlay.get(state, compare.key())));
+    let ops = if succeeded { txn.success } else { txn.failure };
+    // Check leases before touching anything, so a transaction is all or nothing.
+    for op in &ops {
+        if let Op::Put {
+            lease: Some(lease), ..
+        } = op
+            && !overlay.lease_exists(state, *lease)
+        {
+            return Err(StoreError::LeaseNotFound(*lease));
+        }
+    }
+    let revision = group.revision + 1;
+    let mut events = Vec::new();
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        match op {
+            Op::Range { prefix } => results.push(OpResult::Range(overlay.range(state, &prefix))),
+            Op::Get { key } => results.push(OpResult::Range(
+                overlay.get(state, &key).cloned().into_iter().collect(),
+            )),
+            Op::Put { key, value, lease } => {
+                let previous = overlay.get(state, &key);
+                let kv = KeyValue {
+                    create_revision: previous.map_or(revision, |p| p.create_revision),
+                    version: previous.map_or(1, |p| p.version + 1),
+                    mod_revision: revision,
+                    key: key.clone(),
+                    value,
+                    lease,
+                };
+                overlay.kv.insert(key, Some(kv.clone()));
+                events.push(Event {
+                    kind: EventKind::Put,
+                    kv,
+                });
+                results.push(OpResult::Put);
+            }
+            Op::Delete { key } => {
+                let deleted = overlay.get(state, &key).is_some();
+                if deleted {
+                    overlay.kv.insert(key.clone(), None);
+                    events.push(deletion(key, revision));
+                }
+                results.push(OpResult::Delete { deleted });
+            }
+        }
+    }
+    if !events.is_empty() {
+        group.revision = revision;
+        group.committed.push(Committed { revision, events });
+    }
+    Ok((succeeded, results))
+}
+
+/// Writes the group as one sled batch and fsyncs. Answers the new compacted
+/// revision.
+fn persist(
+    shared: &Shared,
+    overlay: &Overlay,
+    committed: &[Committed],
+    revision: u64,
+) -> Result<u64, StoreError> {
+    let (old_revision, old_compacted) = {
+        let state = shared.read_state();
+        (state.revision, state.compacted)
+    };
+    let nothing_written = overlay.kv.is_empty()
+        && overlay.granted.is_empty()
+        && overlay.revoked.is_empty()
+        && committed.is_empty();
+    if nothing_written {
+        return Ok(old_compacted);
+    }
+    let mut batch = sled::Batch::default();
+    for (key, entry) in &overlay.kv {
+        let stored = prefixed(KEY_PREFIX, key);
+        match entry {
+            Some(kv) => batch.insert(stored, codec::encode_kv(kv)),
+            None => batch.remove(stored),
+        }
+    }
+    for entry in committed {
+        batch.insert(
+            history_key(entry.revision),
+            codec::encode_events(&entry.events),
+        );
+    }
+    for (id, ttl) in &overlay.granted {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        batch.insert(lease_key(*id), codec::encode_u64(millis).to_vec());
+    }
+    for id in &overlay.revoked {
+        batch.remove(lease_key(*id));
+    }
+    let mut compacted = old_compacted;
+    if revision > old_revision {
+        batch.insert(META_REVISION, codec::encode_u64(revision).to_vec());
+        let keep_from = revision.saturating_sub(shared.history_revisions);
+        if keep_from > compacted {
+            for old in shared
+                .tree
+                .range(history_key(compacted + 1)..history_key(keep_from + 1))
+                .keys()
+            {
+                batch.remove(old.map_err(storage)?);
+            }
+            compacted = keep_from;
+            batch.insert(META_COMPACTED, codec::encode_u64(compacted).to_vec());
+        }
+    }
+    shared.tree.apply_batch(batch).map_err(storage)?;
+    shared.db.flush().map_err(storage)?;
+    Ok(compacted)
+}
+
+fn lease_key(id: LeaseId) -> Vec<u8> {
+    prefixed(LEASE_PREFIX, &id.to_be_bytes())
+}
+
+/// Reads the big-endian number after the one-byte prefix of a history or
+/// lease key (big-endian, so that keys sort by number).
+fn number_after_prefix(key: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = key
+        .get(1..9)
+        .and_then(|slice| slice.try_into().ok())
+        .ok_or_else(|| StoreError::Storage("corrupt key on disk".into()))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Makes a durable group visible to readers and keep-alives.
+fn publish(shared: &Shared, overlay: Overlay, revision: u64, compacted: u64) {
+    let now = Instant::now();
+    let mut state = shared.write_state();
+    for (id, ttl) in &overlay.granted {
+        state.leases.insert(
+            *id,
+            LeaseInfo {
+                ttl: *ttl,
+                keys: BTreeSet::new(),
+            },
+        );
+    }
+    for (key, entry) in overlay.kv {
+        let old_lease = state.kv.get(&key).and_then(|kv| kv.lease);
+        if let Some(lease) = old_lease
+            && let Some(info) = state.leases.get_mut(&lease)
+        {
+            info.keys.remove(&key);
+        }
+        match entry {
+            Some(kv) => {
+                if let Some(lease) = kv.lease
+                    && let Some(info) = state.leases.get_mut(&lease)
+                {
+                    info.keys.insert(key.clone());
+                }
+                state.kv.insert(key, kv);
+            }
+            None => {
+                state.kv.remove(&key);
+            }
+        }
+    }
+    for id in &overlay.revoked {
+        state.leases.remove(id);
+    }
+    state.revision = revision.max(state.revision);
+    state.compacted = compacted;
+    drop(state);
+    let mut deadlines = lock(&shared.deadlines);
+    for (id, ttl) in overlay.granted {
+        deadlines.insert(id, (ttl, now + ttl));
+    }
+    for id in overlay.revoked {
+        deadlines.remove(&id);
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SledStore {
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+        if txn.is_read_only() {
+            self.shared.check_open()?;
+            let state = self.shared.read_state();
+            let overlay = Overlay::default();
+            let succeeded = txn
+                .compares
+                .iter()
+                .all(|compare| compare.holds(state.kv.get(compare.key())));
+            let ops = if succeeded { txn.success } else { txn.failure };
+            let results = ops
+                .into_iter()
+                .map(|op| match op {
+                    Op::Range { prefix } => OpResult::Range(overlay.range(&state, &prefix)),
+                    Op::Get { key } => {
+                        OpResult::Range(state.kv.get(&key).cloned().into_iter().collect())
+                    }
+                    // Read-only by the check above.
+                    Op::Put { .. } => OpResult::Put,
+                    Op::Delete { .. } => OpResult::Delete { deleted: false },
+                })
+                .collect();
+            return Ok(TxnResponse {
+                succeeded,
+                revision: state.revision,
+                results,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Txn(txn, reply))?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn current_revision(&self) -> Result<u64, StoreError> {
+        self.shared.check_open()?;
+        Ok(self.shared.read_state().revision)
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        // Positive i64 range, like etcd's lease ids, and never zero.
+        let id = rand::random_range(1..=i64::MAX as u64);
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Grant(id, ttl, reply))?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration, StoreError> {
+        self.shared.check_open()?;
+        let mut deadlines = lock(&self.shared.deadlines);
+        match deadlines.get_mut(&lease) {
+            Some((ttl, deadline)) => {
+                *deadline = Instant::now() + *ttl;
+                Ok(*ttl)
+            }
+            None => Err(StoreError::LeaseNotFound(lease)),
+        }
+    }
+
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Revoke(lease, Some(reply)))?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn watch(
+        &self,
+        prefix: Vec<u8>,
+        from_revision: u64,
+        progress_every: Duration,
+    ) -> Result<WatchStream, StoreError> {
+        self.shared.check_open()?;
+        // Subscribe before reading the state, so no commit falls between.
+        let receiver = self.shared.committed.subscribe();
+        let compacted = self.shared.read_state().compacted;
+        if from_revision < compacted {
+            return Err(StoreError::Compacted {
+                requested: from_revision,
+                compacted,
+            });
+        }
+        let (sender, stream) = tokio::sync::mpsc::channel(64);
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let watcher = Watcher {
+                shared,
+                prefix,
+                last: from_revision,
+                sender,
+            };
+            watcher.run(receiver, progress_every).await;
+        });
+        Ok(Box::pin(ReceiverStream::new(stream)))
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let sent = lock(&self.requests)
+            .take()
+            .map(|sender| sender.send(Request::Close(reply)));
+        let result = match sent {
+            Some(Ok(())) => answer.await.unwrap_or(Err(StoreError::Closed)),
+            Some(Err(_)) | None => Ok(()),
+        };
+        self.shared.closing.cancel();
+        let writer = lock(&self.writer).take();
+        if let Some(writer) = writer {
+            let joined = tokio::task::spawn_blocking(move || writer.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("the store's writer thread ended abnormally");
+            }
+        }
+        result
+    }
+}
+
+/// One watch: catches up from the on-disk history, then follows commits live,
+/// falling back to the history whenever it falls behind the live buffer.
+struct Watcher {
+    shared: Arc<Shared>,
+    prefix: Vec<u8>,
+    /// The last revision delivered (or skipped as not matching).
+    last: u64,
+    sender: tokio::sync::mpsc::Sender<Result<WatchItem, StoreError>>,
+}
+
+enum Next {
+    CatchUp,
+    Stop,
+}
+
+impl Watcher {
+    async fn run(
+        mut self,
+        mut receiver: broadcast::Receiver<Arc<Committed>>,
+        progress_every: Duration,
+    ) {
+        loop {
+            if let Err(error) = self.catch_up().await {
+                let _ = self.sender.send(Err(error)).await;
+                return;
+            }
+            match self.follow(&mut receiver, progress_every).await {
+                Next::CatchUp => continue,
+                Next::Stop => return,
+            }
+        }
+    }
+
+    async fn deliver(&mut self, revision: u64, events: Vec<Event>) -> bool {
+        let matching: Vec<Event> = events
+            .into_iter()
+            .filter(|event| in_prefix(&event.kv.key, &self.prefix))
+            .collect();
+        self.last = revision;
+        if matching.is_empty() {
+            return true;
+        }
+        self.sender
+            .send(Ok(WatchItem::Events {
+                revision,
+                events: matching,
+            }))
+            .await
+            .is_ok()
+    }
+
+    /// Reads every revision after `last` up to the current one from disk.
+    async fn catch_up(&mut self) -> Result<(), StoreError> {
+        loop {
+            let (current, compacted) = {
+                let state = self.shared.read_state();
+                (state.revision, state.compacted)
+            };
+            if self.last >= current {
+                return Ok(());
+            }
+            if self.last < compacted {
+                return Err(StoreError::Compacted {
+                    requested: self.last,
+                    compacted,
+                });
+            }
+            let until = current.min(self.last + CATCH_UP_CHUNK);
+            let mut entries = Vec::new();
+            for entry in self
+                .shared
+                .tree
+                .range(history_key(self.last + 1)..=history_key(until))
+            {
+                let (key, value) = entry.map_err(storage)?;
+                let revision = number_after_prefix(&key)?;
+                entries.push((revision, codec::decode_events(&value)?));
+            }
+            let complete = entries.first().map(|(revision, _)| *revision) == Some(self.last + 1)
+                && entries.len() as u64 == until - self.last;
+            if !complete {
+                // Compaction overtook this read; the next pass reports it.
+                let compacted = self.shared.read_state().compacted;
+                if self.last < compacted {
+                    return Err(StoreError::Compacted {
+                        requested: self.last,
+                        compacted,
+                    });
+                }
+                return Err(StoreError::Storage(format!(
+                    "watch history between revisions {} and {until} is missing",
+                    self.last + 1
+                )));
+            }
+            for (revision, events) in entries {
+                if !self.deliver(revision, events).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn follow(
+        &mut self,
+        receiver: &mut broadcast::Receiver<Arc<Committed>>,
+        progress_every: Duration,
+    ) -> Next {
+        let start = tokio::time::Instant::now() + progress_every;
+        let mut ticker = tokio::time::interval_at(start, progress_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                received = receiver.recv() => match received {
+                    Ok(committed) => {
+                        if committed.revision <= self.last {
+                            continue;
+                        }
+                        if committed.revision > self.last + 1 {
+                            return Next::CatchUp;
+                        }
+                        if !self.deliver(committed.revision, committed.events.clone()).await {
+                            return Next::Stop;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => return Next::CatchUp,
+                    Err(broadcast::error::RecvError::Closed) => return Next::Stop,
+                },
+                _ = ticker.tick() => {
+                    let progress = WatchItem::Progress { revision: self.last };
+                    if self.sender.send(Ok(progress)).await.is_err() {
+                        return Next::Stop;
+                    }
+                }
+                _ = self.sender.closed() => return Next::Stop,
+                _ = self.shared.closing.cancelled() => return Next::Stop,
+            }
+        }
+    }
+}
