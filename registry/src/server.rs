@@ -24,6 +24,11 @@ use crate::store::sled::{SledConfig, SledStore};
 pub const SERVICE_NAME: &str = "switchyard.v1.Registry";
 /// Largest response (e.g. one snapshot part) the server sends.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest request the transport decodes at all. The documented limit
+/// (`MAX_REQUEST_BYTES`, 4 MiB) is enforced per call in `api`, so that a
+/// request between the two is answered INVALID_ARGUMENT naming the limit;
+/// beyond this one the transport itself refuses it (OUT_OF_RANGE).
+const TRANSPORT_REQUEST_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Everything a registry server needs; tests build it directly.
 #[derive(Debug, Clone)]
@@ -93,7 +98,7 @@ pub async fn serve(
     tracing::info!(%address, data_dir = %config.data_dir.display(), "cd-registry listening");
 
     let registry = RegistryServer::new(api)
-        .max_decoding_message_size(switchyard_model::validate::MAX_REQUEST_BYTES)
+        .max_decoding_message_size(TRANSPORT_REQUEST_LIMIT)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));

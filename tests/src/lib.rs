@@ -1,1 +1,197 @@
-//! placeholder
+//! Test support shared by Switchyard's end-to-end tests: start a registry
+//! in-process on `127.0.0.1:0` or as the real binary, poll with patience
+//! instead of sleeping, and the store conformance suite every backend runs.
+#![forbid(unsafe_code)]
+
+pub mod conformance;
+pub mod process;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cd_registry::server::{ServerConfig, serve};
+use switchyard_client::RegistryClient;
+use switchyard_model::{Color, Health, Instance};
+use switchyard_proto::v1::registry_client::RegistryClient as GrpcClient;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// Polls `check` until it answers `Ok`, or fails the test after `patience`
+/// with the last reason it gave.
+pub async fn eventually<T, F, Fut>(patience: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + patience;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(reason) if Instant::now() >= deadline => {
+                panic!("still not true after {patience:?}: {reason}")
+            }
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// A registry served in this process on `127.0.0.1:0`.
+pub struct TestRegistry {
+    pub address: SocketAddr,
+    pub config: ServerConfig,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Keeps the data directory alive when the registry made its own.
+    _owned_dir: Option<tempfile::TempDir>,
+}
+
+impl TestRegistry {
+    /// Starts a registry with default settings in a fresh temporary directory.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a registry after `adjust` has changed its settings.
+    pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut config = ServerConfig::new(dir.path().join("data"));
+        adjust(&mut config);
+        let mut registry = Self::start_config(config).await;
+        registry._owned_dir = Some(dir);
+        registry
+    }
+
+    /// Starts a registry on exactly `config` (e.g. a data directory reused
+    /// across a restart).
+    pub async fn start_config(config: ServerConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding 127.0.0.1:0");
+        let address = listener.local_addr().expect("a bound address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(config.clone(), listener, async {
+            let _ = stopped.await;
+        }));
+        let registry = TestRegistry {
+            address,
+            config,
+            stop: Some(stop),
+            task: Some(task),
+            _owned_dir: None,
+        };
+        registry.wait_serving().await;
+        registry
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn client(&self) -> RegistryClient {
+        RegistryClient::new(&self.url()).expect("a valid URL")
+    }
+
+    pub async fn grpc(&self) -> GrpcClient<Channel> {
+        grpc(&self.url()).await
+    }
+
+    async fn wait_serving(&self) {
+        let url = self.url();
+        eventually(Duration::from_secs(20), || health_serving(url.clone())).await;
+    }
+
+    /// Shuts the registry down gracefully and waits until its store is closed.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => panic!("the registry failed: {error:#}"),
+                Err(error) => panic!("the registry task panicked: {error}"),
+            }
+        }
+    }
+
+    /// Stops and starts again on the same data directory (on a new port).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let owned = self._owned_dir.take();
+        let mut restarted = Self::start_config(self.config.clone()).await;
+        restarted._owned_dir = owned;
+        *self = restarted;
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A raw gRPC client, for requests the typed client would never send.
+pub async fn grpc(url: &str) -> GrpcClient<Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("a valid URL")
+        .connect()
+        .await
+        .expect("connecting to the registry");
+    GrpcClient::new(channel).max_decoding_message_size(64 * 1024 * 1024)
+}
+
+/// Whether `grpc.health.v1` reports the registry SERVING.
+pub async fn health_serving(url: String) -> Result<(), String> {
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let response = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: cd_registry::server::SERVICE_NAME.into(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.into_inner().status;
+    if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+        Ok(())
+    } else {
+        Err(format!("health status {status}"))
+    }
+}
+
+/// A valid instance for tests.
+pub fn instance(service: &str, id: &str, port: u16, color: Option<Color>) -> Instance {
+    Instance {
+        id: id.to_string(),
+        service: service.to_string(),
+        color,
+        node: String::new(),
+        address: "127.0.0.1".parse().expect("literal address"),
+        port,
+        tags: Vec::new(),
+        metadata: Default::default(),
+        health: Health::Passing,
+        session: None,
+        create_revision: 0,
+        mod_revision: 0,
+    }
+}
+
+/// The workspace's root folder.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate sits in the workspace")
+        .to_path_buf()
+}

@@ -63,6 +63,19 @@ fn invalid(error: ValidationError) -> Status {
     Status::invalid_argument(error.to_string())
 }
 
+/// Refuses requests over the documented size limit.
+fn within_limit<T: prost::Message>(request: Request<T>) -> Result<T, Status> {
+    let request = request.into_inner();
+    let size = request.encoded_len();
+    let limit = switchyard_model::validate::MAX_REQUEST_BYTES;
+    if size > limit {
+        return Err(Status::invalid_argument(format!(
+            "invalid request: {size} bytes; the limit is {limit} bytes (4 MiB): split it up"
+        )));
+    }
+    Ok(request)
+}
+
 fn required<T>(field: &str, value: Option<T>) -> Result<T, Status> {
     value.ok_or_else(|| Status::invalid_argument(format!("invalid {field}: missing")))
 }
@@ -75,7 +88,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::OpenSessionRequest>,
     ) -> Result<Response<v1::OpenSessionResponse>, Status> {
-        let request = request.into_inner();
+        let request = within_limit(request)?;
         let (session_id, ttl_seconds) = self
             .catalog
             .open_session(&request.node, request.ttl_seconds)
@@ -128,7 +141,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::CloseSessionRequest>,
     ) -> Result<Response<v1::CloseSessionResponse>, Status> {
-        let session = request.into_inner().session_id;
+        let session = within_limit(request)?.session_id;
         let revision = self.catalog.close_session(session).await.map_err(status)?;
         tracing::info!(session, revision, "session closed");
         Ok(Response::new(v1::CloseSessionResponse { revision }))
@@ -138,7 +151,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
-        let request = request.into_inner();
+        let request = within_limit(request)?;
         let instance =
             wire::instance_from_wire("instance.", required("instance", request.instance)?)
                 .map_err(invalid)?;
@@ -155,7 +168,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::DeregisterRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
-        let id = request.into_inner().id;
+        let id = within_limit(request)?.id;
         let revision = self.catalog.deregister(&id).await.map_err(status)?;
         Ok(Response::new(v1::WriteResponse { revision }))
     }
@@ -164,7 +177,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::SyncNodeRequest>,
     ) -> Result<Response<v1::SyncNodeResponse>, Status> {
-        let request = request.into_inner();
+        let request = within_limit(request)?;
         if request.instances.len() > switchyard_model::validate::MAX_SYNC_INSTANCES {
             return Err(Status::invalid_argument(format!(
                 "invalid instances: {} in one SyncNode; the limit is {}",
@@ -219,7 +232,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::GetServiceRequest>,
     ) -> Result<Response<v1::GetServiceResponse>, Status> {
-        let name = request.into_inner().name;
+        let name = within_limit(request)?.name;
         let (revision, service) = self.catalog.get_service(&name).await.map_err(status)?;
         Ok(Response::new(v1::GetServiceResponse {
             revision,
@@ -233,7 +246,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let request = request.into_inner();
+        let request = within_limit(request)?;
         let stream = self
             .catalog
             .watch(
@@ -255,7 +268,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::NextColorRequest>,
     ) -> Result<Response<v1::NextColorResponse>, Status> {
-        let service = request.into_inner().service;
+        let service = within_limit(request)?.service;
         let (active, next, revision) = self.catalog.next_color(&service).await.map_err(status)?;
         Ok(Response::new(v1::NextColorResponse {
             active_color: wire::color_to_wire(active),
@@ -268,7 +281,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::SetActiveColorRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
-        let request = request.into_inner();
+        let request = within_limit(request)?;
         let color = wire::color_from_wire("color", request.color).map_err(invalid)?;
         let expected =
             wire::color_from_wire("expected_color", request.expected_color).map_err(invalid)?;
@@ -290,7 +303,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::AcquireLockRequest>,
     ) -> Result<Response<v1::AcquireLockResponse>, Status> {
-        let request = request.into_inner();
+        let request = within_limit(request)?;
         let grant = self
             .catalog
             .acquire_lock(&request.service, &request.holder, request.ttl_seconds)
@@ -307,7 +320,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::RenewLockRequest>,
     ) -> Result<Response<v1::RenewLockResponse>, Status> {
-        let request = request.into_inner();
+        let request = within_limit(request)?;
         let ttl_seconds = self
             .catalog
             .renew_lock(&request.service, request.token)
@@ -320,7 +333,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::ReleaseLockRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
-        let request = request.into_inner();
+        let request = within_limit(request)?;
         let revision = self
             .catalog
             .release_lock(&request.service, request.token)
@@ -334,7 +347,7 @@ impl v1::registry_server::Registry for RegistryApi {
         request: Request<v1::RecordDeploymentRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
         let deployment =
-            wire::deployment_from_wire(required("deployment", request.into_inner().deployment)?)
+            wire::deployment_from_wire(required("deployment", within_limit(request)?.deployment)?)
                 .map_err(invalid)?;
         let revision = self
             .catalog
@@ -348,7 +361,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::ListDeploymentsRequest>,
     ) -> Result<Response<v1::ListDeploymentsResponse>, Status> {
-        let request = request.into_inner();
+        let request = within_limit(request)?;
         let deployments = self
             .catalog
             .list_deployments(&request.service, request.limit as usize)

@@ -87,9 +87,15 @@ struct Committed {
     events: Vec<Event>,
 }
 
-struct Shared {
+/// The open database; taken out on close so the directory lock is released
+/// even while watchers still hold on to `Shared`.
+struct Disk {
     db: sled::Db,
     tree: sled::Tree,
+}
+
+struct Shared {
+    disk: RwLock<Option<Disk>>,
     state: RwLock<State>,
     /// Lease deadlines, apart from `state` so keep-alives never wait for writes.
     deadlines: Mutex<HashMap<LeaseId, (Duration, Instant)>>,
@@ -144,6 +150,18 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Runs `action` on the open database, or fails with `Closed`.
+    fn with_disk<R>(
+        &self,
+        action: impl FnOnce(&Disk) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let disk = self.disk.read().unwrap_or_else(|p| p.into_inner());
+        match disk.as_ref() {
+            Some(disk) => action(disk),
+            None => Err(StoreError::Closed),
+        }
+    }
+
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -189,8 +207,7 @@ impl SledStore {
             .collect();
         let (committed, _) = broadcast::channel(config.watch_buffer.max(1));
         let shared = Arc::new(Shared {
-            db,
-            tree,
+            disk: RwLock::new(Some(Disk { db, tree })),
             state: RwLock::new(state),
             deadlines: Mutex::new(deadlines),
             committed,
@@ -327,7 +344,8 @@ struct Group {
     overlay: Overlay,
     committed: Vec<Committed>,
     revision: u64,
-    replies: Vec<Box<dyn FnOnce(Result<u64, StoreError>) + Send>>,
+    /// Answers to send once the group is durable (or failed).
+    replies: Vec<Box<dyn FnOnce(Result<(), StoreError>) + Send>>,
     close: Option<oneshot::Sender<Result<(), StoreError>>>,
 }
 
@@ -398,7 +416,7 @@ fn commit_group(shared: &Arc<Shared>, requests: Vec<Request>) -> bool {
                 let _ = shared.committed.send(Arc::new(entry));
             }
             for reply in replies {
-                reply(Ok(revision));
+                reply(Ok(()));
             }
         }
         Err(error) => {
@@ -410,7 +428,7 @@ fn commit_group(shared: &Arc<Shared>, requests: Vec<Request>) -> bool {
         }
     }
     if let Some(reply) = close {
-        let flushed = shared.db.flush().map(|_| ()).map_err(storage);
+        let flushed = shared.with_disk(|disk| disk.db.flush().map(|_| ()).map_err(storage));
         let _ = reply.send(flushed);
         return true;
     }
@@ -434,13 +452,16 @@ fn evaluate(shared: &Shared, state: &State, requests: Vec<Request>) -> Group {
             Request::Txn(txn, reply) => {
                 let outcome = apply_txn(state, &mut group, txn);
                 match outcome {
-                    Ok((succeeded, results)) => group.replies.push(Box::new(move |revision| {
-                        let _ = reply.send(revision.map(|revision| TxnResponse {
-                            succeeded,
-                            revision,
-                            results,
+                    Ok((succeeded, results)) => {
+                        let revision = group.revision;
+                        group.replies.push(Box::new(move |durable| {
+                            let _ = reply.send(durable.map(|()| TxnResponse {
+                                succeeded,
+                                revision,
+                                results,
+                            }));
                         }));
-                    })),
+                    }
                     Err(error) => {
                         let _ = reply.send(Err(error));
                     }
@@ -448,8 +469,8 @@ fn evaluate(shared: &Shared, state: &State, requests: Vec<Request>) -> Group {
             }
             Request::Grant(id, ttl, reply) => {
                 group.overlay.granted.insert(id, ttl);
-                group.replies.push(Box::new(move |revision| {
-                    let _ = reply.send(revision.map(|_| id));
+                group.replies.push(Box::new(move |durable| {
+                    let _ = reply.send(durable.map(|()| id));
                 }));
             }
             Request::Revoke(id, reply) => {
@@ -475,8 +496,9 @@ fn evaluate(shared: &Shared, state: &State, requests: Vec<Request>) -> Group {
                     group.committed.push(Committed { revision, events });
                 }
                 if let Some(reply) = reply {
-                    group.replies.push(Box::new(move |revision| {
-                        let _ = reply.send(revision);
+                    let revision = group.revision;
+                    group.replies.push(Box::new(move |durable| {
+                        let _ = reply.send(durable.map(|()| revision));
                     }));
                 }
             }
@@ -619,25 +641,27 @@ fn persist(
     for id in &overlay.revoked {
         batch.remove(lease_key(*id));
     }
-    let mut compacted = old_compacted;
-    if revision > old_revision {
-        batch.insert(META_REVISION, codec::encode_u64(revision).to_vec());
-        let keep_from = revision.saturating_sub(shared.history_revisions);
-        if keep_from > compacted {
-            for old in shared
-                .tree
-                .range(history_key(compacted + 1)..history_key(keep_from + 1))
-                .keys()
-            {
-                batch.remove(old.map_err(storage)?);
+    shared.with_disk(|disk| {
+        let mut compacted = old_compacted;
+        if revision > old_revision {
+            batch.insert(META_REVISION, codec::encode_u64(revision).to_vec());
+            let keep_from = revision.saturating_sub(shared.history_revisions);
+            if keep_from > compacted {
+                for old in disk
+                    .tree
+                    .range(history_key(compacted + 1)..history_key(keep_from + 1))
+                    .keys()
+                {
+                    batch.remove(old.map_err(storage)?);
+                }
+                compacted = keep_from;
+                batch.insert(META_COMPACTED, codec::encode_u64(compacted).to_vec());
             }
-            compacted = keep_from;
-            batch.insert(META_COMPACTED, codec::encode_u64(compacted).to_vec());
         }
-    }
-    shared.tree.apply_batch(batch).map_err(storage)?;
-    shared.db.flush().map_err(storage)?;
-    Ok(compacted)
+        disk.tree.apply_batch(batch).map_err(storage)?;
+        disk.db.flush().map_err(storage)?;
+        Ok(compacted)
+    })
 }
 
 fn lease_key(id: LeaseId) -> Vec<u8> {
@@ -816,6 +840,15 @@ impl Store for SledStore {
                 tracing::error!("the store's writer thread ended abnormally");
             }
         }
+        // Drop the database now, releasing its directory lock, even if
+        // watchers still hold the shared state for a moment.
+        let disk = self
+            .shared
+            .disk
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(disk);
         result
     }
 }
@@ -888,16 +921,15 @@ impl Watcher {
                 });
             }
             let until = current.min(self.last + CATCH_UP_CHUNK);
-            let mut entries = Vec::new();
-            for entry in self
-                .shared
-                .tree
-                .range(history_key(self.last + 1)..=history_key(until))
-            {
-                let (key, value) = entry.map_err(storage)?;
-                let revision = number_after_prefix(&key)?;
-                entries.push((revision, codec::decode_events(&value)?));
-            }
+            let from = self.last + 1;
+            let entries = self.shared.with_disk(|disk| {
+                let mut entries = Vec::new();
+                for entry in disk.tree.range(history_key(from)..=history_key(until)) {
+                    let (key, value) = entry.map_err(storage)?;
+                    entries.push((number_after_prefix(&key)?, codec::decode_events(&value)?));
+                }
+                Ok(entries)
+            })?;
             let complete = entries.first().map(|(revision, _)| *revision) == Some(self.last + 1)
                 && entries.len() as u64 == until - self.last;
             if !complete {

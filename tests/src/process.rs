@@ -1,0 +1,152 @@
+//! The real binaries as child processes: find (and if needed build) them,
+//! start `cd-registry` on `127.0.0.1:0` and learn its address from its log,
+//! kill it with SIGKILL or SIGTERM, run `cdctl`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::workspace_root;
+
+/// The folder cargo puts debug binaries in.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("debug")
+}
+
+/// Path of one of the workspace's binaries, built once per test run so the
+/// tests never run a stale one.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--workspace", "--bins"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("running cargo build for the binaries");
+        assert!(status.success(), "cargo build --workspace --bins failed");
+    });
+    let path = target_dir().join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// `cd-registry` as a child process.
+pub struct RegistryProcess {
+    pub child: Child,
+    pub address: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl RegistryProcess {
+    /// Starts the real binary on `127.0.0.1:0` with `data_dir`; waits until
+    /// its log says where it listens.
+    pub fn start(data_dir: &Path, extra_args: &[&str]) -> Self {
+        let mut child = Command::new(binary("cd-registry"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting cd-registry");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (found, address) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut found = Some(found);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(sender) = &found
+                    && let Some(address) = listening_address(&line)
+                {
+                    let _ = sender.send(address);
+                    found = None;
+                }
+                // Keep draining so the child never blocks on a full pipe.
+            }
+        });
+        let address = address
+            .recv_timeout(Duration::from_secs(60))
+            .expect("cd-registry logged its listening address");
+        RegistryProcess {
+            child,
+            address,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM failed");
+        self.child.wait().expect("waiting for cd-registry")
+    }
+}
+
+impl Drop for RegistryProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = value.get("fields")?;
+    if fields.get("message")?.as_str()? != "cd-registry listening" {
+        return None;
+    }
+    fields.get("address")?.as_str()?.parse().ok()
+}
+
+/// Runs `cdctl` against `registry_url`.
+pub fn cdctl(registry_url: &str, args: &[&str]) -> Output {
+    Command::new(binary("cdctl"))
+        .arg("--registry")
+        .arg(registry_url)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running cdctl")
+}
+
+/// Runs `cdctl` and parses its standard output as JSON; panics with its
+/// standard error when it fails.
+pub fn cdctl_json(registry_url: &str, args: &[&str]) -> serde_json::Value {
+    let output = cdctl(registry_url, args);
+    assert!(
+        output.status.success(),
+        "cdctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "cdctl {args:?} printed no JSON ({error}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}

@@ -1,0 +1,7 @@
+//! Every end-to-end test, in one binary (one link, shared helpers).
+
+mod api;
+mod cli;
+mod conformance;
+mod crash;
+mod watch;
