@@ -3,6 +3,8 @@
 //! several registry URLs (`--registry URL1,URL2`).
 #![forbid(unsafe_code)]
 
+pub mod view;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

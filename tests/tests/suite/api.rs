@@ -1,1 +1,469 @@
-//! api
+//! The registry's gRPC API against a registry on 127.0.0.1:0, through real
+//! gRPC clients: sessions, SyncNode, colors and locks, records, health,
+//! reflection, and every kind of bad input.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use switchyard_client::{ClientError, Code};
+use switchyard_model::{Color, Deployment, Health, Outcome};
+use switchyard_proto::v1;
+use switchyard_tests::{TestRegistry, eventually, instance};
+
+fn code_of<T: std::fmt::Debug>(result: Result<T, ClientError>) -> Code {
+    match result {
+        Err(error) => error.code().unwrap_or(Code::Ok),
+        Ok(value) => panic!("expected an error, got {value:?}"),
+    }
+}
+
+async fn instance_ids(registry: &TestRegistry, service: &str) -> Vec<String> {
+    match registry.client().get_service(service).await {
+        Ok((_, service)) => service.instances.into_iter().map(|i| i.id).collect(),
+        Err(error) if error.code() == Some(Code::NotFound) => Vec::new(),
+        Err(error) => panic!("get_service failed: {error}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_keep_instances_and_expiry_removes_them_in_one_revision() {
+    let registry = TestRegistry::start().await;
+    let client = registry.client();
+    let (session, ttl) = client.open_session("node-a", 1).await.expect("open");
+    assert_eq!(ttl, 1);
+    for n in 0..3 {
+        let mut web = instance("web", &format!("c{n}"), 8000 + n, Some(Color::Blue));
+        web.node = "node-a".into();
+        client.register(&web, Some(session)).await.expect("register");
+    }
+    let (revision, _) = client.get_service("web").await.expect("get");
+
+    // Kept alive over three TTLs, the instances stay.
+    for _ in 0..15 {
+        client.keep_alive(session).await.expect("keep-alive");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(instance_ids(&registry, "web").await.len(), 3);
+
+    // Left alone, they expire: all three in one revision.
+    let mut watch = Box::pin(client.watch(&["web".into()], revision).await.expect("watch"));
+    let removed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match watch.next().await {
+                Some(Ok(switchyard_model::watch::WatchEvent::Changes { changes, .. })) => {
+                    return changes;
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("watch ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the session expired within 10s");
+    assert_eq!(removed.len(), 3, "one revision removes all: {removed:?}");
+    assert!(instance_ids(&registry, "web").await.is_empty());
+    assert_eq!(code_of(client.keep_alive(session).await), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_session_deregisters_its_instances_at_once() {
+    let registry = TestRegistry::start().await;
+    let client = registry.client();
+    let (session, _) = client.open_session("node-a", 60).await.expect("open");
+    client
+        .register(&instance("api", "a1", 9000, None), Some(session))
+        .await
+        .expect("register");
+    let external = instance("api", "ext", 9001, None);
+    client.register(&external, None).await.expect("register");
+    client.close_session(session).await.expect("close");
+    assert_eq!(instance_ids(&registry, "api").await, ["ext"]);
+    assert_eq!(code_of(client.close_session(session).await), Code::NotFound);
+    assert_eq!(
+        code_of(client.register(&instance("api", "a2", 9002, None), Some(session)).await),
+        Code::NotFound
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_get_a_fresh_grace_period_after_a_restart() {
+    let mut registry = TestRegistry::start().await;
+    let client = registry.client();
+    let (session, _) = client.open_session("node-a", 2).await.expect("open");
+    client
+        .register(&instance("web", "g1", 8080, None), Some(session))
+        .await
+        .expect("register");
+    registry.stop().await;
+    // Down for longer than the whole TTL.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    registry.restart().await;
+    let client = registry.client();
+    assert_eq!(instance_ids(&registry, "web").await, ["g1"], "not expired at restart");
+    client
+        .keep_alive(session)
+        .await
+        .expect("the agent can keep its session after the restart");
+    // Without keep-alives it expires one TTL later, as usual.
+    let registry = &registry;
+    eventually(Duration::from_secs(10), || async move {
+        let ids = instance_ids(registry, "web").await;
+        if ids.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("still registered: {ids:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_node_reconciles_in_one_revision_and_is_idempotent() {
+    let registry = TestRegistry::start().await;
+    let client = registry.client();
+    let (session, _) = client.open_session("node-1", 30).await.expect("open");
+    let mut first = vec![
+        instance("web", "c1", 8001, Some(Color::Blue)),
+        instance("web", "c2", 8002, Some(Color::Blue)),
+        instance("db", "c3", 5432, None),
+    ];
+    let synced = client.sync_node(session, "node-1", &first).await.expect("sync");
+    assert_eq!((synced.added, synced.updated, synced.removed), (3, 0, 0));
+    let again = client.sync_node(session, "node-1", &first).await.expect("sync");
+    assert_eq!((again.added, again.updated, again.removed), (0, 0, 0));
+    assert_eq!(again.revision, synced.revision, "a repeat changes nothing");
+
+    // Another node's instances are not touched by this node's sync.
+    let (other, _) = client.open_session("node-2", 30).await.expect("open");
+    client
+        .sync_node(other, "node-2", &[instance("web", "n2", 8100, Some(Color::Blue))])
+        .await
+        .expect("sync node-2");
+
+    first.remove(2); // c3 stopped
+    first[0].health = Health::Critical; // c1 unhealthy
+    first.push(instance("web", "c4", 8004, Some(Color::Green))); // c4 started
+    let (before, _) = client.list_services().await.expect("list");
+    let changed = client.sync_node(session, "node-1", &first).await.expect("sync");
+    assert_eq!((changed.added, changed.updated, changed.removed), (1, 1, 1));
+    assert_eq!(changed.revision, before + 1, "one revision for the whole sync");
+
+    let (_, web) = client.get_service("web").await.expect("get");
+    let view: Vec<(String, String, Health)> = web
+        .instances
+        .iter()
+        .map(|i| (i.id.clone(), i.node.clone(), i.health))
+        .collect();
+    assert_eq!(
+        view,
+        [
+            ("c1".to_string(), "node-1".to_string(), Health::Critical),
+            ("c2".into(), "node-1".into(), Health::Passing),
+            ("c4".into(), "node-1".into(), Health::Passing),
+            ("n2".into(), "node-2".into(), Health::Passing),
+        ]
+    );
+    assert!(instance_ids(&registry, "db").await.is_empty());
+
+    // A session may only sync its own node.
+    assert_eq!(
+        code_of(client.sync_node(other, "node-1", &first).await),
+        Code::FailedPrecondition
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn color_cas_with_racing_deployers_has_exactly_one_winner() {
+    let registry = TestRegistry::start().await;
+    for round in 0..20 {
+        let service = format!("race-{round}");
+        let client = registry.client();
+        client
+            .register(&instance(&service, &format!("r{round}"), 8000, None), None)
+            .await
+            .expect("register");
+        let (a, b) = (registry.client(), registry.client());
+        let (sa, sb) = (service.clone(), service.clone());
+        let first = tokio::spawn(async move {
+            a.set_active_color(&sa, Some(Color::Blue), None, 0).await
+        });
+        let second = tokio::spawn(async move {
+            b.set_active_color(&sb, Some(Color::Green), None, 0).await
+        });
+        let results = [
+            first.await.expect("task"),
+            second.await.expect("task"),
+        ];
+        let winners = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(winners, 1, "round {round}: {results:?}");
+        let loser = results.iter().find_map(|r| r.as_ref().err()).expect("a loser");
+        assert_eq!(loser.code(), Some(Code::FailedPrecondition));
+        assert!(loser.message().contains("active color"), "{}", loser.message());
+        let (active, _, _) = client.next_color(&service).await.expect("color");
+        let winner_color = if results[0].is_ok() { Color::Blue } else { Color::Green };
+        assert_eq!(active, Some(winner_color));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_locks_fence_color_changes() {
+    let registry = TestRegistry::start().await;
+    let client = registry.client();
+    client
+        .register(&instance("web", "l1", 8000, None), None)
+        .await
+        .expect("register");
+    let grant = client.acquire_lock("web", "ci-job-1", 30).await.expect("lock");
+    let held = client.acquire_lock("web", "ci-job-2", 30).await;
+    let error = held.expect_err("the lock is held");
+    assert_eq!(error.code(), Some(Code::Aborted));
+    assert!(error.message().contains("ci-job-1"), "{}", error.message());
+
+    // Without the token nobody may flip while a deploy holds the lock.
+    assert_eq!(
+        code_of(client.set_active_color("web", Some(Color::Blue), None, 0).await),
+        Code::Aborted
+    );
+    client
+        .set_active_color("web", Some(Color::Blue), None, grant.token)
+        .await
+        .expect("the holder flips");
+    client.renew_lock("web", grant.token).await.expect("renew");
+    client.release_lock("web", grant.token).await.expect("release");
+
+    // The old token is dead: a stale deployer cannot flip.
+    let stale = client
+        .set_active_color("web", Some(Color::Green), Some(Color::Blue), grant.token)
+        .await;
+    assert_eq!(code_of(stale), Code::FailedPrecondition);
+    assert_eq!(code_of(client.renew_lock("web", grant.token).await), Code::FailedPrecondition);
+
+    // Racing for the lock: exactly one wins, and a newer grant has a larger token.
+    let (a, b) = (registry.client(), registry.client());
+    let first = tokio::spawn(async move { a.acquire_lock("web", "a", 30).await });
+    let second = tokio::spawn(async move { b.acquire_lock("web", "b", 30).await });
+    let results = [first.await.expect("task"), second.await.expect("task")];
+    let grants: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(grants.len(), 1, "{results:?}");
+    assert!(grants[0].token > grant.token);
+
+    // A lock that is not renewed expires.
+    let client = registry.client();
+    client.release_lock("web", grants[0].token).await.expect("release");
+    let short = client.acquire_lock("web", "c", 1).await.expect("lock");
+    let client = &client;
+    eventually(Duration::from_secs(10), || async move {
+        match client.acquire_lock("web", "d", 30).await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(error.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(code_of(client.renew_lock("web", short.token).await), Code::FailedPrecondition);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_records_are_kept_newest_first() {
+    let registry = TestRegistry::start().await;
+    let client = registry.client();
+    for (n, outcome) in [Outcome::Promoted, Outcome::RolledBack].into_iter().enumerate() {
+        let record = Deployment {
+            id: format!("d{n}"),
+            service: "web".into(),
+            from_color: None,
+            to_color: Some(Color::Blue),
+            image: format!("web:{n}"),
+            started_at_ms: 1_000 + n as u64,
+            outcome,
+            ..Deployment::default()
+        };
+        client.record_deployment(&record).await.expect("record");
+    }
+    let mut update = client.list_deployments("web", 0).await.expect("list");
+    assert_eq!(update.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["d1", "d0"]);
+    update[0].outcome = Outcome::Failed;
+    update[0].failed_step = "pre-test".into();
+    client.record_deployment(&update[0]).await.expect("update");
+    let listed = client.list_deployments("web", 1).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].outcome, listed[0].failed_step.as_str()), (Outcome::Failed, "pre-test"));
+}
+
+fn raw_instance(service: &str, id: &str, address: &str, port: u32, color: i32) -> v1::Instance {
+    v1::Instance {
+        id: id.into(),
+        service: service.into(),
+        color,
+        address: address.into(),
+        port,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_a_named_field_and_changes_nothing() {
+    let registry = TestRegistry::start().await;
+    let mut grpc = registry.grpc().await;
+    let client = registry.client();
+    client
+        .register(&instance("web", "ok", 8080, Some(Color::Blue)), None)
+        .await
+        .expect("a valid registration");
+    let before = client.get_service("web").await.expect("get").0;
+
+    let register = |instance: v1::Instance| v1::RegisterRequest {
+        instance: Some(instance),
+        session_id: 0,
+    };
+    let cases: Vec<(&str, v1::RegisterRequest, Code, &str)> = vec![
+        ("uppercase service", register(raw_instance("Web", "x", "127.0.0.1", 80, 0)), Code::InvalidArgument, "service"),
+        ("dotted service", register(raw_instance("web.api", "x", "127.0.0.1", 80, 0)), Code::InvalidArgument, "service"),
+        ("port 0", register(raw_instance("web", "x", "127.0.0.1", 0, 0)), Code::InvalidArgument, "port"),
+        ("port 65536", register(raw_instance("web", "x", "127.0.0.1", 65536, 0)), Code::InvalidArgument, "port"),
+        ("unknown color", register(raw_instance("web", "x", "127.0.0.1", 80, 7)), Code::InvalidArgument, "color"),
+        ("empty id", register(raw_instance("web", "", "127.0.0.1", 80, 0)), Code::InvalidArgument, "id"),
+        ("id with a slash", register(raw_instance("web", "a/b", "127.0.0.1", 80, 0)), Code::InvalidArgument, "id"),
+        ("hostname address", register(raw_instance("web", "x", "example.com", 80, 0)), Code::InvalidArgument, "address"),
+        ("0.0.0.0 address", register(raw_instance("web", "x", "0.0.0.0", 80, 0)), Code::InvalidArgument, "address"),
+        ("no instance", v1::RegisterRequest { instance: None, session_id: 0 }, Code::InvalidArgument, "instance"),
+        ("unknown session", v1::RegisterRequest { instance: Some(raw_instance("web", "x", "127.0.0.1", 80, 0)), session_id: 42 }, Code::NotFound, "session"),
+        ("id of another service", register(raw_instance("api", "ok", "127.0.0.1", 80, 0)), Code::FailedPrecondition, "ok"),
+    ];
+    for (what, request, code, field) in cases {
+        let status = grpc.register(request).await.expect_err(what);
+        assert_eq!(status.code(), code, "{what}: {}", status.message());
+        assert!(status.message().contains(field), "{what}: {:?} names {field}", status.message());
+    }
+
+    // Oversize requests: over the documented 4 MiB.
+    let mut huge = raw_instance("web", "big", "127.0.0.1", 80, 0);
+    huge.metadata.insert("blob".into(), "x".repeat(5 * 1024 * 1024));
+    let status = grpc.register(register(huge)).await.expect_err("oversize");
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert!(status.message().contains("limit"), "{}", status.message());
+
+    // Too many instances in one SyncNode.
+    let session = client.open_session("node-x", 30).await.expect("open").0;
+    let many: Vec<v1::Instance> = (0..=switchyard_model::validate::MAX_SYNC_INSTANCES)
+        .map(|n| raw_instance("web", &format!("m{n}"), "127.0.0.1", 80, 0))
+        .collect();
+    let status = grpc
+        .sync_node(v1::SyncNodeRequest { session_id: session, node: "node-x".into(), instances: many })
+        .await
+        .expect_err("too many");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("instances"), "{}", status.message());
+
+    // Unknown things.
+    let status = grpc.get_service(v1::GetServiceRequest { name: "nope".into() }).await.expect_err("unknown service");
+    assert_eq!(status.code(), Code::NotFound);
+    let status = grpc.deregister(v1::DeregisterRequest { id: "nope".into() }).await.expect_err("unknown instance");
+    assert_eq!(status.code(), Code::NotFound);
+    let status = grpc
+        .sync_node(v1::SyncNodeRequest { session_id: 77, node: "node-x".into(), instances: vec![] })
+        .await
+        .expect_err("unknown session");
+    assert_eq!(status.code(), Code::NotFound);
+
+    // Colors: bad enum, CAS mismatch naming the current color.
+    let status = grpc
+        .set_active_color(v1::SetActiveColorRequest { service: "web".into(), color: 9, expected_color: 0, lock_token: 0 })
+        .await
+        .expect_err("bad color");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    client.set_active_color("web", Some(Color::Blue), None, 0).await.expect("flip");
+    let before = before.max(client.get_service("web").await.expect("get").0);
+    let status = grpc
+        .set_active_color(v1::SetActiveColorRequest {
+            service: "web".into(),
+            color: v1::Color::Green as i32,
+            expected_color: v1::Color::None as i32,
+            lock_token: 0,
+        })
+        .await
+        .expect_err("mismatch");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("blue"), "{}", status.message());
+    let status = grpc
+        .open_session(v1::OpenSessionRequest { node: "n".into(), ttl_seconds: 0 })
+        .await
+        .expect_err("zero ttl");
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    // Nothing above changed anything, and the server still works.
+    let (after, web) = client.get_service("web").await.expect("get");
+    assert_eq!(after, before + 0, "rejected requests changed nothing");
+    assert_eq!(web.instances.len(), 1);
+    assert_eq!(web.active_color, Some(Color::Blue));
+    client
+        .register(&instance("web", "still-fine", 8081, None), None)
+        .await
+        .expect("the server still takes valid writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_serving_then_not_serving_while_draining() {
+    let mut registry = TestRegistry::start_with(|config| {
+        config.drain_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let channel = tonic::transport::Endpoint::from_shared(registry.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut statuses = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: cd_registry::server::SERVICE_NAME.into(),
+        })
+        .await
+        .expect("health watch")
+        .into_inner();
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    let first = statuses.next().await.expect("a status").expect("ok");
+    assert_eq!(first.status, serving);
+    let stopping = tokio::spawn(async move { registry.stop().await });
+    let mut seen = Vec::new();
+    while let Some(Ok(status)) = statuses.next().await {
+        seen.push(status.status);
+        if status.status == not_serving {
+            break;
+        }
+    }
+    assert!(seen.contains(&not_serving), "saw {seen:?}");
+    stopping.await.expect("the registry stopped cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_registry_service() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let registry = TestRegistry::start().await;
+    let channel = tonic::transport::Endpoint::from_shared(registry.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let answer = answers.next().await.expect("an answer").expect("ok");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"switchyard.v1.Registry".to_string()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+}
