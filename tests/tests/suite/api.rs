@@ -34,7 +34,10 @@ async fn sessions_keep_instances_and_expiry_removes_them_in_one_revision() {
     for n in 0..3 {
         let mut web = instance("web", &format!("c{n}"), 8000 + n, Some(Color::Blue));
         web.node = "node-a".into();
-        client.register(&web, Some(session)).await.expect("register");
+        client
+            .register(&web, Some(session))
+            .await
+            .expect("register");
     }
     let (revision, _) = client.get_service("web").await.expect("get");
 
@@ -46,7 +49,12 @@ async fn sessions_keep_instances_and_expiry_removes_them_in_one_revision() {
     assert_eq!(instance_ids(&registry, "web").await.len(), 3);
 
     // Left alone, they expire: all three in one revision.
-    let mut watch = Box::pin(client.watch(&["web".into()], revision).await.expect("watch"));
+    let mut watch = Box::pin(
+        client
+            .watch(&["web".into()], revision)
+            .await
+            .expect("watch"),
+    );
     let removed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match watch.next().await {
@@ -80,7 +88,11 @@ async fn closing_a_session_deregisters_its_instances_at_once() {
     assert_eq!(instance_ids(&registry, "api").await, ["ext"]);
     assert_eq!(code_of(client.close_session(session).await), Code::NotFound);
     assert_eq!(
-        code_of(client.register(&instance("api", "a2", 9002, None), Some(session)).await),
+        code_of(
+            client
+                .register(&instance("api", "a2", 9002, None), Some(session))
+                .await
+        ),
         Code::NotFound
     );
 }
@@ -99,7 +111,11 @@ async fn sessions_get_a_fresh_grace_period_after_a_restart() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     registry.restart().await;
     let client = registry.client();
-    assert_eq!(instance_ids(&registry, "web").await, ["g1"], "not expired at restart");
+    assert_eq!(
+        instance_ids(&registry, "web").await,
+        ["g1"],
+        "not expired at restart"
+    );
     client
         .keep_alive(session)
         .await
@@ -127,16 +143,26 @@ async fn sync_node_reconciles_in_one_revision_and_is_idempotent() {
         instance("web", "c2", 8002, Some(Color::Blue)),
         instance("db", "c3", 5432, None),
     ];
-    let synced = client.sync_node(session, "node-1", &first).await.expect("sync");
+    let synced = client
+        .sync_node(session, "node-1", &first)
+        .await
+        .expect("sync");
     assert_eq!((synced.added, synced.updated, synced.removed), (3, 0, 0));
-    let again = client.sync_node(session, "node-1", &first).await.expect("sync");
+    let again = client
+        .sync_node(session, "node-1", &first)
+        .await
+        .expect("sync");
     assert_eq!((again.added, again.updated, again.removed), (0, 0, 0));
     assert_eq!(again.revision, synced.revision, "a repeat changes nothing");
 
     // Another node's instances are not touched by this node's sync.
     let (other, _) = client.open_session("node-2", 30).await.expect("open");
     client
-        .sync_node(other, "node-2", &[instance("web", "n2", 8100, Some(Color::Blue))])
+        .sync_node(
+            other,
+            "node-2",
+            &[instance("web", "n2", 8100, Some(Color::Blue))],
+        )
         .await
         .expect("sync node-2");
 
@@ -144,9 +170,16 @@ async fn sync_node_reconciles_in_one_revision_and_is_idempotent() {
     first[0].health = Health::Critical; // c1 unhealthy
     first.push(instance("web", "c4", 8004, Some(Color::Green))); // c4 started
     let (before, _) = client.list_services().await.expect("list");
-    let changed = client.sync_node(session, "node-1", &first).await.expect("sync");
+    let changed = client
+        .sync_node(session, "node-1", &first)
+        .await
+        .expect("sync");
     assert_eq!((changed.added, changed.updated, changed.removed), (1, 1, 1));
-    assert_eq!(changed.revision, before + 1, "one revision for the whole sync");
+    assert_eq!(
+        changed.revision,
+        before + 1,
+        "one revision for the whole sync"
+    );
 
     let (_, web) = client.get_service("web").await.expect("get");
     let view: Vec<(String, String, Health)> = web
@@ -184,23 +217,29 @@ async fn color_cas_with_racing_deployers_has_exactly_one_winner() {
             .expect("register");
         let (a, b) = (registry.client(), registry.client());
         let (sa, sb) = (service.clone(), service.clone());
-        let first = tokio::spawn(async move {
-            a.set_active_color(&sa, Some(Color::Blue), None, 0).await
-        });
-        let second = tokio::spawn(async move {
-            b.set_active_color(&sb, Some(Color::Green), None, 0).await
-        });
-        let results = [
-            first.await.expect("task"),
-            second.await.expect("task"),
-        ];
+        let first =
+            tokio::spawn(async move { a.set_active_color(&sa, Some(Color::Blue), None, 0).await });
+        let second =
+            tokio::spawn(async move { b.set_active_color(&sb, Some(Color::Green), None, 0).await });
+        let results = [first.await.expect("task"), second.await.expect("task")];
         let winners = results.iter().filter(|r| r.is_ok()).count();
         assert_eq!(winners, 1, "round {round}: {results:?}");
-        let loser = results.iter().find_map(|r| r.as_ref().err()).expect("a loser");
+        let loser = results
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .expect("a loser");
         assert_eq!(loser.code(), Some(Code::FailedPrecondition));
-        assert!(loser.message().contains("active color"), "{}", loser.message());
+        assert!(
+            loser.message().contains("active color"),
+            "{}",
+            loser.message()
+        );
         let (active, _, _) = client.next_color(&service).await.expect("color");
-        let winner_color = if results[0].is_ok() { Color::Blue } else { Color::Green };
+        let winner_color = if results[0].is_ok() {
+            Color::Blue
+        } else {
+            Color::Green
+        };
         assert_eq!(active, Some(winner_color));
     }
 }
@@ -213,7 +252,10 @@ async fn deploy_locks_fence_color_changes() {
         .register(&instance("web", "l1", 8000, None), None)
         .await
         .expect("register");
-    let grant = client.acquire_lock("web", "ci-job-1", 30).await.expect("lock");
+    let grant = client
+        .acquire_lock("web", "ci-job-1", 30)
+        .await
+        .expect("lock");
     let held = client.acquire_lock("web", "ci-job-2", 30).await;
     let error = held.expect_err("the lock is held");
     assert_eq!(error.code(), Some(Code::Aborted));
@@ -221,7 +263,11 @@ async fn deploy_locks_fence_color_changes() {
 
     // Without the token nobody may flip while a deploy holds the lock.
     assert_eq!(
-        code_of(client.set_active_color("web", Some(Color::Blue), None, 0).await),
+        code_of(
+            client
+                .set_active_color("web", Some(Color::Blue), None, 0)
+                .await
+        ),
         Code::Aborted
     );
     client
@@ -229,14 +275,20 @@ async fn deploy_locks_fence_color_changes() {
         .await
         .expect("the holder flips");
     client.renew_lock("web", grant.token).await.expect("renew");
-    client.release_lock("web", grant.token).await.expect("release");
+    client
+        .release_lock("web", grant.token)
+        .await
+        .expect("release");
 
     // The old token is dead: a stale deployer cannot flip.
     let stale = client
         .set_active_color("web", Some(Color::Green), Some(Color::Blue), grant.token)
         .await;
     assert_eq!(code_of(stale), Code::FailedPrecondition);
-    assert_eq!(code_of(client.renew_lock("web", grant.token).await), Code::FailedPrecondition);
+    assert_eq!(
+        code_of(client.renew_lock("web", grant.token).await),
+        Code::FailedPrecondition
+    );
 
     // Racing for the lock: exactly one wins, and a newer grant has a larger token.
     let (a, b) = (registry.client(), registry.client());
@@ -249,7 +301,10 @@ async fn deploy_locks_fence_color_changes() {
 
     // A lock that is not renewed expires.
     let client = registry.client();
-    client.release_lock("web", grants[0].token).await.expect("release");
+    client
+        .release_lock("web", grants[0].token)
+        .await
+        .expect("release");
     let short = client.acquire_lock("web", "c", 1).await.expect("lock");
     let client = &client;
     eventually(Duration::from_secs(10), || async move {
@@ -259,14 +314,20 @@ async fn deploy_locks_fence_color_changes() {
         }
     })
     .await;
-    assert_eq!(code_of(client.renew_lock("web", short.token).await), Code::FailedPrecondition);
+    assert_eq!(
+        code_of(client.renew_lock("web", short.token).await),
+        Code::FailedPrecondition
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_records_are_kept_newest_first() {
     let registry = TestRegistry::start().await;
     let client = registry.client();
-    for (n, outcome) in [Outcome::Promoted, Outcome::RolledBack].into_iter().enumerate() {
+    for (n, outcome) in [Outcome::Promoted, Outcome::RolledBack]
+        .into_iter()
+        .enumerate()
+    {
         let record = Deployment {
             id: format!("d{n}"),
             service: "web".into(),
@@ -280,13 +341,19 @@ async fn deployment_records_are_kept_newest_first() {
         client.record_deployment(&record).await.expect("record");
     }
     let mut update = client.list_deployments("web", 0).await.expect("list");
-    assert_eq!(update.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["d1", "d0"]);
+    assert_eq!(
+        update.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["d1", "d0"]
+    );
     update[0].outcome = Outcome::Failed;
     update[0].failed_step = "pre-test".into();
     client.record_deployment(&update[0]).await.expect("update");
     let listed = client.list_deployments("web", 1).await.expect("list");
     assert_eq!(listed.len(), 1);
-    assert_eq!((listed[0].outcome, listed[0].failed_step.as_str()), (Outcome::Failed, "pre-test"));
+    assert_eq!(
+        (listed[0].outcome, listed[0].failed_step.as_str()),
+        (Outcome::Failed, "pre-test")
+    );
 }
 
 fn raw_instance(service: &str, id: &str, address: &str, port: u32, color: i32) -> v1::Instance {
@@ -316,28 +383,99 @@ async fn bad_input_is_refused_with_a_named_field_and_changes_nothing() {
         session_id: 0,
     };
     let cases: Vec<(&str, v1::RegisterRequest, Code, &str)> = vec![
-        ("uppercase service", register(raw_instance("Web", "x", "127.0.0.1", 80, 0)), Code::InvalidArgument, "service"),
-        ("dotted service", register(raw_instance("web.api", "x", "127.0.0.1", 80, 0)), Code::InvalidArgument, "service"),
-        ("port 0", register(raw_instance("web", "x", "127.0.0.1", 0, 0)), Code::InvalidArgument, "port"),
-        ("port 65536", register(raw_instance("web", "x", "127.0.0.1", 65536, 0)), Code::InvalidArgument, "port"),
-        ("unknown color", register(raw_instance("web", "x", "127.0.0.1", 80, 7)), Code::InvalidArgument, "color"),
-        ("empty id", register(raw_instance("web", "", "127.0.0.1", 80, 0)), Code::InvalidArgument, "id"),
-        ("id with a slash", register(raw_instance("web", "a/b", "127.0.0.1", 80, 0)), Code::InvalidArgument, "id"),
-        ("hostname address", register(raw_instance("web", "x", "example.com", 80, 0)), Code::InvalidArgument, "address"),
-        ("0.0.0.0 address", register(raw_instance("web", "x", "0.0.0.0", 80, 0)), Code::InvalidArgument, "address"),
-        ("no instance", v1::RegisterRequest { instance: None, session_id: 0 }, Code::InvalidArgument, "instance"),
-        ("unknown session", v1::RegisterRequest { instance: Some(raw_instance("web", "x", "127.0.0.1", 80, 0)), session_id: 42 }, Code::NotFound, "session"),
-        ("id of another service", register(raw_instance("api", "ok", "127.0.0.1", 80, 0)), Code::FailedPrecondition, "ok"),
+        (
+            "uppercase service",
+            register(raw_instance("Web", "x", "127.0.0.1", 80, 0)),
+            Code::InvalidArgument,
+            "service",
+        ),
+        (
+            "dotted service",
+            register(raw_instance("web.api", "x", "127.0.0.1", 80, 0)),
+            Code::InvalidArgument,
+            "service",
+        ),
+        (
+            "port 0",
+            register(raw_instance("web", "x", "127.0.0.1", 0, 0)),
+            Code::InvalidArgument,
+            "port",
+        ),
+        (
+            "port 65536",
+            register(raw_instance("web", "x", "127.0.0.1", 65536, 0)),
+            Code::InvalidArgument,
+            "port",
+        ),
+        (
+            "unknown color",
+            register(raw_instance("web", "x", "127.0.0.1", 80, 7)),
+            Code::InvalidArgument,
+            "color",
+        ),
+        (
+            "empty id",
+            register(raw_instance("web", "", "127.0.0.1", 80, 0)),
+            Code::InvalidArgument,
+            "id",
+        ),
+        (
+            "id with a slash",
+            register(raw_instance("web", "a/b", "127.0.0.1", 80, 0)),
+            Code::InvalidArgument,
+            "id",
+        ),
+        (
+            "hostname address",
+            register(raw_instance("web", "x", "example.com", 80, 0)),
+            Code::InvalidArgument,
+            "address",
+        ),
+        (
+            "0.0.0.0 address",
+            register(raw_instance("web", "x", "0.0.0.0", 80, 0)),
+            Code::InvalidArgument,
+            "address",
+        ),
+        (
+            "no instance",
+            v1::RegisterRequest {
+                instance: None,
+                session_id: 0,
+            },
+            Code::InvalidArgument,
+            "instance",
+        ),
+        (
+            "unknown session",
+            v1::RegisterRequest {
+                instance: Some(raw_instance("web", "x", "127.0.0.1", 80, 0)),
+                session_id: 42,
+            },
+            Code::NotFound,
+            "session",
+        ),
+        (
+            "id of another service",
+            register(raw_instance("api", "ok", "127.0.0.1", 80, 0)),
+            Code::FailedPrecondition,
+            "ok",
+        ),
     ];
     for (what, request, code, field) in cases {
         let status = grpc.register(request).await.expect_err(what);
         assert_eq!(status.code(), code, "{what}: {}", status.message());
-        assert!(status.message().contains(field), "{what}: {:?} names {field}", status.message());
+        assert!(
+            status.message().contains(field),
+            "{what}: {:?} names {field}",
+            status.message()
+        );
     }
 
     // Oversize requests: over the documented 4 MiB.
     let mut huge = raw_instance("web", "big", "127.0.0.1", 80, 0);
-    huge.metadata.insert("blob".into(), "x".repeat(5 * 1024 * 1024));
+    huge.metadata
+        .insert("blob".into(), "x".repeat(5 * 1024 * 1024));
     let status = grpc.register(register(huge)).await.expect_err("oversize");
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
     assert!(status.message().contains("limit"), "{}", status.message());
@@ -348,30 +486,58 @@ async fn bad_input_is_refused_with_a_named_field_and_changes_nothing() {
         .map(|n| raw_instance("web", &format!("m{n}"), "127.0.0.1", 80, 0))
         .collect();
     let status = grpc
-        .sync_node(v1::SyncNodeRequest { session_id: session, node: "node-x".into(), instances: many })
+        .sync_node(v1::SyncNodeRequest {
+            session_id: session,
+            node: "node-x".into(),
+            instances: many,
+        })
         .await
         .expect_err("too many");
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("instances"), "{}", status.message());
+    assert!(
+        status.message().contains("instances"),
+        "{}",
+        status.message()
+    );
 
     // Unknown things.
-    let status = grpc.get_service(v1::GetServiceRequest { name: "nope".into() }).await.expect_err("unknown service");
-    assert_eq!(status.code(), Code::NotFound);
-    let status = grpc.deregister(v1::DeregisterRequest { id: "nope".into() }).await.expect_err("unknown instance");
+    let status = grpc
+        .get_service(v1::GetServiceRequest {
+            name: "nope".into(),
+        })
+        .await
+        .expect_err("unknown service");
     assert_eq!(status.code(), Code::NotFound);
     let status = grpc
-        .sync_node(v1::SyncNodeRequest { session_id: 77, node: "node-x".into(), instances: vec![] })
+        .deregister(v1::DeregisterRequest { id: "nope".into() })
+        .await
+        .expect_err("unknown instance");
+    assert_eq!(status.code(), Code::NotFound);
+    let status = grpc
+        .sync_node(v1::SyncNodeRequest {
+            session_id: 77,
+            node: "node-x".into(),
+            instances: vec![],
+        })
         .await
         .expect_err("unknown session");
     assert_eq!(status.code(), Code::NotFound);
 
     // Colors: bad enum, CAS mismatch naming the current color.
     let status = grpc
-        .set_active_color(v1::SetActiveColorRequest { service: "web".into(), color: 9, expected_color: 0, lock_token: 0 })
+        .set_active_color(v1::SetActiveColorRequest {
+            service: "web".into(),
+            color: 9,
+            expected_color: 0,
+            lock_token: 0,
+        })
         .await
         .expect_err("bad color");
     assert_eq!(status.code(), Code::InvalidArgument);
-    client.set_active_color("web", Some(Color::Blue), None, 0).await.expect("flip");
+    client
+        .set_active_color("web", Some(Color::Blue), None, 0)
+        .await
+        .expect("flip");
     let before = before.max(client.get_service("web").await.expect("get").0);
     let status = grpc
         .set_active_color(v1::SetActiveColorRequest {
@@ -385,7 +551,10 @@ async fn bad_input_is_refused_with_a_named_field_and_changes_nothing() {
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().contains("blue"), "{}", status.message());
     let status = grpc
-        .open_session(v1::OpenSessionRequest { node: "n".into(), ttl_seconds: 0 })
+        .open_session(v1::OpenSessionRequest {
+            node: "n".into(),
+            ttl_seconds: 0,
+        })
         .await
         .expect_err("zero ttl");
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -438,10 +607,10 @@ async fn health_is_serving_then_not_serving_while_draining() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_the_registry_service() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let registry = TestRegistry::start().await;
     let channel = tonic::transport::Endpoint::from_shared(registry.url())
@@ -464,6 +633,12 @@ async fn reflection_lists_the_registry_service() {
         panic!("unexpected reflection answer");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"switchyard.v1.Registry".to_string()), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"switchyard.v1.Registry".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
 }
