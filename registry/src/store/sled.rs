@@ -105,6 +105,8 @@ struct Shared {
     failed: AtomicBool,
     closing: CancellationToken,
     history_revisions: u64,
+    /// Disk flushes so far: fewer than writes when group commit works.
+    fsyncs: std::sync::atomic::AtomicU64,
 }
 
 enum Request {
@@ -214,6 +216,7 @@ impl SledStore {
             failed: AtomicBool::new(false),
             closing: CancellationToken::new(),
             history_revisions: config.history_revisions.max(1),
+            fsyncs: std::sync::atomic::AtomicU64::new(0),
         });
         let (sender, receiver) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
@@ -227,6 +230,11 @@ impl SledStore {
             requests: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
         })
+    }
+
+    /// How many times the store has flushed to disk since it opened.
+    pub fn fsync_count(&self) -> u64 {
+        self.shared.fsyncs.load(Ordering::Relaxed)
     }
 
     fn send(&self, request: Request) -> Result<(), StoreError> {
@@ -339,13 +347,16 @@ impl Overlay {
     }
 }
 
+/// Answers one caller once its group is durable (or failed).
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
 /// Everything one group produced, to be written and then published.
 struct Group {
     overlay: Overlay,
     committed: Vec<Committed>,
     revision: u64,
     /// Answers to send once the group is durable (or failed).
-    replies: Vec<Box<dyn FnOnce(Result<(), StoreError>) + Send>>,
+    replies: Vec<Reply>,
     close: Option<oneshot::Sender<Result<(), StoreError>>>,
 }
 
@@ -660,6 +671,7 @@ fn persist(
         }
         disk.tree.apply_batch(batch).map_err(storage)?;
         disk.db.flush().map_err(storage)?;
+        shared.fsyncs.fetch_add(1, Ordering::Relaxed);
         Ok(compacted)
     })
 }

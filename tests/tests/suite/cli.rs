@@ -1,1 +1,260 @@
-//! cli
+//! `cdctl` as a user runs it, against the real `cd-registry` binary: JSON
+//! shapes, tables, exit codes and one-line errors; and the README's run
+//! command, tried as a new user would.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+use switchyard_tests::process::{RegistryProcess, binary, cdctl, cdctl_json};
+use switchyard_tests::workspace_root;
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn status_services_and_colors_print_the_documented_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = RegistryProcess::start(&dir.path().join("data"), &[]);
+    let url = registry.url();
+    let registered = cdctl_json(
+        &url,
+        &[
+            "-o",
+            "json",
+            "register",
+            "--service",
+            "web",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "8081",
+            "--color",
+            "blue",
+            "--id",
+            "web-1",
+            "--node",
+            "edge-1",
+        ],
+    );
+    assert!(registered["revision"].as_u64().is_some_and(|r| r > 0));
+    cdctl_json(
+        &url,
+        &[
+            "-o",
+            "json",
+            "register",
+            "--service",
+            "web",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "8082",
+            "--color",
+            "green",
+            "--id",
+            "web-2",
+        ],
+    );
+
+    let status = cdctl_json(&url, &["status", "web", "-o", "json"]);
+    assert_eq!(status["service"], "web");
+    assert_eq!(status["active_color"], serde_json::Value::Null);
+    assert!(status["revision"].as_u64().is_some());
+    let instances = status["instances"].as_array().expect("instances");
+    assert_eq!(instances.len(), 2);
+    let first = &instances[0];
+    for (field, value) in [
+        ("id", json!("web-1")),
+        ("color", json!("blue")),
+        ("node", json!("edge-1")),
+        ("address", json!("127.0.0.1")),
+        ("port", json!(8081)),
+        ("health", json!("passing")),
+    ] {
+        assert_eq!(first[field], value, "field {field} of {first}");
+    }
+    assert_eq!(instances[1]["node"], "external");
+
+    let flipped = cdctl(&url, &["set-color", "web", "blue", "--expect", "none"]);
+    assert!(flipped.status.success(), "{}", stderr(&flipped));
+    let color = cdctl_json(&url, &["color", "web", "-o", "json"]);
+    assert_eq!(color["active_color"], "blue");
+    assert_eq!(color["next_color"], "green");
+
+    let services = cdctl_json(&url, &["services", "-o", "json"]);
+    assert_eq!(
+        services,
+        json!([{"service": "web", "active_color": "blue", "instances": 2, "passing": 2}])
+    );
+
+    let table = cdctl(&url, &["status", "web"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("active color blue"), "{text}");
+    assert!(text.contains("127.0.0.1:8081"), "{text}");
+
+    let removed = cdctl(&url, &["deregister", "web-2"]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    let status = cdctl_json(&url, &["status", "web", "-o", "json"]);
+    assert_eq!(status["instances"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn failures_print_one_actionable_line_and_distinct_exit_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = RegistryProcess::start(&dir.path().join("data"), &[]);
+    let url = registry.url();
+    cdctl_json(
+        &url,
+        &[
+            "-o",
+            "json",
+            "register",
+            "--service",
+            "web",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "80",
+        ],
+    );
+    let cases: [(&[&str], i32, &str); 5] = [
+        (&["status", "nope"], 4, "not found"),
+        (
+            &["set-color", "web", "green", "--expect", "blue"],
+            5,
+            "is none, not blue",
+        ),
+        (
+            &[
+                "register",
+                "--service",
+                "Web",
+                "--address",
+                "127.0.0.1",
+                "--port",
+                "80",
+            ],
+            2,
+            "service",
+        ),
+        (
+            &[
+                "register",
+                "--service",
+                "web",
+                "--address",
+                "127.0.0.1",
+                "--port",
+                "70000",
+            ],
+            2,
+            "port",
+        ),
+        (&["deregister", "nope"], 4, "not found"),
+    ];
+    for (args, code, needle) in cases {
+        let output = cdctl(&url, args);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(code), "{args:?}: {message}");
+        assert!(
+            message.contains(needle),
+            "{args:?}: {message:?} lacks {needle:?}"
+        );
+        assert_eq!(
+            message.trim().lines().count(),
+            1,
+            "{args:?}: one line: {message:?}"
+        );
+    }
+
+    // Nothing listening there: unreachable, with what to do.
+    drop(registry);
+    let output = cdctl(&url, &["services"]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--registry"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn watch_prints_one_json_object_per_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = RegistryProcess::start(&dir.path().join("data"), &[]);
+    let url = registry.url();
+    let mut watch = Command::new(binary("cdctl"))
+        .args(["--registry", &url, "watch", "web"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cdctl watch");
+    let mut lines = BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    let snapshot: serde_json::Value =
+        serde_json::from_str(&lines.next().expect("a line").expect("text")).expect("JSON");
+    assert_eq!(snapshot["type"], "snapshot");
+    cdctl_json(
+        &url,
+        &[
+            "-o",
+            "json",
+            "register",
+            "--service",
+            "web",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "81",
+            "--id",
+            "w1",
+        ],
+    );
+    let changes: serde_json::Value =
+        serde_json::from_str(&lines.next().expect("a line").expect("text")).expect("JSON");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(changes["type"], "changes");
+    let kinds: Vec<&str> = changes["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter_map(|c| c["type"].as_str())
+        .collect();
+    assert!(kinds.contains(&"instance_updated"), "{changes}");
+}
+
+/// The README's first command, as a new user runs it (on a free port and a
+/// temporary data directory, and told to stop after the quickstart).
+#[test]
+fn the_readme_run_command_works() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    assert!(
+        readme.contains("./scripts/run.sh"),
+        "the README shows the run command"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new("bash")
+        .arg(workspace_root().join("scripts/run.sh"))
+        .current_dir(workspace_root())
+        .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SWITCHYARD_DATA_DIR", dir.path().join("data"))
+        .env("SWITCHYARD_REGISTRY", format!("http://127.0.0.1:{port}"))
+        .env("SWITCHYARD_QUICKSTART_EXIT", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running scripts/run.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "run.sh failed: {stdout}\n{}",
+        stderr(&output)
+    );
+    assert!(stdout.contains("active color blue"), "{stdout}");
+    assert!(stdout.contains("web-blue-1"), "{stdout}");
+}
