@@ -1,0 +1,555 @@
+//! Which instances a container stands for: service name, color, ports,
+//! address, tags and how its health is known. A pure function of what Docker
+//! reports (as [`ContainerFacts`]) and the agent's settings, so every rule is
+//! unit-tested without Docker.
+//!
+//! Rules (README "cd-agent" documents them for users):
+//! - Service: label `switchyard.service`; else env or label `SERVICE_NAME`
+//!   (registrator). Env or label `SERVICE_IGNORE` (any value) skips the
+//!   container. Neither: not ours.
+//! - Ports: label `switchyard.port` (a container port) picks one; otherwise
+//!   every published TCP port (internal mode: every exposed TCP port).
+//!   One port: one instance, id = short container id (or `SERVICE_ID`).
+//!   Several: one instance per port, id `SHORTID:PORT`, service
+//!   `NAME-PORT`, unless `switchyard.port.P.service` / `SERVICE_P_NAME`
+//!   names it; `switchyard.port.P.ignore` / `SERVICE_P_IGNORE` skips a port.
+//! - Address: the advertise IP and the published host port (or the host IP
+//!   the port is bound to, when it is bound to one address); in internal mode
+//!   (`--internal`, or label `switchyard.network=NET`) the container's IP on
+//!   that network and the container port.
+//! - Color: label `switchyard.color` (blue|green); none: no color.
+//! - Tags: `switchyard.tags` or `SERVICE_TAGS` (comma-separated).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use switchyard_model::{Color, Health, Instance, validate};
+
+/// What the agent knows of one running (or paused) container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerFacts {
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    pub image: String,
+    pub labels: HashMap<String, String>,
+    pub env: HashMap<String, String>,
+    pub paused: bool,
+    /// Docker HEALTHCHECK status, when the container has one.
+    pub docker_health: Option<DockerHealth>,
+    /// Container port (e.g. 80) → published host bindings (host IP, host port).
+    pub published: BTreeMap<u16, Vec<(Option<IpAddr>, u16)>>,
+    /// Exposed TCP container ports.
+    pub exposed: Vec<u16>,
+    /// Network name → the container's IP on it.
+    pub networks: BTreeMap<String, IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerHealth {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// How the agent settles an instance's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthSource {
+    /// Docker HEALTHCHECK (or paused): known from the container itself.
+    Fixed(Health),
+    /// An agent-run check; critical until its first result.
+    Check(Check),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Check {
+    pub kind: CheckKind,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    /// GET `path` on the instance's address; 2xx and 3xx pass.
+    Http { path: String },
+    /// A TCP connection to the instance's address.
+    Tcp,
+}
+
+/// One instance to register, and how its health is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub instance: Instance,
+    pub health: HealthSource,
+}
+
+/// The agent's settings that discovery depends on.
+#[derive(Debug, Clone)]
+pub struct DiscoverSettings {
+    pub node: String,
+    pub advertise_ip: IpAddr,
+    /// Register container IPs and container ports.
+    pub internal: bool,
+    /// The network whose IP is registered in internal mode (None: the only
+    /// network, or the first by name).
+    pub network: Option<String>,
+}
+
+/// Why a container stands for no instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// No service label: not ours, silently.
+    NotOurs,
+    /// `SERVICE_IGNORE`.
+    Ignored,
+    /// Ours, but something is wrong; worth a log line.
+    Invalid(String),
+}
+
+const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+impl ContainerFacts {
+    /// A label, or else an environment variable of the same name.
+    fn setting(&self, name: &str) -> Option<&str> {
+        self.labels
+            .get(name)
+            .or_else(|| self.env.get(name))
+            .map(String::as_str)
+            .filter(|value| !value.is_empty())
+    }
+
+    pub fn short_id(&self) -> &str {
+        self.id.get(..12).unwrap_or(&self.id)
+    }
+}
+
+/// The instances `container` stands for.
+pub fn discover(
+    container: &ContainerFacts,
+    settings: &DiscoverSettings,
+) -> Result<Vec<Desired>, Skip> {
+    if container.setting("SERVICE_IGNORE").is_some() {
+        return Err(Skip::Ignored);
+    }
+    let base_name = container
+        .labels
+        .get("switchyard.service")
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .or_else(|| container.setting("SERVICE_NAME"))
+        .ok_or(Skip::NotOurs)?;
+    let invalid =
+        |message: String| Skip::Invalid(format!("container {}: {message}", container.name));
+
+    let color = match container.labels.get("switchyard.color") {
+        Some(text) => Color::parse_optional(text).map_err(|e| invalid(e.to_string()))?,
+        None => None,
+    };
+    let network_label = container.labels.get("switchyard.network").cloned();
+    let internal = settings.internal || network_label.is_some();
+    let internal_ip = if internal {
+        let wanted = network_label.or_else(|| settings.network.clone());
+        Some(container_ip(container, wanted.as_deref()).map_err(invalid)?)
+    } else {
+        None
+    };
+
+    let ports: Vec<u16> = match container.labels.get("switchyard.port") {
+        Some(text) => {
+            let port = text
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .and_then(|p| validate::port("switchyard.port", p).ok())
+                .ok_or_else(|| invalid(format!("label switchyard.port={text:?} is not a port")))?;
+            vec![port]
+        }
+        None if internal => container.exposed.clone(),
+        None => container.published.keys().copied().collect(),
+    };
+    let ports: Vec<u16> = ports
+        .into_iter()
+        .filter(|port| {
+            container
+                .setting(&format!("SERVICE_{port}_IGNORE"))
+                .is_none()
+                && !container
+                    .labels
+                    .contains_key(&format!("switchyard.port.{port}.ignore"))
+        })
+        .collect();
+    if ports.is_empty() {
+        return Err(invalid(if internal {
+            "exposes no TCP port: set label switchyard.port".into()
+        } else {
+            "publishes no TCP port: publish one (-p) or use --internal / switchyard.network".into()
+        }));
+    }
+
+    let tags: Vec<String> = container
+        .labels
+        .get("switchyard.tags")
+        .map(String::as_str)
+        .or_else(|| container.setting("SERVICE_TAGS"))
+        .map(|text| {
+            text.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let health = health_source(container).map_err(invalid)?;
+    let several = ports.len() > 1;
+
+    let mut desired = Vec::new();
+    for port in ports {
+        let (address, advertised_port) = match internal_ip {
+            Some(ip) => (ip, port),
+            None => published_address(container, port, settings.advertise_ip).map_err(invalid)?,
+        };
+        let service = container
+            .labels
+            .get(&format!("switchyard.port.{port}.service"))
+            .map(String::as_str)
+            .or_else(|| container.setting(&format!("SERVICE_{port}_NAME")))
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                if several {
+                    format!("{base_name}-{port}")
+                } else {
+                    base_name.to_string()
+                }
+            });
+        validate::service_name("service", &service).map_err(|e| invalid(e.to_string()))?;
+        let id = match container.setting("SERVICE_ID") {
+            Some(id) if !several => id.to_string(),
+            _ if several => format!("{}:{port}", container.short_id()),
+            _ => container.short_id().to_string(),
+        };
+        let mut metadata = BTreeMap::new();
+        metadata.insert("container".to_string(), container.name.clone());
+        metadata.insert("container_id".to_string(), container.id.clone());
+        metadata.insert("image".to_string(), container.image.clone());
+        metadata.insert("container_port".to_string(), port.to_string());
+        for (label, key) in [
+            ("switchyard.version", "version"),
+            ("switchyard.deploy-id", "deploy_id"),
+        ] {
+            if let Some(value) = container.labels.get(label) {
+                metadata.insert(key.to_string(), value.clone());
+            }
+        }
+        let instance = Instance {
+            id,
+            service,
+            color,
+            node: settings.node.clone(),
+            address,
+            port: advertised_port,
+            tags: tags.clone(),
+            metadata,
+            health: Health::Unknown,
+            session: None,
+            create_revision: 0,
+            mod_revision: 0,
+        };
+        validate::instance("", &instance).map_err(|e| invalid(e.to_string()))?;
+        desired.push(Desired {
+            instance,
+            health: health.clone(),
+        });
+    }
+    Ok(desired)
+}
+
+fn container_ip(container: &ContainerFacts, network: Option<&str>) -> Result<IpAddr, String> {
+    match network {
+        Some(name) => container.networks.get(name).copied().ok_or_else(|| {
+            format!(
+                "has no address on network {name:?} (it is on: {})",
+                container
+                    .networks
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }),
+        None => container
+            .networks
+            .values()
+            .next()
+            .copied()
+            .ok_or_else(|| "has no network address: is it on a network?".to_string()),
+    }
+}
+
+fn published_address(
+    container: &ContainerFacts,
+    port: u16,
+    advertise_ip: IpAddr,
+) -> Result<(IpAddr, u16), String> {
+    let bindings = container
+        .published
+        .get(&port)
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| {
+            format!("container port {port} is not published: publish it (-p) or use --internal")
+        })?;
+    // Prefer a binding on every address (reachable at the advertise IP);
+    // else a port bound to one address is reachable only there.
+    let (host_ip, host_port) = bindings
+        .iter()
+        .find(|(ip, _)| ip.is_none_or(|ip| ip.is_unspecified()))
+        .or_else(|| bindings.iter().find(|(ip, _)| *ip == Some(advertise_ip)))
+        .or_else(|| bindings.first())
+        .copied()
+        .ok_or_else(|| format!("container port {port} has no host binding"))?;
+    let address = match host_ip {
+        Some(ip) if !ip.is_unspecified() => ip,
+        _ => advertise_ip,
+    };
+    Ok((address, host_port))
+}
+
+fn health_source(container: &ContainerFacts) -> Result<HealthSource, String> {
+    if container.paused {
+        return Ok(HealthSource::Fixed(Health::Critical));
+    }
+    if let Some(health) = container.docker_health {
+        return Ok(HealthSource::Fixed(match health {
+            DockerHealth::Starting | DockerHealth::Unhealthy => Health::Critical,
+            DockerHealth::Healthy => Health::Passing,
+        }));
+    }
+    let interval = match container.labels.get("switchyard.check.interval") {
+        Some(text) => switchyard_model::duration::parse_duration(text)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!("label switchyard.check.interval={text:?} is not a duration like 5s")
+            })?,
+        None => DEFAULT_CHECK_INTERVAL,
+    };
+    if let Some(path) = container.labels.get("switchyard.check.http") {
+        let path = if path.starts_with('/') {
+            path.clone()
+        } else {
+            format!("/{path}")
+        };
+        return Ok(HealthSource::Check(Check {
+            kind: CheckKind::Http { path },
+            interval,
+        }));
+    }
+    if container.labels.contains_key("switchyard.check.tcp") {
+        return Ok(HealthSource::Check(Check {
+            kind: CheckKind::Tcp,
+            interval,
+        }));
+    }
+    Ok(HealthSource::Fixed(Health::Passing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> DiscoverSettings {
+        DiscoverSettings {
+            node: "node-1".into(),
+            advertise_ip: "192.0.2.10".parse().expect("ip"),
+            internal: false,
+            network: None,
+        }
+    }
+
+    fn web() -> ContainerFacts {
+        let mut facts = ContainerFacts {
+            id: "0123456789abcdef0123".into(),
+            name: "web-blue-1".into(),
+            image: "web:1".into(),
+            ..ContainerFacts::default()
+        };
+        facts
+            .labels
+            .insert("switchyard.service".into(), "web".into());
+        facts
+            .labels
+            .insert("switchyard.color".into(), "blue".into());
+        facts
+            .published
+            .insert(80, vec![(Some("0.0.0.0".parse().expect("ip")), 32768)]);
+        facts.exposed.push(80);
+        facts
+            .networks
+            .insert("bridge".into(), "172.17.0.5".parse().expect("ip"));
+        facts
+    }
+
+    fn only(container: &ContainerFacts, settings: &DiscoverSettings) -> Desired {
+        let mut desired = discover(container, settings).expect("discovered");
+        assert_eq!(desired.len(), 1);
+        desired.remove(0)
+    }
+
+    #[test]
+    fn a_labelled_container_with_one_published_port_is_one_instance() {
+        let desired = only(&web(), &settings());
+        let instance = &desired.instance;
+        assert_eq!(instance.id, "0123456789ab");
+        assert_eq!(instance.service, "web");
+        assert_eq!(instance.color, Some(Color::Blue));
+        assert_eq!(instance.target(), "192.0.2.10:32768");
+        assert_eq!(instance.node, "node-1");
+        assert_eq!(
+            instance.metadata.get("image").map(String::as_str),
+            Some("web:1")
+        );
+        assert_eq!(desired.health, HealthSource::Fixed(Health::Passing));
+    }
+
+    #[test]
+    fn a_port_bound_to_one_address_is_registered_there() {
+        let mut facts = web();
+        facts
+            .published
+            .insert(80, vec![(Some("127.0.0.1".parse().expect("ip")), 40000)]);
+        assert_eq!(
+            only(&facts, &settings()).instance.target(),
+            "127.0.0.1:40000"
+        );
+    }
+
+    #[test]
+    fn internal_mode_uses_the_container_ip_and_port() {
+        let mut facts = web();
+        facts
+            .networks
+            .insert("overlay-a".into(), "10.0.1.7".parse().expect("ip"));
+        let mut internal = settings();
+        internal.internal = true;
+        internal.network = Some("overlay-a".into());
+        assert_eq!(only(&facts, &internal).instance.target(), "10.0.1.7:80");
+        facts
+            .labels
+            .insert("switchyard.network".into(), "bridge".into());
+        assert_eq!(only(&facts, &settings()).instance.target(), "172.17.0.5:80");
+        facts
+            .labels
+            .insert("switchyard.network".into(), "missing".into());
+        assert!(
+            matches!(discover(&facts, &settings()), Err(Skip::Invalid(m)) if m.contains("missing"))
+        );
+    }
+
+    #[test]
+    fn registrator_style_containers_register_and_ignore() {
+        let mut facts = web();
+        facts.labels.clear();
+        assert_eq!(discover(&facts, &settings()), Err(Skip::NotOurs));
+        facts.env.insert("SERVICE_NAME".into(), "legacy".into());
+        facts.env.insert("SERVICE_TAGS".into(), "a, b".into());
+        facts.env.insert("SERVICE_ID".into(), "legacy-1".into());
+        let desired = only(&facts, &settings());
+        assert_eq!(desired.instance.service, "legacy");
+        assert_eq!(desired.instance.id, "legacy-1");
+        assert_eq!(desired.instance.tags, ["a", "b"]);
+        assert_eq!(desired.instance.color, None);
+        facts.env.insert("SERVICE_IGNORE".into(), "true".into());
+        assert_eq!(discover(&facts, &settings()), Err(Skip::Ignored));
+    }
+
+    #[test]
+    fn several_published_ports_give_one_instance_each_with_overrides() {
+        let mut facts = web();
+        facts.published.insert(9090, vec![(None, 32770)]);
+        facts.published.insert(9100, vec![(None, 32771)]);
+        facts
+            .labels
+            .insert("switchyard.port.9090.service".into(), "web-admin".into());
+        facts
+            .labels
+            .insert("switchyard.port.9100.ignore".into(), "true".into());
+        let desired = discover(&facts, &settings()).expect("discovered");
+        let named: Vec<(String, String, u16)> = desired
+            .iter()
+            .map(|d| {
+                (
+                    d.instance.id.clone(),
+                    d.instance.service.clone(),
+                    d.instance.port,
+                )
+            })
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("0123456789ab:80".to_string(), "web-80".to_string(), 32768),
+                ("0123456789ab:9090".into(), "web-admin".into(), 32770),
+            ]
+        );
+        facts.labels.insert("switchyard.port".into(), "9090".into());
+        assert_eq!(only(&facts, &settings()).instance.id, "0123456789ab");
+    }
+
+    #[test]
+    fn health_comes_from_docker_then_checks_then_running() {
+        let mut facts = web();
+        facts
+            .labels
+            .insert("switchyard.check.http".into(), "healthz".into());
+        facts
+            .labels
+            .insert("switchyard.check.interval".into(), "2s".into());
+        assert_eq!(
+            only(&facts, &settings()).health,
+            HealthSource::Check(Check {
+                kind: CheckKind::Http {
+                    path: "/healthz".into()
+                },
+                interval: Duration::from_secs(2)
+            })
+        );
+        facts.docker_health = Some(DockerHealth::Starting);
+        assert_eq!(
+            only(&facts, &settings()).health,
+            HealthSource::Fixed(Health::Critical)
+        );
+        facts.docker_health = Some(DockerHealth::Healthy);
+        assert_eq!(
+            only(&facts, &settings()).health,
+            HealthSource::Fixed(Health::Passing)
+        );
+        facts.paused = true;
+        assert_eq!(
+            only(&facts, &settings()).health,
+            HealthSource::Fixed(Health::Critical)
+        );
+    }
+
+    #[test]
+    fn mistakes_are_reported_not_registered() {
+        let mut facts = web();
+        facts
+            .labels
+            .insert("switchyard.color".into(), "purple".into());
+        assert!(
+            matches!(discover(&facts, &settings()), Err(Skip::Invalid(m)) if m.contains("purple"))
+        );
+        let mut facts = web();
+        facts
+            .labels
+            .insert("switchyard.service".into(), "Bad_Name".into());
+        assert!(matches!(
+            discover(&facts, &settings()),
+            Err(Skip::Invalid(_))
+        ));
+        let mut facts = web();
+        facts.published.clear();
+        assert!(
+            matches!(discover(&facts, &settings()), Err(Skip::Invalid(m)) if m.contains("publish"))
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! Docker through bollard: connect (DOCKER_HOST or the local socket) with the
+//! API version negotiated, so old engines (API 1.41) and new ones both work;
+//! list and inspect containers into [`ContainerFacts`]; follow container
+//! events. **Architecture Invariant:** only this module sees bollard types.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use anyhow::Context;
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
+use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use futures::{Stream, StreamExt};
+
+use crate::discover::{ContainerFacts, DockerHealth};
+
+/// A connection to one Docker engine.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+/// A container event, reduced to what the agent acts on.
+#[derive(Debug, Clone)]
+pub struct ContainerEvent {
+    pub container_id: String,
+    pub action: String,
+}
+
+impl Engine {
+    /// Connects and negotiates the API version.
+    pub async fn connect() -> anyhow::Result<Self> {
+        let docker = Docker::connect_with_defaults()
+            .context("connecting to Docker (DOCKER_HOST or /var/run/docker.sock)")?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .context("negotiating the Docker API version")?;
+        Ok(Engine { docker })
+    }
+
+    /// The node name to register under: the Swarm node id in Swarm mode,
+    /// otherwise the engine's name.
+    pub async fn node_name(&self) -> anyhow::Result<String> {
+        let info = self.docker.info().await.context("reading docker info")?;
+        let swarm_node = info
+            .swarm
+            .as_ref()
+            .and_then(|swarm| swarm.node_id.clone())
+            .filter(|id| !id.is_empty());
+        swarm_node
+            .or(info.name)
+            .filter(|name| !name.is_empty())
+            .context("docker info has neither a Swarm node id nor a name: pass --node")
+    }
+
+    /// The engine's clock, for replaying events from a moment.
+    pub async fn now(&self) -> anyhow::Result<i64> {
+        let info = self.docker.info().await.context("reading docker info")?;
+        let text = info.system_time.unwrap_or_default();
+        // RFC 3339 with nanoseconds; only whole seconds matter here.
+        let seconds = parse_rfc3339_seconds(&text)
+            .with_context(|| format!("cannot read the engine's time {text:?}"))?;
+        Ok(seconds)
+    }
+
+    /// Container events since `since` (unix seconds), as they happen. With
+    /// `label`, only containers carrying it (`key=value`).
+    pub fn events(
+        &self,
+        since: i64,
+        label: Option<&str>,
+    ) -> impl Stream<Item = Result<ContainerEvent, DockerError>> + Send + use<> {
+        let mut filters: HashMap<&str, Vec<&str>> = HashMap::new();
+        filters.insert("type", vec!["container"]);
+        if let Some(label) = label {
+            filters.insert("label", vec![label]);
+        }
+        let options = EventsOptionsBuilder::default()
+            .since(&since.to_string())
+            .filters(&filters)
+            .build();
+        self.docker
+            .events(Some(options))
+            .filter_map(|event| async move {
+                match event {
+                    Ok(message) => {
+                        let actor = message.actor?;
+                        Some(Ok(ContainerEvent {
+                            container_id: actor.id?,
+                            action: message.action.unwrap_or_default(),
+                        }))
+                    }
+                    Err(error) => Some(Err(error)),
+                }
+            })
+    }
+
+    /// Ids of the running (and paused) containers, optionally with `label`.
+    pub async fn running(&self, label: Option<&str>) -> anyhow::Result<Vec<String>> {
+        let mut filters: HashMap<&str, Vec<&str>> = HashMap::new();
+        if let Some(label) = label {
+            filters.insert("label", vec![label]);
+        }
+        let options = ListContainersOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .context("listing containers")?;
+        Ok(containers.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// What the container is now; `None` when it is gone or not running.
+    pub async fn inspect(&self, id: &str) -> anyhow::Result<Option<ContainerFacts>> {
+        match self.docker.inspect_container(id, None).await {
+            Ok(response) => Ok(facts(response)),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(error) => Err(error).with_context(|| format!("inspecting container {id}")),
+        }
+    }
+}
+
+/// Reduces an inspect answer to the facts discovery uses; `None` unless the
+/// container is running (paused counts as running).
+fn facts(response: ContainerInspectResponse) -> Option<ContainerFacts> {
+    let state = response.state?;
+    if !state.running.unwrap_or(false) {
+        return None;
+    }
+    let config = response.config.unwrap_or_default();
+    let env = config
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            Some((key.to_string(), value.to_string()))
+        })
+        .collect();
+    let exposed = config
+        .exposed_ports
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|spec| tcp_port(spec))
+        .collect();
+    let network = response.network_settings.unwrap_or_default();
+    let mut published = BTreeMap::new();
+    for (spec, bindings) in network.ports.unwrap_or_default() {
+        let Some(port) = tcp_port(&spec) else {
+            continue;
+        };
+        let bindings: Vec<(Option<IpAddr>, u16)> = bindings
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|binding| {
+                let host_port = binding.host_port?.parse().ok()?;
+                let host_ip = binding.host_ip.and_then(|ip| ip.parse().ok());
+                Some((host_ip, host_port))
+            })
+            .collect();
+        if !bindings.is_empty() {
+            published.insert(port, bindings);
+        }
+    }
+    let networks = network
+        .networks
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, endpoint)| {
+            let ip = endpoint.ip_address?.parse().ok()?;
+            Some((name, ip))
+        })
+        .collect();
+    let docker_health =
+        state
+            .health
+            .and_then(|health| health.status)
+            .and_then(|status| match status {
+                HealthStatusEnum::STARTING => Some(DockerHealth::Starting),
+                HealthStatusEnum::HEALTHY => Some(DockerHealth::Healthy),
+                HealthStatusEnum::UNHEALTHY => Some(DockerHealth::Unhealthy),
+                HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => None,
+            });
+    Some(ContainerFacts {
+        id: response.id.unwrap_or_default(),
+        name: response
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        image: config.image.unwrap_or_default(),
+        labels: config.labels.unwrap_or_default(),
+        env,
+        paused: state.paused.unwrap_or(false),
+        docker_health,
+        published,
+        exposed,
+        networks,
+    })
+}
+
+/// `80/tcp` → 80; other protocols are not registered.
+fn tcp_port(spec: &str) -> Option<u16> {
+    let (port, protocol) = spec.split_once('/').unwrap_or((spec, "tcp"));
+    (protocol == "tcp").then(|| port.parse().ok()).flatten()
+}
+
+/// Whole seconds since the epoch of an RFC 3339 timestamp.
+fn parse_rfc3339_seconds(text: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(time::OffsetDateTime::unix_timestamp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_timestamps_parse() {
+        assert_eq!(parse_rfc3339_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_seconds("2026-11-21T23:10:00.123456789Z"),
+            Some(1_795_302_600)
+        );
+        assert_eq!(
+            parse_rfc3339_seconds("2026-11-22T00:10:00.5+01:00"),
+            Some(1_795_302_600)
+        );
+        assert_eq!(parse_rfc3339_seconds("garbage"), None);
+    }
+
+    #[test]
+    fn only_tcp_ports_count() {
+        assert_eq!(tcp_port("80/tcp"), Some(80));
+        assert_eq!(tcp_port("53/udp"), None);
+        assert_eq!(tcp_port("8080"), Some(8080));
+    }
+}
