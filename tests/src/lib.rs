@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod docker;
 pub mod process;
 
 use std::future::Future;

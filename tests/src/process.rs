@@ -47,38 +47,17 @@ impl RegistryProcess {
     /// Starts the real binary on `127.0.0.1:0` with `data_dir`; waits until
     /// its log says where it listens.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> Self {
-        let mut child = Command::new(binary("cd-registry"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--data-dir",
-            ])
+        Self::start_on(data_dir, "127.0.0.1:0", extra_args)
+    }
+
+    /// Starts the real binary on `listen` (e.g. the port of an earlier run).
+    pub fn start_on(data_dir: &Path, listen: &str, extra_args: &[&str]) -> Self {
+        let mut command = Command::new(binary("cd-registry"));
+        command
+            .args(["--listen", listen, "--log-format", "json", "--data-dir"])
             .arg(data_dir)
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting cd-registry");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (found, address) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut found = Some(found);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(sender) = &found
-                    && let Some(address) = listening_address(&line)
-                {
-                    let _ = sender.send(address);
-                    found = None;
-                }
-                // Keep draining so the child never blocks on a full pipe.
-            }
-        });
-        let address = address
-            .recv_timeout(Duration::from_secs(60))
-            .expect("cd-registry logged its listening address");
+            .args(extra_args);
+        let (child, address) = spawn_logging(command, "cd-registry listening");
         RegistryProcess {
             child,
             address,
@@ -114,13 +93,100 @@ impl Drop for RegistryProcess {
     }
 }
 
-fn listening_address(line: &str) -> Option<SocketAddr> {
+/// Spawns a program that logs JSON to standard error and waits for the line
+/// `message` with an `address` field; keeps draining its log afterwards
+/// (echoed to the test's output, which cargo shows when a test fails).
+fn spawn_logging(mut command: Command, message: &'static str) -> (Child, SocketAddr) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("starting {command:?}: {error}"));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(sender) = &found
+                && let Some(address) = logged_address(&line, message)
+            {
+                let _ = sender.send(address);
+                found = None;
+            }
+            if std::env::var_os("SWITCHYARD_TEST_LOGS").is_some() {
+                eprintln!("{line}");
+            }
+        }
+    });
+    let address = address
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("no {message:?} line in the log of {command:?}"));
+    (child, address)
+}
+
+fn logged_address(line: &str, message: &str) -> Option<SocketAddr> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     let fields = value.get("fields")?;
-    if fields.get("message")?.as_str()? != "cd-registry listening" {
+    if fields.get("message")?.as_str()? != message {
         return None;
     }
     fields.get("address")?.as_str()?.parse().ok()
+}
+
+/// `cd-agent` as a child process.
+pub struct AgentProcess {
+    pub child: Child,
+    /// Where its /healthz answers.
+    pub healthz: SocketAddr,
+}
+
+impl AgentProcess {
+    /// Starts the agent against `registry_url`, advertising 127.0.0.1,
+    /// following only containers labelled `only_label` (so tests sharing one
+    /// engine do not see each other's containers).
+    pub fn start(registry_url: &str, only_label: &str, extra_args: &[&str]) -> Self {
+        Self::start_with_env(registry_url, only_label, extra_args, &[])
+    }
+
+    pub fn start_with_env(
+        registry_url: &str,
+        only_label: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut command = Command::new(binary("cd-agent"));
+        command
+            .args(["--registry", registry_url, "--advertise-ip", "127.0.0.1"])
+            .args(["--only-label", only_label, "--healthz", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(extra_args)
+            .envs(env.iter().copied());
+        let (child, healthz) = spawn_logging(command, "healthz listening");
+        AgentProcess { child, healthz }
+    }
+
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM failed");
+        self.child.wait().expect("waiting for cd-agent")
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Runs `cdctl` against `registry_url`.

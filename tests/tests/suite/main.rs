@@ -1,5 +1,6 @@
 //! Every end-to-end test, in one binary (one link, shared helpers).
 
+mod agent;
 mod api;
 mod cli;
 mod conformance;

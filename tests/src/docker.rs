@@ -1,0 +1,230 @@
+//! Docker for tests, through the `docker` command a user would type: test
+//! images built `FROM scratch` with Debian's static busybox, and guards that
+//! remove every container, network and image a test made, also when it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// Runs `docker ARGS`; answers its output whatever the exit status.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running docker")
+}
+
+/// Runs `docker ARGS` and answers its trimmed standard output; panics with
+/// its standard error when it fails.
+pub fn docker_ok(args: &[&str]) -> String {
+    let output = docker(args);
+    assert!(
+        output.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// A unique suffix for names, labels and tags of one test.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+/// Where Debian's busybox-static puts its binary.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// An image built for one test; removed when dropped.
+pub struct TestImage {
+    pub tag: String,
+}
+
+impl TestImage {
+    /// busybox httpd serving `version` at `/` on port 80. With a
+    /// healthcheck, the container is healthy while `/www/healthy` exists
+    /// (flip it with [`TestContainer::exec`]).
+    pub fn httpd(version: &str, healthcheck: bool) -> Self {
+        let context = tempfile::tempdir().expect("a build context");
+        let www = context.path().join("www");
+        std::fs::create_dir(&www).expect("www");
+        std::fs::write(www.join("index.html"), format!("{version}\n")).expect("index.html");
+        std::fs::copy(BUSYBOX, context.path().join("busybox"))
+            .expect("copying /bin/busybox (install busybox-static)");
+        let health = if healthcheck {
+            "HEALTHCHECK --interval=1s --timeout=1s --retries=1 \
+             CMD [\"/bin/busybox\", \"test\", \"-f\", \"/www/healthy\"]\n"
+        } else {
+            ""
+        };
+        let dockerfile = format!(
+            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nEXPOSE 80\n{health}\
+             ENTRYPOINT [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n"
+        );
+        std::fs::write(context.path().join("Dockerfile"), dockerfile).expect("Dockerfile");
+        Self::build(context.path(), &unique("switchyard-test-httpd"))
+    }
+
+    /// Builds the Dockerfile in `context` as `name:test`.
+    pub fn build(context: &Path, name: &str) -> Self {
+        let tag = format!("{name}:test");
+        let context = context.to_string_lossy().into_owned();
+        docker_ok(&["build", "-q", "-t", &tag, &context]);
+        TestImage { tag }
+    }
+}
+
+impl Drop for TestImage {
+    fn drop(&mut self) {
+        let _ = docker(&["rmi", "-f", &self.tag]);
+    }
+}
+
+/// A container removed (with `rm -f`) when dropped.
+pub struct TestContainer {
+    pub id: String,
+}
+
+impl TestContainer {
+    /// `docker run -d ARGS`.
+    pub fn run(args: &[&str]) -> Self {
+        let mut full = vec!["run", "-d"];
+        full.extend_from_slice(args);
+        TestContainer {
+            id: docker_ok(&full),
+        }
+    }
+
+    pub fn short_id(&self) -> &str {
+        &self.id[..12]
+    }
+
+    /// The host port published for container port 80 on 127.0.0.1.
+    pub fn published_port(&self) -> u16 {
+        let mapping = docker_ok(&["port", &self.id, "80/tcp"]);
+        mapping
+            .lines()
+            .next()
+            .and_then(|line| line.rsplit(':').next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("no published port in {mapping:?}"))
+    }
+
+    /// The container's IP on `network`.
+    pub fn ip_on(&self, network: &str) -> String {
+        let template = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+        docker_ok(&["inspect", "-f", &template, &self.id])
+    }
+
+    pub fn exec(&self, command: &[&str]) {
+        let mut args = vec!["exec", self.id.as_str()];
+        args.extend_from_slice(command);
+        docker_ok(&args);
+    }
+
+    pub fn docker(&self, verb: &str) {
+        docker_ok(&[verb, &self.id]);
+    }
+}
+
+impl Drop for TestContainer {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.id]);
+    }
+}
+
+/// A user-defined network removed when dropped.
+pub struct TestNetwork {
+    pub name: String,
+}
+
+impl TestNetwork {
+    pub fn create(extra: &[&str]) -> Self {
+        let name = unique("switchyard-test-net");
+        let mut args = vec!["network", "create"];
+        args.extend_from_slice(extra);
+        args.push(&name);
+        docker_ok(&args);
+        TestNetwork { name }
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        let _ = docker(&["network", "rm", &self.name]);
+    }
+}
+
+/// The Docker socket of this machine.
+pub fn docker_socket() -> PathBuf {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|host| host.strip_prefix("unix://").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
+}
+
+/// A Unix-socket proxy in front of the Docker socket that a test can stop
+/// (cutting every connection, the event stream included) and start again.
+pub struct SocketProxy {
+    pub path: PathBuf,
+    target: PathBuf,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl SocketProxy {
+    /// Listens on `path`, forwarding to the Docker socket.
+    pub fn start(path: &Path) -> Self {
+        let proxy = SocketProxy {
+            path: path.to_path_buf(),
+            target: docker_socket(),
+            tasks: Default::default(),
+        };
+        proxy.resume();
+        proxy
+    }
+
+    /// `DOCKER_HOST` for clients of the proxy.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    /// Cuts every connection and stops listening.
+    pub fn cut(&self) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        for task in tasks.drain(..) {
+            task.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Listens again.
+    pub fn resume(&self) {
+        let _ = std::fs::remove_file(&self.path);
+        let listener =
+            tokio::net::UnixListener::bind(&self.path).expect("binding the proxy socket");
+        let target = self.target.clone();
+        let tasks = std::sync::Arc::clone(&self.tasks);
+        let accept_tasks = std::sync::Arc::clone(&self.tasks);
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let target = target.clone();
+                let connection = tokio::spawn(async move {
+                    if let Ok(mut upstream) = tokio::net::UnixStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+                accept_tasks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(connection);
+            }
+        });
+        tasks.lock().unwrap_or_else(|p| p.into_inner()).push(accept);
+    }
+}
+
+impl Drop for SocketProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
