@@ -9,16 +9,19 @@ as_root() {
   fi
 }
 
-# ensure_command COMMAND PACKAGE: installs PACKAGE when COMMAND is missing.
-ensure_command() {
-  local command=$1 package=$2
-  command -v "$command" >/dev/null 2>&1 && return 0
-  echo "==> installing $package (for $command)" >&2
+# ensure_package PACKAGE: apt-get installs it (updating the lists once).
+ensure_package() {
+  echo "==> installing $1" >&2
   if [ "$_apt_updated" = 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
     _apt_updated=1
   fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >&2
+}
+
+# ensure_command COMMAND PACKAGE: installs PACKAGE when COMMAND is missing.
+ensure_command() {
+  command -v "$1" >/dev/null 2>&1 || ensure_package "$2"
 }
 
 ensure_build_tools() {
@@ -27,4 +30,29 @@ ensure_build_tools() {
     return 1
   }
   ensure_command protoc protobuf-compiler
+}
+
+# ensure_docker: a working Docker engine. When `docker info` fails, installs
+# Debian's docker.io if needed and starts dockerd in the background.
+ensure_docker() {
+  docker info >/dev/null 2>&1 && return 0
+  ensure_command dockerd docker.io
+  ensure_command docker docker.io
+  if ! docker info >/dev/null 2>&1; then
+    echo "==> starting dockerd (log: /tmp/switchyard-dockerd.log)" >&2
+    as_root sh -c 'nohup dockerd >/tmp/switchyard-dockerd.log 2>&1 &'
+    for _ in $(seq 1 60); do
+      docker info >/dev/null 2>&1 && return 0
+      sleep 1
+    done
+    echo "dockerd did not come up; see /tmp/switchyard-dockerd.log" >&2
+    return 1
+  fi
+}
+
+# ensure_test_tools: everything the end-to-end tests use.
+ensure_test_tools() {
+  ensure_build_tools
+  [ -x /bin/busybox ] || ensure_package busybox-static
+  ensure_docker
 }

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-ensure_build_tools
+ensure_test_tools
 
 echo "==> cargo fmt --check" >&2
 cargo fmt --all -- --check

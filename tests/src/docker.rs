@@ -228,3 +228,88 @@ impl Drop for SocketProxy {
         self.cut();
     }
 }
+
+/// A single-node swarm for one test: joined if the engine already is a
+/// manager, otherwise created on 127.0.0.1 and left again (with the
+/// `docker_gwbridge` network it brings) when dropped. Tests holding one run
+/// one at a time.
+pub struct TestSwarm {
+    created: bool,
+    gwbridge_existed: bool,
+    _exclusive: std::sync::MutexGuard<'static, ()>,
+}
+
+static SWARM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl TestSwarm {
+    pub fn start() -> Self {
+        let exclusive = SWARM.lock().unwrap_or_else(|p| p.into_inner());
+        let gwbridge_existed = docker(&["network", "inspect", "docker_gwbridge"])
+            .status
+            .success();
+        let state = docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+        let created = state != "active";
+        if created {
+            docker_ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+        }
+        TestSwarm {
+            created,
+            gwbridge_existed,
+            _exclusive: exclusive,
+        }
+    }
+
+    /// This engine's Swarm node id.
+    pub fn node_id(&self) -> String {
+        docker_ok(&["info", "--format", "{{.Swarm.NodeID}}"])
+    }
+}
+
+impl Drop for TestSwarm {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = docker(&["swarm", "leave", "--force"]);
+            if !self.gwbridge_existed {
+                let _ = docker(&["network", "rm", "docker_gwbridge"]);
+            }
+        }
+    }
+}
+
+/// A Swarm service removed (and waited for) when dropped.
+pub struct TestService {
+    pub name: String,
+}
+
+impl TestService {
+    /// `docker service create --detach --name NAME ARGS`.
+    pub fn create(args: &[&str]) -> Self {
+        let name = unique("switchyard-test-svc");
+        let mut full = vec![
+            "service",
+            "create",
+            "--detach",
+            "--quiet",
+            "--name",
+            name.as_str(),
+        ];
+        full.extend_from_slice(args);
+        docker_ok(&full);
+        TestService { name }
+    }
+}
+
+impl Drop for TestService {
+    fn drop(&mut self) {
+        let _ = docker(&["service", "rm", &self.name]);
+        // Task containers go away asynchronously; wait so the network can go.
+        let label = format!("label=com.docker.swarm.service.name={}", self.name);
+        for _ in 0..100 {
+            let left = docker(&["ps", "-aq", "--filter", &label]);
+            if left.stdout.iter().all(u8::is_ascii_whitespace) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}

@@ -431,3 +431,59 @@ async fn the_agent_runs_as_a_container_from_its_image() {
     .await;
     assert_eq!(found[0].node, "agent-in-a-container");
 }
+
+/// Swarm: the agent registers a service's task containers with their
+/// overlay IPs under the Swarm node id, and follows scaling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_task_containers_register_with_overlay_ips() {
+    use switchyard_tests::docker::{TestService, TestSwarm, docker_ok};
+
+    let swarm = TestSwarm::start();
+    let registry = TestRegistry::start().await;
+    let url = registry.url();
+    let label = test_label();
+    let image = TestImage::httpd("v1", false);
+    let network = TestNetwork::create(&["--driver", "overlay", "--attachable"]);
+    let _agent = AgentProcess::start(&url, &label, &["--internal", "--network", &network.name]);
+    let service = TestService::create(&[
+        "--replicas",
+        "2",
+        "--network",
+        &network.name,
+        "--container-label",
+        &label,
+        "--container-label",
+        "switchyard.service=swarm-web",
+        "--container-label",
+        "switchyard.color=blue",
+        &image.tag,
+    ]);
+    let found = wait_until(&url, "swarm-web", "two tasks", |f| f.len() == 2).await;
+    let node = swarm.node_id();
+    for instance in &found {
+        assert_eq!(instance.node, node, "registered under the Swarm node id");
+        assert_eq!(instance.port, 80);
+        let container = instance.metadata.get("container_id").expect("container id");
+        let ip = docker_ok(&[
+            "inspect",
+            "-f",
+            &format!(
+                "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+                network.name
+            ),
+            container,
+        ]);
+        assert_eq!(instance.address.to_string(), ip);
+    }
+    docker_ok(&[
+        "service",
+        "scale",
+        "--detach",
+        &format!("{}=1", service.name),
+    ]);
+    wait_until(&url, "swarm-web", "scaled to one", |f| f.len() == 1).await;
+    drop(service);
+    wait_until(&url, "swarm-web", "service removed", |f| f.is_empty()).await;
+    drop(network);
+    drop(swarm);
+}
