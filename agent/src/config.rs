@@ -5,15 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use switchyard_model::duration::parse_duration;
 use switchyard_model::validate;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
 
 /// Switchyard's node agent: keeps the registry exact for this Docker node's containers.
 #[derive(Debug, Parser)]
@@ -65,16 +59,8 @@ pub struct Args {
     #[arg(long, env = "SWITCHYARD_HEALTHZ", default_value = "127.0.0.1:7401")]
     pub healthz: String,
 
-    #[arg(
-        long,
-        env = "SWITCHYARD_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
-
-    #[arg(long, env = "SWITCHYARD_LOG", default_value = "info")]
-    pub log: String,
+    #[command(flatten)]
+    pub logging: switchyard_runtime::LogArgs,
 }
 
 /// The agent's validated settings.

@@ -11,12 +11,6 @@ use switchyard_model::duration::parse_duration;
 use crate::server::ServerConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {
     /// Embedded sled database in --data-dir (single node).
     Sled,
@@ -38,18 +32,8 @@ pub struct Args {
     #[arg(long, env = "SWITCHYARD_STORE", value_enum, default_value = "sled")]
     pub store: StoreKind,
 
-    /// Log format.
-    #[arg(
-        long,
-        env = "SWITCHYARD_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
-
-    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `cd_registry=debug`.
-    #[arg(long, env = "SWITCHYARD_LOG", default_value = "info")]
-    pub log: String,
+    #[command(flatten)]
+    pub logging: switchyard_runtime::LogArgs,
 
     /// Revisions of watch history kept, so watchers can resume after a gap.
     #[arg(long, env = "SWITCHYARD_HISTORY_REVISIONS", default_value_t = 100_000)]

@@ -71,26 +71,35 @@ impl RegistryProcess {
 
     /// SIGKILL: no chance to flush anything.
     pub fn kill_9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_9(&mut self.child);
     }
 
     /// SIGTERM, then wait for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -TERM failed");
-        self.child.wait().expect("waiting for cd-registry")
+        terminate(&mut self.child)
     }
 }
 
 impl Drop for RegistryProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_9(&mut self.child);
     }
+}
+
+/// SIGKILL and reap.
+fn kill_9(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// SIGTERM, then the exit status.
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -TERM failed");
+    child.wait().expect("waiting for the child to exit")
 }
 
 /// Spawns a program that logs JSON to standard error and waits for the line
@@ -166,26 +175,20 @@ impl AgentProcess {
         AgentProcess { child, healthz }
     }
 
+    /// SIGKILL: no chance to flush anything.
     pub fn kill_9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_9(&mut self.child);
     }
 
     /// SIGTERM, then wait for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -TERM failed");
-        self.child.wait().expect("waiting for cd-agent")
+        terminate(&mut self.child)
     }
 }
 
 impl Drop for AgentProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_9(&mut self.child);
     }
 }
 
