@@ -1,7 +1,11 @@
 //! Flags and subcommands. Every global flag also comes from a `SWITCHYARD_*`
 //! environment variable so CI jobs can set them once.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use switchyard_model::duration::parse_duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -53,6 +57,19 @@ pub enum Command {
     Color { service: String },
     /// Compare-and-swap the live color: succeeds only if it is still --expect.
     SetColor(SetColorArgs),
+    /// Blue-green release: start IMAGE beside the live color, test, flip, stop the old.
+    Deploy(DeployArgs),
+    /// Continue a deploy paused by --manual-promotion (flip, post-test, stop old).
+    Promote { service: String },
+    /// Undo a deploy paused by --manual-promotion.
+    Abort { service: String },
+    /// Flip back to the previous color while its instances still run and pass.
+    Rollback {
+        service: String,
+        /// Who is rolling back (recorded); default: $USER@host.
+        #[arg(long, env = "SWITCHYARD_WHO")]
+        who: Option<String>,
+    },
     /// List the deployment records of a service, newest first.
     History {
         service: String,
@@ -60,6 +77,69 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    pub service: String,
+    /// Image to deploy (must be on the Docker engine; deploys never pull).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Containers of the new color (default 1).
+    #[arg(long)]
+    pub replicas: Option<u32>,
+    /// Container port to publish and register.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Environment for the containers, KEY=VALUE (repeatable).
+    #[arg(long)]
+    pub env: Vec<String>,
+    /// Extra container labels, KEY=VALUE (repeatable).
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// Attach the containers to this network and register their IPs there
+    /// (instead of publishing a port).
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Host address to publish the port on (default: all).
+    #[arg(long)]
+    pub publish_ip: Option<String>,
+    /// How long the new color may take to pass in the registry (default 60s).
+    #[arg(long, value_parser = parse_duration)]
+    pub health_timeout: Option<Duration>,
+    /// Pre-integration test, run by `sh -c` against the new color.
+    #[arg(long)]
+    pub pre_test: Option<String>,
+    /// Post-integration test, run by `sh -c` after the flip.
+    #[arg(long)]
+    pub post_test: Option<String>,
+    /// Proxy URL given to the post-test as SWITCHYARD_PROXY_URL.
+    #[arg(long)]
+    pub proxy_url: Option<String>,
+    /// Keep the old color running (for `cdctl rollback`).
+    #[arg(long)]
+    pub keep_old: bool,
+    /// Keep the old color this long, then stop it.
+    #[arg(long, value_parser = parse_duration)]
+    pub stop_old_after: Option<Duration>,
+    /// Stop after the pre-test; continue with `cdctl promote` or undo with `cdctl abort`.
+    #[arg(long)]
+    pub manual_promotion: bool,
+    /// How long stopped containers get to exit before they are killed (default 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub stop_timeout: Option<Duration>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Settings per service (TOML, one [SERVICE] table); flags override it.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// TTL of the deploy lock, renewed while the deploy runs (default 30s).
+    #[arg(long, value_parser = parse_duration)]
+    pub lock_ttl: Option<Duration>,
+    /// Who is deploying (recorded); default: the CI actor or $USER@host.
+    #[arg(long, env = "SWITCHYARD_WHO")]
+    pub who: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -12,8 +12,22 @@ pub const UNREACHABLE: u8 = 3;
 pub const NOT_FOUND: u8 = 4;
 /// A compare-and-swap or other precondition failed (e.g. the color changed).
 pub const PRECONDITION: u8 = 5;
-/// Another deploy holds the service's lock.
+/// Another deploy holds the service's lock (or one is paused for promotion).
 pub const LOCK_HELD: u8 = 6;
+/// The new color's instances were not all passing in the registry in time
+/// (rolled back).
+pub const HEALTH_TIMEOUT: u8 = 10;
+/// The pre-integration test failed (rolled back).
+pub const PRE_TEST_FAILED: u8 = 11;
+/// The post-integration test failed (the color was flipped back; rolled back).
+pub const POST_TEST_FAILED: u8 = 12;
+/// A step failed and the rollback could not undo everything: what is left
+/// behind was printed.
+pub const ROLLBACK_FAILED: u8 = 13;
+/// Any other deploy failure, such as Docker refusing a container (rolled back).
+pub const DEPLOY_FAILED: u8 = 14;
+/// Ctrl-C or SIGTERM during a deploy (rolled back).
+pub const INTERRUPTED: u8 = 15;
 
 /// The exit code and one-line message for an error that ended a command.
 pub fn describe(error: &anyhow::Error) -> (u8, String) {

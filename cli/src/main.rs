@@ -5,6 +5,7 @@
 
 mod args;
 mod commands;
+mod deploy;
 mod exit;
 mod output;
 

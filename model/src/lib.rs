@@ -84,7 +84,9 @@ pub fn color_name(color: Option<Color>) -> &'static str {
 }
 
 /// Health of one instance, as Consul names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     #[default]

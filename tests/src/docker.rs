@@ -313,3 +313,27 @@ impl Drop for TestService {
         }
     }
 }
+
+/// Removes every container carrying `label` when dropped: for containers a
+/// program under test (e.g. `cdctl deploy`) created.
+pub struct LabelledContainers {
+    pub label: String,
+}
+
+impl LabelledContainers {
+    pub fn ids(&self) -> Vec<String> {
+        let filter = format!("label={}", self.label);
+        docker_ok(&["ps", "-aq", "--no-trunc", "--filter", &filter])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for LabelledContainers {
+    fn drop(&mut self) {
+        for id in self.ids() {
+            let _ = docker(&["rm", "-f", &id]);
+        }
+    }
+}

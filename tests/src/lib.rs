@@ -196,3 +196,30 @@ pub fn workspace_root() -> PathBuf {
         .expect("the tests crate sits in the workspace")
         .to_path_buf()
 }
+
+/// `GET path` over plain HTTP/1.1; answers the whole response (status line,
+/// headers, body).
+pub async fn http_get(address: SocketAddr, path: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connect = tokio::net::TcpStream::connect(address);
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| format!("connecting to {address} timed out"))?
+        .map_err(|e| format!("connecting to {address}: {e}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
+        .await
+        .map_err(|_| format!("reading from {address} timed out"))?
+        .map_err(|e| e.to_string())?;
+    Ok(answer)
+}
+
+/// The body of an HTTP response.
+pub fn body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+}

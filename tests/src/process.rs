@@ -219,3 +219,17 @@ pub fn cdctl_json(registry_url: &str, args: &[&str]) -> serde_json::Value {
         )
     })
 }
+
+/// Runs `cdctl` without blocking the async runtime (tests that serve a
+/// registry in-process need their worker threads), with extra environment.
+pub async fn cdctl_async(registry_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    tokio::process::Command::new(binary("cdctl"))
+        .arg("--registry")
+        .arg(registry_url)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("running cdctl")
+}

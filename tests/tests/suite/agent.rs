@@ -8,7 +8,7 @@ use std::time::Duration;
 use switchyard_model::{Color, Health, Instance};
 use switchyard_tests::docker::{SocketProxy, TestContainer, TestImage, TestNetwork, unique};
 use switchyard_tests::process::{AgentProcess, RegistryProcess, cdctl_json};
-use switchyard_tests::{TestRegistry, eventually, workspace_root};
+use switchyard_tests::{TestRegistry, eventually, http_get, workspace_root};
 
 /// How long a change may take to show up in the registry.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -370,24 +370,6 @@ async fn healthz_reports_the_agent_itself() {
     .await;
     assert!(body.contains("\"docker\":\"connected\""), "{body}");
     assert!(body.contains("\"healthy\":true"), "{body}");
-}
-
-async fn http_get(address: std::net::SocketAddr, path: &str) -> Result<String, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .map_err(|e| e.to_string())?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(answer)
 }
 
 /// The agent as users deploy it: the image from deploy/Dockerfile.agent,

@@ -5,4 +5,5 @@ mod api;
 mod cli;
 mod conformance;
 mod crash;
+mod deploy;
 mod watch;

@@ -1,0 +1,210 @@
+//! The Docker operations a deploy needs, through bollard (DOCKER_HOST or the
+//! local socket, API version negotiated): find a service's containers by
+//! label, create and start the new color, stop, start, rename and remove.
+//! **Architecture Invariant:** the only place in cdctl that sees bollard.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use switchyard_model::Color;
+
+/// Labels every deployed container carries.
+pub const SERVICE_LABEL: &str = "switchyard.service";
+pub const COLOR_LABEL: &str = "switchyard.color";
+pub const DEPLOY_LABEL: &str = "switchyard.deploy-id";
+pub const NETWORK_LABEL: &str = "switchyard.network";
+
+/// A container of a service, as a deploy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceContainer {
+    pub id: String,
+    pub name: String,
+    pub running: bool,
+    pub labels: HashMap<String, String>,
+}
+
+/// What to start for one replica.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub env: Vec<String>,
+    pub labels: HashMap<String, String>,
+    /// Container port to publish (on a random host port at `publish_ip`).
+    pub port: Option<u16>,
+    pub publish_ip: String,
+    /// User-defined network to attach to (then nothing is published).
+    pub network: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+fn not_found(error: &DockerError) -> bool {
+    matches!(
+        error,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl Engine {
+    pub async fn connect() -> anyhow::Result<Self> {
+        let docker = Docker::connect_with_defaults()
+            .context("connecting to Docker (DOCKER_HOST or /var/run/docker.sock)")?
+            .negotiate_version()
+            .await
+            .context("cannot reach Docker: is the daemon running and DOCKER_HOST right?")?;
+        Ok(Engine { docker })
+    }
+
+    /// Whether `image` is present on the engine (deploys never pull).
+    pub async fn has_image(&self, image: &str) -> anyhow::Result<bool> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(error) if not_found(&error) => Ok(false),
+            Err(error) => Err(error).with_context(|| format!("inspecting image {image}")),
+        }
+    }
+
+    /// Containers (running or not) of `service`, of one color or all.
+    pub async fn containers(
+        &self,
+        service: &str,
+        color: Option<Color>,
+    ) -> anyhow::Result<Vec<ServiceContainer>> {
+        let mut labels = vec![format!("{SERVICE_LABEL}={service}")];
+        if let Some(color) = color {
+            labels.push(format!("{COLOR_LABEL}={color}"));
+        }
+        self.list(labels).await
+    }
+
+    /// Containers one deploy started.
+    pub async fn deployed_by(&self, deploy_id: &str) -> anyhow::Result<Vec<ServiceContainer>> {
+        self.list(vec![format!("{DEPLOY_LABEL}={deploy_id}")]).await
+    }
+
+    async fn list(&self, labels: Vec<String>) -> anyhow::Result<Vec<ServiceContainer>> {
+        let mut filters: HashMap<String, Vec<String>> = HashMap::new();
+        filters.insert("label".into(), labels);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .context("listing containers")?;
+        let mut containers: Vec<ServiceContainer> = found
+            .into_iter()
+            .map(|c| ServiceContainer {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|names| names.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                running: matches!(
+                    c.state,
+                    Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::PAUSED)
+                ),
+                labels: c.labels.unwrap_or_default(),
+            })
+            .collect();
+        containers.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(containers)
+    }
+
+    /// Creates and starts one container; answers its id.
+    pub async fn run(&self, spec: &ContainerSpec) -> anyhow::Result<String> {
+        let mut host_config = HostConfig::default();
+        let mut exposed = None;
+        match (&spec.network, spec.port) {
+            (Some(network), _) => host_config.network_mode = Some(network.clone()),
+            (None, Some(port)) => {
+                let key = format!("{port}/tcp");
+                exposed = Some(vec![key.clone()]);
+                let binding = PortBinding {
+                    host_ip: Some(spec.publish_ip.clone()),
+                    host_port: Some(String::new()),
+                };
+                host_config.port_bindings = Some(HashMap::from([(key, Some(vec![binding]))]));
+            }
+            (None, None) => host_config.publish_all_ports = Some(true),
+        }
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(spec.labels.clone()),
+            exposed_ports: exposed,
+            host_config: Some(host_config),
+            ..ContainerCreateBody::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .with_context(|| format!("creating container {}", spec.name))?;
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .with_context(|| format!("starting container {}", spec.name))?;
+        Ok(created.id)
+    }
+
+    pub async fn start(&self, id: &str) -> anyhow::Result<()> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .with_context(|| format!("starting container {id}"))
+    }
+
+    /// Stops a container, killing it after `timeout` (as `docker stop -t`).
+    pub async fn stop(&self, id: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let seconds = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(seconds).build();
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(error) => Err(error).with_context(|| format!("stopping container {id}")),
+        }
+    }
+
+    pub async fn rename(&self, id: &str, name: &str) -> anyhow::Result<()> {
+        let options = RenameContainerOptionsBuilder::default().name(name).build();
+        self.docker
+            .rename_container(id, options)
+            .await
+            .with_context(|| format!("renaming container {id} to {name}"))
+    }
+
+    /// Removes a container, running or not; a missing one is fine.
+    pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(error) if not_found(&error) => Ok(()),
+            Err(error) => Err(error).with_context(|| format!("removing container {id}")),
+        }
+    }
+}

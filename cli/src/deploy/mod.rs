@@ -1,0 +1,213 @@
+//! `cdctl deploy`, `promote`, `abort` and `rollback`: blue-green releases.
+//!
+//! Settings come from flags over `--file switchyard.toml` over defaults
+//! ([`Settings`]); [`run::Deploy`] carries out the twelve steps and undoes
+//! every step done so far when any fails (or on Ctrl-C / SIGTERM).
+
+pub mod docker;
+mod report;
+mod run;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+use switchyard_client::RegistryClient;
+use switchyard_model::duration::parse_duration;
+use switchyard_model::validate;
+
+use crate::args::{DeployArgs, Output};
+
+pub use run::{abort, promote, rollback};
+
+/// Everything a deploy needs, merged from flags, file and defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub service: String,
+    pub image: String,
+    pub replicas: u32,
+    pub port: Option<u16>,
+    pub env: Vec<String>,
+    pub labels: HashMap<String, String>,
+    pub network: Option<String>,
+    pub publish_ip: String,
+    pub health_timeout: Duration,
+    pub pre_test: Option<String>,
+    pub post_test: Option<String>,
+    pub proxy_url: Option<String>,
+    pub keep_old: bool,
+    pub stop_old_after: Option<Duration>,
+    pub manual_promotion: bool,
+    pub dry_run: bool,
+    pub lock_ttl: Duration,
+    /// How long a stopped container gets to exit before it is killed.
+    pub stop_timeout: Duration,
+    pub who: String,
+}
+
+/// One service's table in `switchyard.toml`; every key is optional and a
+/// flag given on the command line wins.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    image: Option<String>,
+    replicas: Option<u32>,
+    port: Option<u16>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    network: Option<String>,
+    publish_ip: Option<String>,
+    health_timeout: Option<String>,
+    pre_test: Option<String>,
+    post_test: Option<String>,
+    proxy_url: Option<String>,
+    keep_old: Option<bool>,
+    stop_old_after: Option<String>,
+    manual_promotion: Option<bool>,
+    lock_ttl: Option<String>,
+    stop_timeout: Option<String>,
+}
+
+fn read_file(path: &Path, service: &str) -> anyhow::Result<FileSettings> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut services: BTreeMap<String, FileSettings> = toml::from_str(&text)
+        .with_context(|| format!("{} is not valid: fix the TOML", path.display()))?;
+    services.remove(service).with_context(|| {
+        format!(
+            "{} has no [{service}] table (it has: {})",
+            path.display(),
+            services.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+fn duration_setting(name: &str, text: Option<&str>) -> anyhow::Result<Option<Duration>> {
+    text.map(|t| parse_duration(t).map_err(|e| anyhow::anyhow!("{name}: {e}")))
+        .transpose()
+}
+
+fn key_value(what: &str, text: &str) -> anyhow::Result<(String, String)> {
+    let (key, value) = text
+        .split_once('=')
+        .with_context(|| format!("{what} takes KEY=VALUE, got {text:?}"))?;
+    anyhow::ensure!(!key.is_empty(), "{what} takes KEY=VALUE, got {text:?}");
+    Ok((key.to_string(), value.to_string()))
+}
+
+impl Settings {
+    /// Flags over the file over defaults, validated.
+    pub fn from_args(args: DeployArgs) -> anyhow::Result<Self> {
+        validate::service_name("SERVICE", &args.service)?;
+        let file = match &args.file {
+            Some(path) => read_file(path, &args.service)?,
+            None => FileSettings::default(),
+        };
+        let image = args
+            .image
+            .or(file.image)
+            .context("no image: pass --image IMAGE or set image in the file")?;
+        let replicas = args.replicas.or(file.replicas).unwrap_or(1);
+        anyhow::ensure!((1..=100).contains(&replicas), "--replicas must be 1 to 100");
+        let mut env: BTreeMap<String, String> = file.env;
+        for pair in &args.env {
+            let (key, value) = key_value("--env", pair)?;
+            env.insert(key, value);
+        }
+        let mut labels: HashMap<String, String> = file.labels.into_iter().collect();
+        for pair in &args.label {
+            let (key, value) = key_value("--label", pair)?;
+            anyhow::ensure!(
+                !key.starts_with("switchyard.service")
+                    && !key.starts_with("switchyard.color")
+                    && !key.starts_with("switchyard.deploy-id"),
+                "--label {key} is set by cdctl deploy itself"
+            );
+            labels.insert(key, value);
+        }
+        let health_timeout = match args.health_timeout {
+            Some(timeout) => timeout,
+            None => duration_setting("health_timeout", file.health_timeout.as_deref())?
+                .unwrap_or(Duration::from_secs(60)),
+        };
+        let stop_old_after = match args.stop_old_after {
+            Some(after) => Some(after),
+            None => duration_setting("stop_old_after", file.stop_old_after.as_deref())?,
+        };
+        let keep_old = args.keep_old || file.keep_old.unwrap_or(false);
+        anyhow::ensure!(
+            !(keep_old && stop_old_after.is_some()),
+            "--keep-old and --stop-old-after exclude each other: choose one"
+        );
+        let lock_ttl = match args.lock_ttl {
+            Some(ttl) => ttl,
+            None => duration_setting("lock_ttl", file.lock_ttl.as_deref())?
+                .unwrap_or(Duration::from_secs(30)),
+        };
+        let lock_seconds = u32::try_from(lock_ttl.as_secs()).unwrap_or(u32::MAX);
+        validate::ttl_seconds("--lock-ttl", lock_seconds)?;
+        let publish_ip = args
+            .publish_ip
+            .or(file.publish_ip)
+            .unwrap_or_else(|| "0.0.0.0".into());
+        anyhow::ensure!(
+            publish_ip.parse::<std::net::IpAddr>().is_ok(),
+            "--publish-ip {publish_ip:?} is not an IP address"
+        );
+        Ok(Settings {
+            service: args.service,
+            image,
+            replicas,
+            port: args.port.or(file.port),
+            env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            labels,
+            network: args.network.or(file.network),
+            publish_ip,
+            health_timeout,
+            pre_test: args.pre_test.or(file.pre_test),
+            post_test: args.post_test.or(file.post_test),
+            proxy_url: args.proxy_url.or(file.proxy_url),
+            keep_old,
+            stop_old_after,
+            manual_promotion: args.manual_promotion || file.manual_promotion.unwrap_or(false),
+            dry_run: args.dry_run,
+            lock_ttl,
+            stop_timeout: match args.stop_timeout {
+                Some(timeout) => timeout,
+                None => duration_setting("stop_timeout", file.stop_timeout.as_deref())?
+                    .unwrap_or(Duration::from_secs(10)),
+            },
+            who: args.who.unwrap_or_else(default_who),
+        })
+    }
+}
+
+/// Who is deploying: the CI's actor or the local user, and the host.
+pub fn default_who() -> String {
+    let user = ["GITHUB_ACTOR", "GITLAB_USER_LOGIN", "USER"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    if host.is_empty() {
+        user
+    } else {
+        format!("{user}@{host}")
+    }
+}
+
+pub async fn deploy(
+    client: &RegistryClient,
+    output: Output,
+    args: DeployArgs,
+) -> anyhow::Result<ExitCode> {
+    let settings = Settings::from_args(args)?;
+    run::deploy(client, output, settings).await
+}

@@ -1,0 +1,1146 @@
+//! The twelve steps of a blue-green deploy and their undo.
+//!
+//! Each step records what it changed on the [`Deploy`] before it changes it,
+//! so whatever stops it (a failure, Ctrl-C, SIGTERM) the rollback knows what
+//! to undo, in reverse order: restart the old color, flip the color back,
+//! remove the new containers (found by the deploy's label), restore the
+//! leftovers set aside, release the lock. Every wait on the registry checks
+//! the instances the agent registered, which proves the whole path.
+
+use std::collections::HashSet;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use switchyard_client::{ClientError, Code, RegistryClient};
+use switchyard_model::{Color, Deployment, Health, Instance, LockGrant, Outcome, color_name};
+use tokio::task::JoinHandle;
+
+use super::Settings;
+use super::docker::{
+    COLOR_LABEL, ContainerSpec, DEPLOY_LABEL, Engine, NETWORK_LABEL, SERVICE_LABEL,
+    ServiceContainer,
+};
+use super::report::{Reporter, millis};
+use crate::args::Output;
+use crate::exit;
+
+/// Why a deploy stopped short.
+#[derive(Debug)]
+pub enum Failure {
+    LockHeld(String),
+    HealthTimeout(String),
+    PreTest(String),
+    PostTest(String),
+    Interrupted,
+    Error(anyhow::Error),
+}
+
+impl Failure {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::LockHeld(_) => exit::LOCK_HELD,
+            Failure::HealthTimeout(_) => exit::HEALTH_TIMEOUT,
+            Failure::PreTest(_) => exit::PRE_TEST_FAILED,
+            Failure::PostTest(_) => exit::POST_TEST_FAILED,
+            Failure::Interrupted => exit::INTERRUPTED,
+            Failure::Error(_) => exit::DEPLOY_FAILED,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Failure::LockHeld(m)
+            | Failure::HealthTimeout(m)
+            | Failure::PreTest(m)
+            | Failure::PostTest(m) => m.clone(),
+            Failure::Interrupted => "interrupted (Ctrl-C or SIGTERM)".into(),
+            Failure::Error(error) => format!("{error:#}"),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure::Error(error)
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Self {
+        Failure::Error(error.into())
+    }
+}
+
+/// A leftover container of the next color, set aside (stopped and renamed)
+/// while the deploy runs; removed on success, restored on rollback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Retired {
+    id: String,
+    name: String,
+    was_running: bool,
+}
+
+/// What `cdctl promote` and `cdctl abort` need to carry on a paused deploy,
+/// kept in the deployment record's metadata.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Paused {
+    replicas: u32,
+    health_timeout_ms: u64,
+    post_test: Option<String>,
+    proxy_url: Option<String>,
+    keep_old: bool,
+    stop_old_after_ms: Option<u64>,
+    #[serde(default = "default_stop_timeout_ms")]
+    stop_timeout_ms: u64,
+    retired: Vec<Retired>,
+}
+
+fn default_stop_timeout_ms() -> u64 {
+    10_000
+}
+
+const PAUSED_KEY: &str = "paused";
+
+/// How the forward path ended.
+enum Forward {
+    Promoted,
+    Paused,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(millis)
+        .unwrap_or(0)
+}
+
+/// Test hook: `CDCTL_FAILPOINT=STEP` makes that step fail after doing its
+/// work, so tests can prove the rollback from every step.
+fn failpoint(step: &str) -> Result<(), Failure> {
+    match std::env::var("CDCTL_FAILPOINT") {
+        Ok(wanted) if wanted == step => Err(Failure::Error(anyhow::anyhow!(
+            "injected failure after step {step} (CDCTL_FAILPOINT)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+pub struct Deploy<'a> {
+    client: &'a RegistryClient,
+    engine: Engine,
+    settings: Settings,
+    reporter: Reporter,
+    record: Deployment,
+    lock: Option<LockGrant>,
+    renewer: Option<JoinHandle<()>>,
+    active: Option<Color>,
+    next: Color,
+    retired: Vec<Retired>,
+    flipped: bool,
+    stopped_old: Vec<ServiceContainer>,
+}
+
+impl Drop for Deploy<'_> {
+    fn drop(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+    }
+}
+
+impl<'a> Deploy<'a> {
+    fn new(client: &'a RegistryClient, engine: Engine, settings: Settings, output: Output) -> Self {
+        let id = format!("{}-{:04x}", now_ms(), rand_suffix());
+        let record = Deployment {
+            id,
+            service: settings.service.clone(),
+            image: settings.image.clone(),
+            version: settings
+                .labels
+                .get("switchyard.version")
+                .cloned()
+                .unwrap_or_default(),
+            who: settings.who.clone(),
+            started_at_ms: now_ms(),
+            ..Deployment::default()
+        };
+        Deploy {
+            client,
+            engine,
+            settings,
+            reporter: Reporter::new(output),
+            record,
+            lock: None,
+            renewer: None,
+            active: None,
+            next: Color::Blue,
+            retired: Vec::new(),
+            flipped: false,
+            stopped_old: Vec::new(),
+        }
+    }
+
+    fn token(&self) -> u64 {
+        self.lock.map_or(0, |lock| lock.token)
+    }
+
+    // ----- the steps -----
+
+    /// 1. The service's deploy lock, renewed in the background.
+    async fn take_lock(&mut self) -> Result<(), Failure> {
+        self.reporter.begin("lock");
+        let ttl = u32::try_from(self.settings.lock_ttl.as_secs()).unwrap_or(30);
+        let holder = format!("{} ({})", self.record.id, self.settings.who);
+        let grant = match self
+            .client
+            .acquire_lock(&self.settings.service, &holder, ttl)
+            .await
+        {
+            Ok(grant) => grant,
+            Err(error) if error.code() == Some(Code::Aborted) => {
+                return Err(Failure::LockHeld(error.message()));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        self.lock = Some(grant);
+        let client = RegistryClient::new(&self.client.urls().join(","))?;
+        let service = self.settings.service.clone();
+        let every = self.settings.lock_ttl / 3;
+        self.renewer = Some(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every.max(Duration::from_millis(500)));
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                if let Err(error) = client.renew_lock(&service, grant.token).await {
+                    tracing::warn!(%error, "could not renew the deploy lock");
+                }
+            }
+        }));
+        self.reporter.end(&format!("token {}", grant.token));
+        Ok(())
+    }
+
+    /// 2. The live color and the next one; refuses while a deploy is paused.
+    async fn read_colors(&mut self) -> Result<(), Failure> {
+        self.reporter.begin("colors");
+        let latest = self
+            .client
+            .list_deployments(&self.settings.service, 1)
+            .await?;
+        if let Some(paused) = latest.iter().find(|d| d.outcome == Outcome::Paused) {
+            return Err(Failure::LockHeld(format!(
+                "deploy {} of {} is paused for promotion: run `cdctl promote {}` or `cdctl abort {}` first",
+                paused.id, paused.service, paused.service, paused.service
+            )));
+        }
+        let (active, next, _) = self.client.next_color(&self.settings.service).await?;
+        self.active = active;
+        self.next = next;
+        self.record.from_color = active;
+        self.record.to_color = Some(next);
+        self.client.record_deployment(&self.record).await?;
+        self.reporter
+            .end(&format!("live {} → deploying {next}", color_name(active)));
+        Ok(())
+    }
+
+    /// 3. Sets aside leftovers of the next color, then waits until the
+    ///    registry no longer lists them.
+    async fn clear_leftovers(&mut self) -> Result<(), Failure> {
+        self.reporter.begin("clear leftovers");
+        let leftovers = self
+            .engine
+            .containers(&self.settings.service, Some(self.next))
+            .await?;
+        for container in &leftovers {
+            let retired = Retired {
+                id: container.id.clone(),
+                name: container.name.clone(),
+                was_running: container.running,
+            };
+            self.retired.push(retired);
+            if container.running {
+                self.engine
+                    .stop(&container.id, self.settings.stop_timeout)
+                    .await?;
+            }
+            let aside = format!("{}-retired-{}", container.name, self.record.id);
+            self.engine.rename(&container.id, &aside).await?;
+        }
+        let ids: HashSet<String> = leftovers.iter().map(|c| c.id.clone()).collect();
+        self.wait_registry(
+            "leftovers deregistered",
+            self.settings.health_timeout,
+            |instances| !instances.iter().any(|i| owned_by(i, &ids)),
+        )
+        .await?;
+        self.reporter.end(&format!("{} set aside", leftovers.len()));
+        Ok(())
+    }
+
+    /// 4. Starts the replicas of the new color.
+    async fn start_containers(&mut self) -> Result<(), Failure> {
+        self.reporter.begin("start containers");
+        let mut labels = self.settings.labels.clone();
+        labels.insert(SERVICE_LABEL.into(), self.settings.service.clone());
+        labels.insert(COLOR_LABEL.into(), self.next.to_string());
+        labels.insert(DEPLOY_LABEL.into(), self.record.id.clone());
+        if let Some(network) = &self.settings.network {
+            labels.insert(NETWORK_LABEL.into(), network.clone());
+            if let Some(port) = self.settings.port {
+                labels.insert("switchyard.port".into(), port.to_string());
+            }
+        }
+        for n in 1..=self.settings.replicas {
+            let spec = ContainerSpec {
+                name: format!("{}-{}-{n}", self.settings.service, self.next),
+                image: self.settings.image.clone(),
+                env: self.settings.env.clone(),
+                labels: labels.clone(),
+                port: self.settings.port,
+                publish_ip: self.settings.publish_ip.clone(),
+                network: self.settings.network.clone(),
+            };
+            self.engine.run(&spec).await?;
+        }
+        failpoint("start")?;
+        self.reporter.end(&format!(
+            "{} × {} as {}",
+            self.settings.replicas, self.settings.image, self.next
+        ));
+        Ok(())
+    }
+
+    /// 5. Waits until the registry lists every replica, passing.
+    async fn wait_healthy(&mut self) -> Result<Vec<String>, Failure> {
+        self.reporter.begin("wait healthy");
+        let targets = self.new_targets_when_healthy().await?;
+        failpoint("healthy")?;
+        self.reporter.end(&targets.join(","));
+        Ok(targets)
+    }
+
+    async fn new_targets_when_healthy(&mut self) -> Result<Vec<String>, Failure> {
+        let deadline = Instant::now() + self.settings.health_timeout;
+        let wanted = self.settings.replicas as usize;
+        loop {
+            let ours: HashSet<String> = self
+                .engine
+                .deployed_by(&self.record.id)
+                .await?
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            let instances = self.instances().await?;
+            let passing: Vec<&Instance> = instances
+                .iter()
+                .filter(|i| owned_by(i, &ours) && i.health == Health::Passing)
+                .collect();
+            if passing.len() >= wanted {
+                return Ok(passing.iter().map(|i| i.target()).collect());
+            }
+            if Instant::now() >= deadline {
+                return Err(Failure::HealthTimeout(format!(
+                    "{} of {wanted} instances of {} passing in the registry after {:?}: check the \
+                     containers' logs and health, and that cd-agent runs on this node",
+                    passing.len(),
+                    self.next,
+                    self.settings.health_timeout
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// 6 and 10: a test command with the targets in its environment.
+    async fn run_test(
+        &mut self,
+        phase: &str,
+        command: &str,
+        targets: &[String],
+    ) -> Result<(), String> {
+        let mut child = tokio::process::Command::new("sh");
+        child
+            .args(["-c", command])
+            .env("SWITCHYARD_SERVICE", &self.settings.service)
+            .env("SWITCHYARD_COLOR", self.next.as_str())
+            .env("SWITCHYARD_TARGETS", targets.join(","))
+            .env("SWITCHYARD_PHASE", phase)
+            .env("SWITCHYARD_DEPLOY_ID", &self.record.id)
+            .env(
+                "SWITCHYARD_PROXY_URL",
+                self.settings.proxy_url.clone().unwrap_or_default(),
+            )
+            .stdin(std::process::Stdio::null())
+            // Standard output carries cdctl's own result (one JSON object
+            // with -o json), so the test's output goes to standard error.
+            .stdout(stderr_for_child())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        let status = child
+            .status()
+            .await
+            .map_err(|error| format!("cannot run {command:?}: {error}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("{phase}-test {command:?} failed ({status})"))
+        }
+    }
+
+    async fn pre_test(&mut self, targets: &[String]) -> Result<(), Failure> {
+        self.reporter.begin("pre-test");
+        if let Some(command) = self.settings.pre_test.clone() {
+            self.run_test("pre", &command, targets)
+                .await
+                .map_err(Failure::PreTest)?;
+        }
+        self.reporter.end("");
+        Ok(())
+    }
+
+    /// 8. Compare-and-swap of the live color, fenced by the lock.
+    async fn flip(&mut self) -> Result<(), Failure> {
+        self.reporter.begin("flip color");
+        let revision = self
+            .client
+            .set_active_color(
+                &self.settings.service,
+                Some(self.next),
+                self.active,
+                self.token(),
+            )
+            .await?;
+        self.flipped = true;
+        failpoint("flip")?;
+        self.reporter.end(&format!(
+            "{} → {} at revision {revision}",
+            color_name(self.active),
+            self.next
+        ));
+        Ok(())
+    }
+
+    /// 9. Proxies confirming the flip: nothing reports yet, so nothing to wait for.
+    async fn wait_proxies(&mut self) -> Result<(), Failure> {
+        self.reporter.begin("wait proxies");
+        self.reporter.end("no proxies report to the registry");
+        Ok(())
+    }
+
+    async fn post_test(&mut self) -> Result<(), Failure> {
+        self.reporter.begin("post-test");
+        if let Some(command) = self.settings.post_test.clone() {
+            let targets = self.new_targets_when_healthy().await?;
+            self.run_test("post", &command, &targets)
+                .await
+                .map_err(Failure::PostTest)?;
+        }
+        self.reporter.end("");
+        Ok(())
+    }
+
+    /// 11. Stops the old color (removed on success), then waits until the
+    ///     registry no longer lists it.
+    async fn stop_old(&mut self) -> Result<(), Failure> {
+        self.reporter.begin("stop old");
+        let Some(old) = self.active else {
+            self.reporter.end("nothing was live");
+            return Ok(());
+        };
+        if self.settings.keep_old {
+            self.reporter
+                .end(&format!("kept {old} for `cdctl rollback`"));
+            return Ok(());
+        }
+        if let Some(after) = self.settings.stop_old_after {
+            tokio::time::sleep(after).await;
+        }
+        let running: Vec<ServiceContainer> = self
+            .engine
+            .containers(&self.settings.service, Some(old))
+            .await?
+            .into_iter()
+            .filter(|c| c.running)
+            .collect();
+        self.stopped_old.extend(running.iter().cloned());
+        let timeout = self.settings.stop_timeout;
+        let stops = running.iter().map(|c| self.engine.stop(&c.id, timeout));
+        for stopped in futures::future::join_all(stops).await {
+            stopped?;
+        }
+        failpoint("stop-old")?;
+        let ids: HashSet<String> = running.iter().map(|c| c.id.clone()).collect();
+        self.wait_registry(
+            "old color deregistered",
+            self.settings.health_timeout,
+            |instances| !instances.iter().any(|i| owned_by(i, &ids)),
+        )
+        .await?;
+        self.reporter
+            .end(&format!("{} of {old} stopped", running.len()));
+        Ok(())
+    }
+
+    async fn forward(&mut self) -> Result<Forward, Failure> {
+        self.take_lock().await?;
+        self.read_colors().await?;
+        self.clear_leftovers().await?;
+        self.start_containers().await?;
+        let targets = self.wait_healthy().await?;
+        self.pre_test(&targets).await?;
+        if self.settings.manual_promotion {
+            return Ok(Forward::Paused);
+        }
+        self.promote_forward().await
+    }
+
+    /// Steps 8–11, shared by `deploy` and `promote`.
+    async fn promote_forward(&mut self) -> Result<Forward, Failure> {
+        self.flip().await?;
+        self.wait_proxies().await?;
+        self.post_test().await?;
+        self.stop_old().await?;
+        Ok(Forward::Promoted)
+    }
+
+    // ----- helpers -----
+
+    async fn instances(&self) -> Result<Vec<Instance>, Failure> {
+        match self.client.get_service(&self.settings.service).await {
+            Ok((_, service)) => Ok(service.instances),
+            Err(error) if error.code() == Some(Code::NotFound) => Ok(Vec::new()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn wait_registry(
+        &self,
+        what: &str,
+        patience: Duration,
+        done: impl Fn(&[Instance]) -> bool,
+    ) -> Result<(), Failure> {
+        let deadline = Instant::now() + patience;
+        loop {
+            if done(&self.instances().await?) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Failure::Error(anyhow::anyhow!(
+                    "waited {patience:?} for {what} in the registry: is cd-agent running on this node?"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // ----- ending -----
+
+    /// Undoes every step done so far, in reverse order. Answers what could
+    /// not be undone.
+    async fn roll_back(&mut self) -> Vec<String> {
+        let mut left = Vec::new();
+        let patience = self.settings.health_timeout;
+        if !self.stopped_old.is_empty() {
+            let old = std::mem::take(&mut self.stopped_old);
+            for container in &old {
+                if let Err(error) = self.engine.start(&container.id).await {
+                    left.push(format!(
+                        "old container {} is stopped: {error:#}",
+                        container.name
+                    ));
+                }
+            }
+            let ids: HashSet<String> = old.iter().map(|c| c.id.clone()).collect();
+            let back = self
+                .wait_registry("old color passing again", patience, |instances| {
+                    ids.iter().all(|id| {
+                        instances.iter().any(|i| {
+                            owned_by(i, &HashSet::from([id.clone()])) && i.health == Health::Passing
+                        })
+                    })
+                })
+                .await;
+            if let Err(failure) = back {
+                left.push(format!(
+                    "old color not passing again: {}",
+                    failure.message()
+                ));
+            }
+        }
+        if self.flipped {
+            let back = self
+                .client
+                .set_active_color(
+                    &self.settings.service,
+                    self.active,
+                    Some(self.next),
+                    self.token(),
+                )
+                .await;
+            match back {
+                Ok(_) => self.flipped = false,
+                Err(error) => left.push(format!(
+                    "the live color is still {}: {} (set it with `cdctl set-color {} {} --expect {}`)",
+                    self.next,
+                    error.message(),
+                    self.settings.service,
+                    color_name(self.active),
+                    self.next
+                )),
+            }
+        }
+        match self.engine.deployed_by(&self.record.id).await {
+            Ok(ours) => {
+                for container in &ours {
+                    if let Err(error) = self.engine.remove(&container.id).await {
+                        left.push(format!(
+                            "new container {} remains: {error:#}",
+                            container.name
+                        ));
+                    }
+                }
+                let ids: HashSet<String> = ours.iter().map(|c| c.id.clone()).collect();
+                let gone = self
+                    .wait_registry("new instances deregistered", patience, |instances| {
+                        !instances.iter().any(|i| owned_by(i, &ids))
+                    })
+                    .await;
+                if let Err(failure) = gone {
+                    left.push(format!(
+                        "new instances still registered: {}",
+                        failure.message()
+                    ));
+                }
+            }
+            Err(error) => left.push(format!(
+                "cannot list the new containers (label {DEPLOY_LABEL}={}): {error:#}",
+                self.record.id
+            )),
+        }
+        let retired = std::mem::take(&mut self.retired);
+        for container in &retired {
+            if let Err(error) = self.engine.rename(&container.id, &container.name).await {
+                left.push(format!(
+                    "leftover {} keeps a temporary name: {error:#}",
+                    container.name
+                ));
+            }
+            if container.was_running
+                && let Err(error) = self.engine.start(&container.id).await
+            {
+                left.push(format!("leftover {} is stopped: {error:#}", container.name));
+            }
+        }
+        let restarted: HashSet<String> = retired
+            .iter()
+            .filter(|c| c.was_running)
+            .map(|c| c.id.clone())
+            .collect();
+        if !restarted.is_empty() {
+            let back = self
+                .wait_registry("leftovers registered again", patience, |instances| {
+                    restarted.iter().all(|id| {
+                        instances
+                            .iter()
+                            .any(|i| owned_by(i, &HashSet::from([id.clone()])))
+                    })
+                })
+                .await;
+            if let Err(failure) = back {
+                left.push(format!(
+                    "leftovers not registered again: {}",
+                    failure.message()
+                ));
+            }
+        }
+        left
+    }
+
+    /// Removes what the success made obsolete: the old color (unless kept)
+    /// and the leftovers set aside.
+    async fn commit(&mut self) {
+        for container in self.stopped_old.drain(..).collect::<Vec<_>>() {
+            if let Err(error) = self.engine.remove(&container.id).await {
+                tracing::warn!(container = %container.name, error = %format!("{error:#}"), "could not remove an old container");
+            }
+        }
+        for container in std::mem::take(&mut self.retired) {
+            if let Err(error) = self.engine.remove(&container.id).await {
+                tracing::warn!(container = %container.name, error = %format!("{error:#}"), "could not remove a leftover");
+            }
+        }
+    }
+
+    async fn release(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+        if let Some(lock) = self.lock.take()
+            && let Err(error) = self
+                .client
+                .release_lock(&self.settings.service, lock.token)
+                .await
+        {
+            tracing::warn!(%error, "could not release the deploy lock; it expires with its TTL");
+        }
+    }
+
+    async fn write_record(&mut self, outcome: Outcome, failure: Option<(&str, String)>) {
+        self.record.outcome = outcome;
+        self.record.ended_at_ms = if outcome == Outcome::Paused {
+            0
+        } else {
+            now_ms()
+        };
+        self.record.steps.append(&mut self.reporter.steps);
+        if let Some((step, error)) = failure {
+            self.record.failed_step = step.to_string();
+            self.record.error = error;
+        }
+        if let Err(error) = self.client.record_deployment(&self.record).await {
+            tracing::warn!(%error, "could not record the deployment");
+        }
+    }
+
+    /// Runs `steps` unless interrupted, then ends the deploy: commit and
+    /// record, or roll back and record. Answers the exit code.
+    async fn finish(&mut self, result: Result<Forward, Failure>) -> u8 {
+        match result {
+            Ok(Forward::Promoted) => {
+                self.reporter.begin("record");
+                self.commit().await;
+                self.write_record(Outcome::Promoted, None).await;
+                self.release().await;
+                self.reporter.end("promoted");
+                self.reporter.summary(&self.record, 0);
+                0
+            }
+            Ok(Forward::Paused) => {
+                self.reporter.begin("pause for promotion");
+                let paused = Paused {
+                    replicas: self.settings.replicas,
+                    health_timeout_ms: millis(self.settings.health_timeout),
+                    post_test: self.settings.post_test.clone(),
+                    proxy_url: self.settings.proxy_url.clone(),
+                    keep_old: self.settings.keep_old,
+                    stop_old_after_ms: self.settings.stop_old_after.map(millis),
+                    stop_timeout_ms: millis(self.settings.stop_timeout),
+                    retired: self.retired.clone(),
+                };
+                self.record.metadata.insert(
+                    PAUSED_KEY.into(),
+                    serde_json::to_string(&paused).unwrap_or_default(),
+                );
+                self.write_record(Outcome::Paused, None).await;
+                self.release().await;
+                self.reporter.end("");
+                let service = &self.settings.service;
+                self.reporter.say(&format!(
+                    "{} is running beside {} and passed its pre-test. Go on with `cdctl promote {service}` \
+                     or undo with `cdctl abort {service}` (from any machine).",
+                    self.next,
+                    color_name(self.active)
+                ));
+                self.reporter.summary(&self.record, 0);
+                0
+            }
+            Err(Failure::LockHeld(message)) => {
+                // Another deploy holds the lock or is paused: nothing was
+                // done, so change nothing and record nothing.
+                self.release().await;
+                self.reporter.fail(&message);
+                self.record.outcome = Outcome::Failed;
+                self.record.failed_step = "lock".into();
+                self.record.error = message;
+                self.reporter.summary(&self.record, exit::LOCK_HELD);
+                exit::LOCK_HELD
+            }
+            Err(failure) => {
+                let step = self.reporter.current_step().unwrap_or("deploy").to_string();
+                let message = failure.message();
+                self.reporter.fail(&message);
+                let was_live = self.flipped;
+                self.reporter.begin("roll back");
+                let left = self.roll_back().await;
+                // Rolled back: it was live and is not any more. Failed: it
+                // never went live, or the rollback is incomplete.
+                let outcome = if was_live && left.is_empty() {
+                    Outcome::RolledBack
+                } else {
+                    Outcome::Failed
+                };
+                let code = if left.is_empty() {
+                    self.reporter.end("everything as before");
+                    failure.exit_code()
+                } else {
+                    self.reporter.fail("INCOMPLETE");
+                    for item in &left {
+                        self.reporter.say(&format!("left behind: {item}"));
+                    }
+                    exit::ROLLBACK_FAILED
+                };
+                let error = if left.is_empty() {
+                    message
+                } else {
+                    format!("{message}; rollback incomplete: {}", left.join("; "))
+                };
+                self.write_record(outcome, Some((&step, error))).await;
+                self.release().await;
+                self.reporter.summary(&self.record, code);
+                code
+            }
+        }
+    }
+}
+
+fn stderr_for_child() -> std::process::Stdio {
+    use std::os::fd::AsFd;
+    match std::io::stderr().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::process::Stdio::from(fd),
+        Err(_) => std::process::Stdio::inherit(),
+    }
+}
+
+fn rand_suffix() -> u16 {
+    // Process id and clock bits: unique enough to tell concurrent deploys apart.
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    ((nanos >> 8) ^ std::process::id()) as u16
+}
+
+/// Whether the instance is one of the given containers.
+fn owned_by(instance: &Instance, containers: &HashSet<String>) -> bool {
+    instance
+        .metadata
+        .get("container_id")
+        .is_some_and(|id| containers.contains(id))
+}
+
+/// Runs `forward` unless Ctrl-C or SIGTERM comes first.
+async fn interruptible<T>(
+    forward: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    tokio::select! {
+        result = forward => result,
+        () = switchyard_runtime::shutdown_signal() => Err(Failure::Interrupted),
+    }
+}
+
+async fn connect_docker() -> anyhow::Result<Engine> {
+    Engine::connect().await
+}
+
+/// `cdctl deploy`.
+pub async fn deploy(
+    client: &RegistryClient,
+    output: Output,
+    settings: Settings,
+) -> anyhow::Result<ExitCode> {
+    let engine = connect_docker().await?;
+    if !engine.has_image(&settings.image).await? {
+        eprintln!(
+            "cdctl: image {} is not on this Docker engine: build or pull it first (deploys never pull)",
+            settings.image
+        );
+        return Ok(ExitCode::from(exit::USAGE));
+    }
+    let dry_run = settings.dry_run;
+    let mut deploy = Deploy::new(client, engine, settings, output);
+    if dry_run {
+        deploy.plan().await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let result = interruptible(deploy.forward()).await;
+    Ok(ExitCode::from(deploy.finish(result).await))
+}
+
+impl Deploy<'_> {
+    /// `--dry-run`: what a deploy would do, changing nothing.
+    async fn plan(&mut self) -> anyhow::Result<()> {
+        let service = self.settings.service.clone();
+        let (active, next, _) = self.client.next_color(&service).await?;
+        let leftovers = self.engine.containers(&service, Some(next)).await?;
+        let old = match active {
+            Some(color) => self.engine.containers(&service, Some(color)).await?,
+            None => Vec::new(),
+        };
+        let live: Vec<String> = self
+            .instances()
+            .await
+            .map_err(|f| anyhow::anyhow!(f.message()))?
+            .iter()
+            .filter(|i| i.color == active && active.is_some() && i.health == Health::Passing)
+            .map(Instance::target)
+            .collect();
+        let say = |text: String| self.reporter.say(&text);
+        say(format!("plan for {service} (dry run: nothing changes)"));
+        say(format!(
+            "  live color: {}; deploying {} as {next}",
+            color_name(active),
+            self.settings.image
+        ));
+        say(format!(
+            "  set aside leftovers of {next}: {}",
+            names_or_none(&leftovers)
+        ));
+        say(format!(
+            "  start: {}",
+            (1..=self.settings.replicas)
+                .map(|n| format!("{service}-{next}-{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        say(format!(
+            "  then: wait for {} passing, pre-test {}, flip {} → {next}, post-test {}",
+            self.settings.replicas,
+            self.settings.pre_test.as_deref().unwrap_or("(none)"),
+            color_name(active),
+            self.settings.post_test.as_deref().unwrap_or("(none)"),
+        ));
+        if self.settings.keep_old {
+            say(format!("  keep: {}", names_or_none(&old)));
+        } else {
+            say(format!("  stop: {}", names_or_none(&old)));
+        }
+        say(format!(
+            "  proxies gain {} new instance(s) of {next} and lose: {}",
+            self.settings.replicas,
+            if live.is_empty() {
+                "(none)".to_string()
+            } else {
+                live.join(", ")
+            }
+        ));
+        Ok(())
+    }
+}
+
+fn names_or_none(containers: &[ServiceContainer]) -> String {
+    if containers.is_empty() {
+        "(none)".into()
+    } else {
+        containers
+            .iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Loads the paused deploy of `service` and takes the lock for it.
+async fn resume<'a>(
+    client: &'a RegistryClient,
+    output: Output,
+    service: &str,
+) -> Result<Deploy<'a>, (u8, String)> {
+    let engine = connect_docker()
+        .await
+        .map_err(|e| (exit::FAILURE, format!("{e:#}")))?;
+    let latest = client
+        .list_deployments(service, 1)
+        .await
+        .map_err(|e| (exit::UNREACHABLE, e.to_string()))?;
+    let Some(record) = latest.into_iter().find(|d| d.outcome == Outcome::Paused) else {
+        return Err((
+            exit::PRECONDITION,
+            format!(
+                "no deploy of {service} is paused for promotion (see `cdctl history {service}`)"
+            ),
+        ));
+    };
+    let paused: Paused = record
+        .metadata
+        .get(PAUSED_KEY)
+        .and_then(|text| serde_json::from_str(text).ok())
+        .ok_or((
+            exit::FAILURE,
+            format!("deploy {} lacks its paused state", record.id),
+        ))?;
+    let settings = Settings {
+        service: service.to_string(),
+        image: record.image.clone(),
+        replicas: paused.replicas,
+        port: None,
+        env: Vec::new(),
+        labels: Default::default(),
+        network: None,
+        publish_ip: String::new(),
+        health_timeout: Duration::from_millis(paused.health_timeout_ms),
+        pre_test: None,
+        post_test: paused.post_test,
+        proxy_url: paused.proxy_url,
+        keep_old: paused.keep_old,
+        stop_old_after: paused.stop_old_after_ms.map(Duration::from_millis),
+        manual_promotion: false,
+        dry_run: false,
+        lock_ttl: Duration::from_secs(30),
+        stop_timeout: Duration::from_millis(paused.stop_timeout_ms),
+        who: record.who.clone(),
+    };
+    let mut deploy = Deploy::new(client, engine, settings, output);
+    deploy.active = record.from_color;
+    deploy.next = record
+        .to_color
+        .unwrap_or_else(|| Color::next(record.from_color));
+    deploy.retired = paused.retired;
+    deploy.record = record;
+    deploy.record.metadata.remove(PAUSED_KEY);
+    if let Err(failure) = deploy.take_lock().await {
+        return Err((failure.exit_code(), failure.message()));
+    }
+    Ok(deploy)
+}
+
+/// `cdctl promote SERVICE`: steps 8–12 of a paused deploy.
+pub async fn promote(
+    client: &RegistryClient,
+    output: Output,
+    service: &str,
+) -> anyhow::Result<ExitCode> {
+    let mut deploy = match resume(client, output, service).await {
+        Ok(deploy) => deploy,
+        Err((code, message)) => {
+            eprintln!("cdctl: {message}");
+            return Ok(ExitCode::from(code));
+        }
+    };
+    let result = interruptible(deploy.promote_forward()).await;
+    Ok(ExitCode::from(deploy.finish(result).await))
+}
+
+/// `cdctl abort SERVICE`: rolls a paused deploy back.
+pub async fn abort(
+    client: &RegistryClient,
+    output: Output,
+    service: &str,
+) -> anyhow::Result<ExitCode> {
+    let mut deploy = match resume(client, output, service).await {
+        Ok(deploy) => deploy,
+        Err((code, message)) => {
+            eprintln!("cdctl: {message}");
+            return Ok(ExitCode::from(code));
+        }
+    };
+    deploy.reporter.begin("abort");
+    let left = deploy.roll_back().await;
+    let code = if left.is_empty() {
+        deploy.reporter.end("everything as before the deploy");
+        0
+    } else {
+        deploy.reporter.fail("INCOMPLETE");
+        for item in &left {
+            deploy.reporter.say(&format!("left behind: {item}"));
+        }
+        exit::ROLLBACK_FAILED
+    };
+    let outcome = if left.is_empty() {
+        Outcome::RolledBack
+    } else {
+        Outcome::Failed
+    };
+    let who = deploy.settings.who.clone();
+    deploy
+        .write_record(outcome, Some(("aborted", format!("aborted by {who}"))))
+        .await;
+    deploy.release().await;
+    deploy.reporter.summary(&deploy.record, code);
+    Ok(ExitCode::from(code))
+}
+
+/// `cdctl rollback SERVICE`: back to the previous color while it still runs.
+pub async fn rollback(
+    client: &RegistryClient,
+    output: Output,
+    service: &str,
+    who: String,
+) -> anyhow::Result<ExitCode> {
+    let grant = match client
+        .acquire_lock(service, &format!("rollback ({who})"), 30)
+        .await
+    {
+        Ok(grant) => grant,
+        Err(error) if error.code() == Some(Code::Aborted) => {
+            eprintln!("cdctl: {}", error.message());
+            return Ok(ExitCode::from(exit::LOCK_HELD));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let outcome = rollback_locked(client, service, grant.token, who).await;
+    if let Err(error) = client.release_lock(service, grant.token).await {
+        tracing::warn!(%error, "could not release the lock; it expires with its TTL");
+    }
+    match outcome? {
+        Ok(record) => {
+            let reporter = Reporter::new(output);
+            reporter.summary(&record, 0);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(message) => {
+            eprintln!("cdctl: {message}");
+            Ok(ExitCode::from(exit::PRECONDITION))
+        }
+    }
+}
+
+async fn rollback_locked(
+    client: &RegistryClient,
+    service: &str,
+    token: u64,
+    who: String,
+) -> anyhow::Result<Result<Deployment, String>> {
+    let started_at_ms = now_ms();
+    let (revision_service, current) = match client.get_service(service).await {
+        Ok(found) => found,
+        Err(error) if error.code() == Some(Code::NotFound) => {
+            return Ok(Err(format!(
+                "service {service} is not registered: nothing to roll back"
+            )));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let _ = revision_service;
+    let Some(active) = current.active_color else {
+        return Ok(Err(format!(
+            "{service} has no live color: nothing to roll back"
+        )));
+    };
+    let previous = active.other();
+    let passing: Vec<&Instance> = current
+        .instances
+        .iter()
+        .filter(|i| i.color == Some(previous) && i.health == Health::Passing)
+        .collect();
+    if passing.is_empty() {
+        return Ok(Err(format!(
+            "{previous} (the previous color of {service}) has no passing instances: nothing to \
+             roll back to; deploy the old image again instead"
+        )));
+    }
+    let image = passing
+        .iter()
+        .find_map(|i| i.metadata.get("image").cloned())
+        .unwrap_or_default();
+    client
+        .set_active_color(service, Some(previous), Some(active), token)
+        .await?;
+    let record = Deployment {
+        id: format!("{}-{:04x}", now_ms(), rand_suffix()),
+        service: service.to_string(),
+        from_color: Some(active),
+        to_color: Some(previous),
+        image,
+        who,
+        started_at_ms,
+        ended_at_ms: now_ms(),
+        outcome: Outcome::RolledBack,
+        failed_step: String::new(),
+        error: "rollback".into(),
+        ..Deployment::default()
+    };
+    client.record_deployment(&record).await?;
+    Ok(Ok(record))
+}
