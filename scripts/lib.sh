@@ -54,5 +54,7 @@ ensure_docker() {
 ensure_test_tools() {
   ensure_build_tools
   [ -x /bin/busybox ] || ensure_package busybox-static
+  ensure_command nginx nginx-light
+  ensure_command haproxy haproxy
   ensure_docker
 }

@@ -70,6 +70,10 @@ pub enum Command {
         #[arg(long, env = "SWITCHYARD_WHO")]
         who: Option<String>,
     },
+    /// Keep proxy configurations (nginx, HAProxy) in step with the registry.
+    Template(TemplateArgs),
+    /// List proxies with the revision they applied and when they last reported.
+    Proxies,
     /// List the deployment records of a service, newest first.
     History {
         service: String,
@@ -128,6 +132,12 @@ pub struct DeployArgs {
     /// How long stopped containers get to exit before they are killed (default 10s).
     #[arg(long, value_parser = parse_duration)]
     pub stop_timeout: Option<Duration>,
+    /// How long to wait for proxies to apply the flip (default 30s).
+    #[arg(long, value_parser = parse_duration)]
+    pub proxy_timeout: Option<Duration>,
+    /// Proxies that have not reported for this long are not waited for (default 30s).
+    #[arg(long, value_parser = parse_duration)]
+    pub proxy_stale: Option<Duration>,
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -140,6 +150,38 @@ pub struct DeployArgs {
     /// Who is deploying (recorded); default: the CI actor or $USER@host.
     #[arg(long, env = "SWITCHYARD_WHO")]
     pub who: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TemplateArgs {
+    /// Template file (minijinja / Jinja2); repeat with --out for several.
+    #[arg(long, required = true)]
+    pub template: Vec<PathBuf>,
+    /// Where the rendered configuration goes, one per --template.
+    #[arg(long, required = true)]
+    pub out: Vec<PathBuf>,
+    /// Command that vets a new file before it replaces the old; `{path}` is
+    /// the new file (e.g. "nginx -t -c {path}").
+    #[arg(long)]
+    pub check: Option<String>,
+    /// Command run after a replacement (e.g. "nginx -s reload").
+    #[arg(long)]
+    pub reload: Option<String>,
+    /// MIN:MAX: render after MIN of quiet, never later than MAX after the first change.
+    #[arg(long, default_value = "0s:0s")]
+    pub wait: String,
+    /// Render once (after the first snapshot), then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Allow a configuration that leaves a live service with no backends.
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Name this proxy reports under (default: proxy-HOSTNAME).
+    #[arg(long, env = "SWITCHYARD_PROXY_ID")]
+    pub proxy_id: Option<String>,
+    /// How often the proxy reports even when nothing changes.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub report_interval: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ mod commands;
 mod deploy;
 mod exit;
 mod output;
+mod template;
 
 use std::process::ExitCode;
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use switchyard_model::watch::WatchEvent;
 use switchyard_model::{
-    Color, Deployment, Instance, LockGrant, Service, ServiceSummary, SessionId, ValidationError,
+    Color, Deployment, Instance, LockGrant, ProxyStatus, Service, ServiceSummary, SessionId,
+    ValidationError,
 };
 use switchyard_proto as wire;
 use switchyard_proto::v1;
@@ -400,6 +401,33 @@ impl RegistryClient {
             .into_iter()
             .map(wire::deployment_from_wire)
             .collect::<Result<_, _>>()?)
+    }
+
+    /// Reports what this proxy applied.
+    pub async fn report_proxy(&self, status: &ProxyStatus) -> Result<u64, ClientError> {
+        let request = v1::ReportProxyRequest {
+            status: Some(wire::proxy_to_wire(status)),
+        };
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.report_proxy(request).await }
+            })
+            .await?;
+        Ok(response.revision)
+    }
+
+    /// Every proxy that reported, and the registry's clock (Unix ms).
+    pub async fn list_proxies(&self) -> Result<(Vec<ProxyStatus>, u64), ClientError> {
+        let response = self
+            .call(|mut c| async move { c.list_proxies(v1::ListProxiesRequest {}).await })
+            .await?;
+        let proxies = response
+            .proxies
+            .into_iter()
+            .map(wire::proxy_from_wire)
+            .collect::<Result<_, _>>()?;
+        Ok((proxies, response.now_ms))
     }
 
     /// Opens a watch stream (`from_revision` 0: snapshot first). The stream

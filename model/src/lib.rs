@@ -204,11 +204,15 @@ impl Service {
         }
     }
 
-    /// Instances of the live color that pass their checks: what a proxy routes to.
+    /// Instances of the live color that pass their checks: what a proxy
+    /// routes to. None while no color is live: colorless instances are never
+    /// live.
     pub fn live_instances(&self) -> impl Iterator<Item = &Instance> {
-        self.instances
-            .iter()
-            .filter(move |i| i.color == self.active_color && i.health == Health::Passing)
+        self.instances.iter().filter(move |i| {
+            self.active_color.is_some()
+                && i.color == self.active_color
+                && i.health == Health::Passing
+        })
     }
 }
 
@@ -295,6 +299,19 @@ pub struct Deployment {
     pub steps: Vec<StepTiming>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+}
+
+/// What a proxy last reported: the registry revision its configuration
+/// reflects, and whether it can apply changes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProxyStatus {
+    pub proxy_id: String,
+    pub applied_revision: u64,
+    /// When the registry received the report (its clock), Unix ms.
+    pub reported_at_ms: u64,
+    pub healthy: bool,
+    #[serde(default)]
+    pub message: String,
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use switchyard_model::{
-    Color, Deployment, Health, Instance, Outcome, Service, ServiceSummary, StepTiming,
+    Color, Deployment, Health, Instance, Outcome, ProxyStatus, Service, ServiceSummary, StepTiming,
     ValidationError, validate,
     watch::{Change, ResetReason, WatchEvent},
 };
@@ -229,6 +229,27 @@ pub fn deployment_from_wire(wire: v1::Deployment) -> Result<Deployment, Validati
             })
             .collect(),
         metadata,
+    })
+}
+
+pub fn proxy_to_wire(status: &ProxyStatus) -> v1::ProxyStatus {
+    v1::ProxyStatus {
+        proxy_id: status.proxy_id.clone(),
+        applied_revision: status.applied_revision,
+        reported_at_ms: status.reported_at_ms,
+        healthy: status.healthy,
+        message: status.message.clone(),
+    }
+}
+
+pub fn proxy_from_wire(wire: v1::ProxyStatus) -> Result<ProxyStatus, ValidationError> {
+    validate::identifier("status.proxy_id", &wire.proxy_id)?;
+    Ok(ProxyStatus {
+        proxy_id: wire.proxy_id,
+        applied_revision: wire.applied_revision,
+        reported_at_ms: wire.reported_at_ms,
+        healthy: wire.healthy,
+        message: wire.message.chars().take(1024).collect(),
     })
 }
 

@@ -233,3 +233,36 @@ pub async fn cdctl_async(registry_url: &str, args: &[&str], env: &[(&str, &str)]
         .await
         .expect("running cdctl")
 }
+
+/// A child process stopped with SIGKILL when dropped (`cdctl template`,
+/// nginx, …), for programs whose log the test does not read.
+pub struct Background {
+    pub child: Child,
+}
+
+impl Background {
+    pub fn spawn(mut command: Command) -> Self {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("SWITCHYARD_TEST_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {command:?}: {error}"));
+        Background { child }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        terminate(&mut self.child)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        kill_9(&mut self.child);
+    }
+}

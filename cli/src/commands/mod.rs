@@ -27,6 +27,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Register(args) => write::register(&client, output, args).await,
         Command::Deregister { id } => write::deregister(&client, output, &id).await,
         Command::SetColor(args) => write::set_color(&client, output, args).await,
+        Command::Template(args) => crate::template::template(&client, args).await,
+        Command::Proxies => read::proxies(&client, output).await,
         Command::Deploy(args) => crate::deploy::deploy(&client, output, args).await,
         Command::Promote { service } => crate::deploy::promote(&client, output, &service).await,
         Command::Abort { service } => crate::deploy::abort(&client, output, &service).await,

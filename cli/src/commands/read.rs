@@ -135,3 +135,44 @@ pub async fn history(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub async fn proxies(client: &RegistryClient, output: Output) -> anyhow::Result<ExitCode> {
+    let (proxies, now_ms) = client.list_proxies().await?;
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::Value::Array(
+                proxies
+                    .iter()
+                    .map(|p| json!({
+                        "proxy_id": p.proxy_id,
+                        "applied_revision": p.applied_revision,
+                        "healthy": p.healthy,
+                        "message": p.message,
+                        "reported_at_ms": p.reported_at_ms,
+                        "seconds_ago": now_ms.saturating_sub(p.reported_at_ms) as f64 / 1000.0,
+                    }))
+                    .collect()
+            )
+        ),
+        Output::Table => print_table(
+            &["PROXY", "APPLIED", "HEALTHY", "LAST REPORT", "MESSAGE"],
+            &proxies
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.proxy_id.clone(),
+                        p.applied_revision.to_string(),
+                        p.healthy.to_string(),
+                        format!(
+                            "{:.0}s ago",
+                            now_ms.saturating_sub(p.reported_at_ms) as f64 / 1000.0
+                        ),
+                        p.message.clone(),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -45,6 +45,10 @@ pub struct Settings {
     pub lock_ttl: Duration,
     /// How long a stopped container gets to exit before it is killed.
     pub stop_timeout: Duration,
+    /// How long step 9 waits for proxies to apply the flip.
+    pub proxy_timeout: Duration,
+    /// Proxies silent for longer are not waited for.
+    pub proxy_stale: Duration,
     pub who: String,
 }
 
@@ -71,6 +75,8 @@ pub struct FileSettings {
     manual_promotion: Option<bool>,
     lock_ttl: Option<String>,
     stop_timeout: Option<String>,
+    proxy_timeout: Option<String>,
+    proxy_stale: Option<String>,
 }
 
 fn read_file(path: &Path, service: &str) -> anyhow::Result<FileSettings> {
@@ -181,6 +187,16 @@ impl Settings {
                 Some(timeout) => timeout,
                 None => duration_setting("stop_timeout", file.stop_timeout.as_deref())?
                     .unwrap_or(Duration::from_secs(10)),
+            },
+            proxy_timeout: match args.proxy_timeout {
+                Some(timeout) => timeout,
+                None => duration_setting("proxy_timeout", file.proxy_timeout.as_deref())?
+                    .unwrap_or(Duration::from_secs(30)),
+            },
+            proxy_stale: match args.proxy_stale {
+                Some(stale) => stale,
+                None => duration_setting("proxy_stale", file.proxy_stale.as_deref())?
+                    .unwrap_or(Duration::from_secs(30)),
             },
             who: args.who.unwrap_or_else(default_who),
         })

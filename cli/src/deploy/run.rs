@@ -93,11 +93,19 @@ struct Paused {
     stop_old_after_ms: Option<u64>,
     #[serde(default = "default_stop_timeout_ms")]
     stop_timeout_ms: u64,
+    #[serde(default = "default_proxy_ms")]
+    proxy_timeout_ms: u64,
+    #[serde(default = "default_proxy_ms")]
+    proxy_stale_ms: u64,
     retired: Vec<Retired>,
 }
 
 fn default_stop_timeout_ms() -> u64 {
     10_000
+}
+
+fn default_proxy_ms() -> u64 {
+    30_000
 }
 
 const PAUSED_KEY: &str = "paused";
@@ -401,7 +409,7 @@ impl<'a> Deploy<'a> {
     }
 
     /// 8. Compare-and-swap of the live color, fenced by the lock.
-    async fn flip(&mut self) -> Result<(), Failure> {
+    async fn flip(&mut self) -> Result<u64, Failure> {
         self.reporter.begin("flip color");
         let revision = self
             .client
@@ -419,14 +427,67 @@ impl<'a> Deploy<'a> {
             color_name(self.active),
             self.next
         ));
+        Ok(revision)
+    }
+
+    /// 9. Waits until every proxy that reports to the registry has applied
+    ///    the flip's revision. Proxies silent for longer than
+    ///    `--proxy-stale` are not waited for (and named).
+    async fn wait_proxies(&mut self, revision: u64) -> Result<(), Failure> {
+        self.reporter.begin("wait proxies");
+        let summary = self.proxies_at(revision).await?;
+        self.reporter.end(&summary);
         Ok(())
     }
 
-    /// 9. Proxies confirming the flip: nothing reports yet, so nothing to wait for.
-    async fn wait_proxies(&mut self) -> Result<(), Failure> {
-        self.reporter.begin("wait proxies");
-        self.reporter.end("no proxies report to the registry");
-        Ok(())
+    async fn proxies_at(&self, revision: u64) -> Result<String, Failure> {
+        let deadline = Instant::now() + self.settings.proxy_timeout;
+        let stale_ms = millis(self.settings.proxy_stale);
+        loop {
+            let (proxies, now_ms) = self.client.list_proxies().await?;
+            let (live, stale): (Vec<_>, Vec<_>) = proxies
+                .iter()
+                .partition(|p| now_ms.saturating_sub(p.reported_at_ms) <= stale_ms);
+            let behind: Vec<String> = live
+                .iter()
+                .filter(|p| p.applied_revision < revision)
+                .map(|p| {
+                    if p.healthy {
+                        format!("{} (at {})", p.proxy_id, p.applied_revision)
+                    } else {
+                        format!(
+                            "{} (at {}, unhealthy: {})",
+                            p.proxy_id, p.applied_revision, p.message
+                        )
+                    }
+                })
+                .collect();
+            if behind.is_empty() {
+                let mut summary = format!("{} proxies at revision {revision}", live.len());
+                if !stale.is_empty() {
+                    let names: Vec<String> = stale
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{} ({}s ago)",
+                                p.proxy_id,
+                                now_ms.saturating_sub(p.reported_at_ms) / 1000
+                            )
+                        })
+                        .collect();
+                    summary.push_str(&format!("; not waited for, silent: {}", names.join(", ")));
+                }
+                return Ok(summary);
+            }
+            if Instant::now() >= deadline {
+                return Err(Failure::Error(anyhow::anyhow!(
+                    "proxies did not apply revision {revision} within {:?}: {}",
+                    self.settings.proxy_timeout,
+                    behind.join(", ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn post_test(&mut self) -> Result<(), Failure> {
@@ -498,8 +559,8 @@ impl<'a> Deploy<'a> {
 
     /// Steps 8–11, shared by `deploy` and `promote`.
     async fn promote_forward(&mut self) -> Result<Forward, Failure> {
-        self.flip().await?;
-        self.wait_proxies().await?;
+        let revision = self.flip().await?;
+        self.wait_proxies(revision).await?;
         self.post_test().await?;
         self.stop_old().await?;
         Ok(Forward::Promoted)
@@ -580,7 +641,13 @@ impl<'a> Deploy<'a> {
                 )
                 .await;
             match back {
-                Ok(_) => self.flipped = false,
+                Ok(revision) => {
+                    self.flipped = false;
+                    // Traffic must have left the new color before it goes.
+                    if let Err(failure) = self.proxies_at(revision).await {
+                        tracing::warn!("{}", failure.message());
+                    }
+                }
                 Err(error) => left.push(format!(
                     "the live color is still {}: {} (set it with `cdctl set-color {} {} --expect {}`)",
                     self.next,
@@ -727,6 +794,8 @@ impl<'a> Deploy<'a> {
                     keep_old: self.settings.keep_old,
                     stop_old_after_ms: self.settings.stop_old_after.map(millis),
                     stop_timeout_ms: millis(self.settings.stop_timeout),
+                    proxy_timeout_ms: millis(self.settings.proxy_timeout),
+                    proxy_stale_ms: millis(self.settings.proxy_stale),
                     retired: self.retired.clone(),
                 };
                 self.record.metadata.insert(
@@ -979,6 +1048,8 @@ async fn resume<'a>(
         dry_run: false,
         lock_ttl: Duration::from_secs(30),
         stop_timeout: Duration::from_millis(paused.stop_timeout_ms),
+        proxy_timeout: Duration::from_millis(paused.proxy_timeout_ms),
+        proxy_stale: Duration::from_millis(paused.proxy_stale_ms),
         who: record.who.clone(),
     };
     let mut deploy = Deploy::new(client, engine, settings, output);

@@ -37,7 +37,7 @@ impl RegistryApi {
 }
 
 /// Maps a catalog error to the status a client acts on.
-pub fn status(error: CatalogError) -> Status {
+pub fn status_of(error: CatalogError) -> Status {
     let message = error.to_string();
     match error {
         CatalogError::Invalid(_) => Status::invalid_argument(message),
@@ -93,7 +93,7 @@ impl v1::registry_server::Registry for RegistryApi {
             .catalog
             .open_session(&request.node, request.ttl_seconds)
             .await
-            .map_err(status)?;
+            .map_err(status_of)?;
         tracing::info!(session = session_id, node = %request.node, ttl_seconds, "session opened");
         Ok(Response::new(v1::OpenSessionResponse {
             session_id,
@@ -125,7 +125,7 @@ impl v1::registry_server::Registry for RegistryApi {
                         session_id: ping.session_id,
                         ttl_seconds,
                     })
-                    .map_err(status);
+                    .map_err(status_of);
                 let failed = answer.is_err();
                 if sender.send(answer).await.is_err() || failed {
                     return;
@@ -142,7 +142,11 @@ impl v1::registry_server::Registry for RegistryApi {
         request: Request<v1::CloseSessionRequest>,
     ) -> Result<Response<v1::CloseSessionResponse>, Status> {
         let session = within_limit(request)?.session_id;
-        let revision = self.catalog.close_session(session).await.map_err(status)?;
+        let revision = self
+            .catalog
+            .close_session(session)
+            .await
+            .map_err(status_of)?;
         tracing::info!(session, revision, "session closed");
         Ok(Response::new(v1::CloseSessionResponse { revision }))
     }
@@ -160,7 +164,7 @@ impl v1::registry_server::Registry for RegistryApi {
             .catalog
             .register(instance, session)
             .await
-            .map_err(status)?;
+            .map_err(status_of)?;
         Ok(Response::new(v1::WriteResponse { revision }))
     }
 
@@ -169,7 +173,7 @@ impl v1::registry_server::Registry for RegistryApi {
         request: Request<v1::DeregisterRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
         let id = within_limit(request)?.id;
-        let revision = self.catalog.deregister(&id).await.map_err(status)?;
+        let revision = self.catalog.deregister(&id).await.map_err(status_of)?;
         Ok(Response::new(v1::WriteResponse { revision }))
     }
 
@@ -198,7 +202,7 @@ impl v1::registry_server::Registry for RegistryApi {
             .catalog
             .sync_node(request.session_id, &request.node, instances)
             .await
-            .map_err(status)?;
+            .map_err(status_of)?;
         if outcome.added + outcome.updated + outcome.removed > 0 {
             tracing::info!(
                 node = %request.node,
@@ -221,7 +225,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         _request: Request<v1::ListServicesRequest>,
     ) -> Result<Response<v1::ListServicesResponse>, Status> {
-        let (revision, services) = self.catalog.list_services().await.map_err(status)?;
+        let (revision, services) = self.catalog.list_services().await.map_err(status_of)?;
         Ok(Response::new(v1::ListServicesResponse {
             revision,
             services: services.iter().map(wire::summary_to_wire).collect(),
@@ -233,7 +237,7 @@ impl v1::registry_server::Registry for RegistryApi {
         request: Request<v1::GetServiceRequest>,
     ) -> Result<Response<v1::GetServiceResponse>, Status> {
         let name = within_limit(request)?.name;
-        let (revision, service) = self.catalog.get_service(&name).await.map_err(status)?;
+        let (revision, service) = self.catalog.get_service(&name).await.map_err(status_of)?;
         Ok(Response::new(v1::GetServiceResponse {
             revision,
             service: Some(wire::service_to_wire(&service)),
@@ -255,11 +259,11 @@ impl v1::registry_server::Registry for RegistryApi {
                 self.watch_buffer,
                 self.shutdown.clone(),
             )
-            .map_err(status)?;
+            .map_err(status_of)?;
         let stream = stream.map(|event| {
             event
                 .map(|event| wire::watch_event_to_wire(&event))
-                .map_err(status)
+                .map_err(status_of)
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -269,7 +273,8 @@ impl v1::registry_server::Registry for RegistryApi {
         request: Request<v1::NextColorRequest>,
     ) -> Result<Response<v1::NextColorResponse>, Status> {
         let service = within_limit(request)?.service;
-        let (active, next, revision) = self.catalog.next_color(&service).await.map_err(status)?;
+        let (active, next, revision) =
+            self.catalog.next_color(&service).await.map_err(status_of)?;
         Ok(Response::new(v1::NextColorResponse {
             active_color: wire::color_to_wire(active),
             next_color: wire::color_to_wire(Some(next)),
@@ -289,7 +294,7 @@ impl v1::registry_server::Registry for RegistryApi {
             .catalog
             .set_active_color(&request.service, color, expected, request.lock_token)
             .await
-            .map_err(status)?;
+            .map_err(status_of)?;
         tracing::info!(
             service = %request.service,
             color = switchyard_model::color_name(color),
@@ -308,7 +313,7 @@ impl v1::registry_server::Registry for RegistryApi {
             .catalog
             .acquire_lock(&request.service, &request.holder, request.ttl_seconds)
             .await
-            .map_err(status)?;
+            .map_err(status_of)?;
         tracing::info!(service = %request.service, holder = %request.holder, token = grant.token, "deploy lock granted");
         Ok(Response::new(v1::AcquireLockResponse {
             token: grant.token,
@@ -325,7 +330,7 @@ impl v1::registry_server::Registry for RegistryApi {
             .catalog
             .renew_lock(&request.service, request.token)
             .await
-            .map_err(status)?;
+            .map_err(status_of)?;
         Ok(Response::new(v1::RenewLockResponse { ttl_seconds }))
     }
 
@@ -338,7 +343,7 @@ impl v1::registry_server::Registry for RegistryApi {
             .catalog
             .release_lock(&request.service, request.token)
             .await
-            .map_err(status)?;
+            .map_err(status_of)?;
         Ok(Response::new(v1::WriteResponse { revision }))
     }
 
@@ -353,8 +358,29 @@ impl v1::registry_server::Registry for RegistryApi {
             .catalog
             .record_deployment(deployment)
             .await
-            .map_err(status)?;
+            .map_err(status_of)?;
         Ok(Response::new(v1::WriteResponse { revision }))
+    }
+
+    async fn report_proxy(
+        &self,
+        request: Request<v1::ReportProxyRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
+        let status = wire::proxy_from_wire(required("status", within_limit(request)?.status)?)
+            .map_err(invalid)?;
+        let revision = self.catalog.report_proxy(status).await.map_err(status_of)?;
+        Ok(Response::new(v1::WriteResponse { revision }))
+    }
+
+    async fn list_proxies(
+        &self,
+        _request: Request<v1::ListProxiesRequest>,
+    ) -> Result<Response<v1::ListProxiesResponse>, Status> {
+        let (proxies, now_ms) = self.catalog.list_proxies().await.map_err(status_of)?;
+        Ok(Response::new(v1::ListProxiesResponse {
+            proxies: proxies.iter().map(wire::proxy_to_wire).collect(),
+            now_ms,
+        }))
     }
 
     async fn list_deployments(
@@ -366,7 +392,7 @@ impl v1::registry_server::Registry for RegistryApi {
             .catalog
             .list_deployments(&request.service, request.limit as usize)
             .await
-            .map_err(status)?;
+            .map_err(status_of)?;
         Ok(Response::new(v1::ListDeploymentsResponse {
             deployments: deployments.iter().map(wire::deployment_to_wire).collect(),
         }))

@@ -10,6 +10,7 @@
 //! | `x/se/{session id}` | session record (JSON), leased |
 //! | `x/lk/{service}` | deploy lock record (JSON), leased; create revision = token |
 //! | `x/dp/{service}/{deployment id}` | deployment record (JSON) |
+//! | `x/px/{proxy id}` | what the proxy last reported (JSON) |
 //!
 //! Names and ids never contain `/` (validation forbids it), so every key
 //! splits back into its parts unambiguously.
@@ -56,6 +57,12 @@ pub fn deployments_of(service: &str) -> Vec<u8> {
 
 pub fn deployment(service: &str, id: &str) -> Vec<u8> {
     format!("x/dp/{service}/{id}").into_bytes()
+}
+
+pub const PROXIES: &[u8] = b"x/px/";
+
+pub fn proxy(id: &str) -> Vec<u8> {
+    format!("x/px/{id}").into_bytes()
 }
 
 /// What a watched key names.

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use switchyard_model::{
-    Color, Deployment, Health, Instance, LockGrant, Service, ServiceSummary, SessionId,
-    ValidationError, validate,
+    Color, Deployment, Health, Instance, LockGrant, ProxyStatus, Service, ServiceSummary,
+    SessionId, ValidationError, validate,
 };
 
 use crate::store::{Compare, KeyValue, Op, OpResult, Store, StoreError, Txn, TxnResponse};
@@ -91,6 +91,13 @@ pub struct SyncOutcome {
 pub struct Catalog {
     store: Arc<dyn Store>,
     config: CatalogConfig,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -902,6 +909,35 @@ impl Catalog {
             deployments.truncate(limit);
         }
         Ok(deployments)
+    }
+
+    // ----- proxies -----
+
+    /// Records what a proxy applied; `reported_at_ms` is set here, on the
+    /// registry's clock.
+    pub async fn report_proxy(&self, mut status: ProxyStatus) -> Result<u64, CatalogError> {
+        validate::identifier("status.proxy_id", &status.proxy_id)?;
+        status.reported_at_ms = now_ms();
+        let txn = Txn {
+            success: vec![put(keys::proxy(&status.proxy_id), to_json(&status), None)],
+            ..Txn::default()
+        };
+        Ok(self.store.txn(txn).await?.revision)
+    }
+
+    /// Every proxy that ever reported, and the registry's clock now.
+    pub async fn list_proxies(&self) -> Result<(Vec<ProxyStatus>, u64), CatalogError> {
+        let (_, results) = self
+            .read(vec![Op::Range {
+                prefix: keys::PROXIES.to_vec(),
+            }])
+            .await?;
+        let proxies = results
+            .into_iter()
+            .flat_map(OpResult::into_kvs)
+            .map(|kv| from_json::<ProxyStatus>(&kv))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((proxies, now_ms()))
     }
 
     pub fn config(&self) -> &CatalogConfig {

@@ -6,4 +6,5 @@ mod cli;
 mod conformance;
 mod crash;
 mod deploy;
+mod proxy;
 mod watch;

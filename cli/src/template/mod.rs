@@ -1,0 +1,254 @@
+//! `cdctl template`: keeps proxy configurations in step with the registry,
+//! like consul-template, fed by the registry's Watch.
+//!
+//! A snapshot, then deltas, applied to a local [`ServiceView`]. The first
+//! render is immediate; later ones wait for `--wait MIN` of quiet but never
+//! longer than `MAX` after the first change. After a disconnect the watch
+//! resumes from the last revision (so nothing is re-rendered unless something
+//! changed), trying each registry URL in turn. After every pass the proxy
+//! reports the revision it applied (and every `--report-interval` as a
+//! heartbeat), which `cdctl deploy` waits for.
+
+mod apply;
+pub mod render;
+
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::{Stream, StreamExt};
+use switchyard_client::view::ServiceView;
+use switchyard_client::{ClientError, RegistryClient};
+use switchyard_model::ProxyStatus;
+use switchyard_model::watch::WatchEvent;
+use tokio::time::Instant;
+
+use crate::args::TemplateArgs;
+use apply::{Applied, Commands, Output};
+use render::Templates;
+
+type Events = Pin<Box<dyn Stream<Item = Result<WatchEvent, ClientError>> + Send>>;
+
+/// Parses `MIN:MAX` (or one duration for both).
+fn parse_wait(text: &str) -> anyhow::Result<(Duration, Duration)> {
+    let (min, max) = text.split_once(':').unwrap_or((text, text));
+    let min = switchyard_model::duration::parse_duration(min).map_err(anyhow::Error::msg)?;
+    let max = switchyard_model::duration::parse_duration(max).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(min <= max, "--wait {text}: MIN must not exceed MAX");
+    Ok((min, max))
+}
+
+struct Proxy<'a> {
+    client: &'a RegistryClient,
+    args: &'a TemplateArgs,
+    proxy_id: String,
+    templates: Templates,
+    outputs: Vec<Output>,
+    view: ServiceView,
+    /// Revision of the last view every output was applied from.
+    applied_revision: u64,
+    healthy: bool,
+    message: String,
+}
+
+impl Proxy<'_> {
+    /// Renders and applies every output from the current view, then reports.
+    async fn render_all(&mut self) {
+        let context = render::context(&self.view);
+        let live = render::live_counts(&self.view);
+        let commands = Commands {
+            check: self.args.check.as_deref(),
+            allow_empty: self.args.allow_empty,
+        };
+        let mut replaced = Vec::new();
+        let mut failures = Vec::new();
+        for (index, output) in self.outputs.iter_mut().enumerate() {
+            let result = match self.templates.render(&output.template, &context) {
+                Ok(rendered) => output.apply(rendered, &live, &commands).await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(Applied::Replaced) => {
+                    tracing::info!(path = %output.path.display(), revision = self.view.revision, "configuration replaced");
+                    replaced.push(index);
+                }
+                Ok(Applied::Unchanged) => {}
+                Err(error) => {
+                    tracing::error!(path = %output.path.display(), "{error:#}");
+                    failures.push(format!("{}: {error:#}", output.path.display()));
+                }
+            }
+        }
+        if !replaced.is_empty()
+            && let Some(reload) = &self.args.reload
+            && let Err(error) = apply::run(reload, None, self.view.revision).await
+        {
+            tracing::error!("{error:#}; putting the last good configuration back");
+            failures.push(format!("reload: {error:#}"));
+            for index in replaced {
+                self.outputs[index].revert();
+            }
+            if let Err(error) = apply::run(reload, None, self.applied_revision).await {
+                tracing::error!("reloading the last good configuration failed too: {error:#}");
+            }
+        }
+        if failures.is_empty() {
+            self.applied_revision = self.view.revision;
+            self.healthy = true;
+            self.message.clear();
+        } else {
+            self.healthy = false;
+            self.message = failures.join("; ");
+        }
+        self.report().await;
+    }
+
+    async fn report(&self) {
+        let status = ProxyStatus {
+            proxy_id: self.proxy_id.clone(),
+            applied_revision: self.applied_revision,
+            reported_at_ms: 0,
+            healthy: self.healthy,
+            message: self.message.clone(),
+        };
+        if let Err(error) = self.client.report_proxy(&status).await {
+            tracing::warn!(%error, "could not report the applied revision to the registry");
+        }
+    }
+}
+
+fn default_proxy_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let cleaned: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .collect();
+    if cleaned.is_empty() {
+        "proxy".into()
+    } else {
+        format!("proxy-{cleaned}")
+    }
+}
+
+pub async fn template(client: &RegistryClient, args: TemplateArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !args.template.is_empty() && args.template.len() == args.out.len(),
+        "give --template and --out in pairs (got {} templates and {} outputs)",
+        args.template.len(),
+        args.out.len()
+    );
+    let (quiet, longest) = parse_wait(&args.wait)?;
+    let proxy_id = args.proxy_id.clone().unwrap_or_else(default_proxy_id);
+    switchyard_model::validate::identifier("--proxy-id", &proxy_id)?;
+    let mut templates = Templates::new();
+    let mut outputs = Vec::new();
+    for (index, (template, out)) in args.template.iter().zip(&args.out).enumerate() {
+        let source = std::fs::read_to_string(template)
+            .with_context(|| format!("reading template {}", template.display()))?;
+        let name = format!("{index}:{}", template.display());
+        templates.add(name.clone(), source)?;
+        outputs.push(Output::new(name, out.clone()));
+    }
+    let mut proxy = Proxy {
+        client,
+        args: &args,
+        proxy_id,
+        templates,
+        outputs,
+        view: ServiceView::default(),
+        applied_revision: 0,
+        healthy: false,
+        message: String::new(),
+    };
+
+    let mut events: Option<Events> = None;
+    let mut backoff = Duration::from_millis(200);
+    let mut reconnect_at = Instant::now();
+    let mut first_change: Option<Instant> = None;
+    let mut last_change = Instant::now();
+    let mut rendered_once = false;
+    let mut heartbeat = tokio::time::interval(args.report_interval);
+    heartbeat.tick().await;
+    loop {
+        if events.is_none() && Instant::now() >= reconnect_at {
+            match client.watch(&[], proxy.view.revision).await {
+                Ok(stream) => {
+                    tracing::info!(
+                        registry = client.current_url(),
+                        from = proxy.view.revision,
+                        "watching"
+                    );
+                    events = Some(Box::pin(stream));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, "cannot watch the registry");
+                    reconnect_at = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let render_at = match first_change {
+            Some(first) if rendered_once => (last_change + quiet).min(first + longest),
+            Some(_) => Instant::now(),
+            None => far_future(),
+        };
+        tokio::select! {
+            event = next_event(&mut events) => match event {
+                Some(Ok(event)) => {
+                    backoff = Duration::from_millis(200);
+                    tracing::debug!(?event, "watch event");
+                    if proxy.view.apply(&event) {
+                        first_change.get_or_insert_with(Instant::now);
+                        last_change = Instant::now();
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "watch interrupted; resuming from revision {}", proxy.view.revision);
+                    events = None;
+                    reconnect_at = Instant::now() + backoff;
+                }
+                None => {
+                    tracing::warn!("watch ended; resuming from revision {}", proxy.view.revision);
+                    events = None;
+                    reconnect_at = Instant::now() + backoff;
+                }
+            },
+            () = tokio::time::sleep_until(render_at), if first_change.is_some() => {
+                first_change = None;
+                proxy.render_all().await;
+                rendered_once = true;
+                if args.once {
+                    return Ok(ExitCode::from(if proxy.healthy { 0 } else { 1 }));
+                }
+            }
+            () = tokio::time::sleep_until(reconnect_at), if events.is_none() => {}
+            _ = heartbeat.tick() => {
+                if rendered_once {
+                    // Nothing pending and the last pass applied cleanly: the
+                    // configuration reflects everything up to the view's
+                    // revision (progress messages move it past revisions
+                    // that changed nothing watched).
+                    if first_change.is_none() && proxy.healthy {
+                        proxy.applied_revision = proxy.applied_revision.max(proxy.view.revision);
+                    }
+                    proxy.report().await;
+                }
+            }
+            () = switchyard_runtime::shutdown_signal() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+async fn next_event(events: &mut Option<Events>) -> Option<Result<WatchEvent, ClientError>> {
+    match events {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}

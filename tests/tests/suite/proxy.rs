@@ -1,0 +1,721 @@
+//! Proxies following the registry: `cdctl template` (render, check, swap,
+//! reload, report, guard, resume), deploys waiting for proxies, the HAProxy
+//! example, and zero downtime proven through a real nginx under load.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use switchyard_client::RegistryClient;
+use switchyard_model::{Color, Health};
+use switchyard_tests::docker::{LabelledContainers, TestImage, unique};
+use switchyard_tests::process::{AgentProcess, Background, RegistryProcess, binary, cdctl_async};
+use switchyard_tests::{TestRegistry, body, eventually, http_get, instance, workspace_root};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn template_command(url: &str, template: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(binary("cdctl"));
+    command
+        .args(["--registry", url, "template", "--template"])
+        .arg(template)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    command
+}
+
+async fn proxy_status(url: &str, proxy: &str) -> Option<switchyard_model::ProxyStatus> {
+    let client = RegistryClient::new(url).expect("url");
+    let (proxies, _) = client.list_proxies().await.ok()?;
+    proxies.into_iter().find(|p| p.proxy_id == proxy)
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_renders_swaps_reloads_reports_and_guards() {
+    let registry = TestRegistry::start().await;
+    let url = registry.url();
+    let client = registry.client();
+    client
+        .register(&instance("web", "w1", 8001, Some(Color::Blue)), None)
+        .await
+        .expect("register");
+    let current = client
+        .set_active_color("web", Some(Color::Blue), None, 0)
+        .await
+        .expect("flip");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = dir.path().join("upstreams.j2");
+    std::fs::write(
+        &template,
+        "{% for i in services.web.live %}server {{ i.target }};\n{% endfor %}",
+    )
+    .expect("template");
+    let out = dir.path().join("upstreams.conf");
+    let reloads = dir.path().join("reloads");
+    let check = "! grep -q :9999 {path}".to_string();
+    let reload = format!("echo reload >> {}", reloads.display());
+    // The first URL has nothing behind it: the template fails over.
+    let urls = format!("http://127.0.0.1:1,{url}");
+    let _template = Background::spawn(template_command(
+        &urls,
+        &template,
+        &out,
+        &[
+            "--check",
+            &check,
+            "--reload",
+            &reload,
+            "--proxy-id",
+            "edge-1",
+            "--report-interval",
+            "300ms",
+        ],
+    ));
+
+    let out_ref = &out;
+    eventually(PATIENCE, || async move {
+        let text = read(out_ref);
+        if text == "server 127.0.0.1:8001;\n" {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    })
+    .await;
+    assert_eq!(lines(&reloads), 1, "one reload for the first render");
+    let url_ref = &url;
+    eventually(PATIENCE, || async move {
+        match proxy_status(url_ref, "edge-1").await {
+            Some(status) if status.applied_revision >= current && status.healthy => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // A change: re-rendered, swapped, reloaded once more.
+    client
+        .register(&instance("web", "w2", 8002, Some(Color::Blue)), None)
+        .await
+        .expect("register");
+    eventually(PATIENCE, || async move {
+        if lines(out_ref) == 2 {
+            Ok(())
+        } else {
+            Err(read(out_ref))
+        }
+    })
+    .await;
+    assert_eq!(lines(&reloads), 2);
+
+    // A change that does not alter the output: no write, no reload, but
+    // the proxy still reports the new revision as applied.
+    let unrelated = client
+        .register(&instance("other", "o1", 7001, None), None)
+        .await
+        .expect("register");
+    eventually(PATIENCE, || async move {
+        match proxy_status(url_ref, "edge-1").await {
+            Some(status) if status.applied_revision >= unrelated => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(lines(&reloads), 2, "unchanged output is not reloaded");
+
+    // The check refuses: the last good file stays, the proxy is unhealthy.
+    client
+        .register(&instance("web", "w3", 9999, Some(Color::Blue)), None)
+        .await
+        .expect("register");
+    eventually(PATIENCE, || async move {
+        match proxy_status(url_ref, "edge-1").await {
+            Some(status) if !status.healthy && status.message.contains("check") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(lines(&out), 2, "the last good file is kept");
+    client.deregister("w3").await.expect("deregister");
+
+    // Taking every backend away is refused without --allow-empty.
+    client.deregister("w1").await.expect("deregister");
+    client.deregister("w2").await.expect("deregister");
+    eventually(PATIENCE, || async move {
+        match proxy_status(url_ref, "edge-1").await {
+            Some(status) if !status.healthy && status.message.contains("every backend of web") => {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(lines(&out), 2, "the live backends stay in the file");
+    let leftovers: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().contains("switchyard-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_resumes_after_a_registry_restart_without_re_rendering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut registry = RegistryProcess::start(&data, &[]);
+    let url = registry.url();
+    let listen = registry.address.to_string();
+    let client = RegistryClient::new(&url).expect("url");
+    client
+        .register(&instance("web", "w1", 8001, None), None)
+        .await
+        .expect("register");
+    let template = dir.path().join("t.j2");
+    std::fs::write(
+        &template,
+        "{% for i in services.web.passing %}{{ i.target }}\n{% endfor %}",
+    )
+    .expect("template");
+    let out = dir.path().join("out.conf");
+    let reloads = dir.path().join("reloads");
+    let reload = format!("echo reload >> {}", reloads.display());
+    let _template = Background::spawn(template_command(
+        &url,
+        &template,
+        &out,
+        &["--reload", &reload, "--proxy-id", "edge-2"],
+    ));
+    let reloads_ref = &reloads;
+    eventually(PATIENCE, || async move {
+        if lines(reloads_ref) == 1 {
+            Ok(())
+        } else {
+            Err("no first render yet".to_string())
+        }
+    })
+    .await;
+
+    assert!(registry.terminate().success());
+    let _registry = RegistryProcess::start_on(&data, &listen, &[]);
+    let revision = client
+        .register(&instance("web", "w2", 8002, None), None)
+        .await
+        .expect("register after the restart");
+    let url_ref = &url;
+    eventually(PATIENCE, || async move {
+        match proxy_status(url_ref, "edge-2").await {
+            Some(status) if status.applied_revision >= revision => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(lines(&out), 2);
+    assert_eq!(
+        lines(&reloads),
+        2,
+        "one reload for the one change: no storm on reconnect"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_haproxy_example_renders_a_valid_config() {
+    let registry = TestRegistry::start().await;
+    let client = registry.client();
+    for (id, port) in [("api:1", 9001), ("api:2", 9002)] {
+        client
+            .register(&instance("api-v1", id, port, Some(Color::Green)), None)
+            .await
+            .expect("register");
+    }
+    client
+        .set_active_color("api-v1", Some(Color::Green), None, 0)
+        .await
+        .expect("flip");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("haproxy.cfg");
+    let output: Output = Command::new(binary("cdctl"))
+        .args([
+            "--registry",
+            &registry.url(),
+            "template",
+            "--once",
+            "--template",
+        ])
+        .arg(workspace_root().join("examples/haproxy/haproxy.cfg.j2"))
+        .arg("--out")
+        .arg(&out)
+        .args(["--check", "haproxy -c -q -f {path}"])
+        .env("PROXY_LISTEN", "127.0.0.1:18080")
+        .output()
+        .expect("cdctl template --once");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config = read(&out);
+    assert!(config.contains("server api_1 127.0.0.1:9001"), "{config}");
+    assert!(config.contains("backend api-v1"), "{config}");
+}
+
+/// nginx in a prefix of its own, stopped (with its workers) when dropped.
+struct Nginx {
+    prefix: PathBuf,
+    master: std::process::Child,
+}
+
+impl Nginx {
+    fn start(prefix: &Path) -> Self {
+        let conf = prefix.join("nginx.conf");
+        let master = Command::new("nginx")
+            .arg("-p")
+            .arg(prefix)
+            .arg("-c")
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .spawn()
+            .expect("starting nginx (install nginx-light)");
+        Nginx {
+            prefix: prefix.to_path_buf(),
+            master,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers too.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.master.id().to_string()])
+            .status();
+        let _ = self.master.wait();
+        let _ = std::fs::remove_file(self.prefix.join("nginx.pid"));
+    }
+}
+
+/// What the load saw, by the test phase in which each request was sent.
+#[derive(Default, Debug)]
+struct Tally {
+    /// phase → version → responses
+    versions: BTreeMap<u8, BTreeMap<String, u64>>,
+    failures: Vec<String>,
+    total: u64,
+}
+
+/// A bounded load through nginx: `workers` loops of GETs, each request
+/// tagged with the phase current when it was sent.
+async fn load(
+    address: std::net::SocketAddr,
+    path: String,
+    phase: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+    workers: usize,
+) -> Tally {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (phase, stop, path) = (Arc::clone(&phase), Arc::clone(&stop), path.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            while !stop.load(Ordering::Relaxed)
+                && Instant::now() < deadline
+                && tally.total < 200_000
+            {
+                let sent_in = phase.load(Ordering::SeqCst);
+                tally.total += 1;
+                match http_get(address, &path).await {
+                    Ok(response) if response.starts_with("HTTP/1.1 200") => {
+                        let version = body(&response).trim().to_string();
+                        *tally
+                            .versions
+                            .entry(sent_in)
+                            .or_default()
+                            .entry(version)
+                            .or_default() += 1;
+                    }
+                    Ok(response) => tally.failures.push(
+                        response
+                            .lines()
+                            .next()
+                            .unwrap_or("empty response")
+                            .to_string(),
+                    ),
+                    Err(error) => tally.failures.push(error),
+                }
+            }
+            tally
+        }));
+    }
+    let mut total = Tally::default();
+    for task in tasks {
+        let tally = task.await.expect("load task");
+        total.total += tally.total;
+        total.failures.extend(tally.failures);
+        for (phase, versions) in tally.versions {
+            for (version, count) in versions {
+                *total
+                    .versions
+                    .entry(phase)
+                    .or_default()
+                    .entry(version)
+                    .or_default() += count;
+            }
+        }
+    }
+    total
+}
+
+fn explain(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn wait_proxies_ms(summary: &[u8]) -> Option<u64> {
+    let summary: serde_json::Value = serde_json::from_slice(summary).ok()?;
+    summary["steps"]
+        .as_array()?
+        .iter()
+        .find(|step| step["name"] == "wait proxies")?["duration_ms"]
+        .as_u64()
+}
+
+/// The pipeline end to end under load: registry, agent, nginx rendered by
+/// `cdctl template`, v1 live; deploy v2 (paused for promotion, then
+/// promoted), roll back, and a deploy whose post-test fails — with zero
+/// failed requests and the right version in every phase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_downtime_through_nginx() {
+    let registry = TestRegistry::start().await;
+    let url = registry.url();
+    let label = format!("switchyard.test={}", unique("nginx"));
+    let _agent = AgentProcess::start(&url, &label, &["--ttl", "5s"]);
+    let _containers = LabelledContainers {
+        label: label.clone(),
+    };
+    let (v1, v2) = (TestImage::httpd("v1", false), TestImage::httpd("v2", false));
+    let service = unique("z");
+    let deploy = |image: String, extra: Vec<String>| {
+        let url = url.clone();
+        let mut args: Vec<String> = vec![
+            "-o".into(),
+            "json".into(),
+            "deploy".into(),
+            service.clone(),
+            "--image".into(),
+            image,
+            "--port".into(),
+            "80".into(),
+            "--publish-ip".into(),
+            "127.0.0.1".into(),
+            "--label".into(),
+            label.clone(),
+            "--stop-timeout".into(),
+            "1s".into(),
+        ];
+        args.extend(extra);
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cdctl_async(&url, &args, &[]).await
+        }
+    };
+    let first = deploy(v1.tag.clone(), vec!["--replicas".into(), "2".into()]).await;
+    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+
+    // nginx, configured by cdctl template.
+    let prefix = tempfile::tempdir().expect("prefix");
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let conf = prefix.path().join("nginx.conf");
+    let template = workspace_root().join("examples/nginx/nginx.conf.j2");
+    let env = [
+        ("NGINX_PREFIX", prefix.path().to_string_lossy().into_owned()),
+        ("PROXY_LISTEN", listen.to_string()),
+    ];
+    let mut once = template_command(&url, &template, &conf, &["--once", "--proxy-id", "nginx-1"]);
+    once.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    assert!(once.status().expect("first render").success());
+    let _nginx = Nginx::start(prefix.path());
+    let prefix_text = prefix.path().to_string_lossy().into_owned();
+    let check = format!("nginx -t -q -p {prefix_text} -c {{path}}");
+    let reload = format!(
+        "{} {prefix_text} {listen}",
+        workspace_root().join("examples/nginx/reload.sh").display()
+    );
+    let mut follow = template_command(
+        &url,
+        &template,
+        &conf,
+        &[
+            "--check",
+            &check,
+            "--reload",
+            &reload,
+            "--proxy-id",
+            "nginx-1",
+            "--report-interval",
+            "1s",
+        ],
+    );
+    follow.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let _template = Background::spawn(follow);
+    let path = format!("/{service}/");
+    eventually(PATIENCE, || {
+        let path = path.clone();
+        async move {
+            match http_get(listen, &path).await {
+                Ok(response) if body(&response).trim() == "v1" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    let url_ref = &url;
+    eventually(PATIENCE, || async move {
+        match proxy_status(url_ref, "nginx-1").await {
+            Some(status) if status.healthy && status.applied_revision > 0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // Phases: 0 paused before the flip, 1 promoting, 2 promoted, 3 rolling
+    // back, 4 rolled back, 5 a deploy whose post-test fails, 6 after it.
+    let phase = Arc::new(AtomicU8::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    // The load runs on a runtime of its own: it must not slow the registry
+    // under test (which shares this test's runtime).
+    let traffic = {
+        let (phase, stop, path) = (Arc::clone(&phase), Arc::clone(&stop), path.clone());
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the load")
+                .block_on(load(listen, path, phase, stop, 4))
+        })
+    };
+
+    let paused = deploy(
+        v2.tag.clone(),
+        vec![
+            "--replicas".into(),
+            "2".into(),
+            "--keep-old".into(),
+            "--manual-promotion".into(),
+        ],
+    )
+    .await;
+    assert_eq!(paused.status.code(), Some(0), "{}", explain(&paused));
+    tokio::time::sleep(Duration::from_millis(500)).await; // traffic while paused
+    phase.store(1, Ordering::SeqCst);
+    let proxy_url = format!("http://{listen}{path}");
+    let promoted = cdctl_async(&url, &["-o", "json", "promote", &service], &[]).await;
+    assert_eq!(promoted.status.code(), Some(0), "{}", explain(&promoted));
+    phase.store(2, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    phase.store(3, Ordering::SeqCst);
+    let back = cdctl_async(&url, &["rollback", &service], &[]).await;
+    assert_eq!(back.status.code(), Some(0), "{}", explain(&back));
+    // The rollback returns when the registry flipped; proxies follow.
+    let service_ref = &service;
+    eventually(PATIENCE, || async move {
+        let client = RegistryClient::new(url_ref).expect("url");
+        let (_, live) = client
+            .get_service(service_ref)
+            .await
+            .map_err(|e| e.to_string())?;
+        match proxy_status(url_ref, "nginx-1").await {
+            Some(status) if status.applied_revision >= live.color_revision => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    phase.store(4, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    phase.store(5, Ordering::SeqCst);
+    let post_test = format!("busybox wget -qO- {proxy_url} | grep -q never-this-version");
+    let failing = deploy(
+        v2.tag.clone(),
+        vec![
+            "--replicas".into(),
+            "2".into(),
+            "--proxy-url".into(),
+            proxy_url.clone(),
+            "--post-test".into(),
+            post_test,
+        ],
+    )
+    .await;
+    assert_eq!(failing.status.code(), Some(12), "{}", explain(&failing));
+    phase.store(6, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let tally = tokio::task::spawn_blocking(move || traffic.join())
+        .await
+        .expect("join")
+        .expect("the load thread");
+
+    println!(
+        "zero downtime: {} requests through nginx; flip to all proxies applied: {:?} ms",
+        tally.total,
+        wait_proxies_ms(&promoted.stdout)
+    );
+    println!("versions by phase: {:?}", tally.versions);
+    assert!(
+        tally.failures.is_empty(),
+        "{} failed requests: {:?}",
+        tally.failures.len(),
+        &tally.failures[..tally.failures.len().min(5)]
+    );
+    let only = |phase: u8, version: &str| {
+        let seen = tally.versions.get(&phase).cloned().unwrap_or_default();
+        assert!(!seen.is_empty(), "no traffic in phase {phase}");
+        assert_eq!(
+            seen.keys().collect::<Vec<_>>(),
+            [version],
+            "phase {phase}: {seen:?}"
+        );
+    };
+    only(0, "v1"); // no v2 before the flip (step 8)
+    only(2, "v2");
+    only(4, "v1");
+    only(6, "v1");
+    let final_state = registry
+        .client()
+        .get_service(&service)
+        .await
+        .expect("service")
+        .1;
+    assert_eq!(final_state.active_color, Some(Color::Blue));
+    assert!(
+        final_state
+            .live_instances()
+            .all(|i| i.health == Health::Passing)
+    );
+}
+
+/// Step 9 waits for every reporting proxy: one that cannot apply the flip
+/// fails the deploy (rolled back); one that went silent is not waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_wait_for_reporting_proxies_and_skip_silent_ones() {
+    let registry = TestRegistry::start().await;
+    let url = registry.url();
+    let label = format!("switchyard.test={}", unique("proxywait"));
+    let _agent = AgentProcess::start(&url, &label, &["--ttl", "5s"]);
+    let _containers = LabelledContainers {
+        label: label.clone(),
+    };
+    let (v1, v2) = (TestImage::httpd("v1", false), TestImage::httpd("v2", false));
+    let service = unique("p");
+    let base = |image: &str| -> Vec<String> {
+        [
+            "deploy",
+            &service,
+            "--image",
+            image,
+            "--port",
+            "80",
+            "--publish-ip",
+            "127.0.0.1",
+            "--label",
+            &label,
+            "--stop-timeout",
+            "1s",
+            "--proxy-timeout",
+            "3s",
+            "--proxy-stale",
+            "2s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run = |args: Vec<String>| {
+        let url = url.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cdctl_async(&url, &args, &[]).await
+        }
+    };
+    let first = run(base(&v1.tag)).await;
+    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+
+    // A proxy whose check refuses everything: it reports, but never applies.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = dir.path().join("t.j2");
+    std::fs::write(&template, "{{ revision }}\n").expect("template");
+    let mut stuck = Background::spawn(template_command(
+        &url,
+        &template,
+        &dir.path().join("out"),
+        &[
+            "--check",
+            "false",
+            "--proxy-id",
+            "stuck-1",
+            "--report-interval",
+            "300ms",
+        ],
+    ));
+    let url_ref = &url;
+    eventually(PATIENCE, || async move {
+        proxy_status(url_ref, "stuck-1")
+            .await
+            .map(|_| ())
+            .ok_or_else(|| "not reported".to_string())
+    })
+    .await;
+    let blocked = run(base(&v2.tag)).await;
+    assert_eq!(blocked.status.code(), Some(14), "{}", explain(&blocked));
+    assert!(
+        String::from_utf8_lossy(&blocked.stdout).contains("stuck-1"),
+        "{}",
+        explain(&blocked)
+    );
+    let (_, web) = registry
+        .client()
+        .get_service(&service)
+        .await
+        .expect("service");
+    assert_eq!(web.active_color, Some(Color::Blue), "rolled back");
+
+    // Silent for longer than --proxy-stale: not waited for, and said so.
+    stuck.terminate();
+    eventually(PATIENCE, || async move {
+        let client = RegistryClient::new(url_ref).expect("url");
+        let (proxies, now) = client.list_proxies().await.map_err(|e| e.to_string())?;
+        let silent = proxies
+            .iter()
+            .all(|p| now.saturating_sub(p.reported_at_ms) > 2_000);
+        if silent {
+            Ok(())
+        } else {
+            Err("still reporting".to_string())
+        }
+    })
+    .await;
+    let through = run(base(&v2.tag)).await;
+    assert_eq!(through.status.code(), Some(0), "{}", explain(&through));
+    let text = String::from_utf8_lossy(&through.stdout);
+    assert!(
+        text.contains("not waited for") && text.contains("stuck-1"),
+        "{text}"
+    );
+}
