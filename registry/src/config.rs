@@ -8,12 +8,14 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use switchyard_model::duration::parse_duration;
 
-use crate::server::ServerConfig;
+use crate::server::{ServerConfig, StoreChoice};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {
     /// Embedded sled database in --data-dir (single node).
     Sled,
+    /// An etcd cluster (--etcd-endpoints); several registries may share it.
+    Etcd,
 }
 
 /// Switchyard's registry: services, their instances and each service's live color.
@@ -31,6 +33,15 @@ pub struct Args {
     /// Storage backend.
     #[arg(long, env = "SWITCHYARD_STORE", value_enum, default_value = "sled")]
     pub store: StoreKind,
+
+    /// etcd client URLs, comma-separated (with --store etcd).
+    #[arg(
+        long,
+        env = "SWITCHYARD_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: Vec<String>,
 
     #[command(flatten)]
     pub logging: switchyard_runtime::LogArgs,
@@ -64,8 +75,20 @@ impl Args {
             !self.progress_interval.is_zero(),
             "--progress-interval must be longer than 0"
         );
-        let StoreKind::Sled = self.store;
+        let store = match self.store {
+            StoreKind::Sled => StoreChoice::Sled,
+            StoreKind::Etcd => {
+                anyhow::ensure!(
+                    !self.etcd_endpoints.is_empty(),
+                    "--store etcd needs --etcd-endpoints"
+                );
+                StoreChoice::Etcd {
+                    endpoints: self.etcd_endpoints,
+                }
+            }
+        };
         Ok(ServerConfig {
+            store,
             data_dir: self.data_dir,
             history_revisions: self.history_revisions,
             watch_buffer: self.watch_buffer,

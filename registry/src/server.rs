@@ -18,6 +18,7 @@ use tonic_health::ServingStatus;
 use crate::api::RegistryApi;
 use crate::catalog::{Catalog, CatalogConfig};
 use crate::store::Store;
+use crate::store::etcd::{EtcdConfig, EtcdStore};
 use crate::store::sled::{SledConfig, SledStore};
 
 /// The gRPC service name health checks ask for.
@@ -30,9 +31,19 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// beyond this one the transport itself refuses it (OUT_OF_RANGE).
 const TRANSPORT_REQUEST_LIMIT: usize = 64 * 1024 * 1024;
 
+/// Which store backs the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// sled in `data_dir`.
+    Sled,
+    /// An etcd cluster.
+    Etcd { endpoints: Vec<String> },
+}
+
 /// Everything a registry server needs; tests build it directly.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    pub store: StoreChoice,
     pub data_dir: PathBuf,
     pub history_revisions: u64,
     pub watch_buffer: usize,
@@ -44,6 +55,7 @@ impl ServerConfig {
     /// Defaults for a data directory, as the flags have them.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ServerConfig {
+            store: StoreChoice::Sled,
             data_dir: data_dir.into(),
             history_revisions: 100_000,
             watch_buffer: 1024,
@@ -55,6 +67,14 @@ impl ServerConfig {
 
 /// Opens the configured store.
 pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    if let StoreChoice::Etcd { endpoints } = &config.store {
+        let store = EtcdStore::connect(EtcdConfig {
+            endpoints: endpoints.clone(),
+            connect_timeout: Duration::from_secs(5),
+        })
+        .await?;
+        return Ok(Arc::new(store));
+    }
     let mut sled = SledConfig::new(config.data_dir.clone());
     sled.history_revisions = config.history_revisions;
     sled.watch_buffer = config.watch_buffer;
@@ -72,7 +92,12 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let store = open_store(&config)
         .await
-        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+        .with_context(|| match &config.store {
+            StoreChoice::Sled => format!("opening the store in {}", config.data_dir.display()),
+            StoreChoice::Etcd { endpoints } => {
+                format!("connecting to etcd at {}", endpoints.join(","))
+            }
+        })?;
     let catalog = Catalog::new(
         Arc::clone(&store),
         CatalogConfig {
@@ -95,7 +120,7 @@ pub async fn serve(
         .context("building the reflection service")?;
 
     let address = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(%address, data_dir = %config.data_dir.display(), "cd-registry listening");
+    tracing::info!(%address, store = ?config.store, data_dir = %config.data_dir.display(), "cd-registry listening");
 
     let registry = RegistryServer::new(api)
         .max_decoding_message_size(TRANSPORT_REQUEST_LIMIT)

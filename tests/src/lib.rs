@@ -5,6 +5,7 @@
 
 pub mod conformance;
 pub mod docker;
+pub mod etcd;
 pub mod process;
 
 use std::future::Future;

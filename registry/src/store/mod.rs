@@ -3,13 +3,15 @@
 //! ranges, leases that take their keys with them, and watches that resume
 //! from a revision.
 //!
-//! Backends: [`sled::SledStore`] (embedded, the default). Every backend passes
+//! Backends: [`sled::SledStore`] (embedded, the default) and
+//! [`etcd::EtcdStore`] (clustered; several registries share one etcd). Every backend passes
 //! the conformance suite in `tests/src/conformance.rs`.
 //!
 //! **Architecture Invariant:** only modules below `store` know a storage
 //! engine; the catalog sees this trait and nothing else.
 
 pub mod codec;
+pub mod etcd;
 pub mod sled;
 
 use std::pin::Pin;

@@ -1,0 +1,386 @@
+//! The clustered backend: the `Store` trait on the etcd v3 API. Revisions are
+//! etcd's revisions, transactions are etcd txns with compares, leases are
+//! etcd leases, watches are etcd watches from a start revision. Several
+//! registry replicas over one etcd cluster are one registry: all state and
+//! all ordering live in etcd; a replica keeps nothing but connections.
+//!
+//! etcd must allow transactions as large as a `SyncNode` of
+//! `MAX_SYNC_INSTANCES` (run it with `--max-txn-ops 32768` and
+//! `--max-request-bytes 10485760`; see `deploy/`).
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions,
+    TxnOp, TxnOpResponse, WatchOptions,
+};
+use futures::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Compare, Event, EventKind, KeyValue, LeaseId, Op, OpResult, Store, StoreError, Txn,
+    TxnResponse, WatchItem, WatchStream,
+};
+
+/// Settings of the etcd backend.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    pub connect_timeout: Duration,
+}
+
+/// A store on an etcd cluster.
+pub struct EtcdStore {
+    client: Client,
+    closing: CancellationToken,
+}
+
+fn unavailable(error: etcd_client::Error) -> StoreError {
+    StoreError::Unavailable(format!("etcd: {error}"))
+}
+
+/// Maps an etcd error, telling "lease not found" apart.
+fn classify(error: etcd_client::Error, lease: Option<LeaseId>) -> StoreError {
+    // etcd says it in a gRPC status or in a keep-alive error.
+    if error.to_string().contains("lease not found") {
+        return StoreError::LeaseNotFound(lease.unwrap_or(0));
+    }
+    unavailable(error)
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn key_value(kv: &etcd_client::KeyValue) -> KeyValue {
+    KeyValue {
+        key: kv.key().to_vec(),
+        value: kv.value().to_vec(),
+        create_revision: to_u64(kv.create_revision()),
+        mod_revision: to_u64(kv.mod_revision()),
+        version: to_u64(kv.version()),
+        lease: (kv.lease() != 0).then(|| to_u64(kv.lease())),
+    }
+}
+
+fn compare(compare: &Compare) -> EtcdCompare {
+    match compare {
+        Compare::ModRevision { key, revision } => {
+            EtcdCompare::mod_revision(key.clone(), CompareOp::Equal, to_i64(*revision))
+        }
+        Compare::CreateRevision { key, revision } => {
+            EtcdCompare::create_revision(key.clone(), CompareOp::Equal, to_i64(*revision))
+        }
+        Compare::Value { key, value } => {
+            EtcdCompare::value(key.clone(), CompareOp::Equal, value.clone())
+        }
+    }
+}
+
+fn operation(op: &Op) -> TxnOp {
+    match op {
+        Op::Range { prefix } if prefix.is_empty() => {
+            TxnOp::get(vec![0u8], Some(GetOptions::new().with_from_key()))
+        }
+        Op::Range { prefix } => TxnOp::get(prefix.clone(), Some(GetOptions::new().with_prefix())),
+        Op::Get { key } => TxnOp::get(key.clone(), None),
+        Op::Put { key, value, lease } => TxnOp::put(
+            key.clone(),
+            value.clone(),
+            lease.map(|lease| PutOptions::new().with_lease(to_i64(lease))),
+        ),
+        Op::Delete { key } => TxnOp::delete(key.clone(), None),
+    }
+}
+
+impl EtcdStore {
+    /// Connects to the cluster (any of `endpoints`; the client balances and
+    /// fails over between them).
+    pub async fn connect(config: EtcdConfig) -> Result<Self, StoreError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(config.connect_timeout)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let client = Client::connect(&config.endpoints, Some(options))
+            .await
+            .map_err(|error| {
+                StoreError::Unavailable(format!(
+                    "cannot reach etcd at {}: {error} (check --etcd-endpoints)",
+                    config.endpoints.join(",")
+                ))
+            })?;
+        let store = EtcdStore {
+            client,
+            closing: CancellationToken::new(),
+        };
+        // Fail now, not on the first request, when etcd does not answer.
+        store.current_revision().await?;
+        Ok(store)
+    }
+
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.closing.is_cancelled() {
+            Err(StoreError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EtcdStore {
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+        self.check_open()?;
+        let lease = txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .find_map(|op| match op {
+                Op::Put { lease, .. } => *lease,
+                _ => None,
+            });
+        let request = etcd_client::Txn::new()
+            .when(txn.compares.iter().map(compare).collect::<Vec<_>>())
+            .and_then(txn.success.iter().map(operation).collect::<Vec<_>>())
+            .or_else(txn.failure.iter().map(operation).collect::<Vec<_>>());
+        let response = self
+            .client
+            .kv_client()
+            .txn(request)
+            .await
+            .map_err(|error| classify(error, lease))?;
+        let revision = response.header().map_or(0, |h| to_u64(h.revision()));
+        let results = response
+            .op_responses()
+            .into_iter()
+            .map(|op| match op {
+                TxnOpResponse::Get(get) => {
+                    OpResult::Range(get.kvs().iter().map(key_value).collect())
+                }
+                TxnOpResponse::Put(_) => OpResult::Put,
+                TxnOpResponse::Delete(delete) => OpResult::Delete {
+                    deleted: delete.deleted() > 0,
+                },
+                TxnOpResponse::Txn(_) => OpResult::Put,
+            })
+            .collect();
+        Ok(TxnResponse {
+            succeeded: response.succeeded(),
+            revision,
+            results,
+        })
+    }
+
+    async fn current_revision(&self) -> Result<u64, StoreError> {
+        self.check_open()?;
+        let response = self
+            .client
+            .kv_client()
+            .get(vec![0u8], Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(unavailable)?;
+        Ok(response.header().map_or(0, |h| to_u64(h.revision())))
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        self.check_open()?;
+        let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let response = self
+            .client
+            .lease_client()
+            .grant(seconds, None)
+            .await
+            .map_err(unavailable)?;
+        Ok(to_u64(response.id()))
+    }
+
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration, StoreError> {
+        self.check_open()?;
+        let (mut keeper, mut answers) = self
+            .client
+            .lease_client()
+            .keep_alive(to_i64(lease))
+            .await
+            .map_err(|error| classify(error, Some(lease)))?;
+        keeper
+            .keep_alive()
+            .await
+            .map_err(|error| classify(error, Some(lease)))?;
+        let answer = answers.message().await;
+        tracing::debug!(lease, ?answer, "etcd keep-alive answer");
+        match answer {
+            Ok(Some(answer)) if answer.ttl() > 0 => Ok(Duration::from_secs(to_u64(answer.ttl()))),
+            Ok(_) => Err(StoreError::LeaseNotFound(lease)),
+            Err(error) => Err(classify(error, Some(lease))),
+        }
+    }
+
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<u64, StoreError> {
+        self.check_open()?;
+        let response = self
+            .client
+            .lease_client()
+            .revoke(to_i64(lease))
+            .await
+            .map_err(|error| classify(error, Some(lease)))?;
+        Ok(response.header().map_or(0, |h| to_u64(h.revision())))
+    }
+
+    async fn watch(
+        &self,
+        prefix: Vec<u8>,
+        from_revision: u64,
+        progress_every: Duration,
+    ) -> Result<WatchStream, StoreError> {
+        self.check_open()?;
+        // etcd tells a compacted start revision only in a later watch
+        // message; a read at that revision says it at once.
+        if from_revision > 0 {
+            let probe = GetOptions::new()
+                .with_prefix()
+                .with_count_only()
+                .with_revision(to_i64(from_revision + 1));
+            if let Err(error) = self.client.kv_client().get(prefix.clone(), Some(probe)).await {
+                let text = error.to_string();
+                if text.contains("compacted") {
+                    return Err(StoreError::Compacted {
+                        requested: from_revision,
+                        compacted: from_revision + 1,
+                    });
+                }
+                if !text.contains("future revision") {
+                    return Err(unavailable(error));
+                }
+            }
+        }
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(to_i64(from_revision + 1));
+        let mut stream = self
+            .client
+            .watch_client()
+            .watch(prefix, Some(options))
+            .await
+            .map_err(unavailable)?;
+        // The first answer says whether the watch could start there.
+        let created = stream.message().await.map_err(unavailable)?;
+        if let Some(created) = &created
+            && created.compact_revision() > 0
+        {
+            return Err(StoreError::Compacted {
+                requested: from_revision,
+                compacted: to_u64(created.compact_revision()),
+            });
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        let closing = self.closing.clone();
+        tokio::spawn(async move {
+            let (mut requests, mut responses) = stream.split();
+            let mut ticker = tokio::time::interval_at(
+                tokio::time::Instant::now() + progress_every,
+                progress_every,
+            );
+            let mut pending = created.into_iter().collect::<Vec<_>>();
+            loop {
+                let response = match pending.pop() {
+                    Some(response) => response,
+                    None => tokio::select! {
+                        message = responses.next() => match message {
+                            Some(Ok(response)) => response,
+                            Some(Err(error)) => {
+                                let _ = sender.send(Err(unavailable(error))).await;
+                                return;
+                            }
+                            None => {
+                                let _ = sender.send(Err(StoreError::Unavailable("etcd ended the watch".into()))).await;
+                                return;
+                            }
+                        },
+                        _ = ticker.tick() => {
+                            // etcd answers with a progress notification.
+                            if requests.request_progress().await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        () = sender.closed() => return,
+                        () = closing.cancelled() => return,
+                    },
+                };
+                if response.compact_revision() > 0 {
+                    let _ = sender
+                        .send(Err(StoreError::Compacted {
+                            requested: from_revision,
+                            compacted: to_u64(response.compact_revision()),
+                        }))
+                        .await;
+                    return;
+                }
+                if response.canceled() {
+                    let reason = response.cancel_reason().to_string();
+                    let _ = sender
+                        .send(Err(StoreError::Unavailable(format!(
+                            "etcd canceled the watch: {reason}"
+                        ))))
+                        .await;
+                    return;
+                }
+                let revision = response.header().map_or(0, |h| to_u64(h.revision()));
+                if response.events().is_empty() {
+                    if !response.created()
+                        && sender
+                            .send(Ok(WatchItem::Progress { revision }))
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                for item in group_by_revision(response.events()) {
+                    if sender.send(Ok(item)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(receiver)))
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.closing.cancel();
+        Ok(())
+    }
+}
+
+/// One `Events` item per revision, in order.
+fn group_by_revision(events: &[etcd_client::Event]) -> Vec<WatchItem> {
+    let mut items: Vec<WatchItem> = Vec::new();
+    for event in events {
+        let Some(kv) = event.kv() else { continue };
+        let kv = key_value(kv);
+        let revision = kv.mod_revision;
+        let event = Event {
+            kind: match event.event_type() {
+                EventType::Put => EventKind::Put,
+                EventType::Delete => EventKind::Delete,
+            },
+            kv,
+        };
+        match items.last_mut() {
+            Some(WatchItem::Events {
+                revision: last,
+                events,
+            }) if *last == revision => events.push(event),
+            _ => items.push(WatchItem::Events {
+                revision,
+                events: vec![event],
+            }),
+        }
+    }
+    items
+}
