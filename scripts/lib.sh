@@ -56,5 +56,6 @@ ensure_test_tools() {
   [ -x /bin/busybox ] || ensure_package busybox-static
   ensure_command nginx nginx-light
   ensure_command haproxy haproxy
+  ensure_command etcd etcd-server
   ensure_docker
 }

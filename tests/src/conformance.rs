@@ -330,7 +330,10 @@ pub async fn leases_guard_and_expire_atomically(backend: &dyn Backend) {
     assert!(events.iter().all(|e| e.kind == EventKind::Delete));
     assert!(range(&*store, "l/").await.is_empty());
     let renewed = store.lease_keep_alive(lease).await;
-    assert!(matches!(renewed, Err(StoreError::LeaseNotFound(_))), "{renewed:?}");
+    assert!(
+        matches!(renewed, Err(StoreError::LeaseNotFound(_))),
+        "{renewed:?}"
+    );
     store.close().await.expect("close");
 }
 

@@ -43,6 +43,17 @@ where
     }
 }
 
+tokio::task_local! {
+    /// etcd endpoints for the registries a test starts; unset: sled.
+    static ETCD_ENDPOINTS: Vec<String>;
+}
+
+/// Runs `test` with every [`TestRegistry`] it starts backed by the etcd at
+/// `endpoints` instead of sled: how the API tests run on both backends.
+pub async fn with_etcd<F: Future>(endpoints: Vec<String>, test: F) -> F::Output {
+    ETCD_ENDPOINTS.scope(endpoints, test).await
+}
+
 /// A registry served in this process on `127.0.0.1:0`.
 pub struct TestRegistry {
     pub address: SocketAddr,
@@ -63,6 +74,9 @@ impl TestRegistry {
     pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut config = ServerConfig::new(dir.path().join("data"));
+        if let Ok(endpoints) = ETCD_ENDPOINTS.try_with(Clone::clone) {
+            config.store = cd_registry::server::StoreChoice::Etcd { endpoints };
+        }
         adjust(&mut config);
         let mut registry = Self::start_config(config).await;
         registry._owned_dir = Some(dir);

@@ -49,6 +49,25 @@ fn classify(error: etcd_client::Error, lease: Option<LeaseId>) -> StoreError {
     unavailable(error)
 }
 
+/// Whether the request certainly did not reach etcd (the member it went to
+/// is down), so it is safe to send again: the client balances it onto
+/// another member.
+fn not_sent(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable
+                && (status.message().contains("connect")
+                    || status.message().contains("refused")
+                    || status.message().contains("transport"))
+        }
+        _ => false,
+    }
+}
+
+/// Attempts for a request whose member was unreachable.
+const ATTEMPTS: usize = 5;
+
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -147,12 +166,18 @@ impl Store for EtcdStore {
             .when(txn.compares.iter().map(compare).collect::<Vec<_>>())
             .and_then(txn.success.iter().map(operation).collect::<Vec<_>>())
             .or_else(txn.failure.iter().map(operation).collect::<Vec<_>>());
-        let response = self
-            .client
-            .kv_client()
-            .txn(request)
-            .await
-            .map_err(|error| classify(error, lease))?;
+        let mut attempt = 0;
+        let response = loop {
+            attempt += 1;
+            match self.client.kv_client().txn(request.clone()).await {
+                Ok(response) => break response,
+                Err(error) if attempt < ATTEMPTS && not_sent(&error) => {
+                    tracing::debug!(%error, attempt, "etcd member unreachable; retrying on another");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
+                }
+                Err(error) => return Err(classify(error, lease)),
+            }
+        };
         let revision = response.header().map_or(0, |h| to_u64(h.revision()));
         let results = response
             .op_responses()
@@ -244,7 +269,12 @@ impl Store for EtcdStore {
                 .with_prefix()
                 .with_count_only()
                 .with_revision(to_i64(from_revision + 1));
-            if let Err(error) = self.client.kv_client().get(prefix.clone(), Some(probe)).await {
+            if let Err(error) = self
+                .client
+                .kv_client()
+                .get(prefix.clone(), Some(probe))
+                .await
+            {
                 let text = error.to_string();
                 if text.contains("compacted") {
                     return Err(StoreError::Compacted {

@@ -25,7 +25,6 @@ async fn instance_ids(registry: &TestRegistry, service: &str) -> Vec<String> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_keep_instances_and_expiry_removes_them_in_one_revision() {
     let registry = TestRegistry::start().await;
     let client = registry.client();
@@ -73,7 +72,6 @@ async fn sessions_keep_instances_and_expiry_removes_them_in_one_revision() {
     assert_eq!(code_of(client.keep_alive(session).await), Code::NotFound);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_a_session_deregisters_its_instances_at_once() {
     let registry = TestRegistry::start().await;
     let client = registry.client();
@@ -133,7 +131,6 @@ async fn sessions_get_a_fresh_grace_period_after_a_restart() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_node_reconciles_in_one_revision_and_is_idempotent() {
     let registry = TestRegistry::start().await;
     let client = registry.client();
@@ -205,7 +202,6 @@ async fn sync_node_reconciles_in_one_revision_and_is_idempotent() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn color_cas_with_racing_deployers_has_exactly_one_winner() {
     let registry = TestRegistry::start().await;
     for round in 0..20 {
@@ -244,7 +240,6 @@ async fn color_cas_with_racing_deployers_has_exactly_one_winner() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_locks_fence_color_changes() {
     let registry = TestRegistry::start().await;
     let client = registry.client();
@@ -320,7 +315,6 @@ async fn deploy_locks_fence_color_changes() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_records_are_kept_newest_first() {
     let registry = TestRegistry::start().await;
     let client = registry.client();
@@ -367,7 +361,6 @@ fn raw_instance(service: &str, id: &str, address: &str, port: u32, color: i32) -
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_with_a_named_field_and_changes_nothing() {
     let registry = TestRegistry::start().await;
     let mut grpc = registry.grpc().await;
@@ -570,7 +563,6 @@ async fn bad_input_is_refused_with_a_named_field_and_changes_nothing() {
         .expect("the server still takes valid writes");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_serving_then_not_serving_while_draining() {
     let mut registry = TestRegistry::start_with(|config| {
         config.drain_timeout = Duration::from_secs(2);
@@ -605,7 +597,6 @@ async fn health_is_serving_then_not_serving_while_draining() {
     stopping.await.expect("the registry stopped cleanly");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_the_registry_service() {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -642,3 +633,15 @@ async fn reflection_lists_the_registry_service() {
         "{names:?}"
     );
 }
+
+on_both_backends!(
+    sessions_keep_instances_and_expiry_removes_them_in_one_revision,
+    closing_a_session_deregisters_its_instances_at_once,
+    sync_node_reconciles_in_one_revision_and_is_idempotent,
+    color_cas_with_racing_deployers_has_exactly_one_winner,
+    deploy_locks_fence_color_changes,
+    deployment_records_are_kept_newest_first,
+    bad_input_is_refused_with_a_named_field_and_changes_nothing,
+    health_is_serving_then_not_serving_while_draining,
+    reflection_lists_the_registry_service,
+);

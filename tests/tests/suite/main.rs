@@ -1,5 +1,29 @@
 //! Every end-to-end test, in one binary (one link, shared helpers).
 
+/// Runs each listed `async fn` test against both store backends: a registry
+/// on sled, and one on a real etcd started for the test.
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sled {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case().await
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let cluster = switchyard_tests::etcd::EtcdCluster::start(1).await;
+                    switchyard_tests::with_etcd(cluster.endpoints(), super::$case()).await
+                }
+            )*
+        }
+    };
+}
+
 mod agent;
 mod api;
 mod cli;
@@ -7,4 +31,5 @@ mod conformance;
 mod crash;
 mod deploy;
 mod proxy;
+mod replicas;
 mod watch;

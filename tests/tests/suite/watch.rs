@@ -44,7 +44,6 @@ async fn registry_view(registry: &TestRegistry) -> Vec<Service> {
     services
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_then_deltas_in_order_track_the_registry_exactly() {
     let registry = TestRegistry::start().await;
     let client = registry.client();
@@ -93,7 +92,6 @@ async fn a_snapshot_then_deltas_in_order_track_the_registry_exactly() {
     assert_eq!(view.services.into_values().collect::<Vec<_>>(), expected);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_from_a_revision_replays_exactly_what_came_after() {
     let registry = TestRegistry::start().await;
     let client = registry.client();
@@ -125,7 +123,6 @@ async fn resuming_from_a_revision_replays_exactly_what_came_after() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filtered_watch_sees_only_its_services() {
     let registry = TestRegistry::start().await;
     let client = registry.client();
@@ -179,7 +176,6 @@ async fn resuming_from_compacted_history_resets_then_sends_a_snapshot() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_streams_get_progress_with_the_current_revision() {
     let registry =
         TestRegistry::start_with(|config| config.progress_interval = Duration::from_millis(200))
@@ -272,3 +268,10 @@ async fn a_consumer_too_slow_is_reset_and_never_blocks_writers() {
     assert_eq!(reset, Some(ResetReason::SlowConsumer));
     assert_eq!(view.services.into_values().collect::<Vec<_>>(), expected);
 }
+
+on_both_backends!(
+    a_snapshot_then_deltas_in_order_track_the_registry_exactly,
+    resuming_from_a_revision_replays_exactly_what_came_after,
+    a_filtered_watch_sees_only_its_services,
+    idle_streams_get_progress_with_the_current_revision,
+);
