@@ -82,12 +82,7 @@ async fn run_check(
     let mut ticker = tokio::time::interval(check.interval);
     loop {
         ticker.tick().await;
-        let passed = match &check.kind {
-            CheckKind::Http { path } => http_ok(target, path, timeout).await,
-            CheckKind::Tcp => tokio::time::timeout(timeout, TcpStream::connect(target))
-                .await
-                .is_ok_and(|connected| connected.is_ok()),
-        };
+        let passed = probe(&check.kind, target, timeout).await;
         let health = if passed {
             Health::Passing
         } else {
@@ -100,6 +95,16 @@ async fn run_check(
         if results.send(result).await.is_err() {
             return;
         }
+    }
+}
+
+/// Runs one check: whether the instance at `target` passes it.
+pub async fn probe(kind: &CheckKind, target: SocketAddr, timeout: Duration) -> bool {
+    match kind {
+        CheckKind::Http { path } => http_ok(target, path, timeout).await,
+        CheckKind::Tcp => tokio::time::timeout(timeout, TcpStream::connect(target))
+            .await
+            .is_ok_and(|connected| connected.is_ok()),
     }
 }
 
@@ -125,4 +130,45 @@ pub async fn http_ok(target: SocketAddr, path: &str, timeout: Duration) -> bool 
         Some((200..400).contains(&code))
     };
     matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(2);
+
+    #[tokio::test]
+    async fn tcp_checks_pass_while_something_listens() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let target = listener.local_addr().expect("address");
+        assert!(probe(&CheckKind::Tcp, target, TIMEOUT).await);
+        drop(listener);
+        assert!(!probe(&CheckKind::Tcp, target, TIMEOUT).await);
+    }
+
+    #[tokio::test]
+    async fn http_checks_read_the_status_line() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let target = listener.local_addr().expect("address");
+        let server = tokio::spawn(async move {
+            for status in ["200 OK", "503 Service Unavailable"] {
+                let (mut stream, _) = listener.accept().await.expect("accept");
+                let mut request = [0u8; 256];
+                let _ = stream.read(&mut request).await;
+                let answer = format!("HTTP/1.0 {status}\r\nContent-Length: 0\r\n\r\n");
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        let http = CheckKind::Http {
+            path: "/ready".into(),
+        };
+        assert!(probe(&http, target, TIMEOUT).await, "200 passes");
+        assert!(!probe(&http, target, TIMEOUT).await, "503 fails");
+        server.await.expect("server");
+    }
 }

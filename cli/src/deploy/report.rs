@@ -15,8 +15,12 @@ pub struct Reporter {
     output: Output,
     terminal: bool,
     current: Option<(String, Instant)>,
+    /// Redraws the running step with a spinner (terminals only).
+    spinner: Option<tokio::task::JoinHandle<()>>,
     pub steps: Vec<StepTiming>,
 }
+
+const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
 impl Reporter {
     pub fn new(output: Output) -> Self {
@@ -28,6 +32,7 @@ impl Reporter {
             output,
             terminal,
             current: None,
+            spinner: None,
             steps: Vec::new(),
         }
     }
@@ -52,12 +57,35 @@ impl Reporter {
 
     /// A free-form line (a plan, a hint).
     pub fn say(&self, text: &str) {
+        if let Some(spinner) = &self.spinner {
+            spinner.abort();
+        }
         self.write_line(text, true);
     }
 
     pub fn begin(&mut self, name: &str) {
         self.current = Some((name.to_string(), Instant::now()));
         self.write_line(&format!("… {name}"), false);
+        if self.terminal {
+            let (name, output, started) = (name.to_string(), self.output, Instant::now());
+            self.spinner = Some(tokio::spawn(async move {
+                for frame in FRAMES.iter().cycle() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let line = format!(
+                        "\r\x1b[2K{frame} {name:<22} {:>7.1}s",
+                        started.elapsed().as_secs_f64()
+                    );
+                    let _ = match output {
+                        Output::Table => std::io::stdout().write_all(line.as_bytes()),
+                        Output::Json => std::io::stderr().write_all(line.as_bytes()),
+                    };
+                    let _ = match output {
+                        Output::Table => std::io::stdout().flush(),
+                        Output::Json => std::io::stderr().flush(),
+                    };
+                }
+            }));
+        }
     }
 
     /// Ends the current step: `detail` says what it did.
@@ -70,6 +98,9 @@ impl Reporter {
     }
 
     fn finish(&mut self, mark: &str, detail: &str) {
+        if let Some(spinner) = self.spinner.take() {
+            spinner.abort();
+        }
         let Some((name, started)) = self.current.take() else {
             return;
         };
@@ -140,4 +171,12 @@ fn summary_json(deployment: &Deployment, exit_code: u8) -> Value {
         "steps": deployment.steps.iter().map(|s| json!({"name": s.name, "duration_ms": s.duration_ms})).collect::<Vec<_>>(),
         "exit_code": exit_code,
     })
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        if let Some(spinner) = self.spinner.take() {
+            spinner.abort();
+        }
+    }
 }

@@ -172,6 +172,10 @@ pub async fn template(client: &RegistryClient, args: TemplateArgs) -> anyhow::Re
     let mut rendered_once = false;
     let mut heartbeat = tokio::time::interval(args.report_interval);
     heartbeat.tick().await;
+    // Listen for SIGTERM/SIGINT once, for the whole run: a signal that came
+    // while a render ran must not be lost.
+    let shutdown = switchyard_runtime::shutdown_signal();
+    tokio::pin!(shutdown);
     loop {
         if events.is_none() && Instant::now() >= reconnect_at {
             match client.watch(&[], proxy.view.revision).await {
@@ -237,7 +241,7 @@ pub async fn template(client: &RegistryClient, args: TemplateArgs) -> anyhow::Re
                     proxy.report().await;
                 }
             }
-            () = switchyard_runtime::shutdown_signal() => return Ok(ExitCode::SUCCESS),
+            () = &mut shutdown => return Ok(ExitCode::SUCCESS),
         }
     }
 }
