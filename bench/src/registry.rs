@@ -1,0 +1,169 @@
+//! The workloads against the Switchyard registry, through its gRPC API as
+//! agents and proxies use it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use switchyard_client::RegistryClient;
+use switchyard_model::watch::{Change, WatchEvent};
+use switchyard_model::{Color, Health, Instance};
+
+use crate::Sizes;
+use crate::stats::{Samples, concurrently};
+
+fn instance(service: &str, id: &str, n: usize, session: Option<u64>) -> Instance {
+    Instance {
+        id: id.to_string(),
+        service: service.to_string(),
+        color: Some(Color::Blue),
+        node: String::new(),
+        address: std::net::Ipv4Addr::new(10, 0, (n / 250 % 250) as u8, (n % 250) as u8 + 1).into(),
+        port: 8080,
+        tags: vec!["bench".into()],
+        metadata: [("image".to_string(), "bench:1".to_string())].into(),
+        health: Health::Passing,
+        session,
+        create_revision: 0,
+        mod_revision: 0,
+    }
+}
+
+pub async fn writes(url: &str, sizes: Sizes) -> anyhow::Result<Samples> {
+    let url = url.to_string();
+    concurrently(sizes.clients, sizes.writes, move |client, share| {
+        let url = url.clone();
+        async move {
+            let registry = RegistryClient::new(&url)?;
+            let (session, _) = registry
+                .open_session(&format!("bench-{client}"), 600)
+                .await?;
+            let mut latencies = Vec::with_capacity(share);
+            for n in 0..share {
+                let one = instance("bench-w", &format!("w{client}-{n}"), n, Some(session));
+                let started = Instant::now();
+                registry.register(&one, Some(session)).await?;
+                latencies.push(started.elapsed());
+            }
+            Ok(latencies)
+        }
+    })
+    .await
+}
+
+pub async fn reads(url: &str, sizes: Sizes) -> anyhow::Result<Samples> {
+    let registry = RegistryClient::new(url)?;
+    for n in 0..10 {
+        registry
+            .register(&instance("bench-r", &format!("r{n}"), n, None), None)
+            .await?;
+    }
+    let url = url.to_string();
+    concurrently(sizes.clients, sizes.reads, move |_, share| {
+        let url = url.clone();
+        async move {
+            let registry = RegistryClient::new(&url)?;
+            let mut latencies = Vec::with_capacity(share);
+            for _ in 0..share {
+                let started = Instant::now();
+                let (_, service) = registry.get_service("bench-r").await?;
+                anyhow::ensure!(service.instances.len() == 10, "expected 10 instances");
+                latencies.push(started.elapsed());
+            }
+            Ok(latencies)
+        }
+    })
+    .await
+}
+
+/// Flips the color `flips` times while `watchers` watch the service; the
+/// latency is from each flip's acknowledgement to each watcher's receipt.
+pub async fn fan_out(url: &str, sizes: Sizes) -> anyhow::Result<Samples> {
+    let registry = RegistryClient::new(url)?;
+    registry
+        .register(&instance("bench-f", "f0", 0, None), None)
+        .await?;
+    let ready = Arc::new(AtomicUsize::new(0));
+    let connections = (sizes.watchers / 50).max(1);
+    let clients: Vec<Arc<RegistryClient>> = (0..connections)
+        .map(|_| RegistryClient::new(url).map(Arc::new))
+        .collect::<Result<_, _>>()?;
+    let mut watchers = Vec::new();
+    for watcher in 0..sizes.watchers {
+        let client = Arc::clone(&clients[watcher % connections]);
+        let ready = Arc::clone(&ready);
+        let flips = sizes.flips;
+        watchers.push(tokio::spawn(async move {
+            let mut received: Vec<(u64, Instant)> = Vec::with_capacity(flips);
+            let stream = client.watch(&["bench-f".to_string()], 0).await?;
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event? {
+                    WatchEvent::Snapshot { complete: true, .. } => {
+                        ready.fetch_add(1, Ordering::SeqCst);
+                    }
+                    WatchEvent::Changes { revision, changes }
+                        if changes
+                            .iter()
+                            .any(|c| matches!(c, Change::ServiceUpdated(_))) =>
+                    {
+                        received.push((revision, Instant::now()));
+                        if received.len() == flips {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            anyhow::Ok(received)
+        }));
+    }
+    while ready.load(Ordering::SeqCst) < sizes.watchers {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let mut acked: HashMap<u64, Instant> = HashMap::new();
+    let mut current = None;
+    for _ in 0..sizes.flips {
+        let next = Color::next(current);
+        let revision = registry
+            .set_active_color("bench-f", Some(next), current, 0)
+            .await?;
+        acked.insert(revision, Instant::now());
+        current = Some(next);
+    }
+    let mut latencies = Vec::new();
+    for watcher in watchers {
+        let received = tokio::time::timeout(Duration::from_secs(120), watcher).await???;
+        for (revision, at) in received {
+            if let Some(ack) = acked.get(&revision) {
+                latencies.push(at.saturating_duration_since(*ack));
+            }
+        }
+    }
+    Ok(Samples {
+        latencies,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Loads `count` instances (1000 per node, by SyncNode) for the memory figure.
+pub async fn load(url: &str, count: usize) -> anyhow::Result<()> {
+    let registry = RegistryClient::new(url)?;
+    let per_node = 1000;
+    for node in 0..count.div_ceil(per_node) {
+        let name = format!("mem-{node}");
+        let (session, _) = registry.open_session(&name, 3600).await?;
+        let instances: Vec<Instance> = (0..per_node.min(count - node * per_node))
+            .map(|n| {
+                let mut one = instance("bench-m", &format!("m{node}-{n}"), n, Some(session));
+                one.node = name.clone();
+                one
+            })
+            .collect();
+        registry.sync_node(session, &name, &instances).await?;
+    }
+    Ok(())
+}

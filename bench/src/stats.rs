@@ -1,0 +1,143 @@
+//! Turning samples into rows: throughput, percentiles, and ratios oriented
+//! so that a ratio above 1 always means Switchyard did better.
+
+use std::time::Duration;
+
+/// What one workload measured on one system.
+#[derive(Debug, Clone)]
+pub struct Samples {
+    pub latencies: Vec<Duration>,
+    pub elapsed: Duration,
+}
+
+impl Samples {
+    pub fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The `p`th percentile (0–100) in milliseconds.
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+        sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+    }
+}
+
+/// One line of the results.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: String,
+    pub unit: String,
+    pub switchyard: f64,
+    pub etcd: f64,
+    /// Above 1: Switchyard better.
+    pub ratio: f64,
+}
+
+impl Row {
+    pub fn higher_is_better(name: &str, unit: &str, switchyard: f64, etcd: f64) -> Self {
+        Row {
+            name: name.into(),
+            unit: unit.into(),
+            switchyard,
+            etcd,
+            ratio: switchyard / etcd.max(1e-9),
+        }
+    }
+
+    /// Latencies and memory. Values below 0.01 (10 µs for latencies) count
+    /// as 0.01, so a ratio never divides by a clock's rounding.
+    pub fn lower_is_better(name: &str, unit: &str, switchyard: f64, etcd: f64) -> Self {
+        Row {
+            name: name.into(),
+            unit: unit.into(),
+            switchyard,
+            etcd,
+            ratio: etcd.max(0.01) / switchyard.max(0.01),
+        }
+    }
+}
+
+pub fn throughput_rows(name: &str, ours: &Samples, theirs: &Samples) -> Vec<Row> {
+    vec![
+        Row::higher_is_better(name, "ops/s", ours.throughput(), theirs.throughput()),
+        Row::lower_is_better(
+            &format!("{name}_p50"),
+            "ms",
+            ours.percentile_ms(50.0),
+            theirs.percentile_ms(50.0),
+        ),
+        Row::lower_is_better(
+            &format!("{name}_p99"),
+            "ms",
+            ours.percentile_ms(99.0),
+            theirs.percentile_ms(99.0),
+        ),
+    ]
+}
+
+pub fn latency_rows(name: &str, ours: &Samples, theirs: &Samples) -> Vec<Row> {
+    vec![
+        Row::lower_is_better(
+            &format!("{name}_p50"),
+            "ms",
+            ours.percentile_ms(50.0),
+            theirs.percentile_ms(50.0),
+        ),
+        Row::lower_is_better(
+            &format!("{name}_p99"),
+            "ms",
+            ours.percentile_ms(99.0),
+            theirs.percentile_ms(99.0),
+        ),
+        Row::lower_is_better(
+            &format!("{name}_max"),
+            "ms",
+            ours.percentile_ms(100.0),
+            theirs.percentile_ms(100.0),
+        ),
+    ]
+}
+
+/// Resident memory of a process, from /proc.
+pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for process {pid}"))?;
+    Ok(kib / 1024.0)
+}
+
+/// Runs `per_client` on `clients` tasks splitting `total` operations; each
+/// task answers its latencies.
+pub async fn concurrently<F, Fut>(
+    clients: usize,
+    total: usize,
+    per_client: F,
+) -> anyhow::Result<Samples>
+where
+    F: Fn(usize, usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<Duration>>> + Send + 'static,
+{
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let share = total / clients + usize::from(client < total % clients);
+        tasks.push(tokio::spawn(per_client(client, share)));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok(Samples {
+        latencies,
+        elapsed: started.elapsed(),
+    })
+}

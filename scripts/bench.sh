@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Benchmarks Switchyard's registry side by side with etcd, in one run, on this
+# machine: a fresh cd-registry (sled) and a fresh single-node etcd on the
+# same disk, the same client concurrency and durability (both fsync).
+#   scripts/bench.sh            full run; writes BENCHMARKS.md and bench.json
+#   scripts/bench.sh --smoke DIR  a few seconds, results in DIR (the tests use it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_build_tools
+ensure_command etcd etcd-server
+
+scale=full
+out=.
+profile=release
+if [ "${1:-}" = --smoke ]; then
+  scale=smoke; out=${2:?--smoke takes an output folder}; profile=debug
+fi
+if [ "$profile" = release ]; then
+  cargo build --quiet --release -p cd-registry -p switchyard-bench
+else
+  cargo build --quiet -p cd-registry -p switchyard-bench
+fi
+bin=target/$profile
+
+work=$(mktemp -d -p "${TMPDIR:-/tmp}" switchyard-bench.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+registry_port=$(free_port)
+"$bin/cd-registry" --listen "127.0.0.1:$registry_port" --data-dir "$work/registry" --log warn &
+registry_pid=$!; pids+=("$registry_pid")
+etcd_port=$(free_port); peer_port=$(free_port)
+etcd --name bench --data-dir "$work/etcd" \
+  --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+  --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+  --initial-cluster "bench=http://127.0.0.1:$peer_port" --logger zap --log-level error \
+  --quota-backend-bytes 8589934592 >/dev/null 2>&1 &
+etcd_pid=$!; pids+=("$etcd_pid")
+for _ in $(seq 1 100); do
+  "$bin/../$profile/cdctl" --registry "http://127.0.0.1:$registry_port" services >/dev/null 2>&1 && break
+  sleep 0.1
+done 2>/dev/null || true
+sleep 1
+
+"$bin/switchyard-bench" --scale "$scale" \
+  --registry "http://127.0.0.1:$registry_port" --registry-pid "$registry_pid" \
+  --etcd "http://127.0.0.1:$etcd_port" --etcd-pid "$etcd_pid" \
+  --json "$out/bench.json" | tee "$work/table.txt"
+
+{
+  echo "# Benchmarks: Switchyard's registry beside etcd"
+  echo
+  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, with"
+  echo "\`scripts/bench.sh\` (scale: $scale): a fresh \`cd-registry\` (sled, fsync per"
+  echo "group commit) and a fresh single-node etcd $(etcd --version | head -1 | awk '{print $3}') (default fsync) on the same disk."
+  echo
+  echo "Ratios are oriented so that **above 1 means Switchyard is better**: throughput"
+  echo "rows are switchyard/etcd; latency and memory rows are etcd/switchyard."
+  echo
+  echo "| name | unit | switchyard | etcd | ratio |"
+  echo "|---|---|---|---|---|"
+  tail -n +2 "$work/table.txt" | awk '{printf "| %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5}'
+  echo
+  echo "Workloads: writes: 64 clients, each with its own session (etcd: its own lease),"
+  echo "registering instances (etcd: puts of records of the same size). Reads: get one"
+  echo "service with 10 instances (etcd: a serializable prefix range over 10 records)."
+  echo "Watch: 1,000 watchers of one service, 200 color flips; latency from each"
+  echo "flip's acknowledgement to each watcher's receipt (etcd: watchers of one key)."
+  echo "Memory: each server's RSS after loading 100,000 instances."
+} > "$out/BENCHMARKS.md"
+echo "wrote $out/BENCHMARKS.md and $out/bench.json" >&2

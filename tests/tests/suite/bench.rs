@@ -1,0 +1,49 @@
+//! A tiny run of the benchmark, so it cannot rot: it must start both
+//! servers, run every workload, and write results of the documented shape.
+
+use switchyard_tests::workspace_root;
+
+#[test]
+fn the_benchmark_runs_and_writes_its_results() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let status = std::process::Command::new("bash")
+        .arg(workspace_root().join("scripts/bench.sh"))
+        .arg("--smoke")
+        .arg(out.path())
+        .status()
+        .expect("running scripts/bench.sh --smoke");
+    assert!(status.success(), "the smoke benchmark failed");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("bench.json")).expect("bench.json"),
+    )
+    .expect("bench.json is JSON");
+    let results = json["results"].as_array().expect("results");
+    let names: Vec<&str> = results.iter().filter_map(|r| r["name"].as_str()).collect();
+    for expected in [
+        "writes",
+        "writes_p99",
+        "reads",
+        "reads_p99",
+        "watch_p99",
+        "watch_max",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    assert!(
+        names.iter().any(|n| n.starts_with("rss_after_")),
+        "{names:?}"
+    );
+    for row in results {
+        for field in ["switchyard", "etcd", "ratio"] {
+            let value = row[field].as_f64().unwrap_or(-1.0);
+            assert!(value.is_finite() && value >= 0.0, "{field} of {row}");
+        }
+        assert!(row["unit"].is_string(), "{row}");
+    }
+    let markdown =
+        std::fs::read_to_string(out.path().join("BENCHMARKS.md")).expect("BENCHMARKS.md");
+    assert!(markdown.contains("| writes | ops/s |"), "{markdown}");
+}
