@@ -1,0 +1,342 @@
+//! The commands over a [`Deploy`]: `deploy` (and its dry run), `promote` and
+//! `abort` of a paused deploy, and `rollback` to the kept previous color.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use switchyard_client::{Code, RegistryClient};
+use switchyard_model::{Color, Deployment, Health, Instance, Outcome, color_name};
+
+use super::super::Settings;
+use super::super::docker::{Engine, ServiceContainer};
+use super::super::report::Reporter;
+use super::{Deploy, Failure, PAUSED_KEY, Paused, now_ms, rand_suffix};
+use crate::args::Output;
+use crate::exit;
+
+/// Runs `forward` unless Ctrl-C or SIGTERM comes first.
+async fn interruptible<T>(
+    forward: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    tokio::select! {
+        result = forward => result,
+        () = switchyard_runtime::shutdown_signal() => Err(Failure::Interrupted),
+    }
+}
+
+async fn connect_docker() -> anyhow::Result<Engine> {
+    Engine::connect().await
+}
+
+/// `cdctl deploy`.
+pub async fn deploy(
+    client: &RegistryClient,
+    output: Output,
+    settings: Settings,
+) -> anyhow::Result<ExitCode> {
+    let engine = connect_docker().await?;
+    if !engine.has_image(&settings.image).await? {
+        eprintln!(
+            "cdctl: image {} is not on this Docker engine: build or pull it first (deploys never pull)",
+            settings.image
+        );
+        return Ok(ExitCode::from(exit::USAGE));
+    }
+    let dry_run = settings.dry_run;
+    let mut deploy = Deploy::new(client, engine, settings, output);
+    if dry_run {
+        deploy.plan().await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let result = interruptible(deploy.forward()).await;
+    Ok(ExitCode::from(deploy.finish(result).await))
+}
+
+impl Deploy<'_> {
+    /// `--dry-run`: what a deploy would do, changing nothing.
+    async fn plan(&mut self) -> anyhow::Result<()> {
+        let service = self.settings.service.clone();
+        let (active, next, _) = self.client.next_color(&service).await?;
+        let leftovers = self.engine.containers(&service, Some(next)).await?;
+        let old = match active {
+            Some(color) => self.engine.containers(&service, Some(color)).await?,
+            None => Vec::new(),
+        };
+        let live: Vec<String> = self
+            .instances()
+            .await
+            .map_err(|f| anyhow::anyhow!(f.message()))?
+            .iter()
+            .filter(|i| i.color == active && active.is_some() && i.health == Health::Passing)
+            .map(Instance::target)
+            .collect();
+        let say = |text: String| self.reporter.say(&text);
+        say(format!("plan for {service} (dry run: nothing changes)"));
+        say(format!(
+            "  live color: {}; deploying {} as {next}",
+            color_name(active),
+            self.settings.image
+        ));
+        say(format!(
+            "  set aside leftovers of {next}: {}",
+            names_or_none(&leftovers)
+        ));
+        say(format!(
+            "  start: {}",
+            (1..=self.settings.replicas)
+                .map(|n| format!("{service}-{next}-{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        say(format!(
+            "  then: wait for {} passing, pre-test {}, flip {} → {next}, post-test {}",
+            self.settings.replicas,
+            self.settings.pre_test.as_deref().unwrap_or("(none)"),
+            color_name(active),
+            self.settings.post_test.as_deref().unwrap_or("(none)"),
+        ));
+        if self.settings.keep_old {
+            say(format!("  keep: {}", names_or_none(&old)));
+        } else {
+            say(format!("  stop: {}", names_or_none(&old)));
+        }
+        say(format!(
+            "  proxies gain {} new instance(s) of {next} and lose: {}",
+            self.settings.replicas,
+            if live.is_empty() {
+                "(none)".to_string()
+            } else {
+                live.join(", ")
+            }
+        ));
+        Ok(())
+    }
+}
+
+fn names_or_none(containers: &[ServiceContainer]) -> String {
+    if containers.is_empty() {
+        "(none)".into()
+    } else {
+        containers
+            .iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Loads the paused deploy of `service` and takes the lock for it.
+async fn resume<'a>(
+    client: &'a RegistryClient,
+    output: Output,
+    service: &str,
+) -> Result<Deploy<'a>, (u8, String)> {
+    let engine = connect_docker()
+        .await
+        .map_err(|e| (exit::FAILURE, format!("{e:#}")))?;
+    let latest = client
+        .list_deployments(service, 1)
+        .await
+        .map_err(|e| (exit::UNREACHABLE, e.to_string()))?;
+    let Some(record) = latest.into_iter().find(|d| d.outcome == Outcome::Paused) else {
+        return Err((
+            exit::PRECONDITION,
+            format!(
+                "no deploy of {service} is paused for promotion (see `cdctl history {service}`)"
+            ),
+        ));
+    };
+    let paused: Paused = record
+        .metadata
+        .get(PAUSED_KEY)
+        .and_then(|text| serde_json::from_str(text).ok())
+        .ok_or((
+            exit::FAILURE,
+            format!("deploy {} lacks its paused state", record.id),
+        ))?;
+    let settings = Settings {
+        service: service.to_string(),
+        image: record.image.clone(),
+        replicas: paused.replicas,
+        port: None,
+        env: Vec::new(),
+        labels: Default::default(),
+        network: None,
+        publish_ip: String::new(),
+        health_timeout: Duration::from_millis(paused.health_timeout_ms),
+        pre_test: None,
+        post_test: paused.post_test,
+        proxy_url: paused.proxy_url,
+        keep_old: paused.keep_old,
+        stop_old_after: paused.stop_old_after_ms.map(Duration::from_millis),
+        manual_promotion: false,
+        dry_run: false,
+        lock_ttl: Duration::from_secs(30),
+        stop_timeout: Duration::from_millis(paused.stop_timeout_ms),
+        proxy_timeout: Duration::from_millis(paused.proxy_timeout_ms),
+        proxy_stale: Duration::from_millis(paused.proxy_stale_ms),
+        who: record.who.clone(),
+    };
+    let mut deploy = Deploy::new(client, engine, settings, output);
+    deploy.active = record.from_color;
+    deploy.next = record
+        .to_color
+        .unwrap_or_else(|| Color::next(record.from_color));
+    deploy.retired = paused.retired;
+    deploy.record = record;
+    deploy.record.metadata.remove(PAUSED_KEY);
+    if let Err(failure) = deploy.take_lock().await {
+        return Err((failure.exit_code(), failure.message()));
+    }
+    Ok(deploy)
+}
+
+/// `cdctl promote SERVICE`: steps 8–12 of a paused deploy.
+pub async fn promote(
+    client: &RegistryClient,
+    output: Output,
+    service: &str,
+) -> anyhow::Result<ExitCode> {
+    let mut deploy = match resume(client, output, service).await {
+        Ok(deploy) => deploy,
+        Err((code, message)) => {
+            eprintln!("cdctl: {message}");
+            return Ok(ExitCode::from(code));
+        }
+    };
+    let result = interruptible(deploy.promote_forward()).await;
+    Ok(ExitCode::from(deploy.finish(result).await))
+}
+
+/// `cdctl abort SERVICE`: rolls a paused deploy back.
+pub async fn abort(
+    client: &RegistryClient,
+    output: Output,
+    service: &str,
+) -> anyhow::Result<ExitCode> {
+    let mut deploy = match resume(client, output, service).await {
+        Ok(deploy) => deploy,
+        Err((code, message)) => {
+            eprintln!("cdctl: {message}");
+            return Ok(ExitCode::from(code));
+        }
+    };
+    deploy.reporter.begin("abort");
+    let left = deploy.roll_back().await;
+    let code = if left.is_empty() {
+        deploy.reporter.end("everything as before the deploy");
+        0
+    } else {
+        deploy.reporter.fail("INCOMPLETE");
+        for item in &left {
+            deploy.reporter.say(&format!("left behind: {item}"));
+        }
+        exit::ROLLBACK_FAILED
+    };
+    let outcome = if left.is_empty() {
+        Outcome::RolledBack
+    } else {
+        Outcome::Failed
+    };
+    let who = deploy.settings.who.clone();
+    deploy
+        .write_record(outcome, Some(("aborted", format!("aborted by {who}"))))
+        .await;
+    deploy.release().await;
+    deploy.reporter.summary(&deploy.record, code);
+    Ok(ExitCode::from(code))
+}
+
+/// `cdctl rollback SERVICE`: back to the previous color while it still runs.
+pub async fn rollback(
+    client: &RegistryClient,
+    output: Output,
+    service: &str,
+    who: String,
+) -> anyhow::Result<ExitCode> {
+    let grant = match client
+        .acquire_lock(service, &format!("rollback ({who})"), 30)
+        .await
+    {
+        Ok(grant) => grant,
+        Err(error) if error.code() == Some(Code::Aborted) => {
+            eprintln!("cdctl: {}", error.message());
+            return Ok(ExitCode::from(exit::LOCK_HELD));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let outcome = rollback_locked(client, service, grant.token, who).await;
+    if let Err(error) = client.release_lock(service, grant.token).await {
+        tracing::warn!(%error, "could not release the lock; it expires with its TTL");
+    }
+    match outcome? {
+        Ok(record) => {
+            let reporter = Reporter::new(output);
+            reporter.summary(&record, 0);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(message) => {
+            eprintln!("cdctl: {message}");
+            Ok(ExitCode::from(exit::PRECONDITION))
+        }
+    }
+}
+
+async fn rollback_locked(
+    client: &RegistryClient,
+    service: &str,
+    token: u64,
+    who: String,
+) -> anyhow::Result<Result<Deployment, String>> {
+    let started_at_ms = now_ms();
+    let (revision_service, current) = match client.get_service(service).await {
+        Ok(found) => found,
+        Err(error) if error.code() == Some(Code::NotFound) => {
+            return Ok(Err(format!(
+                "service {service} is not registered: nothing to roll back"
+            )));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let _ = revision_service;
+    let Some(active) = current.active_color else {
+        return Ok(Err(format!(
+            "{service} has no live color: nothing to roll back"
+        )));
+    };
+    let previous = active.other();
+    let passing: Vec<&Instance> = current
+        .instances
+        .iter()
+        .filter(|i| i.color == Some(previous) && i.health == Health::Passing)
+        .collect();
+    if passing.is_empty() {
+        return Ok(Err(format!(
+            "{previous} (the previous color of {service}) has no passing instances: nothing to \
+             roll back to; deploy the old image again instead"
+        )));
+    }
+    let image = passing
+        .iter()
+        .find_map(|i| i.metadata.get("image").cloned())
+        .unwrap_or_default();
+    client
+        .set_active_color(service, Some(previous), Some(active), token)
+        .await?;
+    let record = Deployment {
+        id: format!("{}-{:04x}", now_ms(), rand_suffix()),
+        service: service.to_string(),
+        from_color: Some(active),
+        to_color: Some(previous),
+        image,
+        who,
+        started_at_ms,
+        ended_at_ms: now_ms(),
+        outcome: Outcome::RolledBack,
+        failed_step: String::new(),
+        error: "rollback".into(),
+        ..Deployment::default()
+    };
+    client.record_deployment(&record).await?;
+    Ok(Ok(record))
+}

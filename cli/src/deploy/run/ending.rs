@@ -1,0 +1,278 @@
+//! How a deploy ends: commit and record on success, roll back (in reverse
+//! order) and record on failure, release the lock.
+
+use std::collections::HashSet;
+
+use switchyard_model::{Health, Outcome, color_name};
+
+use super::super::report::millis;
+use super::DEPLOY_LABEL;
+use super::{Deploy, Failure, Forward, PAUSED_KEY, Paused, now_ms, owned_by};
+use crate::exit;
+
+impl Deploy<'_> {
+    /// Undoes every step done so far, in reverse order. Answers what could
+    /// not be undone.
+    pub(super) async fn roll_back(&mut self) -> Vec<String> {
+        let mut left = Vec::new();
+        let patience = self.settings.health_timeout;
+        if !self.stopped_old.is_empty() {
+            let old = std::mem::take(&mut self.stopped_old);
+            for container in &old {
+                if let Err(error) = self.engine.start(&container.id).await {
+                    left.push(format!(
+                        "old container {} is stopped: {error:#}",
+                        container.name
+                    ));
+                }
+            }
+            let ids: HashSet<String> = old.iter().map(|c| c.id.clone()).collect();
+            let back = self
+                .wait_registry("old color passing again", patience, |instances| {
+                    ids.iter().all(|id| {
+                        instances.iter().any(|i| {
+                            owned_by(i, &HashSet::from([id.clone()])) && i.health == Health::Passing
+                        })
+                    })
+                })
+                .await;
+            if let Err(failure) = back {
+                left.push(format!(
+                    "old color not passing again: {}",
+                    failure.message()
+                ));
+            }
+        }
+        if self.flipped {
+            let back = self
+                .client
+                .set_active_color(
+                    &self.settings.service,
+                    self.active,
+                    Some(self.next),
+                    self.token(),
+                )
+                .await;
+            match back {
+                Ok(revision) => {
+                    self.flipped = false;
+                    // Traffic must have left the new color before it goes.
+                    if let Err(failure) = self.proxies_at(revision).await {
+                        tracing::warn!("{}", failure.message());
+                    }
+                }
+                Err(error) => left.push(format!(
+                    "the live color is still {}: {} (set it with `cdctl set-color {} {} --expect {}`)",
+                    self.next,
+                    error.message(),
+                    self.settings.service,
+                    color_name(self.active),
+                    self.next
+                )),
+            }
+        }
+        match self.engine.deployed_by(&self.record.id).await {
+            Ok(ours) => {
+                for container in &ours {
+                    if let Err(error) = self.engine.remove(&container.id).await {
+                        left.push(format!(
+                            "new container {} remains: {error:#}",
+                            container.name
+                        ));
+                    }
+                }
+                let ids: HashSet<String> = ours.iter().map(|c| c.id.clone()).collect();
+                let gone = self
+                    .wait_registry("new instances deregistered", patience, |instances| {
+                        !instances.iter().any(|i| owned_by(i, &ids))
+                    })
+                    .await;
+                if let Err(failure) = gone {
+                    left.push(format!(
+                        "new instances still registered: {}",
+                        failure.message()
+                    ));
+                }
+            }
+            Err(error) => left.push(format!(
+                "cannot list the new containers (label {DEPLOY_LABEL}={}): {error:#}",
+                self.record.id
+            )),
+        }
+        let retired = std::mem::take(&mut self.retired);
+        for container in &retired {
+            if let Err(error) = self.engine.rename(&container.id, &container.name).await {
+                left.push(format!(
+                    "leftover {} keeps a temporary name: {error:#}",
+                    container.name
+                ));
+            }
+            if container.was_running
+                && let Err(error) = self.engine.start(&container.id).await
+            {
+                left.push(format!("leftover {} is stopped: {error:#}", container.name));
+            }
+        }
+        let restarted: HashSet<String> = retired
+            .iter()
+            .filter(|c| c.was_running)
+            .map(|c| c.id.clone())
+            .collect();
+        if !restarted.is_empty() {
+            let back = self
+                .wait_registry("leftovers registered again", patience, |instances| {
+                    restarted.iter().all(|id| {
+                        instances
+                            .iter()
+                            .any(|i| owned_by(i, &HashSet::from([id.clone()])))
+                    })
+                })
+                .await;
+            if let Err(failure) = back {
+                left.push(format!(
+                    "leftovers not registered again: {}",
+                    failure.message()
+                ));
+            }
+        }
+        left
+    }
+
+    /// Removes what the success made obsolete: the old color (unless kept)
+    /// and the leftovers set aside.
+    pub(super) async fn commit(&mut self) {
+        for container in self.stopped_old.drain(..).collect::<Vec<_>>() {
+            if let Err(error) = self.engine.remove(&container.id).await {
+                tracing::warn!(container = %container.name, error = %format!("{error:#}"), "could not remove an old container");
+            }
+        }
+        for container in std::mem::take(&mut self.retired) {
+            if let Err(error) = self.engine.remove(&container.id).await {
+                tracing::warn!(container = %container.name, error = %format!("{error:#}"), "could not remove a leftover");
+            }
+        }
+    }
+
+    pub(super) async fn release(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+        if let Some(lock) = self.lock.take()
+            && let Err(error) = self
+                .client
+                .release_lock(&self.settings.service, lock.token)
+                .await
+        {
+            tracing::warn!(%error, "could not release the deploy lock; it expires with its TTL");
+        }
+    }
+
+    pub(super) async fn write_record(&mut self, outcome: Outcome, failure: Option<(&str, String)>) {
+        self.record.outcome = outcome;
+        self.record.ended_at_ms = if outcome == Outcome::Paused {
+            0
+        } else {
+            now_ms()
+        };
+        self.record.steps.append(&mut self.reporter.steps);
+        if let Some((step, error)) = failure {
+            self.record.failed_step = step.to_string();
+            self.record.error = error;
+        }
+        if let Err(error) = self.client.record_deployment(&self.record).await {
+            tracing::warn!(%error, "could not record the deployment");
+        }
+    }
+
+    /// Runs `steps` unless interrupted, then ends the deploy: commit and
+    /// record, or roll back and record. Answers the exit code.
+    pub(super) async fn finish(&mut self, result: Result<Forward, Failure>) -> u8 {
+        match result {
+            Ok(Forward::Promoted) => {
+                self.reporter.begin("record");
+                self.commit().await;
+                self.write_record(Outcome::Promoted, None).await;
+                self.release().await;
+                self.reporter.end("promoted");
+                self.reporter.summary(&self.record, 0);
+                0
+            }
+            Ok(Forward::Paused) => {
+                self.reporter.begin("pause for promotion");
+                let paused = Paused {
+                    replicas: self.settings.replicas,
+                    health_timeout_ms: millis(self.settings.health_timeout),
+                    post_test: self.settings.post_test.clone(),
+                    proxy_url: self.settings.proxy_url.clone(),
+                    keep_old: self.settings.keep_old,
+                    stop_old_after_ms: self.settings.stop_old_after.map(millis),
+                    stop_timeout_ms: millis(self.settings.stop_timeout),
+                    proxy_timeout_ms: millis(self.settings.proxy_timeout),
+                    proxy_stale_ms: millis(self.settings.proxy_stale),
+                    retired: self.retired.clone(),
+                };
+                self.record.metadata.insert(
+                    PAUSED_KEY.into(),
+                    serde_json::to_string(&paused).unwrap_or_default(),
+                );
+                self.write_record(Outcome::Paused, None).await;
+                self.release().await;
+                self.reporter.end("");
+                let service = &self.settings.service;
+                self.reporter.say(&format!(
+                    "{} is running beside {} and passed its pre-test. Go on with `cdctl promote {service}` \
+                     or undo with `cdctl abort {service}` (from any machine).",
+                    self.next,
+                    color_name(self.active)
+                ));
+                self.reporter.summary(&self.record, 0);
+                0
+            }
+            Err(Failure::LockHeld(message)) => {
+                // Another deploy holds the lock or is paused: nothing was
+                // done, so change nothing and record nothing.
+                self.release().await;
+                self.reporter.fail(&message);
+                self.record.outcome = Outcome::Failed;
+                self.record.failed_step = "lock".into();
+                self.record.error = message;
+                self.reporter.summary(&self.record, exit::LOCK_HELD);
+                exit::LOCK_HELD
+            }
+            Err(failure) => {
+                let step = self.reporter.current_step().unwrap_or("deploy").to_string();
+                let message = failure.message();
+                self.reporter.fail(&message);
+                let was_live = self.flipped;
+                self.reporter.begin("roll back");
+                let left = self.roll_back().await;
+                // Rolled back: it was live and is not any more. Failed: it
+                // never went live, or the rollback is incomplete.
+                let outcome = if was_live && left.is_empty() {
+                    Outcome::RolledBack
+                } else {
+                    Outcome::Failed
+                };
+                let code = if left.is_empty() {
+                    self.reporter.end("everything as before");
+                    failure.exit_code()
+                } else {
+                    self.reporter.fail("INCOMPLETE");
+                    for item in &left {
+                        self.reporter.say(&format!("left behind: {item}"));
+                    }
+                    exit::ROLLBACK_FAILED
+                };
+                let error = if left.is_empty() {
+                    message
+                } else {
+                    format!("{message}; rollback incomplete: {}", left.join("; "))
+                };
+                self.write_record(outcome, Some((&step, error))).await;
+                self.release().await;
+                self.reporter.summary(&self.record, code);
+                code
+            }
+        }
+    }
+}

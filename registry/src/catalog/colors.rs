@@ -1,0 +1,213 @@
+//! Colors and deploy locks: the next color, the compare-and-swap of the live
+//! color fenced by the lock's token, and the lock itself (a leased key whose
+//! create revision is the token).
+
+use std::time::Duration;
+
+use switchyard_model::{Color, LockGrant, ValidationError, validate};
+
+use super::{
+    Catalog, CatalogError, LockRecord, MAX_ATTEMPTS, ServiceRecord, decode_service, from_json,
+    guard, keys, put, single, to_json,
+};
+use crate::store::{Compare, KeyValue, Op, StoreError, Txn};
+
+impl Catalog {
+    /// The live color of `service` and the color a deploy would go to.
+    pub async fn next_color(
+        &self,
+        service: &str,
+    ) -> Result<(Option<Color>, Color, u64), CatalogError> {
+        validate::service_name("service", service)?;
+        let (revision, results) = self
+            .read(vec![Op::Get {
+                key: keys::service(service),
+            }])
+            .await?;
+        let active = match single(results.into_iter().next()) {
+            Some(kv) => decode_service(service, &kv)?.active_color,
+            None => None,
+        };
+        Ok((active, Color::next(active), revision))
+    }
+
+    /// Compare-and-swap of the live color. Succeeds only when the color is
+    /// `expected` and `lock_token` is the live lock (0: no lock may be held).
+    pub async fn set_active_color(
+        &self,
+        service: &str,
+        color: Option<Color>,
+        expected: Option<Color>,
+        lock_token: u64,
+    ) -> Result<u64, CatalogError> {
+        validate::service_name("service", service)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let (revision, results) = self
+                .read(vec![
+                    Op::Get {
+                        key: keys::service(service),
+                    },
+                    Op::Get {
+                        key: keys::lock(service),
+                    },
+                ])
+                .await?;
+            let mut results = results.into_iter();
+            let service_kv = single(results.next()).ok_or_else(|| {
+                CatalogError::not_found(
+                    format!("service {service}"),
+                    "a service appears when its first instance registers; register one first",
+                )
+            })?;
+            let lock_kv = single(results.next());
+            let mut record: ServiceRecord = from_json(&service_kv)?;
+            check_lock(service, lock_kv.as_ref(), lock_token)?;
+            if record.active_color != expected {
+                return Err(CatalogError::ColorMismatch {
+                    service: service.to_string(),
+                    current: record.active_color,
+                    expected,
+                });
+            }
+            if record.active_color == color {
+                return Ok(revision);
+            }
+            record.active_color = color;
+            record.color_set = true;
+            let txn = Txn {
+                compares: vec![
+                    guard(keys::service(service), Some(&service_kv)),
+                    Compare::CreateRevision {
+                        key: keys::lock(service),
+                        revision: lock_kv.as_ref().map_or(0, |kv| kv.create_revision),
+                    },
+                ],
+                success: vec![put(keys::service(service), to_json(&record), None)],
+                ..Txn::default()
+            };
+            if let Some(revision) = self.commit(txn).await? {
+                return Ok(revision);
+            }
+        }
+        Err(CatalogError::Contention(format!("service {service}")))
+    }
+
+    /// Takes the deploy lock of `service` for `ttl_seconds` (renewable).
+    pub async fn acquire_lock(
+        &self,
+        service: &str,
+        holder: &str,
+        ttl_seconds: u32,
+    ) -> Result<LockGrant, CatalogError> {
+        validate::service_name("service", service)?;
+        if holder.is_empty() || holder.len() > validate::MAX_ID_LEN {
+            return Err(ValidationError::new(
+                "holder",
+                format!("must be 1 to {} bytes long", validate::MAX_ID_LEN),
+            )
+            .into());
+        }
+        let ttl_seconds = validate::ttl_seconds("ttl_seconds", ttl_seconds)?;
+        if let Some(kv) = self.get_one(keys::lock(service)).await? {
+            return Err(lock_held(service, &kv));
+        }
+        let lease = self
+            .store
+            .lease_grant(Duration::from_secs(u64::from(ttl_seconds)))
+            .await?;
+        let record = LockRecord {
+            holder: holder.to_string(),
+            lease,
+            ttl_seconds,
+        };
+        let txn = Txn {
+            compares: vec![Compare::CreateRevision {
+                key: keys::lock(service),
+                revision: 0,
+            }],
+            success: vec![put(keys::lock(service), to_json(&record), Some(lease))],
+            failure: vec![Op::Get {
+                key: keys::lock(service),
+            }],
+        };
+        let response = match self.store.txn(txn).await {
+            Ok(response) => response,
+            Err(error) => {
+                let _ = self.store.lease_revoke(lease).await;
+                return Err(error.into());
+            }
+        };
+        if response.succeeded {
+            return Ok(LockGrant {
+                token: response.revision,
+                ttl_seconds,
+            });
+        }
+        let _ = self.store.lease_revoke(lease).await;
+        match single(response.results.into_iter().next()) {
+            Some(kv) => Err(lock_held(service, &kv)),
+            None => Err(CatalogError::Contention(format!("lock of {service}"))),
+        }
+    }
+
+    pub async fn renew_lock(&self, service: &str, token: u64) -> Result<u32, CatalogError> {
+        validate::service_name("service", service)?;
+        let kv = self.live_lock(service, token).await?;
+        let record: LockRecord = from_json(&kv)?;
+        match self.store.lease_keep_alive(record.lease).await {
+            Ok(ttl) => Ok(u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX)),
+            Err(StoreError::LeaseNotFound(_)) => Err(CatalogError::LockLost {
+                service: service.to_string(),
+                token,
+            }),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    pub async fn release_lock(&self, service: &str, token: u64) -> Result<u64, CatalogError> {
+        validate::service_name("service", service)?;
+        let kv = self.live_lock(service, token).await?;
+        let record: LockRecord = from_json(&kv)?;
+        match self.store.lease_revoke(record.lease).await {
+            Ok(revision) => Ok(revision),
+            Err(StoreError::LeaseNotFound(_)) => Err(CatalogError::LockLost {
+                service: service.to_string(),
+                token,
+            }),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn live_lock(&self, service: &str, token: u64) -> Result<KeyValue, CatalogError> {
+        match self.get_one(keys::lock(service)).await? {
+            Some(kv) if kv.create_revision == token => Ok(kv),
+            _ => Err(CatalogError::LockLost {
+                service: service.to_string(),
+                token,
+            }),
+        }
+    }
+}
+
+fn lock_held(service: &str, kv: &KeyValue) -> CatalogError {
+    let holder = from_json::<LockRecord>(kv)
+        .map(|record| record.holder)
+        .unwrap_or_else(|_| "an unknown holder".into());
+    CatalogError::LockHeld {
+        service: service.to_string(),
+        holder,
+        token: kv.create_revision,
+    }
+}
+
+fn check_lock(service: &str, lock: Option<&KeyValue>, token: u64) -> Result<(), CatalogError> {
+    match (lock, token) {
+        (None, 0) => Ok(()),
+        (Some(kv), 0) => Err(lock_held(service, kv)),
+        (Some(kv), token) if kv.create_revision == token => Ok(()),
+        (_, token) => Err(CatalogError::LockLost {
+            service: service.to_string(),
+            token,
+        }),
+    }
+}
