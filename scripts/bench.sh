@@ -31,7 +31,18 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Below the ephemeral (and Docker's published-port) range, so nothing else
+# takes the port before the server binds it.
+free_port() {
+  python3 -c '
+import random, socket
+while True:
+    port = random.randrange(20000, 30000)
+    try:
+        socket.socket().bind(("127.0.0.1", port)); print(port); break
+    except OSError:
+        pass'
+}
 
 registry_port=$(free_port)
 "$bin/cd-registry" --listen "127.0.0.1:$registry_port" --data-dir "$work/registry" --log warn &

@@ -204,6 +204,19 @@ pub fn instance(service: &str, id: &str, port: u16, color: Option<Color>) -> Ins
     }
 }
 
+/// A free loopback port below the kernel's ephemeral range (and Docker's
+/// published-port range, which is the same), so a port picked here is not
+/// taken by an outgoing connection or a `-p 127.0.0.1::80` before the
+/// program under test binds it.
+pub fn free_port() -> u16 {
+    loop {
+        let port: u16 = rand::random_range(20_000..30_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// The workspace's root folder.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

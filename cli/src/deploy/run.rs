@@ -445,53 +445,13 @@ impl<'a> Deploy<'a> {
     }
 
     async fn proxies_at(&self, revision: u64) -> Result<String, Failure> {
-        let deadline = Instant::now() + self.settings.proxy_timeout;
-        let stale_ms = millis(self.settings.proxy_stale);
-        loop {
-            let (proxies, now_ms) = self.client.list_proxies().await?;
-            let (live, stale): (Vec<_>, Vec<_>) = proxies
-                .iter()
-                .partition(|p| now_ms.saturating_sub(p.reported_at_ms) <= stale_ms);
-            let behind: Vec<String> = live
-                .iter()
-                .filter(|p| p.applied_revision < revision)
-                .map(|p| {
-                    if p.healthy {
-                        format!("{} (at {})", p.proxy_id, p.applied_revision)
-                    } else {
-                        format!(
-                            "{} (at {}, unhealthy: {})",
-                            p.proxy_id, p.applied_revision, p.message
-                        )
-                    }
-                })
-                .collect();
-            if behind.is_empty() {
-                let mut summary = format!("{} proxies at revision {revision}", live.len());
-                if !stale.is_empty() {
-                    let names: Vec<String> = stale
-                        .iter()
-                        .map(|p| {
-                            format!(
-                                "{} ({}s ago)",
-                                p.proxy_id,
-                                now_ms.saturating_sub(p.reported_at_ms) / 1000
-                            )
-                        })
-                        .collect();
-                    summary.push_str(&format!("; not waited for, silent: {}", names.join(", ")));
-                }
-                return Ok(summary);
-            }
-            if Instant::now() >= deadline {
-                return Err(Failure::Error(anyhow::anyhow!(
-                    "proxies did not apply revision {revision} within {:?}: {}",
-                    self.settings.proxy_timeout,
-                    behind.join(", ")
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        proxies_at(
+            self.client,
+            revision,
+            self.settings.proxy_timeout,
+            self.settings.proxy_stale,
+        )
+        .await
     }
 
     async fn post_test(&mut self) -> Result<(), Failure> {
@@ -598,6 +558,63 @@ impl<'a> Deploy<'a> {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// Waits until every proxy that reported within `stale` has applied
+/// `revision`; answers a summary naming the silent ones not waited for.
+pub(super) async fn proxies_at(
+    client: &RegistryClient,
+    revision: u64,
+    timeout: Duration,
+    stale: Duration,
+) -> Result<String, Failure> {
+    let deadline = Instant::now() + timeout;
+    let stale_ms = millis(stale);
+    loop {
+        let (proxies, now_ms) = client.list_proxies().await?;
+        let (live, stale): (Vec<_>, Vec<_>) = proxies
+            .iter()
+            .partition(|p| now_ms.saturating_sub(p.reported_at_ms) <= stale_ms);
+        let behind: Vec<String> = live
+            .iter()
+            .filter(|p| p.applied_revision < revision)
+            .map(|p| {
+                if p.healthy {
+                    format!("{} (at {})", p.proxy_id, p.applied_revision)
+                } else {
+                    format!(
+                        "{} (at {}, unhealthy: {})",
+                        p.proxy_id, p.applied_revision, p.message
+                    )
+                }
+            })
+            .collect();
+        if behind.is_empty() {
+            let mut summary = format!("{} proxies at revision {revision}", live.len());
+            if !stale.is_empty() {
+                let names: Vec<String> = stale
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{} ({}s ago)",
+                            p.proxy_id,
+                            now_ms.saturating_sub(p.reported_at_ms) / 1000
+                        )
+                    })
+                    .collect();
+                summary.push_str(&format!("; not waited for, silent: {}", names.join(", ")));
+            }
+            return Ok(summary);
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure::Error(anyhow::anyhow!(
+                "proxies did not apply revision {revision} within {:?}: {}",
+                timeout,
+                behind.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -234,10 +234,7 @@ fn the_readme_run_command_works() {
         readme.contains("./scripts/run.sh"),
         "the README shows the run command"
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
+    let port = switchyard_tests::free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let output = Command::new("bash")
         .arg(workspace_root().join("scripts/run.sh"))

@@ -444,9 +444,7 @@ async fn zero_downtime_through_nginx() {
 
     // nginx, configured by cdctl template.
     let prefix = tempfile::tempdir().expect("prefix");
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], switchyard_tests::free_port()));
     let conf = prefix.path().join("nginx.conf");
     let template = workspace_root().join("examples/nginx/nginx.conf.j2");
     let env = [

@@ -320,9 +320,20 @@ async fn rollback_locked(
         .iter()
         .find_map(|i| i.metadata.get("image").cloned())
         .unwrap_or_default();
-    client
+    let revision = client
         .set_active_color(service, Some(previous), Some(active), token)
         .await?;
+    // Return once the proxies route to the previous color again.
+    if let Err(failure) = super::proxies_at(
+        client,
+        revision,
+        Duration::from_secs(30),
+        Duration::from_secs(30),
+    )
+    .await
+    {
+        eprintln!("cdctl: warning: {}", failure.message());
+    }
     let record = Deployment {
         id: format!("{}-{:04x}", now_ms(), rand_suffix()),
         service: service.to_string(),
