@@ -17,17 +17,23 @@ if [ "${1:-}" = --smoke ]; then
   scale=smoke; out=${2:?--smoke takes an output folder}; profile=debug
 fi
 if [ "$profile" = release ]; then
-  cargo build --quiet --release -p cd-registry -p switchyard-bench
+  cargo build --quiet --release -p cd-registry -p cd-agent -p cdctl -p switchyard-bench
 else
-  cargo build --quiet -p cd-registry -p switchyard-bench
+  cargo build --quiet -p cd-registry -p cd-agent -p cdctl -p switchyard-bench
 fi
 bin=target/$profile
 
 work=$(mktemp -d -p "${TMPDIR:-/tmp}" switchyard-bench.XXXXXX)
 pids=()
+label="switchyard.bench=$$"
+image="switchyard-bench-httpd:$$"
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if command -v docker >/dev/null 2>&1; then
+    docker ps -aq --filter "label=$label" | xargs -r docker rm -f >/dev/null 2>&1 || true
+    docker rmi -f "$image" >/dev/null 2>&1 || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -60,7 +66,24 @@ for _ in $(seq 1 100); do
 done 2>/dev/null || true
 sleep 1
 
-"$bin/switchyard-bench" --scale "$scale" \
+# The agent rows need Docker and busybox-static (a FROM scratch image).
+agent_flags=()
+if docker info >/dev/null 2>&1 && [ -x /bin/busybox ]; then
+  mkdir -p "$work/image/www"
+  cp /bin/busybox "$work/image/busybox"
+  echo bench > "$work/image/www/index.html"
+  printf 'FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nEXPOSE 80\nENTRYPOINT ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]\n' \
+    > "$work/image/Dockerfile"
+  DOCKER_BUILDKIT=0 docker build -q -t "$image" "$work/image" >/dev/null 2>&1
+  "$bin/cd-agent" --registry "http://127.0.0.1:$registry_port" --advertise-ip 127.0.0.1 \
+    --only-label "$label" --healthz off --node bench --log warn &
+  agent_pid=$!; pids+=("$agent_pid")
+  agent_flags=(--agent-pid "$agent_pid" --agent-image "$image" --agent-label "$label")
+else
+  echo "no Docker: skipping the agent rows" >&2
+fi
+
+"$bin/switchyard-bench" --scale "$scale" "${agent_flags[@]}" \
   --registry "http://127.0.0.1:$registry_port" --registry-pid "$registry_pid" \
   --etcd "http://127.0.0.1:$etcd_port" --etcd-pid "$etcd_pid" \
   --json "$out/bench.json" | tee "$work/table.txt"
@@ -84,6 +107,9 @@ sleep 1
   echo "service with 10 instances (etcd: a serializable prefix range over 10 records)."
   echo "Watch: 1,000 watchers of one service, 200 color flips; latency from each"
   echo "flip's acknowledgement to each watcher's receipt (etcd: watchers of one key)."
-  echo "Memory: each server's RSS after loading 100,000 instances."
+  echo "Memory: each server's RSS after loading 100,000 instances. Agent: from"
+  echo "\`docker run\` of a busybox httpd container to its instance in the registry"
+  echo "(50 containers, one after the other), then the agent's RSS and CPU over 10 s"
+  echo "idle; etcd has no counterpart, so those rows have no ratio."
 } > "$out/BENCHMARKS.md"
 echo "wrote $out/BENCHMARKS.md and $out/bench.json" >&2

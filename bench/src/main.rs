@@ -4,6 +4,7 @@
 //! `scripts/bench.sh` starts both servers on the same disk and calls this.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod etcd;
 mod registry;
 mod stats;
@@ -34,6 +35,7 @@ pub struct Sizes {
     pub watchers: usize,
     pub flips: usize,
     pub loaded: usize,
+    pub containers: usize,
 }
 
 impl Scale {
@@ -46,6 +48,7 @@ impl Scale {
                 watchers: 10,
                 flips: 5,
                 loaded: 1_000,
+                containers: 3,
             },
             Scale::Full => Sizes {
                 clients: 64,
@@ -54,6 +57,7 @@ impl Scale {
                 watchers: 1_000,
                 flips: 200,
                 loaded: 100_000,
+                containers: 50,
             },
         }
     }
@@ -79,6 +83,14 @@ struct Args {
     /// Where to write the results as JSON.
     #[arg(long)]
     json: PathBuf,
+    /// The agent's process id, an image it follows and the label that
+    /// selects its containers: adds the agent rows (needs Docker).
+    #[arg(long, requires_all = ["agent_image", "agent_label"])]
+    agent_pid: Option<u32>,
+    #[arg(long)]
+    agent_image: Option<String>,
+    #[arg(long)]
+    agent_label: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -140,6 +152,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
         theirs,
     ));
 
+    // Rows with no etcd counterpart: the agent's.
+    let mut agent_rows: Vec<(&str, &str, f64)> = Vec::new();
+    if let (Some(pid), Some(image), Some(label)) =
+        (args.agent_pid, &args.agent_image, &args.agent_label)
+    {
+        eprintln!(
+            "agent: docker run → visible for {} containers, then 10 s idle",
+            sizes.containers
+        );
+        let figures = agent::measure(&args.registry, image, label, pid, sizes.containers).await?;
+        let visible = &figures.start_to_visible;
+        agent_rows.push((
+            "agent_start_to_visible_p50",
+            "ms",
+            visible.percentile_ms(50.0),
+        ));
+        agent_rows.push((
+            "agent_start_to_visible_p99",
+            "ms",
+            visible.percentile_ms(99.0),
+        ));
+        agent_rows.push(("agent_idle_rss", "MiB", figures.idle_rss_mib));
+        agent_rows.push(("agent_idle_cpu", "%", figures.idle_cpu_percent));
+    }
+
     println!(
         "{:<34} {:>8} {:>14} {:>14} {:>8}",
         "name", "unit", "switchyard", "etcd", "ratio"
@@ -150,15 +187,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
             row.name, row.unit, row.switchyard, row.etcd, row.ratio
         );
     }
+    for (name, unit, value) in &agent_rows {
+        println!("{name:<34} {unit:>8} {value:>14.2} {:>14} {:>8}", "-", "-");
+    }
+    let mut results: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            json!({
+                "name": row.name,
+                "unit": row.unit,
+                "switchyard": row.switchyard,
+                "etcd": row.etcd,
+                "ratio": row.ratio,
+            })
+        })
+        .collect();
+    // etcd has no agent: no etcd figure, no ratio.
+    results.extend(agent_rows.iter().map(|(name, unit, value)| {
+        json!({"name": name, "unit": unit, "switchyard": value, "etcd": null, "ratio": null})
+    }));
     let document = json!({
         "scale": format!("{:?}", args.scale).to_lowercase(),
-        "results": rows.iter().map(|row| json!({
-            "name": row.name,
-            "unit": row.unit,
-            "switchyard": row.switchyard,
-            "etcd": row.etcd,
-            "ratio": row.ratio,
-        })).collect::<Vec<_>>(),
+        "results": results,
     });
     std::fs::write(&args.json, serde_json::to_string_pretty(&document)? + "\n")?;
     Ok(())

@@ -36,10 +36,31 @@ fn the_benchmark_runs_and_writes_its_results() {
         names.iter().any(|n| n.starts_with("rss_after_")),
         "{names:?}"
     );
+    for expected in [
+        "agent_start_to_visible_p99",
+        "agent_idle_rss",
+        "agent_idle_cpu",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
     for row in results {
-        for field in ["switchyard", "etcd", "ratio"] {
-            let value = row[field].as_f64().unwrap_or(-1.0);
+        let agent = row["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("agent_"));
+        let fields: &[&str] = if agent {
+            &["switchyard"]
+        } else {
+            &["switchyard", "etcd", "ratio"]
+        };
+        for field in fields {
+            let value = row[*field].as_f64().unwrap_or(-1.0);
             assert!(value.is_finite() && value >= 0.0, "{field} of {row}");
+        }
+        if agent {
+            assert!(row["etcd"].is_null() && row["ratio"].is_null(), "{row}");
         }
         assert!(row["unit"].is_string(), "{row}");
     }

@@ -1,0 +1,135 @@
+//! The agent row: how long from `docker run` to the instance in the
+//! registry (the agent's whole path: event, inspect, SyncNode), and the
+//! agent's own footprint while idle. etcd has no counterpart here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use switchyard_client::RegistryClient;
+use switchyard_model::watch::{Change, WatchEvent};
+
+use crate::stats::{Samples, rss_mib};
+
+pub struct AgentFigures {
+    pub start_to_visible: Samples,
+    pub idle_rss_mib: f64,
+    pub idle_cpu_percent: f64,
+}
+
+const SERVICE: &str = "bench-agent";
+
+/// Starts `containers` containers of `image` with `label`, one after the
+/// other, and times each until the registry lists it.
+pub async fn measure(
+    registry: &str,
+    image: &str,
+    label: &str,
+    agent_pid: u32,
+    containers: usize,
+) -> anyhow::Result<AgentFigures> {
+    let client = RegistryClient::new(registry)?;
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let stream = client.watch(&[SERVICE.to_string()], 0).await?;
+    let watcher = {
+        let seen = Arc::clone(&seen);
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(event)) = stream.next().await {
+                if let WatchEvent::Changes { changes, .. } = event {
+                    let at = Instant::now();
+                    for change in changes {
+                        if let Change::InstanceUpdated(instance) = change
+                            && let Some(id) = instance.metadata.get("container_id")
+                            && let Ok(mut seen) = seen.lock()
+                        {
+                            seen.entry(id.clone()).or_insert(at);
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let mut started: HashMap<String, Instant> = HashMap::new();
+    let service_label = format!("switchyard.service={SERVICE}");
+    for _ in 0..containers {
+        let before = Instant::now();
+        let output = tokio::process::Command::new("docker")
+            .args([
+                "run",
+                "-d",
+                "-l",
+                label,
+                "-l",
+                &service_label,
+                "-p",
+                "127.0.0.1::80",
+                image,
+            ])
+            .output()
+            .await?;
+        anyhow::ensure!(
+            output.status.success(),
+            "docker run failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        started.insert(
+            String::from_utf8_lossy(&output.stdout).trim().to_string(),
+            before,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = seen
+            .lock()
+            .map(|seen| started.keys().all(|id| seen.contains_key(id)))
+            .unwrap_or(false);
+        if done {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the agent did not register every container in 2 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    watcher.abort();
+    let seen = seen.lock().map(|seen| seen.clone()).unwrap_or_default();
+    let latencies = started
+        .iter()
+        .filter_map(|(id, before)| seen.get(id).map(|at| at.saturating_duration_since(*before)))
+        .collect();
+    let start_to_visible = Samples {
+        latencies,
+        elapsed: Duration::from_secs(1),
+    };
+
+    // Idle: no container changes for a while, then ten seconds measured.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu_before = cpu_ticks(agent_pid)?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let cpu_after = cpu_ticks(agent_pid)?;
+    // Linux reports CPU time in clock ticks of 1/100 s.
+    let idle_cpu_percent = (cpu_after - cpu_before) as f64 / 100.0 / 10.0 * 100.0;
+    Ok(AgentFigures {
+        start_to_visible,
+        idle_rss_mib: rss_mib(agent_pid)?,
+        idle_cpu_percent,
+    })
+}
+
+/// User plus system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start after ")".
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("unreadable /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 here.
+    let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    Ok(utime + stime)
+}
