@@ -76,6 +76,15 @@ impl TestImage {
 
 impl Drop for TestImage {
     fn drop(&mut self) {
+        // Containers of the image first: an image still in use would only
+        // lose its tag and stay behind, dangling.
+        let ancestor = format!("ancestor={}", self.tag);
+        if let Ok(listing) = String::from_utf8(docker(&["ps", "-aq", "--filter", &ancestor]).stdout)
+        {
+            for id in listing.split_whitespace() {
+                let _ = docker(&["rm", "-f", id]);
+            }
+        }
         let _ = docker(&["rmi", "-f", &self.tag]);
     }
 }
