@@ -49,6 +49,11 @@ impl TestImage {
         let www = context.path().join("www");
         std::fs::create_dir(&www).expect("www");
         std::fs::write(www.join("index.html"), format!("{version}\n")).expect("index.html");
+        // A file unique to this image, so no two tests share an image id
+        // (the build cache would otherwise give identical builds one id, and
+        // removing one test's image or its containers would touch another's).
+        let name = unique("switchyard-test-httpd");
+        std::fs::write(www.join(".image"), &name).expect(".image");
         std::fs::copy(BUSYBOX, context.path().join("busybox"))
             .expect("copying /bin/busybox (install busybox-static)");
         let health = if healthcheck {
@@ -62,7 +67,7 @@ impl TestImage {
              ENTRYPOINT [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n"
         );
         std::fs::write(context.path().join("Dockerfile"), dockerfile).expect("Dockerfile");
-        Self::build(context.path(), &unique("switchyard-test-httpd"))
+        Self::build(context.path(), &name)
     }
 
     /// Builds the Dockerfile in `context` as `name:test`.
