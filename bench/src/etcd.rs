@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, GetOptions, PutOptions, Txn, TxnOp};
 
 use crate::Sizes;
-use crate::stats::{Samples, concurrently};
+use crate::stats::{Samples, ack_to_receipt, concurrently};
 
 /// About the size of a stored instance record.
 fn record(n: usize) -> Vec<u8> {
@@ -110,19 +110,7 @@ pub async fn fan_out(url: &str, sizes: Sizes) -> anyhow::Result<Samples> {
         let revision = response.header().map_or(0, |h| h.revision());
         acked.insert(u64::try_from(revision).unwrap_or(0), Instant::now());
     }
-    let mut latencies = Vec::new();
-    for watcher in watchers {
-        let received = tokio::time::timeout(Duration::from_secs(120), watcher).await???;
-        for (revision, at) in received {
-            if let Some(ack) = acked.get(&revision) {
-                latencies.push(at.saturating_duration_since(*ack));
-            }
-        }
-    }
-    Ok(Samples {
-        latencies,
-        elapsed: started.elapsed(),
-    })
+    ack_to_receipt(watchers, &acked, started).await
 }
 
 /// Loads `count` records in transactions of 100 puts.

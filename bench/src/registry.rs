@@ -12,7 +12,7 @@ use switchyard_model::watch::{Change, WatchEvent};
 use switchyard_model::{Color, Health, Instance};
 
 use crate::Sizes;
-use crate::stats::{Samples, concurrently};
+use crate::stats::{Samples, ack_to_receipt, concurrently};
 
 fn instance(service: &str, id: &str, n: usize, session: Option<u64>) -> Instance {
     Instance {
@@ -134,19 +134,7 @@ pub async fn fan_out(url: &str, sizes: Sizes) -> anyhow::Result<Samples> {
         acked.insert(revision, Instant::now());
         current = Some(next);
     }
-    let mut latencies = Vec::new();
-    for watcher in watchers {
-        let received = tokio::time::timeout(Duration::from_secs(120), watcher).await???;
-        for (revision, at) in received {
-            if let Some(ack) = acked.get(&revision) {
-                latencies.push(at.saturating_duration_since(*ack));
-            }
-        }
-    }
-    Ok(Samples {
-        latencies,
-        elapsed: started.elapsed(),
-    })
+    ack_to_receipt(watchers, &acked, started).await
 }
 
 /// Loads `count` instances (1000 per node, by SyncNode) for the memory figure.

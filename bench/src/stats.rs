@@ -141,3 +141,28 @@ where
         elapsed: started.elapsed(),
     })
 }
+
+/// What one watcher received: (revision, when).
+pub type Receipts = Vec<(u64, std::time::Instant)>;
+
+/// Latencies from each write's acknowledgement (`acked`, by revision) to each
+/// watcher's receipt of it; a receipt before the acknowledgement counts as 0.
+pub async fn ack_to_receipt(
+    watchers: Vec<tokio::task::JoinHandle<anyhow::Result<Receipts>>>,
+    acked: &std::collections::HashMap<u64, std::time::Instant>,
+    started: std::time::Instant,
+) -> anyhow::Result<Samples> {
+    let mut latencies = Vec::new();
+    for watcher in watchers {
+        let received = tokio::time::timeout(Duration::from_secs(120), watcher).await???;
+        for (revision, at) in received {
+            if let Some(ack) = acked.get(&revision) {
+                latencies.push(at.saturating_duration_since(*ack));
+            }
+        }
+    }
+    Ok(Samples {
+        latencies,
+        elapsed: started.elapsed(),
+    })
+}

@@ -125,8 +125,22 @@ fn names_or_none(containers: &[ServiceContainer]) -> String {
     }
 }
 
-/// Loads the paused deploy of `service` and takes the lock for it.
+/// Loads the paused deploy of `service` and takes the lock for it; on
+/// failure says why (one line) and answers the exit code.
 async fn resume<'a>(
+    client: &'a RegistryClient,
+    output: Output,
+    service: &str,
+) -> Result<Deploy<'a>, ExitCode> {
+    load_paused(client, output, service)
+        .await
+        .map_err(|(code, message)| {
+            eprintln!("cdctl: {message}");
+            ExitCode::from(code)
+        })
+}
+
+async fn load_paused<'a>(
     client: &'a RegistryClient,
     output: Output,
     service: &str,
@@ -199,10 +213,7 @@ pub async fn promote(
 ) -> anyhow::Result<ExitCode> {
     let mut deploy = match resume(client, output, service).await {
         Ok(deploy) => deploy,
-        Err((code, message)) => {
-            eprintln!("cdctl: {message}");
-            return Ok(ExitCode::from(code));
-        }
+        Err(code) => return Ok(code),
     };
     let result = interruptible(deploy.promote_forward()).await;
     Ok(ExitCode::from(deploy.finish(result).await))
@@ -216,10 +227,7 @@ pub async fn abort(
 ) -> anyhow::Result<ExitCode> {
     let mut deploy = match resume(client, output, service).await {
         Ok(deploy) => deploy,
-        Err((code, message)) => {
-            eprintln!("cdctl: {message}");
-            return Ok(ExitCode::from(code));
-        }
+        Err(code) => return Ok(code),
     };
     deploy.reporter.begin("abort");
     let left = deploy.roll_back().await;
