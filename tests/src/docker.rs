@@ -45,16 +45,19 @@ impl TestImage {
     /// healthcheck, the container is healthy while `/www/healthy` exists
     /// (flip it with [`TestContainer::exec`]).
     pub fn httpd(version: &str, healthcheck: bool) -> Self {
+        // One COPY of a whole root holding a file unique to this image: no
+        // two tests share an image id or any intermediate image, so one
+        // test's cleanup never touches another's containers or the build
+        // cache another build is using at that moment.
         let context = tempfile::tempdir().expect("a build context");
-        let www = context.path().join("www");
-        std::fs::create_dir(&www).expect("www");
+        let root = context.path().join("rootfs");
+        let www = root.join("www");
+        std::fs::create_dir_all(&www).expect("www");
+        std::fs::create_dir_all(root.join("bin")).expect("bin");
         std::fs::write(www.join("index.html"), format!("{version}\n")).expect("index.html");
-        // A file unique to this image, so no two tests share an image id
-        // (the build cache would otherwise give identical builds one id, and
-        // removing one test's image or its containers would touch another's).
         let name = unique("switchyard-test-httpd");
         std::fs::write(www.join(".image"), &name).expect(".image");
-        std::fs::copy(BUSYBOX, context.path().join("busybox"))
+        std::fs::copy(BUSYBOX, root.join("bin/busybox"))
             .expect("copying /bin/busybox (install busybox-static)");
         let health = if healthcheck {
             "HEALTHCHECK --interval=1s --timeout=1s --retries=1 \
@@ -63,7 +66,7 @@ impl TestImage {
             ""
         };
         let dockerfile = format!(
-            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nEXPOSE 80\n{health}\
+            "FROM scratch\nCOPY rootfs /\nEXPOSE 80\n{health}\
              ENTRYPOINT [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n"
         );
         std::fs::write(context.path().join("Dockerfile"), dockerfile).expect("Dockerfile");
