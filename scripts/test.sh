@@ -13,6 +13,8 @@ echo "==> cargo clippy" >&2
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo build" >&2
 cargo build --workspace --bins
+echo "==> static binaries for the test images" >&2
+scripts/build-images.sh --binaries-only
 echo "==> cargo test" >&2
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

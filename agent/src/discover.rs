@@ -235,6 +235,11 @@ pub fn discover(
         for (label, key) in [
             ("switchyard.version", "version"),
             ("switchyard.deploy-id", "deploy_id"),
+            // Swarm task containers: which service and task they belong
+            // to (`cdctl deploy --runtime swarm` tells its tasks by these).
+            ("com.docker.swarm.service.id", "swarm_service_id"),
+            ("com.docker.swarm.service.name", "swarm_service"),
+            ("com.docker.swarm.task.id", "swarm_task_id"),
         ] {
             if let Some(value) = container.labels.get(label) {
                 metadata.insert(key.to_string(), value.clone());

@@ -115,13 +115,51 @@ impl Engine {
     }
 
     /// What the container is now; `None` when it is gone or not running.
+    /// A Swarm task container also carries its service's Switchyard labels.
     pub async fn inspect(&self, id: &str) -> anyhow::Result<Option<ContainerFacts>> {
-        match self.docker.inspect_container(id, None).await {
-            Ok(response) => Ok(facts(response)),
+        let mut facts = match self.docker.inspect_container(id, None).await {
+            Ok(response) => facts(response),
             Err(DockerError::DockerResponseServerError {
                 status_code: 404, ..
-            }) => Ok(None),
-            Err(error) => Err(error).with_context(|| format!("inspecting container {id}")),
+            }) => None,
+            Err(error) => return Err(error).with_context(|| format!("inspecting container {id}")),
+        };
+        if let Some(facts) = &mut facts
+            && let Some(service_id) = facts.labels.get(SWARM_SERVICE_ID_LABEL).cloned()
+        {
+            let service_labels = self.service_labels(&service_id).await;
+            inherit_service_labels(&mut facts.labels, service_labels);
+        }
+        Ok(facts)
+    }
+
+    /// A Swarm service's labels. Only managers can answer; on a worker (or
+    /// when the service is gone) a task has only its container labels.
+    async fn service_labels(&self, service_id: &str) -> HashMap<String, String> {
+        match self.docker.inspect_service(service_id, None).await {
+            Ok(service) => service
+                .spec
+                .and_then(|spec| spec.labels)
+                .unwrap_or_default(),
+            Err(error) => {
+                tracing::debug!(service = service_id, %error, "service labels unavailable (not a manager?)");
+                HashMap::new()
+            }
+        }
+    }
+}
+
+const SWARM_SERVICE_ID_LABEL: &str = "com.docker.swarm.service.id";
+
+/// Task containers inherit their service's Switchyard and registrator
+/// labels (`switchyard.*`, `SERVICE_*`); labels on the container win.
+fn inherit_service_labels(
+    container: &mut HashMap<String, String>,
+    service: HashMap<String, String>,
+) {
+    for (key, value) in service {
+        if key.starts_with("switchyard.") || key.starts_with("SERVICE_") {
+            container.entry(key).or_insert(value);
         }
     }
 }
@@ -234,6 +272,31 @@ mod tests {
             Some(1_795_302_600)
         );
         assert_eq!(parse_rfc3339_seconds("garbage"), None);
+    }
+
+    #[test]
+    fn task_containers_inherit_service_labels_but_keep_their_own() {
+        let mut container = HashMap::from([
+            ("switchyard.color".to_string(), "green".to_string()),
+            (SWARM_SERVICE_ID_LABEL.to_string(), "abc".to_string()),
+        ]);
+        let service = HashMap::from([
+            ("switchyard.service".to_string(), "web".to_string()),
+            ("switchyard.color".to_string(), "blue".to_string()),
+            ("SERVICE_TAGS".to_string(), "a,b".to_string()),
+            ("com.example.team".to_string(), "x".to_string()),
+        ]);
+        inherit_service_labels(&mut container, service);
+        assert_eq!(container["switchyard.service"], "web");
+        assert_eq!(
+            container["switchyard.color"], "green",
+            "the container's own label wins"
+        );
+        assert_eq!(container["SERVICE_TAGS"], "a,b");
+        assert!(
+            !container.contains_key("com.example.team"),
+            "only Switchyard labels"
+        );
     }
 
     #[test]

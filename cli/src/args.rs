@@ -89,9 +89,13 @@ pub struct DeployArgs {
     /// Image to deploy (must be on the Docker engine; deploys never pull).
     #[arg(long)]
     pub image: Option<String>,
-    /// Containers of the new color (default 1).
+    /// Containers (or Swarm tasks) of the new color (default 1).
     #[arg(long)]
     pub replicas: Option<u32>,
+    /// What to start: containers, or one Swarm service per color (default
+    /// auto: Swarm when the engine is a Swarm manager).
+    #[arg(long, value_enum, env = "SWITCHYARD_RUNTIME")]
+    pub runtime: Option<crate::deploy::runtime::RuntimeChoice>,
     /// Container port to publish and register.
     #[arg(long)]
     pub port: Option<u16>,

@@ -354,3 +354,114 @@ impl Drop for LabelledContainers {
         }
     }
 }
+
+/// Removes every Swarm service carrying `label` when dropped (services a
+/// program under test, e.g. `cdctl deploy --runtime swarm`, created), and
+/// waits until their task containers are gone.
+pub struct LabelledServices {
+    pub label: String,
+}
+
+impl Drop for LabelledServices {
+    fn drop(&mut self) {
+        let filter = format!("label={}", self.label);
+        let listing = docker(&["service", "ls", "-q", "--filter", &filter]);
+        for id in String::from_utf8_lossy(&listing.stdout).split_whitespace() {
+            let _ = docker(&["service", "rm", id]);
+        }
+        wait_gone(&filter);
+    }
+}
+
+/// Waits (up to 30 s) until no container matches the `docker ps` filter.
+fn wait_gone(filter: &str) {
+    for _ in 0..300 {
+        let left = docker(&["ps", "-aq", "--filter", filter]);
+        if left.stdout.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Builds Switchyard's own images with `scripts/build-images.sh` (the
+/// helper users run too) under tags unique to the test; each is removed
+/// when dropped. `names`: registry, agent, proxy.
+pub fn switchyard_images(names: &[&str]) -> Vec<TestImage> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .to_path_buf();
+    let mut command = Command::new("bash");
+    command.arg(root.join("scripts/build-images.sh"));
+    let mut images = Vec::new();
+    for name in names {
+        let tag = format!("{}:test", unique(&format!("switchyard-test-{name}")));
+        command.arg(format!("--{name}-tag")).arg(&tag);
+        images.push(TestImage { tag });
+    }
+    let status = command.status().expect("running scripts/build-images.sh");
+    assert!(status.success(), "scripts/build-images.sh {names:?} failed");
+    images
+}
+
+/// A stack deployed with `docker stack deploy`, removed (with its network
+/// and volumes) when dropped.
+pub struct TestStack {
+    pub name: String,
+    volumes: Vec<String>,
+    /// The network the stack made (`SWITCHYARD_NETWORK`), waited for.
+    network: Option<String>,
+}
+
+impl TestStack {
+    /// `docker stack deploy -c COMPOSE NAME` with `env` for the file's
+    /// `${...}` settings.
+    pub fn deploy(compose: &Path, env: &[(&str, String)]) -> Self {
+        let name = unique("sy").replace('-', "");
+        let compose = compose.to_string_lossy().into_owned();
+        let output = Command::new("docker")
+            .args(["stack", "deploy", "-c", &compose, &name])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .output()
+            .expect("running docker stack deploy");
+        assert!(
+            output.status.success(),
+            "docker stack deploy failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        TestStack {
+            volumes: vec![format!("{name}_registry-data")],
+            network: env
+                .iter()
+                .find(|(k, _)| *k == "SWITCHYARD_NETWORK")
+                .map(|(_, v)| v.clone()),
+            name,
+        }
+    }
+
+    /// The stack's service `service` (its full name).
+    pub fn service(&self, service: &str) -> String {
+        format!("{}_{service}", self.name)
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        let _ = docker(&["stack", "rm", &self.name]);
+        wait_gone(&format!("label=com.docker.stack.namespace={}", self.name));
+        for volume in &self.volumes {
+            let _ = docker(&["volume", "rm", volume]);
+        }
+        // Swarm removes the network a moment after its services.
+        if let Some(network) = &self.network {
+            for _ in 0..300 {
+                if !docker(&["network", "inspect", network]).status.success() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+}

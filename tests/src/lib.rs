@@ -6,6 +6,7 @@
 pub mod conformance;
 pub mod docker;
 pub mod etcd;
+pub mod load;
 pub mod process;
 
 use std::future::Future;

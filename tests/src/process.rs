@@ -192,9 +192,14 @@ impl Drop for AgentProcess {
     }
 }
 
-/// Runs `cdctl` against `registry_url`.
+/// Deploys in tests start containers unless a test asks for Swarm: tests
+/// run side by side, and while one holds a swarm `auto` would pick Swarm.
+const RUNTIME: (&str, &str) = ("SWITCHYARD_RUNTIME", "containers");
+
+/// Runs `cdctl` against `registry_url` (deploys: `--runtime containers`).
 pub fn cdctl(registry_url: &str, args: &[&str]) -> Output {
     Command::new(binary("cdctl"))
+        .env(RUNTIME.0, RUNTIME.1)
         .arg("--registry")
         .arg(registry_url)
         .args(args)
@@ -221,9 +226,11 @@ pub fn cdctl_json(registry_url: &str, args: &[&str]) -> serde_json::Value {
 }
 
 /// Runs `cdctl` without blocking the async runtime (tests that serve a
-/// registry in-process need their worker threads), with extra environment.
+/// registry in-process need their worker threads), with extra environment
+/// (which may set `SWITCHYARD_RUNTIME` too).
 pub async fn cdctl_async(registry_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     tokio::process::Command::new(binary("cdctl"))
+        .env(RUNTIME.0, RUNTIME.1)
         .arg("--registry")
         .arg(registry_url)
         .args(args)
@@ -265,4 +272,14 @@ impl Drop for Background {
     fn drop(&mut self) {
         kill_9(&mut self.child);
     }
+}
+
+/// A finished program's exit code and output, for assertion messages.
+pub fn explain(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }

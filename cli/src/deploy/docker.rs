@@ -1,7 +1,10 @@
 //! The Docker operations a deploy needs, through bollard (DOCKER_HOST or the
 //! local socket, API version negotiated): find a service's containers by
-//! label, create and start the new color, stop, start, rename and remove.
+//! label, create and start the new color, stop, start, rename and remove;
+//! [`swarm`] does the same for Swarm services.
 //! **Architecture Invariant:** the only place in cdctl that sees bollard.
+
+mod swarm;
 
 use std::collections::HashMap;
 
@@ -14,6 +17,8 @@ use bollard::query_parameters::{
     RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use switchyard_model::Color;
+
+pub use swarm::{REPLICAS_LABEL, ServiceDefinition, SwarmService};
 
 /// Labels every deployed container carries.
 pub const SERVICE_LABEL: &str = "switchyard.service";

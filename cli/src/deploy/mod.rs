@@ -7,6 +7,7 @@
 pub mod docker;
 mod report;
 mod run;
+pub mod runtime;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -50,6 +51,8 @@ pub struct Settings {
     /// Proxies silent for longer are not waited for.
     pub proxy_stale: Duration,
     pub who: String,
+    /// Containers or Swarm services (auto: Swarm on a manager).
+    pub runtime: runtime::RuntimeChoice,
 }
 
 /// One service's table in `switchyard.toml`; every key is optional and a
@@ -77,6 +80,7 @@ pub struct FileSettings {
     stop_timeout: Option<String>,
     proxy_timeout: Option<String>,
     proxy_stale: Option<String>,
+    runtime: Option<String>,
 }
 
 fn read_file(path: &Path, service: &str) -> anyhow::Result<FileSettings> {
@@ -199,6 +203,18 @@ impl Settings {
                     .unwrap_or(Duration::from_secs(30)),
             },
             who: args.who.unwrap_or_else(default_who),
+            runtime: match args.runtime {
+                Some(runtime) => runtime,
+                None => match file.runtime.as_deref() {
+                    Some(text) => <runtime::RuntimeChoice as clap::ValueEnum>::from_str(text, true)
+                        .map_err(|_| {
+                            anyhow::anyhow!(
+                                "runtime {text:?} in the file: use auto, containers or swarm"
+                            )
+                        })?,
+                    None => runtime::RuntimeChoice::Auto,
+                },
+            },
         })
     }
 }

@@ -16,11 +16,9 @@ use switchyard_model::{Color, Deployment, Health, Instance, LockGrant, Outcome, 
 use tokio::task::JoinHandle;
 
 use super::Settings;
-use super::docker::{
-    COLOR_LABEL, ContainerSpec, DEPLOY_LABEL, Engine, NETWORK_LABEL, SERVICE_LABEL,
-    ServiceContainer,
-};
+use super::docker::DEPLOY_LABEL;
 use super::report::{Reporter, millis};
+use super::runtime::{Retired, Runtime, RuntimeKind, Unit};
 use crate::args::Output;
 use crate::exit;
 
@@ -76,15 +74,6 @@ impl From<ClientError> for Failure {
     }
 }
 
-/// A leftover container of the next color, set aside (stopped and renamed)
-/// while the deploy runs; removed on success, restored on rollback.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Retired {
-    id: String,
-    name: String,
-    was_running: bool,
-}
-
 /// What `cdctl promote` and `cdctl abort` need to carry on a paused deploy,
 /// kept in the deployment record's metadata.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +91,8 @@ struct Paused {
     #[serde(default = "default_proxy_ms")]
     proxy_stale_ms: u64,
     retired: Vec<Retired>,
+    #[serde(default)]
+    runtime: RuntimeKind,
 }
 
 fn default_stop_timeout_ms() -> u64 {
@@ -140,7 +131,7 @@ fn failpoint(step: &str) -> Result<(), Failure> {
 
 pub struct Deploy<'a> {
     client: &'a RegistryClient,
-    engine: Engine,
+    runtime: Runtime,
     settings: Settings,
     reporter: Reporter,
     record: Deployment,
@@ -150,7 +141,7 @@ pub struct Deploy<'a> {
     next: Color,
     retired: Vec<Retired>,
     flipped: bool,
-    stopped_old: Vec<ServiceContainer>,
+    stopped_old: Vec<Unit>,
 }
 
 impl Drop for Deploy<'_> {
@@ -162,7 +153,12 @@ impl Drop for Deploy<'_> {
 }
 
 impl<'a> Deploy<'a> {
-    fn new(client: &'a RegistryClient, engine: Engine, settings: Settings, output: Output) -> Self {
+    fn new(
+        client: &'a RegistryClient,
+        runtime: Runtime,
+        settings: Settings,
+        output: Output,
+    ) -> Self {
         let id = format!("{}-{:04x}", now_ms(), rand_suffix());
         let record = Deployment {
             id,
@@ -179,7 +175,7 @@ impl<'a> Deploy<'a> {
         };
         Deploy {
             client,
-            engine,
+            runtime,
             settings,
             reporter: Reporter::new(output),
             record,
@@ -262,64 +258,46 @@ impl<'a> Deploy<'a> {
     async fn clear_leftovers(&mut self) -> Result<(), Failure> {
         self.reporter.begin("clear leftovers");
         let leftovers = self
-            .engine
-            .containers(&self.settings.service, Some(self.next))
+            .runtime
+            .units(&self.settings.service, Some(self.next))
             .await?;
-        for container in &leftovers {
-            let retired = Retired {
-                id: container.id.clone(),
-                name: container.name.clone(),
-                was_running: container.running,
-            };
+        for unit in &leftovers {
+            let retired = self
+                .runtime
+                .set_aside(unit, &self.record.id, self.settings.stop_timeout)
+                .await?;
             self.retired.push(retired);
-            if container.running {
-                self.engine
-                    .stop(&container.id, self.settings.stop_timeout)
-                    .await?;
-            }
-            let aside = format!("{}-retired-{}", container.name, self.record.id);
-            self.engine.rename(&container.id, &aside).await?;
         }
-        let ids: HashSet<String> = leftovers.iter().map(|c| c.id.clone()).collect();
+        let ids: HashSet<String> = leftovers.iter().map(|u| u.id.clone()).collect();
+        let runtime = self.runtime.clone();
         self.wait_registry(
             "leftovers deregistered",
             self.settings.health_timeout,
-            |instances| !instances.iter().any(|i| owned_by(i, &ids)),
+            |instances| !instances.iter().any(|i| runtime.owned_by(i, &ids)),
         )
         .await?;
         self.reporter.end(&format!("{} set aside", leftovers.len()));
         Ok(())
     }
 
-    /// 4. Starts the replicas of the new color.
+    /// 4. Starts the new color: its containers, or its Swarm service.
     async fn start_containers(&mut self) -> Result<(), Failure> {
         self.reporter.begin("start containers");
-        let mut labels = self.settings.labels.clone();
-        labels.insert(SERVICE_LABEL.into(), self.settings.service.clone());
-        labels.insert(COLOR_LABEL.into(), self.next.to_string());
-        labels.insert(DEPLOY_LABEL.into(), self.record.id.clone());
-        if let Some(network) = &self.settings.network {
-            labels.insert(NETWORK_LABEL.into(), network.clone());
-            if let Some(port) = self.settings.port {
-                labels.insert("switchyard.port".into(), port.to_string());
-            }
-        }
-        for n in 1..=self.settings.replicas {
-            let spec = ContainerSpec {
-                name: format!("{}-{}-{n}", self.settings.service, self.next),
-                image: self.settings.image.clone(),
-                env: self.settings.env.clone(),
-                labels: labels.clone(),
-                port: self.settings.port,
-                publish_ip: self.settings.publish_ip.clone(),
-                network: self.settings.network.clone(),
-            };
-            self.engine.run(&spec).await?;
-        }
+        self.runtime
+            .start_color(
+                &self.settings,
+                self.next,
+                &self.record.id,
+                &mut self.retired,
+            )
+            .await?;
         failpoint("start")?;
         self.reporter.end(&format!(
-            "{} × {} as {}",
-            self.settings.replicas, self.settings.image, self.next
+            "{} × {} as {} ({})",
+            self.settings.replicas,
+            self.settings.image,
+            self.next,
+            self.runtime.kind()
         ));
         Ok(())
     }
@@ -338,16 +316,16 @@ impl<'a> Deploy<'a> {
         let wanted = self.settings.replicas as usize;
         loop {
             let ours: HashSet<String> = self
-                .engine
+                .runtime
                 .deployed_by(&self.record.id)
                 .await?
                 .into_iter()
-                .map(|c| c.id)
+                .map(|unit| unit.id)
                 .collect();
             let instances = self.instances().await?;
             let passing: Vec<&Instance> = instances
                 .iter()
-                .filter(|i| owned_by(i, &ours) && i.health == Health::Passing)
+                .filter(|i| self.runtime.owned_by(i, &ours) && i.health == Health::Passing)
                 .collect();
             if passing.len() >= wanted {
                 return Ok(passing.iter().map(|i| i.target()).collect());
@@ -467,14 +445,15 @@ impl<'a> Deploy<'a> {
     }
 
     /// 11. Stops the old color (removed on success), then waits until the
-    ///     registry no longer lists it.
+    ///     registry no longer lists it. With --keep-old, containers keep
+    ///     running; a Swarm service is scaled to zero and kept.
     async fn stop_old(&mut self) -> Result<(), Failure> {
         self.reporter.begin("stop old");
         let Some(old) = self.active else {
             self.reporter.end("nothing was live");
             return Ok(());
         };
-        if self.settings.keep_old {
+        if self.settings.keep_old && self.runtime.kind() == RuntimeKind::Containers {
             self.reporter
                 .end(&format!("kept {old} for `cdctl rollback`"));
             return Ok(());
@@ -482,29 +461,35 @@ impl<'a> Deploy<'a> {
         if let Some(after) = self.settings.stop_old_after {
             tokio::time::sleep(after).await;
         }
-        let running: Vec<ServiceContainer> = self
-            .engine
-            .containers(&self.settings.service, Some(old))
+        let running: Vec<Unit> = self
+            .runtime
+            .units(&self.settings.service, Some(old))
             .await?
             .into_iter()
-            .filter(|c| c.running)
+            .filter(|unit| unit.running)
             .collect();
         self.stopped_old.extend(running.iter().cloned());
         let timeout = self.settings.stop_timeout;
-        let stops = running.iter().map(|c| self.engine.stop(&c.id, timeout));
+        let stops = running.iter().map(|unit| self.runtime.stop(unit, timeout));
         for stopped in futures::future::join_all(stops).await {
             stopped?;
         }
         failpoint("stop-old")?;
-        let ids: HashSet<String> = running.iter().map(|c| c.id.clone()).collect();
+        let ids: HashSet<String> = running.iter().map(|unit| unit.id.clone()).collect();
+        let runtime = self.runtime.clone();
         self.wait_registry(
             "old color deregistered",
             self.settings.health_timeout,
-            |instances| !instances.iter().any(|i| owned_by(i, &ids)),
+            |instances| !instances.iter().any(|i| runtime.owned_by(i, &ids)),
         )
         .await?;
+        let kept = if self.settings.keep_old {
+            " (kept at zero replicas for `cdctl rollback`)"
+        } else {
+            ""
+        };
         self.reporter
-            .end(&format!("{} of {old} stopped", running.len()));
+            .end(&format!("{} of {old} stopped{kept}", running.len()));
         Ok(())
     }
 
@@ -633,12 +618,4 @@ fn rand_suffix() -> u16 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     ((nanos >> 8) ^ std::process::id()) as u16
-}
-
-/// Whether the instance is one of the given containers.
-fn owned_by(instance: &Instance, containers: &HashSet<String>) -> bool {
-    instance
-        .metadata
-        .get("container_id")
-        .is_some_and(|id| containers.contains(id))
 }

@@ -466,6 +466,33 @@ async fn swarm_task_containers_register_with_overlay_ips() {
     wait_until(&url, "swarm-web", "scaled to one", |f| f.len() == 1).await;
     drop(service);
     wait_until(&url, "swarm-web", "service removed", |f| f.is_empty()).await;
+
+    // Labels on the service (not its containers) are inherited by its
+    // tasks; only the tenant label sits on the containers.
+    let inherited = TestService::create(&[
+        "--network",
+        &network.name,
+        "--container-label",
+        &label,
+        "--label",
+        "switchyard.service=swarm-inherited",
+        "--label",
+        "switchyard.color=green",
+        &image.tag,
+    ]);
+    let found = wait_until(&url, "swarm-inherited", "one task", |f| f.len() == 1).await;
+    assert_eq!(
+        found[0].color,
+        Some(Color::Green),
+        "the service's color label"
+    );
+    assert_eq!(
+        found[0].metadata.get("swarm_service"),
+        Some(&inherited.name),
+        "the task's service"
+    );
+    drop(inherited);
+    wait_until(&url, "swarm-inherited", "service removed", |f| f.is_empty()).await;
     drop(network);
     drop(swarm);
 }

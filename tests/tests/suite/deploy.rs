@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use switchyard_model::{Color, Health, Outcome};
 use switchyard_tests::docker::{LabelledContainers, TestImage, docker_ok, unique};
-use switchyard_tests::process::{AgentProcess, cdctl_async};
+use switchyard_tests::process::{AgentProcess, cdctl_async, explain};
 use switchyard_tests::{TestRegistry, body, eventually, http_get};
 
 /// A registry, an agent following this test's containers, and two versions
@@ -171,15 +171,6 @@ fn code(output: &Output) -> Option<i32> {
     output.status.code()
 }
 
-fn explain(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploys_alternate_colors_replace_the_old_and_roll_back_to_kept_ones() {
     let f = Fixture::start().await;
@@ -329,6 +320,7 @@ async fn a_failure_at_any_step_leaves_everything_exactly_as_before() {
 
     // SIGTERM while the pre-test runs.
     let mut deploy = tokio::process::Command::new(switchyard_tests::process::binary("cdctl"))
+        .env("SWITCHYARD_RUNTIME", "containers")
         .args([
             "--registry",
             &f.url,

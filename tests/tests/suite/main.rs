@@ -33,4 +33,5 @@ mod crash;
 mod deploy;
 mod proxy;
 mod replicas;
+mod swarm;
 mod watch;

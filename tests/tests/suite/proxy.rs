@@ -2,16 +2,15 @@
 //! reload, report, guard, resume), deploys waiting for proxies, the HAProxy
 //! example, and zero downtime proven through a real nginx under load.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchyard_client::RegistryClient;
 use switchyard_model::{Color, Health};
 use switchyard_tests::docker::{LabelledContainers, TestImage, unique};
+use switchyard_tests::load::Load;
+use switchyard_tests::process::explain;
 use switchyard_tests::process::{AgentProcess, Background, RegistryProcess, binary, cdctl_async};
 use switchyard_tests::{TestRegistry, body, eventually, http_get, instance, workspace_root};
 
@@ -310,87 +309,6 @@ impl Drop for Nginx {
     }
 }
 
-/// What the load saw, by the test phase in which each request was sent.
-#[derive(Default, Debug)]
-struct Tally {
-    /// phase → version → responses
-    versions: BTreeMap<u8, BTreeMap<String, u64>>,
-    failures: Vec<String>,
-    total: u64,
-}
-
-/// A bounded load through nginx: `workers` loops of GETs, each request
-/// tagged with the phase current when it was sent.
-async fn load(
-    address: std::net::SocketAddr,
-    path: String,
-    phase: Arc<AtomicU8>,
-    stop: Arc<AtomicBool>,
-    workers: usize,
-) -> Tally {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let (phase, stop, path) = (Arc::clone(&phase), Arc::clone(&stop), path.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tally = Tally::default();
-            while !stop.load(Ordering::Relaxed)
-                && Instant::now() < deadline
-                && tally.total < 200_000
-            {
-                let sent_in = phase.load(Ordering::SeqCst);
-                tally.total += 1;
-                match http_get(address, &path).await {
-                    Ok(response) if response.starts_with("HTTP/1.1 200") => {
-                        let version = body(&response).trim().to_string();
-                        *tally
-                            .versions
-                            .entry(sent_in)
-                            .or_default()
-                            .entry(version)
-                            .or_default() += 1;
-                    }
-                    Ok(response) => tally.failures.push(
-                        response
-                            .lines()
-                            .next()
-                            .unwrap_or("empty response")
-                            .to_string(),
-                    ),
-                    Err(error) => tally.failures.push(error),
-                }
-            }
-            tally
-        }));
-    }
-    let mut total = Tally::default();
-    for task in tasks {
-        let tally = task.await.expect("load task");
-        total.total += tally.total;
-        total.failures.extend(tally.failures);
-        for (phase, versions) in tally.versions {
-            for (version, count) in versions {
-                *total
-                    .versions
-                    .entry(phase)
-                    .or_default()
-                    .entry(version)
-                    .or_default() += count;
-            }
-        }
-    }
-    total
-}
-
-fn explain(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 fn wait_proxies_ms(summary: &[u8]) -> Option<u64> {
     let summary: serde_json::Value = serde_json::from_slice(summary).ok()?;
     summary["steps"]
@@ -500,20 +418,7 @@ async fn zero_downtime_through_nginx() {
 
     // Phases: 0 paused before the flip, 1 promoting, 2 promoted, 3 rolling
     // back, 4 rolled back, 5 a deploy whose post-test fails, 6 after it.
-    let phase = Arc::new(AtomicU8::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    // The load runs on a runtime of its own: it must not slow the registry
-    // under test (which shares this test's runtime).
-    let traffic = {
-        let (phase, stop, path) = (Arc::clone(&phase), Arc::clone(&stop), path.clone());
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for the load")
-                .block_on(load(listen, path, phase, stop, 4))
-        })
-    };
+    let load = Load::start(listen, &path, 4);
 
     let paused = deploy(
         v2.tag.clone(),
@@ -527,13 +432,13 @@ async fn zero_downtime_through_nginx() {
     .await;
     assert_eq!(paused.status.code(), Some(0), "{}", explain(&paused));
     tokio::time::sleep(Duration::from_millis(500)).await; // traffic while paused
-    phase.store(1, Ordering::SeqCst);
+    load.enter(1);
     let proxy_url = format!("http://{listen}{path}");
     let promoted = cdctl_async(&url, &["-o", "json", "promote", &service], &[]).await;
     assert_eq!(promoted.status.code(), Some(0), "{}", explain(&promoted));
-    phase.store(2, Ordering::SeqCst);
+    load.enter(2);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    phase.store(3, Ordering::SeqCst);
+    load.enter(3);
     let back = cdctl_async(&url, &["rollback", &service], &[]).await;
     assert_eq!(back.status.code(), Some(0), "{}", explain(&back));
     // The rollback returns when the registry flipped; proxies follow.
@@ -550,9 +455,9 @@ async fn zero_downtime_through_nginx() {
         }
     })
     .await;
-    phase.store(4, Ordering::SeqCst);
+    load.enter(4);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    phase.store(5, Ordering::SeqCst);
+    load.enter(5);
     let post_test = format!("busybox wget -qO- {proxy_url} | grep -q never-this-version");
     let failing = deploy(
         v2.tag.clone(),
@@ -567,13 +472,9 @@ async fn zero_downtime_through_nginx() {
     )
     .await;
     assert_eq!(failing.status.code(), Some(12), "{}", explain(&failing));
-    phase.store(6, Ordering::SeqCst);
+    load.enter(6);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::SeqCst);
-    let tally = tokio::task::spawn_blocking(move || traffic.join())
-        .await
-        .expect("join")
-        .expect("the load thread");
+    let tally = load.finish().await;
 
     println!(
         "zero downtime: {} requests through nginx; flip to all proxies applied: {:?} ms",

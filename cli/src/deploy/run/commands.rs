@@ -8,8 +8,8 @@ use switchyard_client::{Code, RegistryClient};
 use switchyard_model::{Color, Deployment, Health, Instance, Outcome, color_name};
 
 use super::super::Settings;
-use super::super::docker::{Engine, ServiceContainer};
 use super::super::report::Reporter;
+use super::super::runtime::{Runtime, RuntimeChoice, RuntimeKind, Unit};
 use super::{Deploy, Failure, PAUSED_KEY, Paused, now_ms, rand_suffix};
 use crate::args::Output;
 use crate::exit;
@@ -24,18 +24,21 @@ async fn interruptible<T>(
     }
 }
 
-async fn connect_docker() -> anyhow::Result<Engine> {
-    Engine::connect().await
-}
-
 /// `cdctl deploy`.
 pub async fn deploy(
     client: &RegistryClient,
     output: Output,
     settings: Settings,
 ) -> anyhow::Result<ExitCode> {
-    let engine = connect_docker().await?;
-    if !engine.has_image(&settings.image).await? {
+    let runtime = Runtime::connect(settings.runtime).await?;
+    if runtime.kind() == RuntimeKind::Swarm && settings.network.is_none() {
+        eprintln!(
+            "cdctl: a Swarm deploy needs --network NET: an attachable overlay network the \
+             agent registers task IPs on (or --runtime containers)"
+        );
+        return Ok(ExitCode::from(exit::USAGE));
+    }
+    if !runtime.has_image(&settings.image).await? {
         eprintln!(
             "cdctl: image {} is not on this Docker engine: build or pull it first (deploys never pull)",
             settings.image
@@ -43,7 +46,7 @@ pub async fn deploy(
         return Ok(ExitCode::from(exit::USAGE));
     }
     let dry_run = settings.dry_run;
-    let mut deploy = Deploy::new(client, engine, settings, output);
+    let mut deploy = Deploy::new(client, runtime, settings, output);
     if dry_run {
         deploy.plan().await?;
         return Ok(ExitCode::SUCCESS);
@@ -57,9 +60,9 @@ impl Deploy<'_> {
     async fn plan(&mut self) -> anyhow::Result<()> {
         let service = self.settings.service.clone();
         let (active, next, _) = self.client.next_color(&service).await?;
-        let leftovers = self.engine.containers(&service, Some(next)).await?;
+        let leftovers = self.runtime.units(&service, Some(next)).await?;
         let old = match active {
-            Some(color) => self.engine.containers(&service, Some(color)).await?,
+            Some(color) => self.runtime.units(&service, Some(color)).await?,
             None => Vec::new(),
         };
         let live: Vec<String> = self
@@ -82,11 +85,9 @@ impl Deploy<'_> {
             names_or_none(&leftovers)
         ));
         say(format!(
-            "  start: {}",
-            (1..=self.settings.replicas)
-                .map(|n| format!("{service}-{next}-{n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "  start ({}): {}",
+            self.runtime.kind(),
+            self.runtime.new_names(&self.settings, next).join(", ")
         ));
         say(format!(
             "  then: wait for {} passing, pre-test {}, flip {} → {next}, post-test {}",
@@ -95,7 +96,9 @@ impl Deploy<'_> {
             color_name(active),
             self.settings.post_test.as_deref().unwrap_or("(none)"),
         ));
-        if self.settings.keep_old {
+        if self.settings.keep_old && self.runtime.kind() == RuntimeKind::Swarm {
+            say(format!("  scale to zero and keep: {}", names_or_none(&old)));
+        } else if self.settings.keep_old {
             say(format!("  keep: {}", names_or_none(&old)));
         } else {
             say(format!("  stop: {}", names_or_none(&old)));
@@ -113,11 +116,11 @@ impl Deploy<'_> {
     }
 }
 
-fn names_or_none(containers: &[ServiceContainer]) -> String {
-    if containers.is_empty() {
+fn names_or_none(units: &[Unit]) -> String {
+    if units.is_empty() {
         "(none)".into()
     } else {
-        containers
+        units
             .iter()
             .map(|c| c.name.clone())
             .collect::<Vec<_>>()
@@ -145,9 +148,6 @@ async fn load_paused<'a>(
     output: Output,
     service: &str,
 ) -> Result<Deploy<'a>, (u8, String)> {
-    let engine = connect_docker()
-        .await
-        .map_err(|e| (exit::FAILURE, format!("{e:#}")))?;
     let latest = client
         .list_deployments(service, 1)
         .await
@@ -168,6 +168,9 @@ async fn load_paused<'a>(
             exit::FAILURE,
             format!("deploy {} lacks its paused state", record.id),
         ))?;
+    let runtime = Runtime::with_kind(paused.runtime)
+        .await
+        .map_err(|e| (exit::FAILURE, format!("{e:#}")))?;
     let settings = Settings {
         service: service.to_string(),
         image: record.image.clone(),
@@ -190,8 +193,12 @@ async fn load_paused<'a>(
         proxy_timeout: Duration::from_millis(paused.proxy_timeout_ms),
         proxy_stale: Duration::from_millis(paused.proxy_stale_ms),
         who: record.who.clone(),
+        runtime: match paused.runtime {
+            RuntimeKind::Containers => RuntimeChoice::Containers,
+            RuntimeKind::Swarm => RuntimeChoice::Swarm,
+        },
     };
-    let mut deploy = Deploy::new(client, engine, settings, output);
+    let mut deploy = Deploy::new(client, runtime, settings, output);
     deploy.active = record.from_color;
     deploy.next = record
         .to_color
@@ -313,6 +320,10 @@ async fn rollback_locked(
         )));
     };
     let previous = active.other();
+    let current = match wake_kept(client, service, &current, previous).await? {
+        Some(woken) => woken,
+        None => current,
+    };
     let passing: Vec<&Instance> = current
         .instances
         .iter()
@@ -358,4 +369,60 @@ async fn rollback_locked(
     };
     client.record_deployment(&record).await?;
     Ok(Ok(record))
+}
+
+/// How long `cdctl rollback` waits for a kept Swarm service to pass again.
+const WAKE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// With `--keep-old` in Swarm the previous color was scaled to zero: scale
+/// it back and wait until all its replicas pass. Answers the service as
+/// the registry then lists it, or `None` when there was nothing to wake.
+async fn wake_kept(
+    client: &RegistryClient,
+    service: &str,
+    current: &switchyard_model::Service,
+    previous: Color,
+) -> anyhow::Result<Option<switchyard_model::Service>> {
+    let already = current
+        .instances
+        .iter()
+        .any(|i| i.color == Some(previous) && i.health == Health::Passing);
+    if already {
+        return Ok(None);
+    }
+    let runtime = Runtime::connect(RuntimeChoice::Auto).await?;
+    let kept = runtime.kept_at_zero(service, previous).await?;
+    if kept.is_empty() {
+        return Ok(None);
+    }
+    for unit in &kept {
+        eprintln!(
+            "cdctl: scaling {} back to {} replicas",
+            unit.name, unit.replicas
+        );
+        runtime.restart(unit).await?;
+    }
+    let deadline = std::time::Instant::now() + WAKE_TIMEOUT;
+    loop {
+        let (_, now) = client.get_service(service).await?;
+        if runtime.all_passing(&kept, &now.instances) {
+            return Ok(Some(now));
+        }
+        if std::time::Instant::now() >= deadline {
+            // Leave it as it was: kept, at zero.
+            for unit in &kept {
+                if let Err(error) = runtime.stop(unit, Duration::from_secs(10)).await {
+                    eprintln!(
+                        "cdctl: could not scale {} back to zero: {error:#}",
+                        unit.name
+                    );
+                }
+            }
+            anyhow::bail!(
+                "{previous} did not pass again within {WAKE_TIMEOUT:?} after scaling it up; \
+                 the live color is unchanged (check `docker service ps`)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -3,11 +3,11 @@
 
 use std::collections::HashSet;
 
-use switchyard_model::{Health, Outcome, color_name};
+use switchyard_model::{Outcome, color_name};
 
 use super::super::report::millis;
 use super::DEPLOY_LABEL;
-use super::{Deploy, Failure, Forward, PAUSED_KEY, Paused, now_ms, owned_by};
+use super::{Deploy, Failure, Forward, PAUSED_KEY, Paused, now_ms};
 use crate::exit;
 
 impl Deploy<'_> {
@@ -18,22 +18,15 @@ impl Deploy<'_> {
         let patience = self.settings.health_timeout;
         if !self.stopped_old.is_empty() {
             let old = std::mem::take(&mut self.stopped_old);
-            for container in &old {
-                if let Err(error) = self.engine.start(&container.id).await {
-                    left.push(format!(
-                        "old container {} is stopped: {error:#}",
-                        container.name
-                    ));
+            for unit in &old {
+                if let Err(error) = self.runtime.restart(unit).await {
+                    left.push(format!("old {} is stopped: {error:#}", unit.name));
                 }
             }
-            let ids: HashSet<String> = old.iter().map(|c| c.id.clone()).collect();
+            let runtime = self.runtime.clone();
             let back = self
                 .wait_registry("old color passing again", patience, |instances| {
-                    ids.iter().all(|id| {
-                        instances.iter().any(|i| {
-                            owned_by(i, &HashSet::from([id.clone()])) && i.health == Health::Passing
-                        })
-                    })
+                    runtime.all_passing(&old, instances)
                 })
                 .await;
             if let Err(failure) = back {
@@ -71,20 +64,18 @@ impl Deploy<'_> {
                 )),
             }
         }
-        match self.engine.deployed_by(&self.record.id).await {
+        match self.runtime.deployed_by(&self.record.id).await {
             Ok(ours) => {
-                for container in &ours {
-                    if let Err(error) = self.engine.remove(&container.id).await {
-                        left.push(format!(
-                            "new container {} remains: {error:#}",
-                            container.name
-                        ));
+                for unit in &ours {
+                    if let Err(error) = self.runtime.discard_new(unit, &self.retired).await {
+                        left.push(format!("new {} remains: {error:#}", unit.name));
                     }
                 }
-                let ids: HashSet<String> = ours.iter().map(|c| c.id.clone()).collect();
+                let ids: HashSet<String> = ours.iter().map(|u| u.id.clone()).collect();
+                let runtime = self.runtime.clone();
                 let gone = self
                     .wait_registry("new instances deregistered", patience, |instances| {
-                        !instances.iter().any(|i| owned_by(i, &ids))
+                        !instances.iter().any(|i| runtime.owned_by(i, &ids))
                     })
                     .await;
                 if let Err(failure) = gone {
@@ -100,17 +91,12 @@ impl Deploy<'_> {
             )),
         }
         let retired = std::mem::take(&mut self.retired);
-        for container in &retired {
-            if let Err(error) = self.engine.rename(&container.id, &container.name).await {
+        for leftover in &retired {
+            if let Err(error) = self.runtime.restore(leftover).await {
                 left.push(format!(
-                    "leftover {} keeps a temporary name: {error:#}",
-                    container.name
+                    "leftover {} is not as it was: {error:#}",
+                    leftover.name
                 ));
-            }
-            if container.was_running
-                && let Err(error) = self.engine.start(&container.id).await
-            {
-                left.push(format!("leftover {} is stopped: {error:#}", container.name));
             }
         }
         let restarted: HashSet<String> = retired
@@ -119,12 +105,13 @@ impl Deploy<'_> {
             .map(|c| c.id.clone())
             .collect();
         if !restarted.is_empty() {
+            let runtime = self.runtime.clone();
             let back = self
                 .wait_registry("leftovers registered again", patience, |instances| {
                     restarted.iter().all(|id| {
                         instances
                             .iter()
-                            .any(|i| owned_by(i, &HashSet::from([id.clone()])))
+                            .any(|i| runtime.owned_by(i, &HashSet::from([id.clone()])))
                     })
                 })
                 .await;
@@ -141,14 +128,15 @@ impl Deploy<'_> {
     /// Removes what the success made obsolete: the old color (unless kept)
     /// and the leftovers set aside.
     pub(super) async fn commit(&mut self) {
-        for container in self.stopped_old.drain(..).collect::<Vec<_>>() {
-            if let Err(error) = self.engine.remove(&container.id).await {
-                tracing::warn!(container = %container.name, error = %format!("{error:#}"), "could not remove an old container");
+        let keep = self.settings.keep_old;
+        for unit in std::mem::take(&mut self.stopped_old) {
+            if let Err(error) = self.runtime.remove_old(&unit, keep).await {
+                tracing::warn!(unit = %unit.name, error = %format!("{error:#}"), "could not remove the old color");
             }
         }
-        for container in std::mem::take(&mut self.retired) {
-            if let Err(error) = self.engine.remove(&container.id).await {
-                tracing::warn!(container = %container.name, error = %format!("{error:#}"), "could not remove a leftover");
+        for leftover in std::mem::take(&mut self.retired) {
+            if let Err(error) = self.runtime.remove_retired(&leftover).await {
+                tracing::warn!(unit = %leftover.name, error = %format!("{error:#}"), "could not remove a leftover");
             }
         }
     }
@@ -210,6 +198,7 @@ impl Deploy<'_> {
                     proxy_timeout_ms: millis(self.settings.proxy_timeout),
                     proxy_stale_ms: millis(self.settings.proxy_stale),
                     retired: self.retired.clone(),
+                    runtime: self.runtime.kind(),
                 };
                 self.record.metadata.insert(
                     PAUSED_KEY.into(),
