@@ -439,6 +439,26 @@ async fn swarm_deploy_failures_leave_services_registry_and_color_as_they_were() 
             assert_eq!(after.ids, before.ids, "{what}: the same tasks");
         }
     }
+
+    // Paused for promotion, then aborted (by a second cdctl, which finds
+    // the runtime in the deployment record).
+    let before = snapshot(&url, &service).await;
+    let paused = deploy(
+        &url,
+        &service,
+        &v3.tag,
+        &network.name,
+        &["--label", &label, "--manual-promotion"],
+        &swarm_env,
+    )
+    .await;
+    assert_eq!(paused.status.code(), Some(0), "{}", explain(&paused));
+    let running = snapshot(&url, &service).await;
+    assert_eq!(running.color, before.color, "paused before the flip");
+    assert_eq!(running.instances.len(), 4, "both colors run while paused");
+    let aborted = cdctl_async(&url, &["abort", &service], &[]).await;
+    assert_eq!(aborted.status.code(), Some(0), "{}", explain(&aborted));
+    assert_eq!(snapshot(&url, &service).await, before, "after abort");
 }
 
 /// `docker kill` of a task container: Swarm starts a new task, and the
