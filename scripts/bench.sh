@@ -4,6 +4,8 @@
 # same disk, the same client concurrency and durability (both fsync).
 #   scripts/bench.sh            full run; writes BENCHMARKS.md and bench.json
 #   scripts/bench.sh --smoke DIR  a few seconds, results in DIR (the tests use it)
+# SWITCHYARD_BENCH_ONLY=writes,memory runs only those workloads (profiling);
+# SWITCHYARD_BENCH_PERF=FILE records the registry with `perf record` into FILE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -50,20 +52,42 @@ while True:
         pass'
 }
 
-registry_port=$(free_port)
-"$bin/cd-registry" --listen "127.0.0.1:$registry_port" --data-dir "$work/registry" --log warn &
-registry_pid=$!; pids+=("$registry_pid")
-etcd_port=$(free_port); peer_port=$(free_port)
-etcd --name bench --data-dir "$work/etcd" \
-  --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-  --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
-  --initial-cluster "bench=http://127.0.0.1:$peer_port" --logger zap --log-level error \
-  --quota-backend-bytes 8589934592 >/dev/null 2>&1 &
-etcd_pid=$!; pids+=("$etcd_pid")
-for _ in $(seq 1 100); do
-  "$bin/../$profile/cdctl" --registry "http://127.0.0.1:$registry_port" services >/dev/null 2>&1 && break
-  sleep 0.1
-done 2>/dev/null || true
+# start_pair NAME: a fresh cd-registry and a fresh etcd, each with its own
+# data directory under $work; sets NAME_registry_port, NAME_registry_pid,
+# NAME_etcd_port and NAME_etcd_pid.
+start_pair() {
+  local name=$1 registry_port etcd_port peer_port
+  registry_port=$(free_port)
+  "$bin/cd-registry" --listen "127.0.0.1:$registry_port" --data-dir "$work/$name-registry" --log warn &
+  pids+=($!)
+  printf -v "${name}_registry_port" %s "$registry_port"
+  printf -v "${name}_registry_pid" %s "$!"
+  etcd_port=$(free_port); peer_port=$(free_port)
+  etcd --name "bench-$name" --data-dir "$work/$name-etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-cluster "bench-$name=http://127.0.0.1:$peer_port" --logger zap --log-level error \
+    --quota-backend-bytes 8589934592 >/dev/null 2>&1 &
+  pids+=($!)
+  printf -v "${name}_etcd_port" %s "$etcd_port"
+  printf -v "${name}_etcd_pid" %s "$!"
+  for _ in $(seq 1 100); do
+    "$bin/cdctl" --registry "http://127.0.0.1:$registry_port" services >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+}
+# One pair for throughput and latency; a second, untouched until the memory
+# workload, so each server's RSS is that of exactly the instances loaded.
+start_pair main
+start_pair memory
+registry_port=$main_registry_port
+registry_pid=$main_registry_pid
+etcd_port=$main_etcd_port
+etcd_pid=$main_etcd_pid
+if [ -n "${SWITCHYARD_BENCH_PERF:-}" ]; then
+  perf record -g -F 499 -p "$registry_pid" -o "$SWITCHYARD_BENCH_PERF" >/dev/null 2>&1 &
+  pids+=($!)
+fi
 sleep 1
 
 # The agent rows need Docker and busybox-static (a FROM scratch image).
@@ -83,9 +107,16 @@ else
   echo "no Docker: skipping the agent rows" >&2
 fi
 
-"$bin/switchyard-bench" --scale "$scale" "${agent_flags[@]}" \
+only=()
+if [ -n "${SWITCHYARD_BENCH_ONLY:-}" ]; then
+  # A partial run prints its table and leaves the published figures alone.
+  only=(--only "$SWITCHYARD_BENCH_ONLY"); out=$work
+fi
+"$bin/switchyard-bench" --scale "$scale" "${agent_flags[@]}" "${only[@]}" \
   --registry "http://127.0.0.1:$registry_port" --registry-pid "$registry_pid" \
   --etcd "http://127.0.0.1:$etcd_port" --etcd-pid "$etcd_pid" \
+  --memory-registry "http://127.0.0.1:$memory_registry_port" --memory-registry-pid "$memory_registry_pid" \
+  --memory-etcd "http://127.0.0.1:$memory_etcd_port" --memory-etcd-pid "$memory_etcd_pid" \
   --json "$out/bench.json" | tee "$work/table.txt"
 
 {
@@ -107,7 +138,8 @@ fi
   echo "service with 10 instances (etcd: a serializable prefix range over 10 records)."
   echo "Watch: 1,000 watchers of one service, 200 color flips; latency from each"
   echo "flip's acknowledgement to each watcher's receipt (etcd: watchers of one key)."
-  echo "Memory: each server's RSS after loading 100,000 instances. Agent: from"
+  echo "Memory: the RSS of a second, fresh pair of servers after loading 100,000"
+  echo "instances (1,000 per node by SyncNode; etcd: the same records, 100 puts per txn). Agent: from"
   echo "\`docker run\` of a busybox httpd container to its instance in the registry"
   echo "(50 containers, one after the other), then the agent's RSS and CPU over 10 s"
   echo "idle; etcd has no counterpart, so those rows have no ratio."

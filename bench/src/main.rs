@@ -26,6 +26,16 @@ pub enum Scale {
     Full,
 }
 
+/// One part of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    Writes,
+    Reads,
+    Watch,
+    Memory,
+    Agent,
+}
+
 /// Workload sizes for one scale.
 #[derive(Debug, Clone, Copy)]
 pub struct Sizes {
@@ -78,6 +88,15 @@ struct Args {
     registry_pid: u32,
     #[arg(long)]
     etcd_pid: u32,
+    /// A fresh pair for the memory workload (default: the pair above).
+    #[arg(long, requires_all = ["memory_registry_pid", "memory_etcd", "memory_etcd_pid"])]
+    memory_registry: Option<String>,
+    #[arg(long)]
+    memory_registry_pid: Option<u32>,
+    #[arg(long)]
+    memory_etcd: Option<String>,
+    #[arg(long)]
+    memory_etcd_pid: Option<u32>,
     #[arg(long, value_enum, default_value = "full")]
     scale: Scale,
     /// Where to write the results as JSON.
@@ -91,6 +110,15 @@ struct Args {
     agent_image: Option<String>,
     #[arg(long)]
     agent_label: Option<String>,
+    /// Run only these workloads (comma-separated), e.g. to profile one.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Workload>,
+}
+
+impl Args {
+    fn runs(&self, workload: Workload) -> bool {
+        self.only.is_empty() || self.only.contains(&workload)
+    }
 }
 
 fn main() -> ExitCode {
@@ -115,48 +143,61 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let sizes = args.scale.sizes();
     let mut rows: Vec<Row> = Vec::new();
 
-    eprintln!(
-        "writes: {} ops, {} clients, one session/lease each",
-        sizes.writes, sizes.clients
-    );
-    let ours = registry::writes(&args.registry, sizes).await?;
-    let theirs = etcd::writes(&args.etcd, sizes).await?;
-    rows.extend(stats::throughput_rows("writes", &ours, &theirs));
+    if args.runs(Workload::Writes) {
+        eprintln!(
+            "writes: {} ops, {} clients, one session/lease each",
+            sizes.writes, sizes.clients
+        );
+        let ours = registry::writes(&args.registry, sizes).await?;
+        let theirs = etcd::writes(&args.etcd, sizes).await?;
+        rows.extend(stats::throughput_rows("writes", &ours, &theirs));
+    }
 
-    eprintln!(
-        "reads: {} gets of a 10-instance service, {} clients",
-        sizes.reads, sizes.clients
-    );
-    let ours = registry::reads(&args.registry, sizes).await?;
-    let theirs = etcd::reads(&args.etcd, sizes).await?;
-    rows.extend(stats::throughput_rows("reads", &ours, &theirs));
+    if args.runs(Workload::Reads) {
+        eprintln!(
+            "reads: {} gets of a 10-instance service, {} clients",
+            sizes.reads, sizes.clients
+        );
+        let ours = registry::reads(&args.registry, sizes).await?;
+        let theirs = etcd::reads(&args.etcd, sizes).await?;
+        rows.extend(stats::throughput_rows("reads", &ours, &theirs));
+    }
 
-    eprintln!(
-        "watch fan-out: {} watchers, {} flips",
-        sizes.watchers, sizes.flips
-    );
-    let ours = registry::fan_out(&args.registry, sizes).await?;
-    let theirs = etcd::fan_out(&args.etcd, sizes).await?;
-    rows.extend(stats::latency_rows("watch", &ours, &theirs));
+    if args.runs(Workload::Watch) {
+        eprintln!(
+            "watch fan-out: {} watchers, {} flips",
+            sizes.watchers, sizes.flips
+        );
+        let ours = registry::fan_out(&args.registry, sizes).await?;
+        let theirs = etcd::fan_out(&args.etcd, sizes).await?;
+        rows.extend(stats::latency_rows("watch", &ours, &theirs));
+    }
 
-    eprintln!("memory: RSS after loading {} instances", sizes.loaded);
-    registry::load(&args.registry, sizes.loaded).await?;
-    etcd::load(&args.etcd, sizes.loaded).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let ours = stats::rss_mib(args.registry_pid)?;
-    let theirs = stats::rss_mib(args.etcd_pid)?;
-    rows.push(Row::lower_is_better(
-        &format!("rss_after_{}_instances", sizes.loaded),
-        "MiB",
-        ours,
-        theirs,
-    ));
+    if args.runs(Workload::Memory) {
+        eprintln!("memory: RSS after loading {} instances", sizes.loaded);
+        let registry = args.memory_registry.as_deref().unwrap_or(&args.registry);
+        let etcd = args.memory_etcd.as_deref().unwrap_or(&args.etcd);
+        registry::load(registry, sizes.loaded).await?;
+        etcd::load(etcd, sizes.loaded).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let ours = stats::rss_mib(args.memory_registry_pid.unwrap_or(args.registry_pid))?;
+        let theirs = stats::rss_mib(args.memory_etcd_pid.unwrap_or(args.etcd_pid))?;
+        rows.push(Row::lower_is_better(
+            &format!("rss_after_{}_instances", sizes.loaded),
+            "MiB",
+            ours,
+            theirs,
+        ));
+    }
 
     // Rows with no etcd counterpart: the agent's.
     let mut agent_rows: Vec<(&str, &str, f64)> = Vec::new();
-    if let (Some(pid), Some(image), Some(label)) =
-        (args.agent_pid, &args.agent_image, &args.agent_label)
-    {
+    if let (true, Some(pid), Some(image), Some(label)) = (
+        args.runs(Workload::Agent),
+        args.agent_pid,
+        &args.agent_image,
+        &args.agent_label,
+    ) {
         eprintln!(
             "agent: docker run → visible for {} containers, then 10 s idle",
             sizes.containers

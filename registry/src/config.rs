@@ -55,6 +55,11 @@ pub struct Args {
     #[arg(long, env = "SWITCHYARD_WATCH_BUFFER", default_value_t = 1024)]
     pub watch_buffer: usize,
 
+    /// sled's page cache in MiB (the embedded store). Reads never use it
+    /// (they are served from memory); writes and history catch-up do.
+    #[arg(long, env = "SWITCHYARD_SLED_CACHE_MIB", default_value_t = 8)]
+    pub sled_cache_mib: u64,
+
     /// How often idle watch streams get a progress message.
     #[arg(long, env = "SWITCHYARD_PROGRESS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub progress_interval: Duration,
@@ -92,6 +97,7 @@ impl Args {
             data_dir: self.data_dir,
             history_revisions: self.history_revisions,
             watch_buffer: self.watch_buffer,
+            sled_cache_bytes: self.sled_cache_mib.saturating_mul(1024 * 1024),
             progress_interval: self.progress_interval,
             drain_timeout: self.drain_timeout,
         })

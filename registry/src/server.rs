@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub history_revisions: u64,
     pub watch_buffer: usize,
+    /// sled's page cache, in bytes.
+    pub sled_cache_bytes: u64,
     pub progress_interval: Duration,
     pub drain_timeout: Duration,
 }
@@ -59,6 +61,7 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             history_revisions: 100_000,
             watch_buffer: 1024,
+            sled_cache_bytes: 8 * 1024 * 1024,
             progress_interval: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
         }
@@ -78,6 +81,7 @@ pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>>
     let mut sled = SledConfig::new(config.data_dir.clone());
     sled.history_revisions = config.history_revisions;
     sled.watch_buffer = config.watch_buffer;
+    sled.cache_bytes = config.sled_cache_bytes;
     let store = tokio::task::spawn_blocking(move || SledStore::open(sled))
         .await
         .context("opening the store")??;

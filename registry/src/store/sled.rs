@@ -11,7 +11,7 @@
 //! a read lock, at the revision it reflects. Watch history lives on disk
 //! (bounded by `history_revisions`), so watchers resume across restarts.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
@@ -62,22 +62,89 @@ impl SledConfig {
             path: path.into(),
             history_revisions: 100_000,
             watch_buffer: 4096,
-            cache_bytes: 32 * 1024 * 1024,
+            cache_bytes: 8 * 1024 * 1024,
             lease_check_interval: Duration::from_millis(100),
         }
     }
 }
 
+/// A live lease. Its keys are not listed here: a revoke finds them by
+/// scanning the keys (rare, and about a millisecond per 100k keys), which
+/// saves a second copy of every leased key in memory and its upkeep on
+/// every write.
 #[derive(Debug)]
 struct LeaseInfo {
     ttl: Duration,
-    keys: BTreeSet<Vec<u8>>,
+}
+
+/// The live keys in key order. A set of [`KeyValue`]s ordered by their key
+/// rather than a map from key to `KeyValue`, so each key is held once.
+#[derive(Debug, Default)]
+struct LiveKeys(BTreeSet<ByKey>);
+
+/// A `KeyValue` compared, ordered and looked up by its key alone.
+#[derive(Debug)]
+struct ByKey(KeyValue);
+
+impl PartialEq for ByKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for ByKey {}
+
+impl PartialOrd for ByKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.key.cmp(&other.0.key)
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for ByKey {
+    fn borrow(&self) -> &[u8] {
+        &self.0.key
+    }
+}
+
+impl LiveKeys {
+    fn get(&self, key: &[u8]) -> Option<&KeyValue> {
+        self.0.get(key).map(|entry| &entry.0)
+    }
+
+    fn insert(&mut self, kv: KeyValue) {
+        self.0.replace(ByKey(kv));
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        self.0.remove(key);
+    }
+
+    /// The keys starting with `prefix`, in order.
+    fn with_prefix<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = &'a KeyValue> + 'a {
+        self.0
+            .range::<[u8], _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|entry| &entry.0)
+            .take_while(move |kv| super::in_prefix(&kv.key, prefix))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &KeyValue> {
+        self.0.iter().map(|entry| &entry.0)
+    }
 }
 
 /// The live state readers see: only ever what is durable.
 #[derive(Debug, Default)]
 struct State {
-    kv: BTreeMap<Vec<u8>, KeyValue>,
+    kv: LiveKeys,
     leases: HashMap<LeaseId, LeaseInfo>,
     revision: u64,
     compacted: u64,
@@ -257,13 +324,7 @@ fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
         lease_ttls.insert(id, Duration::from_millis(codec::decode_u64(&value)?));
     }
     for (id, ttl) in &lease_ttls {
-        state.leases.insert(
-            *id,
-            LeaseInfo {
-                ttl: *ttl,
-                keys: BTreeSet::new(),
-            },
-        );
+        state.leases.insert(*id, LeaseInfo { ttl: *ttl });
     }
     for entry in tree.scan_prefix([KEY_PREFIX]) {
         let (key, value) = entry.map_err(storage)?;
@@ -271,17 +332,11 @@ fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
         if let Some(lease) = kv.lease {
             // A key whose lease record is missing still expires, after a
             // short default TTL, rather than living forever.
-            state
-                .leases
-                .entry(lease)
-                .or_insert_with(|| LeaseInfo {
-                    ttl: Duration::from_secs(10),
-                    keys: BTreeSet::new(),
-                })
-                .keys
-                .insert(kv.key.clone());
+            state.leases.entry(lease).or_insert_with(|| LeaseInfo {
+                ttl: Duration::from_secs(10),
+            });
         }
-        state.kv.insert(kv.key.clone(), kv);
+        state.kv.insert(kv);
     }
     if let Some(bytes) = tree.get(META_REVISION).map_err(storage)? {
         state.revision = codec::decode_u64(&bytes)?;

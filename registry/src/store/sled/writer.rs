@@ -3,7 +3,7 @@
 //! lease records as one sled batch, fsyncs once, then publishes the new state
 //! and answers the callers.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -37,9 +37,8 @@ impl Overlay {
     pub(super) fn range(&self, state: &State, prefix: &[u8]) -> Vec<KeyValue> {
         let mut merged: BTreeMap<&[u8], &KeyValue> = state
             .kv
-            .range(prefix.to_vec()..)
-            .take_while(|(key, _)| in_prefix(key, prefix))
-            .map(|(key, kv)| (key.as_slice(), kv))
+            .with_prefix(prefix)
+            .map(|kv| (kv.key.as_slice(), kv))
             .collect();
         for (key, entry) in self
             .kv
@@ -59,20 +58,22 @@ impl Overlay {
             && (self.granted.contains_key(&lease) || state.leases.contains_key(&lease))
     }
 
+    /// The keys attached to `lease` as the group stands: a scan of the live
+    /// keys and of the group's own.
     fn lease_keys(&self, state: &State, lease: LeaseId) -> Vec<Vec<u8>> {
-        let mut candidates: BTreeSet<Vec<u8>> = state
-            .leases
-            .get(&lease)
-            .map(|info| info.keys.clone())
-            .unwrap_or_default();
-        candidates.extend(self.kv.keys().cloned());
-        candidates
-            .into_iter()
-            .filter(|key| {
-                self.get(state, key)
-                    .is_some_and(|kv| kv.lease == Some(lease))
-            })
-            .collect()
+        let live = state
+            .kv
+            .iter()
+            .filter(|kv| kv.lease == Some(lease) && !self.kv.contains_key(&kv.key))
+            .map(|kv| kv.key.clone());
+        let written = self
+            .kv
+            .iter()
+            .filter(|(_, kv)| kv.as_ref().is_some_and(|kv| kv.lease == Some(lease)))
+            .map(|(key, _)| key.clone());
+        let mut keys: Vec<Vec<u8>> = live.chain(written).collect();
+        keys.sort();
+        keys
     }
 }
 
@@ -414,29 +415,12 @@ fn publish(shared: &Shared, overlay: Overlay, revision: u64, compacted: u64) {
     let now = Instant::now();
     let mut state = shared.write_state();
     for (id, ttl) in &overlay.granted {
-        state.leases.insert(
-            *id,
-            LeaseInfo {
-                ttl: *ttl,
-                keys: BTreeSet::new(),
-            },
-        );
+        state.leases.insert(*id, LeaseInfo { ttl: *ttl });
     }
     for (key, entry) in overlay.kv {
-        let old_lease = state.kv.get(&key).and_then(|kv| kv.lease);
-        if let Some(lease) = old_lease
-            && let Some(info) = state.leases.get_mut(&lease)
-        {
-            info.keys.remove(&key);
-        }
         match entry {
             Some(kv) => {
-                if let Some(lease) = kv.lease
-                    && let Some(info) = state.leases.get_mut(&lease)
-                {
-                    info.keys.insert(key.clone());
-                }
-                state.kv.insert(key, kv);
+                state.kv.insert(kv);
             }
             None => {
                 state.kv.remove(&key);
