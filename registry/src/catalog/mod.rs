@@ -10,6 +10,7 @@
 mod colors;
 mod error;
 pub mod keys;
+mod record;
 mod sync;
 mod watch;
 
@@ -126,7 +127,10 @@ fn decode_service(name: &str, kv: &KeyValue) -> Result<Service, CatalogError> {
 }
 
 fn decode_instance(kv: &KeyValue) -> Result<Instance, CatalogError> {
-    let mut instance: Instance = from_json(kv)?;
+    let mut instance = record::decode(&kv.value).map_err(|reason| CatalogError::CorruptRecord {
+        key: String::from_utf8_lossy(&kv.key).into_owned(),
+        reason,
+    })?;
     instance.create_revision = kv.create_revision;
     instance.mod_revision = kv.mod_revision;
     Ok(instance)
@@ -585,7 +589,7 @@ fn instance_puts(instance: &Instance) -> [Op; 3] {
     [
         put(
             keys::instance(&instance.service, &instance.id),
-            to_json(instance),
+            record::encode(instance),
             lease,
         ),
         put(
