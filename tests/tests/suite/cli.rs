@@ -169,6 +169,23 @@ fn failures_print_one_actionable_line_and_distinct_exit_codes() {
         );
     }
 
+    // A rollback with nothing to go back to, run where no Docker answers
+    // (a CI job that only flips colors): the registry's view decides.
+    cdctl_json(
+        &url,
+        &["-o", "json", "set-color", "web", "blue", "--expect", "none"],
+    );
+    let rollback = Command::new(binary("cdctl"))
+        .args(["--registry", &url, "rollback", "web"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running cdctl");
+    let message = stderr(&rollback);
+    assert_eq!(rollback.status.code(), Some(5), "{message}");
+    assert!(message.contains("nothing to roll back to"), "{message:?}");
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message:?}");
+
     // Nothing listening there: unreachable, with what to do.
     drop(registry);
     let output = cdctl(&url, &["services"]);

@@ -390,7 +390,15 @@ async fn wake_kept(
     if already {
         return Ok(None);
     }
-    let runtime = Runtime::connect(RuntimeChoice::Auto).await?;
+    // Without Docker here (a CI job that only flips colors) nothing can be
+    // scaled up: the registry's view decides, as for containers.
+    let runtime = match Runtime::connect(RuntimeChoice::Auto).await {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::debug!(error = %format!("{error:#}"), "no Docker to wake a kept color on");
+            return Ok(None);
+        }
+    };
     let kept = runtime.kept_at_zero(service, previous).await?;
     if kept.is_empty() {
         return Ok(None);
