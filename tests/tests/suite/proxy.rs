@@ -37,6 +37,18 @@ fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
 }
 
+/// Waits until `path` has exactly `expected` lines (a count that passes
+/// it, or never reaches it, fails the test after PATIENCE).
+async fn until_lines(path: &Path, expected: usize) {
+    eventually(PATIENCE, || async move {
+        match lines(path) {
+            n if n == expected => Ok(()),
+            n => Err(format!("{} has {n} lines, not {expected}", path.display())),
+        }
+    })
+    .await;
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -93,7 +105,9 @@ async fn template_renders_swaps_reloads_reports_and_guards() {
         }
     })
     .await;
-    assert_eq!(lines(&reloads), 1, "one reload for the first render");
+    // The reload runs after the file is swapped in: wait for it, then
+    // check that it ran once.
+    until_lines(&reloads, 1).await;
     let url_ref = &url;
     eventually(PATIENCE, || async move {
         match proxy_status(url_ref, "edge-1").await {
@@ -116,7 +130,7 @@ async fn template_renders_swaps_reloads_reports_and_guards() {
         }
     })
     .await;
-    assert_eq!(lines(&reloads), 2);
+    until_lines(&reloads, 2).await;
 
     // A change that does not alter the output: no write, no reload, but
     // the proxy still reports the new revision as applied.
@@ -668,20 +682,22 @@ async fn a_burst_of_changes_is_rendered_once_after_the_quiet_period() {
     })
     .await;
     // Five changes back to back: well within one quiet period.
+    let mut last = 0;
     for n in 1..=5 {
-        client
+        last = client
             .register(&instance("web", &format!("b{n}"), 8000 + n, None), None)
             .await
             .expect("register");
     }
-    let out_ref = &out;
+    // The proxy reports a revision as applied only after its reload ran.
+    let url_ref = &url;
     eventually(PATIENCE, || async move {
-        if lines(out_ref) == 6 {
-            Ok(())
-        } else {
-            Err(read(out_ref))
+        match proxy_status(url_ref, "quiet-1").await {
+            Some(status) if status.applied_revision >= last => Ok(()),
+            other => Err(format!("{other:?}")),
         }
     })
     .await;
+    assert_eq!(lines(&out), 6, "{}", read(&out));
     assert_eq!(lines(&reloads), 2, "the burst was rendered once");
 }
