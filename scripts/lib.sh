@@ -30,6 +30,8 @@ ensure_build_tools() {
     return 1
   }
   ensure_command protoc protobuf-compiler
+  # jemalloc (the registry's allocator) is built from source by make.
+  ensure_command make make
 }
 
 # ensure_docker: a working Docker engine. When `docker info` fails, installs

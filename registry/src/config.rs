@@ -50,8 +50,9 @@ pub struct Args {
     #[arg(long, env = "SWITCHYARD_HISTORY_REVISIONS", default_value_t = 100_000)]
     pub history_revisions: u64,
 
-    /// Messages buffered per watch stream (and revisions per watcher in memory)
-    /// before a slow watcher falls back to reading history.
+    /// Messages buffered per watch stream, and recent revisions kept in memory
+    /// for watchers (at most 16 MiB of them) before a slow watcher falls back
+    /// to reading history.
     #[arg(long, env = "SWITCHYARD_WATCH_BUFFER", default_value_t = 1024)]
     pub watch_buffer: usize,
 

@@ -8,36 +8,44 @@
 //! watched before it is on disk, and a `kill -9` loses only unanswered writes.
 //!
 //! Reads never touch the disk: they are served from the in-memory copy under
-//! a read lock, at the revision it reflects. Watch history lives on disk
-//! (bounded by `history_revisions`), so watchers resume across restarts.
+//! a read lock, at the revision it reflects. On disk are the watch history
+//! (every revision's events, bounded by `history_revisions`, so watchers
+//! resume across restarts) and snapshots of the live keys: the state on
+//! open is the last snapshot with the history after it replayed
+//! (`snapshot.rs`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::codec;
 
+mod live;
+mod snapshot;
 mod watch;
 mod writer;
 
-use super::{
-    Event, KeyValue, LeaseId, Op, OpResult, Store, StoreError, Txn, TxnResponse, WatchStream,
-};
-use watch::Watcher;
+use super::{Event, LeaseId, Op, OpResult, Store, StoreError, Txn, TxnResponse, WatchStream};
+use live::{LiveKeys, Packed};
+use watch::{Recent, Watcher};
 use writer::{Overlay, run_writer};
 
+/// Live keys of the earlier layout, one sled key each; converted on open.
 const KEY_PREFIX: u8 = b'k';
 const HISTORY_PREFIX: u8 = b'h';
 const LEASE_PREFIX: u8 = b'l';
 const META_REVISION: &[u8] = b"m:revision";
 const META_COMPACTED: &[u8] = b"m:compacted";
+/// The first revision whose history entry is compressed; earlier entries
+/// (written before compression) are read as they are.
+const META_COMPRESSED_FROM: &[u8] = b"m:compressed-from";
 /// Most requests committed under one fsync.
 const MAX_GROUP: usize = 1024;
 
@@ -47,11 +55,14 @@ pub struct SledConfig {
     pub path: PathBuf,
     /// Revisions of watch history kept on disk; older ones are compacted.
     pub history_revisions: u64,
-    /// Committed revisions buffered per watcher in memory before it must
-    /// catch up from disk.
+    /// Recent revisions kept in memory for watchers (and at most 16 MiB of
+    /// them); a watcher that needs an older one reads the history on disk.
     pub watch_buffer: usize,
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
+    /// History written since the last snapshot that triggers a new one even
+    /// while the live keys are smaller than this.
+    pub snapshot_min_bytes: u64,
     /// How often the writer looks for expired leases.
     pub lease_check_interval: Duration,
 }
@@ -63,6 +74,7 @@ impl SledConfig {
             history_revisions: 100_000,
             watch_buffer: 4096,
             cache_bytes: 8 * 1024 * 1024,
+            snapshot_min_bytes: 8 * 1024 * 1024,
             lease_check_interval: Duration::from_millis(100),
         }
     }
@@ -77,70 +89,6 @@ struct LeaseInfo {
     ttl: Duration,
 }
 
-/// The live keys in key order. A set of [`KeyValue`]s ordered by their key
-/// rather than a map from key to `KeyValue`, so each key is held once.
-#[derive(Debug, Default)]
-struct LiveKeys(BTreeSet<ByKey>);
-
-/// A `KeyValue` compared, ordered and looked up by its key alone.
-#[derive(Debug)]
-struct ByKey(KeyValue);
-
-impl PartialEq for ByKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.key == other.0.key
-    }
-}
-
-impl Eq for ByKey {}
-
-impl PartialOrd for ByKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for ByKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.key.cmp(&other.0.key)
-    }
-}
-
-impl std::borrow::Borrow<[u8]> for ByKey {
-    fn borrow(&self) -> &[u8] {
-        &self.0.key
-    }
-}
-
-impl LiveKeys {
-    fn get(&self, key: &[u8]) -> Option<&KeyValue> {
-        self.0.get(key).map(|entry| &entry.0)
-    }
-
-    fn insert(&mut self, kv: KeyValue) {
-        self.0.replace(ByKey(kv));
-    }
-
-    fn remove(&mut self, key: &[u8]) {
-        self.0.remove(key);
-    }
-
-    /// The keys starting with `prefix`, in order.
-    fn with_prefix<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = &'a KeyValue> + 'a {
-        self.0
-            .range::<[u8], _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .map(|entry| &entry.0)
-            .take_while(move |kv| super::in_prefix(&kv.key, prefix))
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &KeyValue> {
-        self.0.iter().map(|entry| &entry.0)
-    }
-}
-
 /// The live state readers see: only ever what is durable.
 #[derive(Debug, Default)]
 struct State {
@@ -148,6 +96,25 @@ struct State {
     leases: HashMap<LeaseId, LeaseInfo>,
     revision: u64,
     compacted: u64,
+    /// The revision of the snapshot on disk.
+    snapshot: u64,
+    /// Bytes of history written after that snapshot.
+    history_since_snapshot: u64,
+    /// See [`META_COMPRESSED_FROM`].
+    compressed_from: u64,
+}
+
+/// The events of the history entry of `revision`, as stored.
+fn decode_history(
+    compressed_from: u64,
+    revision: u64,
+    bytes: &[u8],
+) -> Result<Vec<Event>, StoreError> {
+    if revision >= compressed_from {
+        codec::decode_compressed_events(bytes)
+    } else {
+        codec::decode_events(bytes)
+    }
 }
 
 /// One committed revision, as published to watchers.
@@ -169,12 +136,14 @@ struct Shared {
     state: RwLock<State>,
     /// Lease deadlines, apart from `state` so keep-alives never wait for writes.
     deadlines: Mutex<HashMap<LeaseId, (Duration, Instant)>>,
-    committed: broadcast::Sender<Arc<Committed>>,
+    /// Recent commits for watchers following live.
+    recent: Recent,
     /// Set after a failed disk write: the in-memory copy may no longer match
     /// the disk, so every later write is refused until a restart reloads it.
     failed: AtomicBool,
     closing: CancellationToken,
     history_revisions: u64,
+    snapshot_min_bytes: u64,
     /// Disk flushes so far: fewer than writes when group commit works.
     fsyncs: std::sync::atomic::AtomicU64,
 }
@@ -270,22 +239,24 @@ impl SledStore {
                 ))
             })?;
         let tree = db.open_tree("switchyard").map_err(storage)?;
-        let state = load_state(&tree)?;
+        let disk = Disk { db, tree };
+        let state = snapshot::load(&disk)?;
+        let state_revision = state.revision;
         let now = Instant::now();
         let deadlines = state
             .leases
             .iter()
             .map(|(id, info)| (*id, (info.ttl, now + info.ttl)))
             .collect();
-        let (committed, _) = broadcast::channel(config.watch_buffer.max(1));
         let shared = Arc::new(Shared {
-            disk: RwLock::new(Some(Disk { db, tree })),
+            disk: RwLock::new(Some(disk)),
             state: RwLock::new(state),
             deadlines: Mutex::new(deadlines),
-            committed,
+            recent: Recent::new(config.watch_buffer, state_revision),
             failed: AtomicBool::new(false),
             closing: CancellationToken::new(),
             history_revisions: config.history_revisions.max(1),
+            snapshot_min_bytes: config.snapshot_min_bytes,
             fsyncs: std::sync::atomic::AtomicU64::new(0),
         });
         let (sender, receiver) = mpsc::channel();
@@ -315,38 +286,6 @@ impl SledStore {
     }
 }
 
-fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
-    let mut state = State::default();
-    let mut lease_ttls: HashMap<LeaseId, Duration> = HashMap::new();
-    for entry in tree.scan_prefix([LEASE_PREFIX]) {
-        let (key, value) = entry.map_err(storage)?;
-        let id = number_after_prefix(&key)?;
-        lease_ttls.insert(id, Duration::from_millis(codec::decode_u64(&value)?));
-    }
-    for (id, ttl) in &lease_ttls {
-        state.leases.insert(*id, LeaseInfo { ttl: *ttl });
-    }
-    for entry in tree.scan_prefix([KEY_PREFIX]) {
-        let (key, value) = entry.map_err(storage)?;
-        let kv = codec::decode_kv(&key[1..], &value)?;
-        if let Some(lease) = kv.lease {
-            // A key whose lease record is missing still expires, after a
-            // short default TTL, rather than living forever.
-            state.leases.entry(lease).or_insert_with(|| LeaseInfo {
-                ttl: Duration::from_secs(10),
-            });
-        }
-        state.kv.insert(kv);
-    }
-    if let Some(bytes) = tree.get(META_REVISION).map_err(storage)? {
-        state.revision = codec::decode_u64(&bytes)?;
-    }
-    if let Some(bytes) = tree.get(META_COMPACTED).map_err(storage)? {
-        state.compacted = codec::decode_u64(&bytes)?;
-    }
-    Ok(state)
-}
-
 fn lease_key(id: LeaseId) -> Vec<u8> {
     prefixed(LEASE_PREFIX, &id.to_be_bytes())
 }
@@ -368,17 +307,16 @@ impl Store for SledStore {
             self.shared.check_open()?;
             let state = self.shared.read_state();
             let overlay = Overlay::default();
-            let succeeded = txn
-                .compares
-                .iter()
-                .all(|compare| compare.holds(state.kv.get(compare.key())));
+            let succeeded = txn.compares.iter().all(|compare| {
+                compare.holds(state.kv.get(compare.key()).map(Packed::to_kv).as_ref())
+            });
             let ops = if succeeded { txn.success } else { txn.failure };
             let results = ops
                 .into_iter()
                 .map(|op| match op {
                     Op::Range { prefix } => OpResult::Range(overlay.range(&state, &prefix)),
                     Op::Get { key } => {
-                        OpResult::Range(state.kv.get(&key).cloned().into_iter().collect())
+                        OpResult::Range(state.kv.get(&key).map(Packed::to_kv).into_iter().collect())
                     }
                     // Read-only by the check above.
                     Op::Put { .. } => OpResult::Put,
@@ -435,7 +373,7 @@ impl Store for SledStore {
     ) -> Result<WatchStream, StoreError> {
         self.shared.check_open()?;
         // Subscribe before reading the state, so no commit falls between.
-        let receiver = self.shared.committed.subscribe();
+        let receiver = self.shared.recent.subscribe();
         let compacted = self.shared.read_state().compacted;
         if from_revision < compacted {
             return Err(StoreError::Compacted {

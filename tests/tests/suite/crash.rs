@@ -1,7 +1,9 @@
 //! The real `cd-registry` binary killed with SIGKILL at random moments under
 //! concurrent writers: every acknowledged write survives, and a watcher that
 //! resumes from its last revision after each restart misses nothing and sees
-//! nothing twice. Also: SIGTERM drains and exits 0.
+//! nothing twice. The same with a history so short that the sled store
+//! writes a snapshot every few dozen revisions, so kills land before, during
+//! and after snapshots. Also: SIGTERM drains and exits 0.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -72,6 +74,50 @@ async fn registered_ids(client: &RegistryClient) -> BTreeSet<String> {
     }
 }
 
+/// Four writers register instances until the registry is killed with
+/// SIGKILL after a random 0.3–1.2 s; each acknowledged id is recorded.
+async fn write_until_killed(
+    registry: &mut RegistryProcess,
+    cycle: usize,
+    acknowledged: &Arc<Mutex<Vec<String>>>,
+) {
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let url = registry.url();
+        let acknowledged = Arc::clone(acknowledged);
+        writers.push(tokio::spawn(async move {
+            let client = RegistryClient::new(&url).expect("url");
+            for n in 0.. {
+                let id = format!("w{cycle}-{writer}-{n}");
+                let web = instance(SERVICE, &id, 8000, None);
+                match client.register(&web, None).await {
+                    Ok(_) => acknowledged.lock().expect("lock").push(id),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    let uptime = rand::rng().random_range(300..1200);
+    tokio::time::sleep(Duration::from_millis(uptime)).await;
+    registry.kill_9();
+    for writer in writers {
+        tokio::time::timeout(Duration::from_secs(30), writer)
+            .await
+            .expect("writers notice the registry is gone")
+            .expect("writer task");
+    }
+}
+
+/// Acknowledged ids the registry behind `client` does not have.
+async fn lost_writes(client: &RegistryClient, acknowledged: &Mutex<Vec<String>>) -> Vec<String> {
+    let present = registered_ids(client).await;
+    let acked = acknowledged.lock().expect("lock").clone();
+    acked
+        .into_iter()
+        .filter(|id| !present.contains(id))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_acknowledged_write_and_watchers_resume() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -82,40 +128,14 @@ async fn kill_9_under_load_loses_no_acknowledged_write_and_watchers_resume() {
     for cycle in 0..5 {
         let mut registry = RegistryProcess::start(&data, &[]);
         let client = RegistryClient::new(&registry.url()).expect("url");
-        let present = registered_ids(&client).await;
-        let acked = acknowledged.lock().expect("lock").clone();
-        let lost: Vec<&String> = acked.iter().filter(|id| !present.contains(*id)).collect();
+        let lost = lost_writes(&client, &acknowledged).await;
         assert!(
             lost.is_empty(),
             "cycle {cycle}: acknowledged writes lost: {lost:?}"
         );
 
         let watcher = tokio::spawn(follow(registry.url(), Arc::clone(&seen)));
-        let mut writers = Vec::new();
-        for writer in 0..4 {
-            let url = registry.url();
-            let acknowledged = Arc::clone(&acknowledged);
-            writers.push(tokio::spawn(async move {
-                let client = RegistryClient::new(&url).expect("url");
-                for n in 0.. {
-                    let id = format!("w{cycle}-{writer}-{n}");
-                    let web = instance(SERVICE, &id, 8000, None);
-                    match client.register(&web, None).await {
-                        Ok(_) => acknowledged.lock().expect("lock").push(id),
-                        Err(_) => return,
-                    }
-                }
-            }));
-        }
-        let uptime = rand::rng().random_range(300..1200);
-        tokio::time::sleep(Duration::from_millis(uptime)).await;
-        registry.kill_9();
-        for writer in writers {
-            tokio::time::timeout(Duration::from_secs(30), writer)
-                .await
-                .expect("writers notice the registry is gone")
-                .expect("writer task");
-        }
+        write_until_killed(&mut registry, cycle, &acknowledged).await;
         tokio::time::timeout(Duration::from_secs(30), watcher)
             .await
             .expect("the watcher notices the registry is gone")
@@ -151,6 +171,45 @@ async fn kill_9_under_load_loses_no_acknowledged_write_and_watchers_resume() {
     assert!(seen.violations.is_empty(), "{:?}", seen.violations);
     let missed: Vec<&String> = acked.iter().filter(|id| !seen.ids.contains(*id)).collect();
     assert!(missed.is_empty(), "the watcher missed: {missed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_snapshots_are_written_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // Beyond 20 revisions of history the store must snapshot before it
+    // may compact, so snapshots are written all the time.
+    let short_history = ["--history-revisions", "20"];
+    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+    for cycle in 0..4 {
+        let mut registry = RegistryProcess::start(&data, &short_history);
+        let client = RegistryClient::new(&registry.url()).expect("url");
+        let lost = lost_writes(&client, &acknowledged).await;
+        assert!(
+            lost.is_empty(),
+            "cycle {cycle}: acknowledged writes lost: {lost:?}"
+        );
+        write_until_killed(&mut registry, cycle, &acknowledged).await;
+    }
+    let registry = RegistryProcess::start(&data, &short_history);
+    let client = RegistryClient::new(&registry.url()).expect("url");
+    let acked = acknowledged.lock().expect("lock").len();
+    assert!(acked > 100, "the writers got going: {acked}");
+    let lost = lost_writes(&client, &acknowledged).await;
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    // The early history is gone: what came back came from snapshots.
+    let stream = client
+        .watch(&[SERVICE.to_string()], 1)
+        .await
+        .expect("watch");
+    let mut stream = std::pin::pin!(stream);
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("a watch event within 10s");
+    assert!(
+        matches!(first, Some(Ok(WatchEvent::Reset { .. }))),
+        "history from revision 1 should be compacted, got {first:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

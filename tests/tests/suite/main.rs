@@ -33,5 +33,6 @@ mod crash;
 mod deploy;
 mod proxy;
 mod replicas;
+mod sled_store;
 mod swarm;
 mod watch;

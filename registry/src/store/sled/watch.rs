@@ -1,13 +1,104 @@
 //! One sled watch: catch up from the on-disk history, then follow commits
-//! live, and fall back to the history whenever the live buffer overflows.
+//! live from [`Recent`], and fall back to the history whenever the commits
+//! it needs are no longer there.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
-use super::{Committed, Shared, codec, history_key, number_after_prefix, storage};
+use super::{Committed, Shared, decode_history, history_key, lock, number_after_prefix, storage};
 use crate::store::{Event, StoreError, WatchItem, in_prefix};
+
+/// Bytes of keys and values the recent commits may hold: a 1,000-instance
+/// `SyncNode` is one commit of a few hundred kilobytes, so a bound in
+/// revisions alone could keep hundreds of megabytes for watchers that have
+/// long read them.
+const RECENT_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most recent commits, in memory for watchers following live: at most
+/// `max_entries` revisions and [`RECENT_MAX_BYTES`], whichever comes first
+/// (the newest is always kept). The writer pushes and never waits; a
+/// watcher that needs a commit no longer here reads the on-disk history.
+pub(super) struct Recent {
+    ring: Mutex<Ring>,
+    /// The newest revision pushed; watchers wait on its changes.
+    latest: watch::Sender<u64>,
+    max_entries: usize,
+}
+
+#[derive(Default)]
+struct Ring {
+    entries: VecDeque<(Arc<Committed>, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    pub(super) fn new(max_entries: usize, revision: u64) -> Self {
+        Recent {
+            ring: Mutex::new(Ring::default()),
+            latest: watch::Sender::new(revision),
+            max_entries: max_entries.max(1),
+        }
+    }
+
+    pub(super) fn push(&self, committed: Committed) {
+        let revision = committed.revision;
+        if self.latest.receiver_count() == 0 {
+            // Nobody follows live. A watcher that subscribes later reads
+            // everything up to the state it then sees from disk, and this
+            // commit is already in that state.
+            self.latest.send_replace(revision);
+            return;
+        }
+        // What the events hold in memory: the event itself, then the key's
+        // and the value's heap blocks with a little for the allocator.
+        let size = committed
+            .events
+            .iter()
+            .map(|event| {
+                std::mem::size_of::<Event>()
+                    + event.kv.key.capacity()
+                    + event.kv.value.capacity()
+                    + 32
+            })
+            .sum::<usize>();
+        {
+            let mut ring = lock(&self.ring);
+            ring.entries.push_back((Arc::new(committed), size));
+            ring.bytes += size;
+            while ring.entries.len() > 1
+                && (ring.entries.len() > self.max_entries || ring.bytes > RECENT_MAX_BYTES)
+            {
+                if let Some((_, dropped)) = ring.entries.pop_front() {
+                    ring.bytes -= dropped;
+                }
+            }
+        }
+        self.latest.send_replace(revision);
+    }
+
+    pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.latest.subscribe()
+    }
+
+    /// The commits after `last`, oldest first; `None` when some of them are
+    /// no longer here.
+    fn after(&self, last: u64) -> Option<Vec<Arc<Committed>>> {
+        let ring = lock(&self.ring);
+        match ring.entries.front() {
+            Some((oldest, _)) if oldest.revision > last + 1 => None,
+            _ => Some(
+                ring.entries
+                    .iter()
+                    .filter(|(committed, _)| committed.revision > last)
+                    .map(|(committed, _)| Arc::clone(committed))
+                    .collect(),
+            ),
+        }
+    }
+}
 
 /// Revisions read from disk at a time while a watcher catches up.
 const CATCH_UP_CHUNK: u64 = 512;
@@ -30,7 +121,7 @@ enum Next {
 impl Watcher {
     pub(super) async fn run(
         mut self,
-        mut receiver: broadcast::Receiver<Arc<Committed>>,
+        mut receiver: watch::Receiver<u64>,
         progress_every: Duration,
     ) {
         loop {
@@ -45,10 +136,14 @@ impl Watcher {
         }
     }
 
-    async fn deliver(&mut self, revision: u64, events: Vec<Event>) -> bool {
+    /// Sends the events of `revision` under the prefix, if any; false once
+    /// the stream is gone. Only matching events are copied: a commit is
+    /// shared by every watcher and may hold thousands of other keys.
+    async fn deliver(&mut self, revision: u64, events: &[Event]) -> bool {
         let matching: Vec<Event> = events
-            .into_iter()
+            .iter()
             .filter(|event| in_prefix(&event.kv.key, &self.prefix))
+            .cloned()
             .collect();
         self.last = revision;
         if matching.is_empty() {
@@ -66,9 +161,9 @@ impl Watcher {
     /// Reads every revision after `last` up to the current one from disk.
     async fn catch_up(&mut self) -> Result<(), StoreError> {
         loop {
-            let (current, compacted) = {
+            let (current, compacted, compressed_from) = {
                 let state = self.shared.read_state();
-                (state.revision, state.compacted)
+                (state.revision, state.compacted, state.compressed_from)
             };
             if self.last >= current {
                 return Ok(());
@@ -85,7 +180,9 @@ impl Watcher {
                 let mut entries = Vec::new();
                 for entry in disk.tree.range(history_key(from)..=history_key(until)) {
                     let (key, value) = entry.map_err(storage)?;
-                    entries.push((number_after_prefix(&key)?, codec::decode_events(&value)?));
+                    let revision = number_after_prefix(&key)?;
+                    let events = decode_history(compressed_from, revision, &value)?;
+                    entries.push((revision, events));
                 }
                 Ok(entries)
             })?;
@@ -106,7 +203,7 @@ impl Watcher {
                 )));
             }
             for (revision, events) in entries {
-                if !self.deliver(revision, events).await {
+                if !self.deliver(revision, &events).await {
                     return Ok(());
                 }
             }
@@ -115,29 +212,32 @@ impl Watcher {
 
     async fn follow(
         &mut self,
-        receiver: &mut broadcast::Receiver<Arc<Committed>>,
+        receiver: &mut watch::Receiver<u64>,
         progress_every: Duration,
     ) -> Next {
         let start = tokio::time::Instant::now() + progress_every;
         let mut ticker = tokio::time::interval_at(start, progress_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Marked seen before looking, so a push after the look wakes us.
+            receiver.borrow_and_update();
+            let Some(commits) = self.shared.recent.after(self.last) else {
+                return Next::CatchUp;
+            };
+            for committed in commits {
+                if committed.revision > self.last + 1 {
+                    return Next::CatchUp;
+                }
+                if !self.deliver(committed.revision, &committed.events).await {
+                    return Next::Stop;
+                }
+            }
             tokio::select! {
-                received = receiver.recv() => match received {
-                    Ok(committed) => {
-                        if committed.revision <= self.last {
-                            continue;
-                        }
-                        if committed.revision > self.last + 1 {
-                            return Next::CatchUp;
-                        }
-                        if !self.deliver(committed.revision, committed.events.clone()).await {
-                            return Next::Stop;
-                        }
+                changed = receiver.changed() => {
+                    if changed.is_err() {
+                        return Next::Stop;
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => return Next::CatchUp,
-                    Err(broadcast::error::RecvError::Closed) => return Next::Stop,
-                },
+                }
                 _ = ticker.tick() => {
                     let progress = WatchItem::Progress { revision: self.last };
                     if self.sender.send(Ok(progress)).await.is_err() {
@@ -148,5 +248,77 @@ impl Watcher {
                 _ = self.shared.closing.cancelled() => return Next::Stop,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{EventKind, KeyValue};
+
+    fn commit(revision: u64, value_bytes: usize) -> Committed {
+        Committed {
+            revision,
+            events: vec![Event {
+                kind: EventKind::Put,
+                kv: KeyValue {
+                    key: b"k".to_vec(),
+                    value: vec![0; value_bytes],
+                    create_revision: 1,
+                    mod_revision: revision,
+                    version: revision,
+                    lease: None,
+                },
+            }],
+        }
+    }
+
+    fn revisions(commits: Option<Vec<Arc<Committed>>>) -> Option<Vec<u64>> {
+        commits.map(|commits| commits.iter().map(|c| c.revision).collect())
+    }
+
+    #[test]
+    fn recent_commits_are_bounded_in_revisions() {
+        let recent = Recent::new(3, 0);
+        let _follower = recent.subscribe();
+        assert_eq!(revisions(recent.after(0)), Some(vec![]));
+        for revision in 1..=5 {
+            recent.push(commit(revision, 10));
+        }
+        assert_eq!(revisions(recent.after(2)), Some(vec![3, 4, 5]));
+        assert_eq!(revisions(recent.after(4)), Some(vec![5]));
+        assert_eq!(revisions(recent.after(5)), Some(vec![]));
+        assert_eq!(revisions(recent.after(1)), None, "revision 2 is gone");
+        assert_eq!(*recent.subscribe().borrow(), 5);
+    }
+
+    #[test]
+    fn recent_commits_are_bounded_in_bytes_but_keep_the_newest() {
+        let recent = Recent::new(1000, 0);
+        let _follower = recent.subscribe();
+        for revision in 1..=4 {
+            recent.push(commit(revision, RECENT_MAX_BYTES / 3));
+        }
+        assert_eq!(revisions(recent.after(2)), Some(vec![3, 4]));
+        assert_eq!(revisions(recent.after(1)), None);
+        recent.push(commit(5, RECENT_MAX_BYTES * 2));
+        assert_eq!(revisions(recent.after(4)), Some(vec![5]));
+        assert_eq!(revisions(recent.after(3)), None);
+    }
+
+    #[test]
+    fn recent_commits_are_not_kept_while_nobody_follows() {
+        let recent = Recent::new(10, 0);
+        recent.push(commit(1, 10));
+        assert_eq!(revisions(recent.after(0)), Some(vec![]));
+        assert_eq!(*recent.subscribe().borrow(), 1);
+        let _follower = recent.subscribe();
+        recent.push(commit(2, 10));
+        assert_eq!(
+            revisions(recent.after(0)),
+            None,
+            "revision 1 was never kept"
+        );
+        assert_eq!(revisions(recent.after(1)), Some(vec![2]));
     }
 }

@@ -1,8 +1,10 @@
 //! The writer thread: takes every queued request (group commit), evaluates
-//! them in order over an overlay of the live state, writes keys, history and
-//! lease records as one sled batch, fsyncs once, then publishes the new state
-//! and answers the callers.
+//! them in order over an overlay of the live state, writes the history
+//! entries and lease records as one sled batch, fsyncs once, then publishes
+//! the new state and answers the callers. Now and then it writes a snapshot
+//! of the live keys, after answering, so history before it can go.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
@@ -11,8 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::{
-    Committed, KEY_PREFIX, LeaseInfo, MAX_GROUP, META_COMPACTED, META_REVISION, Request, Shared,
-    State, codec, history_key, lease_key, lock, prefixed, storage,
+    Committed, LeaseInfo, MAX_GROUP, META_COMPACTED, META_REVISION, Packed, Request, Shared, State,
+    codec, history_key, lease_key, lock, snapshot, storage,
 };
 use crate::store::{
     Event, EventKind, KeyValue, LeaseId, Op, OpResult, StoreError, Txn, TxnResponse, in_prefix,
@@ -27,18 +29,20 @@ pub(super) struct Overlay {
 }
 
 impl Overlay {
-    fn get<'a>(&'a self, state: &'a State, key: &[u8]) -> Option<&'a KeyValue> {
+    /// The key as the group stands: written in the group (borrowed) or live
+    /// (unpacked).
+    fn get<'a>(&'a self, state: &State, key: &[u8]) -> Option<Cow<'a, KeyValue>> {
         match self.kv.get(key) {
-            Some(entry) => entry.as_ref(),
-            None => state.kv.get(key),
+            Some(entry) => entry.as_ref().map(Cow::Borrowed),
+            None => state.kv.get(key).map(|packed| Cow::Owned(packed.to_kv())),
         }
     }
 
     pub(super) fn range(&self, state: &State, prefix: &[u8]) -> Vec<KeyValue> {
-        let mut merged: BTreeMap<&[u8], &KeyValue> = state
+        let mut merged: BTreeMap<&[u8], Either<'_>> = state
             .kv
             .with_prefix(prefix)
-            .map(|kv| (kv.key.as_slice(), kv))
+            .map(|packed| (packed.key(), Either::Live(packed)))
             .collect();
         for (key, entry) in self
             .kv
@@ -46,11 +50,17 @@ impl Overlay {
             .take_while(|(key, _)| in_prefix(key, prefix))
         {
             match entry {
-                Some(kv) => merged.insert(key.as_slice(), kv),
+                Some(kv) => merged.insert(key.as_slice(), Either::Written(kv)),
                 None => merged.remove(key.as_slice()),
             };
         }
-        merged.into_values().cloned().collect()
+        merged
+            .into_values()
+            .map(|entry| match entry {
+                Either::Live(packed) => packed.to_kv(),
+                Either::Written(kv) => kv.clone(),
+            })
+            .collect()
     }
 
     fn lease_exists(&self, state: &State, lease: LeaseId) -> bool {
@@ -64,8 +74,8 @@ impl Overlay {
         let live = state
             .kv
             .iter()
-            .filter(|kv| kv.lease == Some(lease) && !self.kv.contains_key(&kv.key))
-            .map(|kv| kv.key.clone());
+            .filter(|packed| packed.lease() == Some(lease) && !self.kv.contains_key(packed.key()))
+            .map(|packed| packed.key().to_vec());
         let written = self
             .kv
             .iter()
@@ -75,6 +85,12 @@ impl Overlay {
         keys.sort();
         keys
     }
+}
+
+/// A key in a range: live (packed) or written by the group.
+enum Either<'a> {
+    Live(&'a Packed),
+    Written(&'a KeyValue),
 }
 
 /// Answers one caller once its group is durable (or failed).
@@ -154,14 +170,16 @@ fn commit_group(shared: &Arc<Shared>, requests: Vec<Request>) -> bool {
 
     let durable = persist(shared, &overlay, &committed, revision);
     match durable {
-        Ok(compacted) => {
-            publish(shared, overlay, revision, compacted);
+        Ok(written) => {
+            publish(shared, overlay, revision, written);
             for entry in committed {
-                // No receivers is fine: nobody is watching.
-                let _ = shared.committed.send(Arc::new(entry));
+                shared.recent.push(entry);
             }
             for reply in replies {
                 reply(Ok(()));
+            }
+            if close.is_none() {
+                snapshot_if_due(shared);
             }
         }
         Err(error) => {
@@ -291,7 +309,7 @@ fn apply_txn(
     let succeeded = txn
         .compares
         .iter()
-        .all(|compare| compare.holds(overlay.get(state, compare.key())));
+        .all(|compare| compare.holds(overlay.get(state, compare.key()).as_deref()));
     let ops = if succeeded { txn.success } else { txn.failure };
     // Check leases before touching anything, so a transaction is all or nothing.
     for op in &ops {
@@ -310,13 +328,19 @@ fn apply_txn(
         match op {
             Op::Range { prefix } => results.push(OpResult::Range(overlay.range(state, &prefix))),
             Op::Get { key } => results.push(OpResult::Range(
-                overlay.get(state, &key).cloned().into_iter().collect(),
+                overlay
+                    .get(state, &key)
+                    .map(Cow::into_owned)
+                    .into_iter()
+                    .collect(),
             )),
             Op::Put { key, value, lease } => {
-                let previous = overlay.get(state, &key);
+                let previous = overlay
+                    .get(state, &key)
+                    .map(|previous| (previous.create_revision, previous.version));
                 let kv = KeyValue {
-                    create_revision: previous.map_or(revision, |p| p.create_revision),
-                    version: previous.map_or(1, |p| p.version + 1),
+                    create_revision: previous.map_or(revision, |(created, _)| created),
+                    version: previous.map_or(1, |(_, version)| version + 1),
                     mod_revision: revision,
                     key: key.clone(),
                     value,
@@ -346,38 +370,43 @@ fn apply_txn(
     Ok((succeeded, results))
 }
 
-/// Writes the group as one sled batch and fsyncs. Answers the new compacted
-/// revision.
+/// What one group put on disk.
+struct Written {
+    /// The compacted revision afterwards.
+    compacted: u64,
+    /// Bytes of history written.
+    history_bytes: u64,
+}
+
+/// Writes the group as one sled batch and fsyncs. The live keys are not
+/// written: the history entries are the log they are rebuilt from.
 fn persist(
     shared: &Shared,
     overlay: &Overlay,
     committed: &[Committed],
     revision: u64,
-) -> Result<u64, StoreError> {
-    let (old_revision, old_compacted) = {
+) -> Result<Written, StoreError> {
+    let (old_revision, old_compacted, snapshot) = {
         let state = shared.read_state();
-        (state.revision, state.compacted)
+        (state.revision, state.compacted, state.snapshot)
     };
     let nothing_written = overlay.kv.is_empty()
         && overlay.granted.is_empty()
         && overlay.revoked.is_empty()
         && committed.is_empty();
     if nothing_written {
-        return Ok(old_compacted);
+        return Ok(Written {
+            compacted: old_compacted,
+            history_bytes: 0,
+        });
     }
     let mut batch = sled::Batch::default();
-    for (key, entry) in &overlay.kv {
-        let stored = prefixed(KEY_PREFIX, key);
-        match entry {
-            Some(kv) => batch.insert(stored, codec::encode_kv(kv)),
-            None => batch.remove(stored),
-        }
-    }
+    let mut history_bytes = 0;
     for entry in committed {
-        batch.insert(
-            history_key(entry.revision),
-            codec::encode_events(&entry.events),
-        );
+        // Every revision from now on is past `compressed_from`.
+        let encoded = codec::compress(&codec::encode_events(&entry.events));
+        history_bytes += encoded.len() as u64;
+        batch.insert(history_key(entry.revision), encoded);
     }
     for (id, ttl) in &overlay.granted {
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
@@ -390,7 +419,10 @@ fn persist(
         let mut compacted = old_compacted;
         if revision > old_revision {
             batch.insert(META_REVISION, codec::encode_u64(revision).to_vec());
-            let keep_from = revision.saturating_sub(shared.history_revisions);
+            // History the snapshot does not cover yet is still the log.
+            let keep_from = revision
+                .saturating_sub(shared.history_revisions)
+                .min(snapshot);
             if keep_from > compacted {
                 for old in disk
                     .tree
@@ -406,12 +438,44 @@ fn persist(
         disk.tree.apply_batch(batch).map_err(storage)?;
         disk.db.flush().map_err(storage)?;
         shared.fsyncs.fetch_add(1, Ordering::Relaxed);
-        Ok(compacted)
+        Ok(Written {
+            compacted,
+            history_bytes,
+        })
     })
 }
 
+/// Writes a snapshot when the policy in [`snapshot::due`] says so. Runs on
+/// the writer thread after the group's callers have their answers; writes
+/// queue meanwhile. A failure is logged and tried again after the next
+/// group: the history still holds everything.
+fn snapshot_if_due(shared: &Shared) {
+    let state = shared.read_state();
+    if !snapshot::due(&state, shared.snapshot_min_bytes, shared.history_revisions) {
+        return;
+    }
+    let started = Instant::now();
+    let revision = state.revision;
+    let written = shared.with_disk(|disk| snapshot::write(disk, &state));
+    let keys = state.kv.len();
+    drop(state);
+    match written {
+        Ok(()) => {
+            let mut state = shared.write_state();
+            state.snapshot = revision;
+            state.history_since_snapshot = 0;
+            drop(state);
+            shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(revision, keys, elapsed = ?started.elapsed(), "snapshot written");
+        }
+        Err(error) => {
+            tracing::warn!(%error, revision, "writing a snapshot failed; the history still has every change, will try again");
+        }
+    }
+}
+
 /// Makes a durable group visible to readers and keep-alives.
-fn publish(shared: &Shared, overlay: Overlay, revision: u64, compacted: u64) {
+fn publish(shared: &Shared, overlay: Overlay, revision: u64, written: Written) {
     let now = Instant::now();
     let mut state = shared.write_state();
     for (id, ttl) in &overlay.granted {
@@ -431,7 +495,8 @@ fn publish(shared: &Shared, overlay: Overlay, revision: u64, compacted: u64) {
         state.leases.remove(id);
     }
     state.revision = revision.max(state.revision);
-    state.compacted = compacted;
+    state.compacted = written.compacted;
+    state.history_since_snapshot += written.history_bytes;
     drop(state);
     let mut deadlines = lock(&shared.deadlines);
     for (id, ttl) in overlay.granted {

@@ -1,0 +1,243 @@
+//! What is on disk and how the live state comes back from it.
+//!
+//! The watch history is the log: every revision's events, full key-values
+//! included, are one history entry, so the live keys at revision R are a
+//! snapshot at some S ≤ R with the entries S+1..=R replayed over it. Keys
+//! are not stored one by one: sled would keep a second in-memory copy of
+//! every key (its B-tree pages) beside the store's own, and a write would
+//! touch three sled keys per instance instead of one entry per revision.
+//!
+//! A snapshot is the live keys in key order, cut into chunks under
+//! `s{revision}{chunk}` and made current by `m:snapshot` in the batch that
+//! removes the previous one. Chunks of a snapshot that never became current
+//! (a crash while writing it) are removed on open. A data directory of the
+//! earlier layout (one sled key per live key under `k`) is converted on
+//! open: its keys become the first snapshot.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::{
+    Disk, KEY_PREFIX, LEASE_PREFIX, LeaseInfo, META_COMPACTED, META_COMPRESSED_FROM, META_REVISION,
+    State, codec, decode_history, history_key, number_after_prefix, prefixed, storage,
+};
+use crate::store::{EventKind, KeyValue, LeaseId, StoreError};
+
+const SNAPSHOT_PREFIX: u8 = b's';
+const META_SNAPSHOT: &[u8] = b"m:snapshot";
+/// Bytes of encoded key-values per snapshot chunk (one sled value).
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// The live state as the disk has it.
+pub(super) fn load(disk: &Disk) -> Result<State, StoreError> {
+    let tree = &disk.tree;
+    let mut state = State::default();
+    let mut lease_ttls: HashMap<LeaseId, Duration> = HashMap::new();
+    for entry in tree.scan_prefix([LEASE_PREFIX]) {
+        let (key, value) = entry.map_err(storage)?;
+        let id = number_after_prefix(&key)?;
+        lease_ttls.insert(id, Duration::from_millis(codec::decode_u64(&value)?));
+    }
+    for (id, ttl) in lease_ttls {
+        state.leases.insert(id, LeaseInfo { ttl });
+    }
+    if let Some(bytes) = tree.get(META_REVISION).map_err(storage)? {
+        state.revision = codec::decode_u64(&bytes)?;
+    }
+    if let Some(bytes) = tree.get(META_COMPACTED).map_err(storage)? {
+        state.compacted = codec::decode_u64(&bytes)?;
+    }
+    state.compressed_from = match tree.get(META_COMPRESSED_FROM).map_err(storage)? {
+        Some(bytes) => codec::decode_u64(&bytes)?,
+        None => {
+            // Everything written from now on is compressed.
+            let from = state.revision + 1;
+            tree.insert(META_COMPRESSED_FROM, codec::encode_u64(from).to_vec())
+                .map_err(storage)?;
+            disk.db.flush().map_err(storage)?;
+            from
+        }
+    };
+    if tree.scan_prefix([KEY_PREFIX]).next().is_some() {
+        load_legacy_keys(disk, &mut state)?;
+    } else {
+        load_snapshot_and_replay(disk, &mut state)?;
+    }
+    // A key whose lease record is missing still expires, after a short
+    // default TTL, rather than living forever.
+    let orphaned: Vec<LeaseId> = state
+        .kv
+        .iter()
+        .filter_map(|packed| packed.lease())
+        .filter(|lease| !state.leases.contains_key(lease))
+        .collect();
+    for lease in orphaned {
+        state.leases.insert(
+            lease,
+            LeaseInfo {
+                ttl: Duration::from_secs(10),
+            },
+        );
+    }
+    Ok(state)
+}
+
+fn load_snapshot_and_replay(disk: &Disk, state: &mut State) -> Result<(), StoreError> {
+    let tree = &disk.tree;
+    let snapshot = match tree.get(META_SNAPSHOT).map_err(storage)? {
+        Some(bytes) => codec::decode_u64(&bytes)?,
+        None => 0,
+    };
+    for chunk in tree.scan_prefix(snapshot_prefix(snapshot)) {
+        let (_, value) = chunk.map_err(storage)?;
+        for event in codec::decode_compressed_events(&value)? {
+            state.kv.insert(event.kv);
+        }
+    }
+    if snapshot < state.compacted {
+        return Err(StoreError::Storage(format!(
+            "the snapshot (revision {snapshot}) is older than the kept history (from revision {}): \
+             restore the data directory from a backup or start empty",
+            state.compacted + 1
+        )));
+    }
+    if snapshot > state.revision {
+        return Err(StoreError::Storage(format!(
+            "the snapshot (revision {snapshot}) is newer than the store (revision {}): \
+             restore the data directory from a backup or start empty",
+            state.revision
+        )));
+    }
+    let mut expected = snapshot + 1;
+    for entry in tree.range(history_key(snapshot + 1)..history_key(state.revision + 1)) {
+        let (key, value) = entry.map_err(storage)?;
+        let revision = number_after_prefix(&key)?;
+        if revision != expected {
+            break;
+        }
+        for event in decode_history(state.compressed_from, revision, &value)? {
+            match event.kind {
+                EventKind::Put => state.kv.insert(event.kv),
+                EventKind::Delete => state.kv.remove(&event.kv.key),
+            }
+        }
+        state.history_since_snapshot += value.len() as u64;
+        expected += 1;
+    }
+    if expected != state.revision + 1 {
+        return Err(StoreError::Storage(format!(
+            "history revision {expected} is missing (the snapshot is at {snapshot}, the store at {}): \
+             restore the data directory from a backup or start empty",
+            state.revision
+        )));
+    }
+    state.snapshot = snapshot;
+    // Chunks of a snapshot that never became current.
+    let mut batch = sled::Batch::default();
+    let mut stale = 0;
+    let current = snapshot_prefix(snapshot);
+    for key in tree.scan_prefix([SNAPSHOT_PREFIX]).keys() {
+        let key = key.map_err(storage)?;
+        if !key.starts_with(&current) {
+            batch.remove(key);
+            stale += 1;
+        }
+    }
+    if stale > 0 {
+        tracing::info!(chunks = stale, "removing an unfinished snapshot");
+        tree.apply_batch(batch).map_err(storage)?;
+    }
+    Ok(())
+}
+
+/// The earlier layout: every live key its own sled key. Loaded as is, then
+/// written as a snapshot and removed.
+fn load_legacy_keys(disk: &Disk, state: &mut State) -> Result<(), StoreError> {
+    let tree = &disk.tree;
+    for entry in tree.scan_prefix([KEY_PREFIX]) {
+        let (key, value) = entry.map_err(storage)?;
+        state.kv.insert(codec::decode_kv(&key[1..], &value)?);
+    }
+    tracing::info!(
+        keys = state.kv.len(),
+        "converting the data directory to snapshots"
+    );
+    write(disk, state)?;
+    let mut batch = sled::Batch::default();
+    for key in tree.scan_prefix([KEY_PREFIX]).keys() {
+        batch.remove(key.map_err(storage)?);
+    }
+    tree.apply_batch(batch).map_err(storage)?;
+    disk.db.flush().map_err(storage)?;
+    state.snapshot = state.revision;
+    state.history_since_snapshot = 0;
+    Ok(())
+}
+
+/// Whether the history since the last snapshot is worth replacing by a new
+/// one: once replaying it would cost more than reading the state itself
+/// (so snapshots at most double what is written), or once history the
+/// store should drop is still needed to rebuild the state.
+pub(super) fn due(state: &State, min_bytes: u64, history_revisions: u64) -> bool {
+    if state.revision == state.snapshot {
+        return false;
+    }
+    state.history_since_snapshot >= state.kv.bytes().max(min_bytes)
+        || state.revision - state.snapshot > history_revisions
+}
+
+/// Writes the live keys of `state` as the current snapshot, at
+/// `state.revision`, and removes the previous one. Durable on return; the
+/// caller records the new snapshot revision in the state.
+pub(super) fn write(disk: &Disk, state: &State) -> Result<(), StoreError> {
+    let revision = state.revision;
+    let mut index: u32 = 0;
+    let mut chunk: Vec<KeyValue> = Vec::new();
+    let mut chunk_bytes = 0;
+    for packed in state.kv.iter() {
+        chunk_bytes += packed.key().len() + packed.value().len();
+        chunk.push(packed.to_kv());
+        if chunk_bytes >= CHUNK_BYTES {
+            write_chunk(disk, chunk_key(revision, index), &mut chunk)?;
+            index += 1;
+            chunk_bytes = 0;
+        }
+    }
+    if !chunk.is_empty() {
+        write_chunk(disk, chunk_key(revision, index), &mut chunk)?;
+    }
+    let mut batch = sled::Batch::default();
+    batch.insert(META_SNAPSHOT, codec::encode_u64(revision).to_vec());
+    if state.snapshot != revision {
+        for key in disk
+            .tree
+            .scan_prefix(snapshot_prefix(state.snapshot))
+            .keys()
+        {
+            batch.remove(key.map_err(storage)?);
+        }
+    }
+    disk.tree.apply_batch(batch).map_err(storage)?;
+    disk.db.flush().map_err(storage)?;
+    Ok(())
+}
+
+/// Chunks go in one by one, not as one batch, so a snapshot never needs
+/// its whole encoding in memory at once; none counts until `m:snapshot`
+/// names its revision.
+fn write_chunk(disk: &Disk, key: Vec<u8>, chunk: &mut Vec<KeyValue>) -> Result<(), StoreError> {
+    let bytes = codec::compress(&codec::encode_puts(chunk.iter()));
+    chunk.clear();
+    disk.tree.insert(key, bytes).map_err(storage)?;
+    Ok(())
+}
+
+fn snapshot_prefix(revision: u64) -> Vec<u8> {
+    prefixed(SNAPSHOT_PREFIX, &revision.to_be_bytes())
+}
+
+fn chunk_key(revision: u64, index: u32) -> Vec<u8> {
+    let mut key = snapshot_prefix(revision);
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
