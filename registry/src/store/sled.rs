@@ -33,7 +33,7 @@ mod watch;
 mod writer;
 
 use super::{Event, LeaseId, Op, OpResult, Store, StoreError, Txn, TxnResponse, WatchStream};
-use live::{LiveKeys, Packed};
+use live::LiveKeys;
 use watch::{Recent, Watcher};
 use writer::{Overlay, run_writer};
 
@@ -307,17 +307,16 @@ impl Store for SledStore {
             self.shared.check_open()?;
             let state = self.shared.read_state();
             let overlay = Overlay::default();
-            let succeeded = txn.compares.iter().all(|compare| {
-                compare.holds(state.kv.get(compare.key()).map(Packed::to_kv).as_ref())
-            });
+            let succeeded = txn
+                .compares
+                .iter()
+                .all(|compare| compare.holds(state.kv.get(compare.key()).as_ref()));
             let ops = if succeeded { txn.success } else { txn.failure };
             let results = ops
                 .into_iter()
                 .map(|op| match op {
                     Op::Range { prefix } => OpResult::Range(overlay.range(&state, &prefix)),
-                    Op::Get { key } => {
-                        OpResult::Range(state.kv.get(&key).map(Packed::to_kv).into_iter().collect())
-                    }
+                    Op::Get { key } => OpResult::Range(state.kv.get(&key).into_iter().collect()),
                     // Read-only by the check above.
                     Op::Put { .. } => OpResult::Put,
                     Op::Delete { .. } => OpResult::Delete { deleted: false },

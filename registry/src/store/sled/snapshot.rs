@@ -67,8 +67,8 @@ pub(super) fn load(disk: &Disk) -> Result<State, StoreError> {
     // default TTL, rather than living forever.
     let orphaned: Vec<LeaseId> = state
         .kv
-        .iter()
-        .filter_map(|packed| packed.lease())
+        .leases()
+        .into_iter()
         .filter(|lease| !state.leases.contains_key(lease))
         .collect();
     for lease in orphaned {
@@ -194,9 +194,9 @@ pub(super) fn write(disk: &Disk, state: &State) -> Result<(), StoreError> {
     let mut index: u32 = 0;
     let mut chunk: Vec<KeyValue> = Vec::new();
     let mut chunk_bytes = 0;
-    for packed in state.kv.iter() {
-        chunk_bytes += packed.key().len() + packed.value().len();
-        chunk.push(packed.to_kv());
+    for kv in state.kv.iter() {
+        chunk_bytes += kv.key.len() + kv.value.len();
+        chunk.push(kv);
         if chunk_bytes >= CHUNK_BYTES {
             write_chunk(disk, chunk_key(revision, index), &mut chunk)?;
             index += 1;

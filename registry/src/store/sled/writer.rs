@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::{
-    Committed, LeaseInfo, MAX_GROUP, META_COMPACTED, META_REVISION, Packed, Request, Shared, State,
-    codec, history_key, lease_key, lock, snapshot, storage,
+    Committed, LeaseInfo, MAX_GROUP, META_COMPACTED, META_REVISION, Request, Shared, State, codec,
+    history_key, lease_key, lock, snapshot, storage,
 };
 use crate::store::{
     Event, EventKind, KeyValue, LeaseId, Op, OpResult, StoreError, Txn, TxnResponse, in_prefix,
@@ -34,33 +34,29 @@ impl Overlay {
     fn get<'a>(&'a self, state: &State, key: &[u8]) -> Option<Cow<'a, KeyValue>> {
         match self.kv.get(key) {
             Some(entry) => entry.as_ref().map(Cow::Borrowed),
-            None => state.kv.get(key).map(|packed| Cow::Owned(packed.to_kv())),
+            None => state.kv.get(key).map(Cow::Owned),
         }
     }
 
     pub(super) fn range(&self, state: &State, prefix: &[u8]) -> Vec<KeyValue> {
-        let mut merged: BTreeMap<&[u8], Either<'_>> = state
-            .kv
-            .with_prefix(prefix)
-            .map(|packed| (packed.key(), Either::Live(packed)))
-            .collect();
-        for (key, entry) in self
+        let live = state.kv.with_prefix(prefix);
+        let mut written = self
             .kv
             .range(prefix.to_vec()..)
             .take_while(|(key, _)| in_prefix(key, prefix))
-        {
+            .peekable();
+        if written.peek().is_none() {
+            // Reads (an empty overlay) and most of a group's ranges.
+            return live.collect();
+        }
+        let mut merged: BTreeMap<Vec<u8>, KeyValue> = live.map(|kv| (kv.key.clone(), kv)).collect();
+        for (key, entry) in written {
             match entry {
-                Some(kv) => merged.insert(key.as_slice(), Either::Written(kv)),
+                Some(kv) => merged.insert(key.clone(), kv.clone()),
                 None => merged.remove(key.as_slice()),
             };
         }
-        merged
-            .into_values()
-            .map(|entry| match entry {
-                Either::Live(packed) => packed.to_kv(),
-                Either::Written(kv) => kv.clone(),
-            })
-            .collect()
+        merged.into_values().collect()
     }
 
     fn lease_exists(&self, state: &State, lease: LeaseId) -> bool {
@@ -73,9 +69,9 @@ impl Overlay {
     fn lease_keys(&self, state: &State, lease: LeaseId) -> Vec<Vec<u8>> {
         let live = state
             .kv
-            .iter()
-            .filter(|packed| packed.lease() == Some(lease) && !self.kv.contains_key(packed.key()))
-            .map(|packed| packed.key().to_vec());
+            .keys_with_lease(lease)
+            .into_iter()
+            .filter(|key| !self.kv.contains_key(key));
         let written = self
             .kv
             .iter()
@@ -85,12 +81,6 @@ impl Overlay {
         keys.sort();
         keys
     }
-}
-
-/// A key in a range: live (packed) or written by the group.
-enum Either<'a> {
-    Live(&'a Packed),
-    Written(&'a KeyValue),
 }
 
 /// Answers one caller once its group is durable (or failed).
