@@ -89,13 +89,20 @@ impl Recent {
         let ring = lock(&self.ring);
         match ring.entries.front() {
             Some((oldest, _)) if oldest.revision > last + 1 => None,
-            _ => Some(
-                ring.entries
-                    .iter()
-                    .filter(|(committed, _)| committed.revision > last)
-                    .map(|(committed, _)| Arc::clone(committed))
-                    .collect(),
-            ),
+            _ => {
+                // In revision order: a thousand watchers woken by one commit
+                // each find their place by bisection, not by a scan of the
+                // ring under its lock.
+                let first_new = ring
+                    .entries
+                    .partition_point(|(committed, _)| committed.revision <= last);
+                Some(
+                    ring.entries
+                        .range(first_new..)
+                        .map(|(committed, _)| Arc::clone(committed))
+                        .collect(),
+                )
+            }
         }
     }
 }
