@@ -30,7 +30,7 @@ pub(super) struct Overlay {
 
 impl Overlay {
     /// The key as the group stands: written in the group (borrowed) or live
-    /// (unpacked).
+    /// (decoded from its block).
     fn get<'a>(&'a self, state: &State, key: &[u8]) -> Option<Cow<'a, KeyValue>> {
         match self.kv.get(key) {
             Some(entry) => entry.as_ref().map(Cow::Borrowed),
