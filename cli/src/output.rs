@@ -2,7 +2,7 @@
 //! JSON shapes are part of cdctl's interface (documented in the README).
 
 use serde_json::{Value, json};
-use switchyard_model::watch::{Change, ResetReason, WatchEvent};
+use switchyard_model::watch::{Change, WatchEvent};
 use switchyard_model::{Color, Deployment, Instance, Service, ServiceSummary};
 
 fn color_json(color: Option<Color>) -> Value {
@@ -99,7 +99,7 @@ pub fn watch_json(event: &WatchEvent) -> Value {
         WatchEvent::Progress { revision } => json!({"type": "progress", "revision": revision}),
         WatchEvent::Reset { reason, message } => json!({
             "type": "reset",
-            "reason": match reason { ResetReason::Compacted => "compacted", ResetReason::SlowConsumer => "slow_consumer" },
+            "reason": reason.as_str(),
             "message": message,
         }),
     }

@@ -281,6 +281,7 @@ pub fn watch_event_to_wire(event: &WatchEvent) -> v1::WatchResponse {
                 reason: match reason {
                     ResetReason::Compacted => v1::reset::Reason::Compacted,
                     ResetReason::SlowConsumer => v1::reset::Reason::SlowConsumer,
+                    ResetReason::FutureRevision => v1::reset::Reason::FutureRevision,
                 } as i32,
                 message: message.clone(),
             }),
@@ -331,6 +332,7 @@ pub fn watch_event_from_wire(wire: v1::WatchResponse) -> Result<WatchEvent, Vali
         Some(Kind::Reset(reset)) => Ok(WatchEvent::Reset {
             reason: match v1::reset::Reason::try_from(reset.reason) {
                 Ok(v1::reset::Reason::Compacted) => ResetReason::Compacted,
+                Ok(v1::reset::Reason::FutureRevision) => ResetReason::FutureRevision,
                 _ => ResetReason::SlowConsumer,
             },
             message: reset.message,

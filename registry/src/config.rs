@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use switchyard_model::duration::parse_duration;
 
-use crate::server::{ServerConfig, StoreChoice};
+use crate::server::{Limits, ServerConfig, StoreChoice};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {
@@ -68,6 +68,79 @@ pub struct Args {
     /// How long shutdown waits for clients to finish before closing them.
     #[arg(long, env = "SWITCHYARD_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Limits on what clients may hold (README "Limits and hardening").
+#[derive(Debug, clap::Args)]
+pub struct LimitArgs {
+    /// TCP connections open at once; more are accepted and closed at once.
+    /// Lowered to fit the descriptor limit (ulimit -n) when that is smaller.
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+
+    /// How long a new connection may take to start HTTP/2; silent sockets
+    /// are closed after it.
+    #[arg(long, env = "SWITCHYARD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Concurrent streams (calls and watches) one connection may open.
+    #[arg(long, env = "SWITCHYARD_MAX_STREAMS_PER_CONNECTION", default_value_t = Limits::default().max_streams_per_connection)]
+    pub max_streams_per_connection: u32,
+
+    /// Watch streams open at once, over all connections.
+    #[arg(long, env = "SWITCHYARD_MAX_WATCHERS", default_value_t = Limits::default().max_watchers)]
+    pub max_watchers: usize,
+
+    /// Bytes of events queued per watch stream for a client that reads
+    /// slowly; past it the watcher stops reading ahead (and is reset if
+    /// history is compacted past it meanwhile).
+    #[arg(long, env = "SWITCHYARD_WATCH_BUFFER_BYTES", default_value_t = Limits::default().watch_buffer_bytes)]
+    pub watch_buffer_bytes: usize,
+
+    /// How often each connection is pinged (HTTP/2 PING).
+    #[arg(long, env = "SWITCHYARD_KEEPALIVE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// How long a ping may go unanswered before the connection is closed.
+    #[arg(long, env = "SWITCHYARD_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
+}
+
+impl LimitArgs {
+    fn into_limits(self) -> anyhow::Result<Limits> {
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "--max-connections must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_streams_per_connection > 0,
+            "--max-streams-per-connection must be at least 1"
+        );
+        anyhow::ensure!(self.max_watchers > 0, "--max-watchers must be at least 1");
+        anyhow::ensure!(
+            self.watch_buffer_bytes >= 1024,
+            "--watch-buffer-bytes must be at least 1024"
+        );
+        for (flag, value) in [
+            ("--handshake-timeout", self.handshake_timeout),
+            ("--keepalive-interval", self.keepalive_interval),
+            ("--keepalive-timeout", self.keepalive_timeout),
+        ] {
+            anyhow::ensure!(!value.is_zero(), "{flag} must be longer than 0");
+        }
+        Ok(Limits {
+            max_connections: self.max_connections,
+            handshake_timeout: self.handshake_timeout,
+            max_streams_per_connection: self.max_streams_per_connection,
+            max_watchers: self.max_watchers,
+            watch_buffer_bytes: self.watch_buffer_bytes,
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+        })
+    }
 }
 
 impl Args {
@@ -101,6 +174,7 @@ impl Args {
             sled_cache_bytes: self.sled_cache_mib.saturating_mul(1024 * 1024),
             progress_interval: self.progress_interval,
             drain_timeout: self.drain_timeout,
+            limits: self.limits.into_limits()?,
         })
     }
 }

@@ -165,6 +165,20 @@ pub async fn grpc(url: &str) -> GrpcClient<Channel> {
     GrpcClient::new(channel).max_decoding_message_size(64 * 1024 * 1024)
 }
 
+/// A raw gRPC client on its own connection with the smallest HTTP/2
+/// windows, for streams a test opens and then does not read: the server
+/// cannot park much in the windows, so what it buffers is its own.
+pub async fn grpc_small_windows(url: &str) -> GrpcClient<Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("a valid URL")
+        .initial_stream_window_size(Some(65_535))
+        .initial_connection_window_size(Some(65_535))
+        .connect()
+        .await
+        .expect("connecting to the registry");
+    GrpcClient::new(channel).max_decoding_message_size(64 * 1024 * 1024)
+}
+
 /// Whether `grpc.health.v1` reports the registry SERVING.
 pub async fn health_serving(url: String) -> Result<(), String> {
     let channel = tonic::transport::Endpoint::from_shared(url)

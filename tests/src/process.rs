@@ -52,7 +52,35 @@ impl RegistryProcess {
 
     /// Starts the real binary on `listen` (e.g. the port of an earlier run).
     pub fn start_on(data_dir: &Path, listen: &str, extra_args: &[&str]) -> Self {
-        let mut command = Command::new(binary("cd-registry"));
+        Self::start_command(
+            Command::new(binary("cd-registry")),
+            data_dir,
+            listen,
+            extra_args,
+        )
+    }
+
+    /// Starts the real binary with at most `descriptors` open files
+    /// (`prlimit`, from util-linux), as a unit's `LimitNOFILE` would.
+    pub fn start_with_descriptor_limit(
+        data_dir: &Path,
+        descriptors: u32,
+        extra_args: &[&str],
+    ) -> Self {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={descriptors}:{descriptors}"))
+            .arg("--")
+            .arg(binary("cd-registry"));
+        Self::start_command(command, data_dir, "127.0.0.1:0", extra_args)
+    }
+
+    fn start_command(
+        mut command: Command,
+        data_dir: &Path,
+        listen: &str,
+        extra_args: &[&str],
+    ) -> Self {
         command
             .args(["--listen", listen, "--log-format", "json", "--data-dir"])
             .arg(data_dir)
@@ -282,4 +310,40 @@ pub fn explain(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// A process's resident memory, from `/proc/PID/status`.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|error| panic!("reading /proc/{pid}/status: {error}"));
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS line in /proc/{pid}/status"));
+    kib * 1024
+}
+
+/// CPU time (user + system) a process has used, from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|error| panic!("reading /proc/{pid}/stat: {error}"));
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks =
+        |index: usize| -> u64 { fields.get(index).and_then(|f| f.parse().ok()).unwrap_or(0) };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    let total = ticks(11) + ticks(12);
+    Duration::from_millis(total * 1000 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100)
 }

@@ -6,32 +6,52 @@
 //! protobuf types; the catalog and the store never do.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use switchyard_model::ValidationError;
 use switchyard_proto as wire;
 use switchyard_proto::v1;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{Catalog, CatalogError, WatchBuffer};
 use crate::store::StoreError;
+
+/// What watch streams may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchLimits {
+    /// Messages queued per watch stream before its watcher waits.
+    pub messages: usize,
+    /// Bytes queued per watch stream before its watcher waits.
+    pub bytes: usize,
+    /// Watch streams open at once.
+    pub watchers: usize,
+}
 
 /// The registry service over one catalog.
 pub struct RegistryApi {
     catalog: Catalog,
     /// Fires when the server drains: long-lived streams end cleanly.
     shutdown: CancellationToken,
-    /// Messages buffered per watch stream before the watcher waits.
-    watch_buffer: usize,
+    buffer: WatchBuffer,
+    /// One permit per open watch stream.
+    watchers: Arc<Semaphore>,
+    max_watchers: usize,
 }
 
 impl RegistryApi {
-    pub fn new(catalog: Catalog, shutdown: CancellationToken, watch_buffer: usize) -> Self {
+    pub fn new(catalog: Catalog, shutdown: CancellationToken, limits: WatchLimits) -> Self {
         RegistryApi {
             catalog,
             shutdown,
-            watch_buffer,
+            buffer: WatchBuffer {
+                messages: limits.messages,
+                bytes: limits.bytes,
+            },
+            watchers: Arc::new(Semaphore::new(limits.watchers)),
+            max_watchers: limits.watchers,
         }
     }
 }
@@ -251,16 +271,26 @@ impl v1::registry_server::Registry for RegistryApi {
         request: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let request = within_limit(request)?;
+        let Ok(permit) = Arc::clone(&self.watchers).try_acquire_owned() else {
+            return Err(Status::resource_exhausted(format!(
+                "{} watch streams are open, the registry's limit (--max-watchers): close \
+                 unused watches or raise the limit",
+                self.max_watchers
+            )));
+        };
         let stream = self
             .catalog
             .watch(
                 request.services,
                 request.from_revision,
-                self.watch_buffer,
+                self.buffer,
                 self.shutdown.clone(),
             )
             .map_err(status_of)?;
-        let stream = stream.map(|event| {
+        // The permit lives as long as the stream: tonic drops the stream
+        // when the client goes away.
+        let stream = stream.map(move |event| {
+            let _held = &permit;
             event
                 .map(|event| wire::watch_event_to_wire(&event))
                 .map_err(status_of)

@@ -10,6 +10,7 @@
 mod colors;
 mod error;
 pub mod keys;
+mod outbox;
 mod record;
 mod sync;
 mod watch;
@@ -26,7 +27,7 @@ use switchyard_model::{
 use crate::store::{Compare, KeyValue, Op, OpResult, Store, StoreError, Txn, TxnResponse};
 
 pub use error::CatalogError;
-pub use watch::{Change, ResetReason, WatchEvent};
+pub use watch::{Change, ResetReason, WatchBuffer, WatchEvent};
 
 /// How often an operation re-reads and retries after losing a race.
 const MAX_ATTEMPTS: usize = 64;

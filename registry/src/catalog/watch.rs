@@ -13,13 +13,20 @@ use std::collections::BTreeSet;
 use futures::{Stream, StreamExt};
 use switchyard_model::validate;
 pub use switchyard_model::watch::{Change, ResetReason, WatchEvent};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use super::outbox::{Outbox, outbox};
 use super::{Catalog, CatalogError, decode_instance, decode_service, keys};
 use crate::store::{EventKind, StoreError, WatchItem};
 
-type Sender = tokio::sync::mpsc::Sender<Result<WatchEvent, CatalogError>>;
+type Sender = Outbox;
+
+/// How much one watch stream may queue for its client.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchBuffer {
+    pub messages: usize,
+    pub bytes: usize,
+}
 
 impl Catalog {
     /// Watches `services` (all when empty) from `from_revision` (0: snapshot
@@ -28,14 +35,14 @@ impl Catalog {
         &self,
         services: Vec<String>,
         from_revision: u64,
-        buffer: usize,
+        buffer: WatchBuffer,
         cancel: CancellationToken,
     ) -> Result<impl Stream<Item = Result<WatchEvent, CatalogError>> + Send + 'static, CatalogError>
     {
         for (index, name) in services.iter().enumerate() {
             validate::service_name(&format!("services[{index}]"), name)?;
         }
-        let (sender, receiver) = tokio::sync::mpsc::channel(buffer.max(1));
+        let (sender, stream) = outbox(buffer.messages, buffer.bytes);
         let catalog = self.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -44,13 +51,29 @@ impl Catalog {
                 () = sender.closed() => {}
             }
         });
-        Ok(ReceiverStream::new(receiver))
+        Ok(stream)
     }
 
     async fn run_watch(&self, services: Vec<String>, from_revision: u64, sender: &Sender) {
         let filter: BTreeSet<String> = services.iter().cloned().collect();
         let mut position = from_revision;
         let mut resumed_by_client = from_revision != 0;
+        if from_revision != 0 {
+            match self.ahead_of_registry(from_revision).await {
+                Ok(None) => {}
+                Ok(Some(current)) => {
+                    if !reset_future(sender, from_revision, current).await {
+                        return;
+                    }
+                    position = 0;
+                    resumed_by_client = false;
+                }
+                Err(error) => {
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+            }
+        }
         loop {
             if position == 0 {
                 match self.send_snapshot(&services, sender).await {
@@ -124,6 +147,13 @@ impl Catalog {
         }
     }
 
+    /// The registry's revision when `revision` is beyond it (the client
+    /// followed a registry that was since restored from an older copy).
+    async fn ahead_of_registry(&self, revision: u64) -> Result<Option<u64>, CatalogError> {
+        let current = self.store.current_revision().await?;
+        Ok((revision > current).then_some(current))
+    }
+
     /// Sends a snapshot in parts; answers its revision, or None when the
     /// client went away or the read failed (the error was sent).
     async fn send_snapshot(&self, services: &[String], sender: &Sender) -> Option<u64> {
@@ -152,7 +182,7 @@ impl Catalog {
 }
 
 async fn send(sender: &Sender, event: WatchEvent) -> bool {
-    sender.send(Ok(event)).await.is_ok()
+    sender.send(Ok(event)).await
 }
 
 async fn reset(sender: &Sender, asked_by_client: bool, position: u64, compacted: u64) -> bool {
@@ -173,8 +203,29 @@ async fn reset(sender: &Sender, asked_by_client: bool, position: u64, compacted:
             ),
         )
     };
-    tracing::info!(?reason, position, compacted, "watch reset");
+    tracing::info!(reason = reason.as_str(), position, compacted, "watch reset");
     send(sender, WatchEvent::Reset { reason, message }).await
+}
+
+async fn reset_future(sender: &Sender, asked: u64, current: u64) -> bool {
+    let message = format!(
+        "revision {asked} is ahead of this registry (at {current}): it was restored from an \
+         older copy or is another registry; a fresh snapshot follows"
+    );
+    tracing::warn!(
+        reason = ResetReason::FutureRevision.as_str(),
+        asked,
+        current,
+        "watch reset"
+    );
+    send(
+        sender,
+        WatchEvent::Reset {
+            reason: ResetReason::FutureRevision,
+            message,
+        },
+    )
+    .await
 }
 
 fn changes(

@@ -268,7 +268,7 @@ impl Store for EtcdStore {
             let probe = GetOptions::new()
                 .with_prefix()
                 .with_count_only()
-                .with_revision(to_i64(from_revision + 1));
+                .with_revision(to_i64(from_revision.saturating_add(1)));
             if let Err(error) = self
                 .client
                 .kv_client()
@@ -279,7 +279,7 @@ impl Store for EtcdStore {
                 if text.contains("compacted") {
                     return Err(StoreError::Compacted {
                         requested: from_revision,
-                        compacted: from_revision + 1,
+                        compacted: from_revision.saturating_add(1),
                     });
                 }
                 if !text.contains("future revision") {
@@ -289,7 +289,7 @@ impl Store for EtcdStore {
         }
         let options = WatchOptions::new()
             .with_prefix()
-            .with_start_revision(to_i64(from_revision + 1));
+            .with_start_revision(to_i64(from_revision.saturating_add(1)));
         let mut stream = self
             .client
             .watch_client()
@@ -306,7 +306,7 @@ impl Store for EtcdStore {
                 compacted: to_u64(created.compact_revision()),
             });
         }
-        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        let (sender, receiver) = tokio::sync::mpsc::channel(crate::store::WATCH_READ_AHEAD);
         let closing = self.closing.clone();
         tokio::spawn(async move {
             let (mut requests, mut responses) = stream.split();

@@ -219,6 +219,12 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Whether `key` starts with `prefix`; the empty prefix matches every key.
+/// Revisions a store watch reads ahead of its consumer. Small on purpose:
+/// the consumer (a catalog watch) has its own byte-bounded queue, and a
+/// watcher whose client stopped reading should stop pulling events into
+/// memory rather than hold more of them.
+pub const WATCH_READ_AHEAD: usize = 8;
+
 pub fn in_prefix(key: &[u8], prefix: &[u8]) -> bool {
     key.starts_with(prefix)
 }

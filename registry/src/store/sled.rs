@@ -380,7 +380,7 @@ impl Store for SledStore {
                 compacted,
             });
         }
-        let (sender, stream) = tokio::sync::mpsc::channel(64);
+        let (sender, stream) = tokio::sync::mpsc::channel(crate::store::WATCH_READ_AHEAD);
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
             let watcher = Watcher {

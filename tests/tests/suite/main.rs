@@ -31,6 +31,7 @@ mod cli;
 mod conformance;
 mod crash;
 mod deploy;
+mod hostile;
 mod proxy;
 mod replicas;
 mod sled_store;

@@ -207,15 +207,7 @@ async fn a_consumer_too_slow_is_reset_and_never_blocks_writers() {
     .await;
     // A raw stream that is opened and then not read at all, over a channel
     // with small HTTP/2 windows, so the server cannot park everything in them.
-    let channel = tonic::transport::Endpoint::from_shared(registry.url())
-        .expect("url")
-        .initial_stream_window_size(Some(65_535))
-        .initial_connection_window_size(Some(65_535))
-        .connect()
-        .await
-        .expect("connect");
-    let mut grpc = v1::registry_client::RegistryClient::new(channel)
-        .max_decoding_message_size(64 * 1024 * 1024);
+    let mut grpc = switchyard_tests::grpc_small_windows(&registry.url()).await;
     let mut stalled = grpc
         .watch(v1::WatchRequest {
             services: vec![],

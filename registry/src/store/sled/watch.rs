@@ -88,7 +88,8 @@ impl Recent {
     fn after(&self, last: u64) -> Option<Vec<Arc<Committed>>> {
         let ring = lock(&self.ring);
         match ring.entries.front() {
-            Some((oldest, _)) if oldest.revision > last + 1 => None,
+            // Saturating: a client may ask for any revision, up to u64::MAX.
+            Some((oldest, _)) if oldest.revision > last.saturating_add(1) => None,
             _ => {
                 // In revision order: a thousand watchers woken by one commit
                 // each find their place by bisection, not by a scan of the
@@ -181,7 +182,7 @@ impl Watcher {
                     compacted,
                 });
             }
-            let until = current.min(self.last + CATCH_UP_CHUNK);
+            let until = current.min(self.last.saturating_add(CATCH_UP_CHUNK));
             let from = self.last + 1;
             let entries = self.shared.with_disk(|disk| {
                 let mut entries = Vec::new();
@@ -232,7 +233,7 @@ impl Watcher {
                 return Next::CatchUp;
             };
             for committed in commits {
-                if committed.revision > self.last + 1 {
+                if committed.revision > self.last.saturating_add(1) {
                     return Next::CatchUp;
                 }
                 if !self.deliver(committed.revision, &committed.events).await {

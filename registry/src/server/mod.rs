@@ -1,7 +1,10 @@
 //! Assembles store, catalog and API into a running server: opens the store,
-//! serves gRPC (plus `grpc.health.v1` and reflection) on a bound listener,
-//! and on shutdown reports NOT_SERVING, ends streams, drains with a timeout
-//! and closes the store so everything is flushed.
+//! serves gRPC (plus `grpc.health.v1` and reflection) on a bound listener
+//! through the bounded accept loop of [`incoming`], and on shutdown reports
+//! NOT_SERVING, ends streams, drains with a timeout and closes the store so
+//! everything is flushed.
+
+mod incoming;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -15,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
-use crate::api::RegistryApi;
+use crate::api::{RegistryApi, WatchLimits};
 use crate::catalog::{Catalog, CatalogConfig};
 use crate::store::Store;
 use crate::store::etcd::{EtcdConfig, EtcdStore};
@@ -40,6 +43,41 @@ pub enum StoreChoice {
     Etcd { endpoints: Vec<String> },
 }
 
+/// What one client, or all of them together, may hold of the registry's
+/// connections, streams and memory. README "Limits and hardening" lists
+/// each with its flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// TCP connections open at once; more are accepted and closed at once.
+    pub max_connections: usize,
+    /// How long a new connection may take to send the HTTP/2 preface.
+    pub handshake_timeout: Duration,
+    /// Concurrent HTTP/2 streams one connection may open.
+    pub max_streams_per_connection: u32,
+    /// Watch streams open at once, over all connections.
+    pub max_watchers: usize,
+    /// Bytes of events queued for one watch stream before its watcher stops
+    /// reading ahead (it then catches up from history later, or is reset).
+    pub watch_buffer_bytes: usize,
+    /// HTTP/2 pings on connections: an unanswered ping closes the connection.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            max_streams_per_connection: 1000,
+            max_watchers: 10_000,
+            watch_buffer_bytes: 32 * 1024,
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
 /// Everything a registry server needs; tests build it directly.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -51,6 +89,7 @@ pub struct ServerConfig {
     pub sled_cache_bytes: u64,
     pub progress_interval: Duration,
     pub drain_timeout: Duration,
+    pub limits: Limits,
 }
 
 impl ServerConfig {
@@ -64,8 +103,38 @@ impl ServerConfig {
             sled_cache_bytes: 8 * 1024 * 1024,
             progress_interval: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
         }
     }
+}
+
+/// Descriptors the registry needs besides its connections: the store's
+/// files, the listener, etcd connections, logs.
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// The connections the registry can really hold: `--max-connections`, or
+/// fewer when the descriptor limit is lower (then it warns), so that the
+/// accept loop refuses the extra connections politely instead of failing
+/// to accept at all.
+fn effective_max_connections(max_connections: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let Some(soft) = limit.current else {
+        return max_connections;
+    };
+    let needed = (max_connections as u64).saturating_add(RESERVED_DESCRIPTORS);
+    if soft >= needed {
+        return max_connections;
+    }
+    let usable = usize::try_from(soft.saturating_sub(RESERVED_DESCRIPTORS).max(1))
+        .unwrap_or(max_connections);
+    tracing::warn!(
+        descriptor_limit = soft,
+        max_connections,
+        serving_at_most = usable,
+        "the descriptor limit is below --max-connections + {RESERVED_DESCRIPTORS}: raise it \
+         (LimitNOFILE=, ulimit -n) or lower --max-connections"
+    );
+    usable
 }
 
 /// Opens the configured store.
@@ -110,7 +179,15 @@ pub async fn serve(
         },
     );
     let streams_end = CancellationToken::new();
-    let api = RegistryApi::new(catalog, streams_end.clone(), config.watch_buffer);
+    let api = RegistryApi::new(
+        catalog,
+        streams_end.clone(),
+        WatchLimits {
+            messages: config.watch_buffer,
+            bytes: config.limits.watch_buffer_bytes,
+            watchers: config.limits.max_watchers,
+        },
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -129,11 +206,21 @@ pub async fn serve(
     let registry = RegistryServer::new(api)
         .max_decoding_message_size(TRANSPORT_REQUEST_LIMIT)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let limits = config.limits;
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let accepting = CancellationToken::new();
+    let incoming = incoming::incoming(
+        listener,
+        incoming::ConnectionLimits {
+            max_connections: effective_max_connections(limits.max_connections),
+            handshake_timeout: limits.handshake_timeout,
+        },
+        accepting.clone(),
+    );
     let server = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(registry)
@@ -151,6 +238,7 @@ pub async fn serve(
             health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
             health.set_service_status("", ServingStatus::NotServing).await;
             streams_end.cancel();
+            accepting.cancel();
             let _ = stop_accepting.send(());
             match tokio::time::timeout(config.drain_timeout, &mut server).await {
                 Ok(result) => result.context("draining gRPC")?,

@@ -1,0 +1,300 @@
+//! The registry's accept loop, in front of tonic: it bounds connections in
+//! total, closes sockets that never start HTTP/2 within the handshake
+//! timeout, and backs off (logging once) when accepting fails for lack of
+//! file descriptors or memory instead of spinning on the error.
+//!
+//! tonic's own `TcpIncoming` does none of this: a few hundred silent sockets
+//! held every descriptor the process had, and the loop then retried the
+//! failing `accept` as fast as a core allowed.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// What every HTTP/2 client sends first (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Longest pause between accept attempts while descriptors are exhausted.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// At most one warning per this long about refused connections.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Limits of the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections open at once, handshaking or serving.
+    pub max_connections: usize,
+    /// How long a new connection may take to send the HTTP/2 preface.
+    pub handshake_timeout: Duration,
+}
+
+/// An accepted connection that sent the HTTP/2 preface; holds its place
+/// among [`ConnectionLimits::max_connections`] until it is dropped.
+pub struct Connection {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Accepts on `listener` until `stop` fires; yields connections that sent
+/// the preface in time. The stream ends when `stop` fires.
+pub fn incoming(
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    stop: CancellationToken,
+) -> ReceiverStream<io::Result<Connection>> {
+    let (ready, connections) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let served = ready.clone();
+        // The listening socket closes with this task, so new clients are
+        // refused at once after shutdown starts.
+        tokio::select! {
+            () = accept_loop(listener, limits, ready) => {}
+            () = stop.cancelled() => {}
+            () = served.closed() => {}
+        }
+    });
+    ReceiverStream::new(connections)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    ready: mpsc::Sender<io::Result<Connection>>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut refused = Refusals::default();
+    let mut backoff = Duration::ZERO;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) if is_resource_error(&error) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(5), MAX_BACKOFF);
+                if backoff == Duration::from_millis(5) {
+                    tracing::error!(
+                        %error,
+                        "cannot accept connections: out of file descriptors or memory; \
+                         raise the limit (LimitNOFILE, ulimit -n) or lower --max-connections; \
+                         retrying with backoff"
+                    );
+                }
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            // The peer gave up before we accepted (ECONNABORTED and kin).
+            Err(error) => {
+                tracing::debug!(%error, "accept failed");
+                continue;
+            }
+        };
+        if backoff > Duration::ZERO {
+            tracing::info!("accepting connections again");
+            backoff = Duration::ZERO;
+        }
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refused.note(peer, limits.max_connections);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(limits.handshake_timeout, await_preface(&stream)).await {
+                Ok(Ok(())) => {
+                    let _ = ready
+                        .send(Ok(Connection {
+                            stream,
+                            _slot: slot,
+                        }))
+                        .await;
+                }
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "connection closed before HTTP/2"),
+                Err(_) => tracing::debug!(
+                    %peer,
+                    timeout = ?limits.handshake_timeout,
+                    "connection sent no HTTP/2 preface in time; closed"
+                ),
+            }
+        });
+    }
+}
+
+/// Waits until the peer has sent the whole HTTP/2 preface, without
+/// consuming it (hyper reads it next). A peer that sends something else is
+/// left to hyper, which answers it with a protocol error.
+async fn await_preface(stream: &TcpStream) -> io::Result<()> {
+    let mut buffer = [0u8; PREFACE.len()];
+    loop {
+        stream.readable().await?;
+        let seen = stream.peek(&mut buffer).await?;
+        if seen == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if seen == PREFACE.len() || buffer[..seen] != PREFACE[..seen] {
+            return Ok(());
+        }
+        // Part of the preface: peek would answer at once again, so wait a
+        // little for the rest rather than spin.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Errors of `accept` that come from this process or host running out of
+/// something, not from the peer: retrying at once cannot succeed.
+fn is_resource_error(error: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM on Linux.
+    matches!(error.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+/// Counts connections refused at the limit and logs them at most once per
+/// [`WARN_EVERY`].
+#[derive(Default)]
+struct Refusals {
+    since_warning: u64,
+    last_warning: Option<Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, peer: SocketAddr, limit: usize) {
+        self.since_warning += 1;
+        if self
+            .last_warning
+            .is_some_and(|last| last.elapsed() < WARN_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            refused = self.since_warning,
+            limit,
+            "connection refused: --max-connections reached (refusals counted since the last warning)"
+        );
+        self.since_warning = 0;
+        self.last_warning = Some(Instant::now());
+    }
+}
+
+impl Connected for Connection {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    async fn serve(
+        limits: ConnectionLimits,
+    ) -> (SocketAddr, ReceiverStream<io::Result<Connection>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        (
+            address,
+            incoming(listener, limits, CancellationToken::new()),
+        )
+    }
+
+    async fn next_accepted(
+        connections: &mut ReceiverStream<io::Result<Connection>>,
+        patience: Duration,
+    ) -> bool {
+        let next = tokio::time::timeout(patience, connections.next()).await;
+        matches!(next, Ok(Some(Ok(_))))
+    }
+
+    #[tokio::test]
+    async fn silent_sockets_are_closed_and_free_their_slot() {
+        let limits = ConnectionLimits {
+            max_connections: 1,
+            handshake_timeout: Duration::from_millis(200),
+        };
+        let (address, mut connections) = serve(limits).await;
+        let started = std::time::Instant::now();
+        let _silent = TcpStream::connect(address).await.expect("connect");
+        // While the silent socket holds the only slot (accepted first: one
+        // loop accepts in order), a client is closed at once...
+        let mut refused = TcpStream::connect(address).await.expect("connect");
+        refused.write_all(PREFACE).await.expect("write");
+        let mut byte = [0u8; 1];
+        let read = tokio::io::AsyncReadExt::read(&mut refused, &mut byte).await;
+        assert!(matches!(read, Ok(0) | Err(_)), "closed at once: {read:?}");
+        // ...and once the silent one timed out, the next one gets through.
+        let mut tries = 0;
+        loop {
+            let mut client = TcpStream::connect(address).await.expect("connect");
+            client.write_all(PREFACE).await.expect("write");
+            if next_accepted(&mut connections, Duration::from_millis(100)).await {
+                break;
+            }
+            tries += 1;
+            assert!(tries < 50, "no connection got through in 5s");
+        }
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn a_preface_sent_in_pieces_is_accepted() {
+        let limits = ConnectionLimits {
+            max_connections: 4,
+            handshake_timeout: Duration::from_secs(5),
+        };
+        let (address, mut connections) = serve(limits).await;
+        let mut client = TcpStream::connect(address).await.expect("connect");
+        client.write_all(&PREFACE[..10]).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.write_all(&PREFACE[10..]).await.expect("write");
+        assert!(next_accepted(&mut connections, Duration::from_secs(5)).await);
+    }
+}
