@@ -235,4 +235,8 @@ pub struct SetColorArgs {
     /// Fencing token of a deploy lock you hold.
     #[arg(long, default_value_t = 0)]
     pub lock_token: u64,
+    /// Required with `none`: clearing the live color takes the service
+    /// dark (proxies route it nowhere).
+    #[arg(long)]
+    pub offline: bool,
 }

@@ -29,10 +29,19 @@ pub const DEPLOY_FAILED: u8 = 14;
 /// Ctrl-C or SIGTERM during a deploy (rolled back).
 pub const INTERRUPTED: u8 = 15;
 
+/// A mistake in how cdctl was called that clap cannot see (a flag's value
+/// in context, a registry URL): exit [`USAGE`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// The exit code and one-line message for an error that ended a command.
 pub fn describe(error: &anyhow::Error) -> (u8, String) {
     if let Some(invalid) = error.downcast_ref::<switchyard_model::ValidationError>() {
         return (USAGE, invalid.to_string());
+    }
+    if let Some(usage) = error.downcast_ref::<UsageError>() {
+        return (USAGE, usage.to_string());
     }
     let Some(client_error) = error.downcast_ref::<ClientError>() else {
         return (FAILURE, format!("{error:#}"));

@@ -295,6 +295,9 @@ impl RegistryClient {
         Ok((active, next, response.revision))
     }
 
+    /// Makes `color` the live color of `service` if `expected` is live now;
+    /// `lock_token` is the caller's deploy lock (0: none). A `color` of
+    /// `None` is refused by the registry: use [`Self::clear_active_color`].
     pub async fn set_active_color(
         &self,
         service: &str,
@@ -302,11 +305,48 @@ impl RegistryClient {
         expected: Option<Color>,
         lock_token: u64,
     ) -> Result<u64, ClientError> {
+        self.send_color(service, color, expected, lock_token, false)
+            .await
+    }
+
+    /// Takes `service` dark on purpose: no live color.
+    pub async fn clear_active_color(
+        &self,
+        service: &str,
+        expected: Option<Color>,
+        lock_token: u64,
+    ) -> Result<u64, ClientError> {
+        self.send_color(service, None, expected, lock_token, true)
+            .await
+    }
+
+    /// Puts back a live color a rollback found, including none (a first
+    /// deploy rolled back leaves the service as dark as it was).
+    pub async fn restore_active_color(
+        &self,
+        service: &str,
+        color: Option<Color>,
+        expected: Option<Color>,
+        lock_token: u64,
+    ) -> Result<u64, ClientError> {
+        self.send_color(service, color, expected, lock_token, color.is_none())
+            .await
+    }
+
+    async fn send_color(
+        &self,
+        service: &str,
+        color: Option<Color>,
+        expected: Option<Color>,
+        lock_token: u64,
+        take_offline: bool,
+    ) -> Result<u64, ClientError> {
         let request = v1::SetActiveColorRequest {
             service: service.to_string(),
             color: wire::color_to_wire(color),
             expected_color: wire::color_to_wire(expected),
             lock_token,
+            take_offline,
         };
         let response = self
             .call(|mut c| {
@@ -381,26 +421,41 @@ impl RegistryClient {
         Ok(response.revision)
     }
 
+    /// Deployment records of `service`, newest first: at most `limit` (0:
+    /// all retained), read page by page.
     pub async fn list_deployments(
         &self,
         service: &str,
         limit: u32,
     ) -> Result<Vec<Deployment>, ClientError> {
-        let request = v1::ListDeploymentsRequest {
-            service: service.to_string(),
-            limit,
-        };
-        let response = self
-            .call(|mut c| {
-                let request = request.clone();
-                async move { c.list_deployments(request).await }
-            })
-            .await?;
-        Ok(response
-            .deployments
-            .into_iter()
-            .map(wire::deployment_from_wire)
-            .collect::<Result<_, _>>()?)
+        let mut deployments = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let remaining = if limit == 0 {
+                0
+            } else {
+                limit.saturating_sub(u32::try_from(deployments.len()).unwrap_or(u32::MAX))
+            };
+            let request = v1::ListDeploymentsRequest {
+                service: service.to_string(),
+                limit: remaining,
+                page_token: std::mem::take(&mut page_token),
+            };
+            let response = self
+                .call(|mut c| {
+                    let request = request.clone();
+                    async move { c.list_deployments(request).await }
+                })
+                .await?;
+            for deployment in response.deployments {
+                deployments.push(wire::deployment_from_wire(deployment)?);
+            }
+            let done = limit != 0 && deployments.len() >= limit as usize;
+            if response.next_page_token.is_empty() || done {
+                return Ok(deployments);
+            }
+            page_token = response.next_page_token;
+        }
     }
 
     /// Reports what this proxy applied.

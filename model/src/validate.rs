@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::Instance;
+use crate::{Deployment, Instance};
 
 /// Largest request the registry decodes, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -21,6 +21,19 @@ pub const MAX_TAG_LEN: usize = 256;
 pub const MAX_METADATA: usize = 64;
 pub const MAX_METADATA_KEY_LEN: usize = 128;
 pub const MAX_METADATA_VALUE_LEN: usize = 4096;
+/// Longest free-text field of a deployment record (image, version, who,
+/// failed step), and its error text.
+pub const MAX_TEXT_LEN: usize = 1024;
+pub const MAX_ERROR_LEN: usize = 16 * 1024;
+/// Most step timings in one deployment record.
+pub const MAX_STEPS: usize = 64;
+/// Largest deployment record, as stored.
+pub const MAX_DEPLOYMENT_BYTES: usize = 64 * 1024;
+/// How far ahead of the registry's clock a deployment may say it started:
+/// clocks drift, but a record dated next year is a lie.
+pub const MAX_CLOCK_AHEAD_MS: u64 = 5 * 60 * 1000;
+/// Characters of a rejected value quoted back in an error message.
+pub const QUOTED_CHARS: usize = 64;
 /// Session and lock TTL bounds, in seconds.
 pub const MIN_TTL_SECONDS: u32 = 1;
 pub const MAX_TTL_SECONDS: u32 = 3600;
@@ -47,6 +60,47 @@ impl fmt::Display for ValidationError {
     }
 }
 
+/// A value for an error message: Debug-quoted (control characters escaped),
+/// at most [`QUOTED_CHARS`] characters of it, and its length when cut. An
+/// error that repeated a 16 KiB value in full exceeded gRPC's metadata
+/// limit and reached the client as a transport error instead.
+pub fn quote(value: &str) -> String {
+    if value.chars().count() <= QUOTED_CHARS {
+        return format!("{value:?}");
+    }
+    let head: String = value.chars().take(QUOTED_CHARS).collect();
+    format!("{head:?}… ({} bytes)", value.len())
+}
+
+/// Free text (lock holders, tags, metadata, record fields): at most
+/// `max_len` bytes and no control characters, which would let a client
+/// forge log lines or rewrite an operator's terminal. `multiline` allows
+/// newlines and tabs (error texts), nothing else.
+pub fn text(
+    field: &str,
+    value: &str,
+    max_len: usize,
+    multiline: bool,
+) -> Result<(), ValidationError> {
+    if value.len() > max_len {
+        return Err(ValidationError::new(
+            field,
+            format!("is {} bytes long; the limit is {max_len}", value.len()),
+        ));
+    }
+    let allowed = |c: char| multiline && (c == '\n' || c == '\t');
+    if let Some(bad) = value.chars().find(|c| c.is_control() && !allowed(*c)) {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "{} contains the control character {bad:?}; send printable text",
+                quote(value)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A service name is a lowercase DNS label: `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`.
 pub fn service_name(field: &str, name: &str) -> Result<(), ValidationError> {
     let bytes = name.as_bytes();
@@ -62,8 +116,9 @@ pub fn service_name(field: &str, name: &str) -> Result<(), ValidationError> {
         Err(ValidationError::new(
             field,
             format!(
-                "{name:?} is not a service name: use 1 to 63 lowercase letters, digits and \
-                 '-', starting and ending with a letter or digit (a DNS label)"
+                "{} is not a service name: use 1 to 63 lowercase letters, digits and \
+                 '-', starting and ending with a letter or digit (a DNS label)",
+                quote(name)
             ),
         ))
     }
@@ -85,7 +140,10 @@ pub fn identifier(field: &str, id: &str) -> Result<(), ValidationError> {
     if let Some(bad) = id.chars().find(|c| !valid(*c)) {
         return Err(ValidationError::new(
             field,
-            format!("{id:?} contains {bad:?}; use letters, digits and . _ : @ -"),
+            format!(
+                "{} contains {bad:?}; use letters, digits and . _ : @ -",
+                quote(id)
+            ),
         ));
     }
     Ok(())
@@ -107,7 +165,10 @@ pub fn ip_address(field: &str, text: &str) -> Result<IpAddr, ValidationError> {
     let address: IpAddr = text.trim().parse().map_err(|_| {
         ValidationError::new(
             field,
-            format!("{text:?} is not an IP address: give an IPv4 or IPv6 address, not a hostname"),
+            format!(
+                "{} is not an IP address: give an IPv4 or IPv6 address, not a hostname",
+                quote(text)
+            ),
         )
     })?;
     if address.is_unspecified() {
@@ -138,14 +199,14 @@ pub fn tags(field: &str, tags: &[String]) -> Result<(), ValidationError> {
             format!("{} tags; the limit is {MAX_TAGS}", tags.len()),
         ));
     }
-    if let Some(tag) = tags.iter().find(|t| t.is_empty() || t.len() > MAX_TAG_LEN) {
-        return Err(ValidationError::new(
-            field,
-            format!(
-                "tag {:.40?} must be 1 to {MAX_TAG_LEN} bytes long",
-                tag.as_str()
-            ),
-        ));
+    for (index, tag) in tags.iter().enumerate() {
+        if tag.is_empty() {
+            return Err(ValidationError::new(
+                format!("{field}[{index}]"),
+                "must not be empty",
+            ));
+        }
+        text(&format!("{field}[{index}]"), tag, MAX_TAG_LEN, false)?;
     }
     Ok(())
 }
@@ -158,20 +219,69 @@ pub fn metadata(field: &str, metadata: &BTreeMap<String, String>) -> Result<(), 
         ));
     }
     for (key, value) in metadata {
-        if key.is_empty() || key.len() > MAX_METADATA_KEY_LEN {
-            return Err(ValidationError::new(
-                field,
-                format!("key {key:.40?} must be 1 to {MAX_METADATA_KEY_LEN} bytes long"),
-            ));
+        if key.is_empty() {
+            return Err(ValidationError::new(field, "a key is empty"));
         }
-        if value.len() > MAX_METADATA_VALUE_LEN {
-            return Err(ValidationError::new(
-                field,
-                format!("value of {key:?} is longer than {MAX_METADATA_VALUE_LEN} bytes"),
-            ));
-        }
+        text(&format!("{field} key"), key, MAX_METADATA_KEY_LEN, false)?;
+        text(
+            &format!("{field}[{}]", quote(key)),
+            value,
+            MAX_METADATA_VALUE_LEN,
+            false,
+        )?;
     }
     Ok(())
+}
+
+/// A lock holder: who a deploy lock names in errors and logs.
+pub fn holder(field: &str, holder: &str) -> Result<(), ValidationError> {
+    if holder.is_empty() {
+        return Err(ValidationError::new(
+            field,
+            "must not be empty: name the deployer (e.g. user@host)",
+        ));
+    }
+    text(field, holder, MAX_ID_LEN, false)
+}
+
+/// Everything in a deployment record a client supplies, except the clock
+/// and the stored size, which the registry checks.
+pub fn deployment(deployment: &Deployment) -> Result<(), ValidationError> {
+    identifier("deployment.id", &deployment.id)?;
+    service_name("deployment.service", &deployment.service)?;
+    for (field, value) in [
+        ("deployment.image", &deployment.image),
+        ("deployment.version", &deployment.version),
+        ("deployment.who", &deployment.who),
+        ("deployment.failed_step", &deployment.failed_step),
+    ] {
+        text(field, value, MAX_TEXT_LEN, false)?;
+    }
+    text("deployment.error", &deployment.error, MAX_ERROR_LEN, true)?;
+    if deployment.steps.len() > MAX_STEPS {
+        return Err(ValidationError::new(
+            "deployment.steps",
+            format!("{} steps; the limit is {MAX_STEPS}", deployment.steps.len()),
+        ));
+    }
+    for (index, step) in deployment.steps.iter().enumerate() {
+        text(
+            &format!("deployment.steps[{index}].name"),
+            &step.name,
+            MAX_TAG_LEN,
+            false,
+        )?;
+    }
+    if deployment.ended_at_ms != 0 && deployment.ended_at_ms < deployment.started_at_ms {
+        return Err(ValidationError::new(
+            "deployment.ended_at_ms",
+            format!(
+                "{} is before started_at_ms {}",
+                deployment.ended_at_ms, deployment.started_at_ms
+            ),
+        ));
+    }
+    metadata("deployment.metadata", &deployment.metadata)
 }
 
 /// Everything about an instance a client supplies.
@@ -231,6 +341,41 @@ mod tests {
         assert!(identifier("id", "").is_err());
         assert!(identifier("id", "a/b").is_err());
         assert!(identifier("id", &"x".repeat(MAX_ID_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn errors_quote_at_most_64_characters_and_say_how_long() {
+        let long = "a".repeat(16 * 1024);
+        let message = service_name("service", &long)
+            .expect_err("too long")
+            .to_string();
+        assert!(message.len() < 300, "{message}");
+        assert!(message.contains("(16384 bytes)"), "{message}");
+        assert_eq!(quote("web"), "\"web\"");
+    }
+
+    #[test]
+    fn free_text_refuses_control_characters() {
+        for bad in [
+            "x\n2026-01-01 INFO holder=admin",
+            "x\u{1b}[2J",
+            "a\rb",
+            "\u{0}",
+        ] {
+            let error = holder("holder", bad).expect_err(bad);
+            assert!(error.message.contains("control character"), "{error}");
+            assert!(
+                !error.to_string().contains('\u{1b}'),
+                "the error escapes it"
+            );
+        }
+        assert!(holder("holder", "deployer@ci-42 (job 7)").is_ok());
+        assert!(text("error", "line 1\n\tline 2", 100, true).is_ok());
+        assert!(text("error", "bell\u{7}", 100, true).is_err());
+        let tagged = tags("tags", &["ok".into(), "bad\u{1b}".into()]).expect_err("escape");
+        assert_eq!(tagged.field, "tags[1]");
+        let meta = BTreeMap::from([("k".to_string(), "v\n".to_string())]);
+        assert!(metadata("metadata", &meta).is_err());
     }
 
     #[test]

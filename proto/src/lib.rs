@@ -4,8 +4,6 @@
 //! domain types and converts here, in one place.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
-
 use switchyard_model::{
     Color, Deployment, Health, Instance, Outcome, ProxyStatus, Service, ServiceSummary, StepTiming,
     ValidationError, validate,
@@ -200,14 +198,7 @@ pub fn deployment_to_wire(deployment: &Deployment) -> v1::Deployment {
 }
 
 pub fn deployment_from_wire(wire: v1::Deployment) -> Result<Deployment, ValidationError> {
-    validate::identifier("deployment.id", &wire.id)?;
-    validate::service_name("deployment.service", &wire.service)?;
-    validate::metadata(
-        "deployment.metadata",
-        &wire.metadata.clone().into_iter().collect(),
-    )?;
-    let metadata: BTreeMap<String, String> = wire.metadata.into_iter().collect();
-    Ok(Deployment {
+    let deployment = Deployment {
         from_color: color_from_wire("deployment.from_color", wire.from_color)?,
         to_color: color_from_wire("deployment.to_color", wire.to_color)?,
         outcome: outcome_from_wire(wire.outcome)?,
@@ -228,8 +219,11 @@ pub fn deployment_from_wire(wire: v1::Deployment) -> Result<Deployment, Validati
                 duration_ms: step.duration_ms,
             })
             .collect(),
-        metadata,
-    })
+        metadata: wire.metadata.into_iter().collect(),
+    };
+    // The registry validates what it stores (`validate::deployment`), so
+    // records stored under older, looser rules still read back.
+    Ok(deployment)
 }
 
 pub fn proxy_to_wire(status: &ProxyStatus) -> v1::ProxyStatus {
@@ -249,7 +243,20 @@ pub fn proxy_from_wire(wire: v1::ProxyStatus) -> Result<ProxyStatus, ValidationE
         applied_revision: wire.applied_revision,
         reported_at_ms: wire.reported_at_ms,
         healthy: wire.healthy,
-        message: wire.message.chars().take(1024).collect(),
+        // Diagnostics from the proxy's reload: kept, but never with control
+        // characters that could rewrite a terminal or forge a log line.
+        message: wire
+            .message
+            .chars()
+            .take(1024)
+            .map(|c| {
+                if c.is_control() && c != '\n' {
+                    '\u{fffd}'
+                } else {
+                    c
+                }
+            })
+            .collect(),
     })
 }
 

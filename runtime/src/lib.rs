@@ -3,6 +3,8 @@
 //! and a future that completes on SIGTERM or SIGINT.
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
+
 use clap::{Args, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -30,11 +32,14 @@ pub struct LogArgs {
 }
 
 /// Sends logs to standard error in the chosen format; a filter that does not
-/// parse falls back to `info`.
+/// parse falls back to `info`. Colours only when standard error is a
+/// terminal: escape codes in a log file or journal are noise, and worse
+/// when a log shipper passes them on.
 pub fn init_tracing(args: &LogArgs) {
     let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),

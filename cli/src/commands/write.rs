@@ -8,6 +8,7 @@ use switchyard_client::RegistryClient;
 use switchyard_model::{Color, Health, Instance, color_name, validate};
 
 use crate::args::{Output, RegisterArgs, SetColorArgs};
+use crate::exit::UsageError;
 
 fn print_revision(output: Output, what: &str, revision: u64) {
     match output {
@@ -65,9 +66,26 @@ pub async fn set_color(
 ) -> anyhow::Result<ExitCode> {
     let color = Color::parse_optional(&args.color).context("reading COLOR")?;
     let expected = Color::parse_optional(&args.expect).context("reading --expect")?;
-    let revision = client
-        .set_active_color(&args.service, color, expected, args.lock_token)
-        .await?;
+    let revision = match color {
+        Some(_) => {
+            client
+                .set_active_color(&args.service, color, expected, args.lock_token)
+                .await?
+        }
+        None if args.offline => {
+            client
+                .clear_active_color(&args.service, expected, args.lock_token)
+                .await?
+        }
+        None => {
+            return Err(UsageError(format!(
+                "`none` takes {} offline (no color receives traffic): add --offline if that \
+                 is what you want",
+                args.service
+            ))
+            .into());
+        }
+    };
     print_revision(
         output,
         &format!("{} is now {}", args.service, color_name(color)),

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use switchyard_model::ValidationError;
+use switchyard_model::{ValidationError, validate};
 use switchyard_proto as wire;
 use switchyard_proto::v1;
 use tokio::sync::Semaphore;
@@ -72,7 +72,9 @@ pub fn status_of(error: CatalogError) -> Status {
             Status::unavailable(message)
         }
         CatalogError::Store(StoreError::Compacted { .. }) => Status::out_of_range(message),
-        CatalogError::Store(StoreError::Storage(_)) | CatalogError::CorruptRecord { .. } => {
+        CatalogError::Store(StoreError::Storage(_))
+        | CatalogError::CorruptRecord { .. }
+        | CatalogError::Encoding(_) => {
             tracing::error!(error = %message, "request failed on the store");
             Status::internal(message)
         }
@@ -137,7 +139,20 @@ impl v1::registry_server::Registry for RegistryApi {
                     next = inbound.next() => next,
                     () = shutdown.cancelled() => return,
                 };
-                let Some(Ok(ping)) = next else { return };
+                let ping = match next {
+                    Some(Ok(ping)) => ping,
+                    None => return,
+                    // Undecodable bytes are the client's error, not a clean
+                    // end of the stream.
+                    Some(Err(status)) => {
+                        let refused = Status::invalid_argument(format!(
+                            "invalid KeepAlive message: {}",
+                            status.message()
+                        ));
+                        let _ = sender.send(Err(refused)).await;
+                        return;
+                    }
+                };
                 let answer = catalog
                     .keep_alive(ping.session_id)
                     .await
@@ -320,17 +335,28 @@ impl v1::registry_server::Registry for RegistryApi {
         let color = wire::color_from_wire("color", request.color).map_err(invalid)?;
         let expected =
             wire::color_from_wire("expected_color", request.expected_color).map_err(invalid)?;
+        if color.is_none() && !request.take_offline {
+            return Err(Status::invalid_argument(format!(
+                "invalid color: none clears the live color of {} and takes it dark; to do \
+                 that on purpose set take_offline (`cdctl set-color {} none --offline`)",
+                request.service, request.service
+            )));
+        }
         let revision = self
             .catalog
             .set_active_color(&request.service, color, expected, request.lock_token)
             .await
             .map_err(status_of)?;
-        tracing::info!(
-            service = %request.service,
-            color = switchyard_model::color_name(color),
-            revision,
-            "active color set"
-        );
+        if color.is_none() {
+            tracing::warn!(service = %request.service, revision, "live color cleared: the service is offline");
+        } else {
+            tracing::info!(
+                service = %request.service,
+                color = switchyard_model::color_name(color),
+                revision,
+                "active color set"
+            );
+        }
         Ok(Response::new(v1::WriteResponse { revision }))
     }
 
@@ -418,13 +444,27 @@ impl v1::registry_server::Registry for RegistryApi {
         request: Request<v1::ListDeploymentsRequest>,
     ) -> Result<Response<v1::ListDeploymentsResponse>, Status> {
         let request = within_limit(request)?;
-        let deployments = self
+        let before = match request.page_token.as_str() {
+            "" => None,
+            token => Some(token.parse::<u64>().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "invalid page_token: {}; pass the next_page_token of the previous answer",
+                    validate::quote(token)
+                ))
+            })?),
+        };
+        let page = self
             .catalog
-            .list_deployments(&request.service, request.limit as usize)
+            .list_deployments(&request.service, request.limit as usize, before)
             .await
             .map_err(status_of)?;
         Ok(Response::new(v1::ListDeploymentsResponse {
-            deployments: deployments.iter().map(wire::deployment_to_wire).collect(),
+            deployments: page
+                .deployments
+                .iter()
+                .map(wire::deployment_to_wire)
+                .collect(),
+            next_page_token: page.next.map(|next| next.to_string()).unwrap_or_default(),
         }))
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use switchyard_model::{Color, LockGrant, ValidationError, validate};
+use switchyard_model::{Color, LockGrant, validate};
 
 use super::{
     Catalog, CatalogError, LockRecord, MAX_ATTEMPTS, ServiceRecord, decode_service, from_json,
@@ -82,7 +82,7 @@ impl Catalog {
                         revision: lock_kv.as_ref().map_or(0, |kv| kv.create_revision),
                     },
                 ],
-                success: vec![put(keys::service(service), to_json(&record), None)],
+                success: vec![put(keys::service(service), to_json(&record)?, None)],
                 ..Txn::default()
             };
             if let Some(revision) = self.commit(txn).await? {
@@ -100,13 +100,7 @@ impl Catalog {
         ttl_seconds: u32,
     ) -> Result<LockGrant, CatalogError> {
         validate::service_name("service", service)?;
-        if holder.is_empty() || holder.len() > validate::MAX_ID_LEN {
-            return Err(ValidationError::new(
-                "holder",
-                format!("must be 1 to {} bytes long", validate::MAX_ID_LEN),
-            )
-            .into());
-        }
+        validate::holder("holder", holder)?;
         let ttl_seconds = validate::ttl_seconds("ttl_seconds", ttl_seconds)?;
         if let Some(kv) = self.get_one(keys::lock(service)).await? {
             return Err(lock_held(service, &kv));
@@ -125,7 +119,7 @@ impl Catalog {
                 key: keys::lock(service),
                 revision: 0,
             }],
-            success: vec![put(keys::lock(service), to_json(&record), Some(lease))],
+            success: vec![put(keys::lock(service), to_json(&record)?, Some(lease))],
             failure: vec![Op::Get {
                 key: keys::lock(service),
             }],
@@ -196,7 +190,6 @@ fn lock_held(service: &str, kv: &KeyValue) -> CatalogError {
     CatalogError::LockHeld {
         service: service.to_string(),
         holder,
-        token: kv.create_revision,
     }
 }
 

@@ -25,15 +25,14 @@ pub enum CatalogError {
         expected: Option<Color>,
     },
 
+    /// The holder's fencing token is deliberately not in the message: with
+    /// it anyone could release the lock or flip the color under the holder.
     #[error(
-        "the deploy lock of {service} is held by {holder} (token {token}): wait for that \
-         deploy to finish, or for its lock to expire"
+        "the deploy lock of {service} is held by {}: wait for that deploy to finish, or \
+         for its lock to expire",
+        switchyard_model::validate::quote(holder)
     )]
-    LockHeld {
-        service: String,
-        holder: String,
-        token: u64,
-    },
+    LockHeld { service: String, holder: String },
 
     #[error(
         "the deploy lock of {service} with token {token} is no longer held (it expired or \
@@ -54,6 +53,9 @@ pub enum CatalogError {
         "stored record {key} cannot be read ({reason}); it was written by an incompatible version"
     )]
     CorruptRecord { key: String, reason: String },
+
+    #[error("a record could not be encoded ({0}); this is a bug in the registry, please report it")]
+    Encoding(String),
 }
 
 impl CatalogError {

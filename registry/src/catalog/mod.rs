@@ -9,6 +9,7 @@
 
 mod colors;
 mod error;
+mod history;
 pub mod keys;
 mod outbox;
 mod record;
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use switchyard_model::{
-    Color, Deployment, Health, Instance, ProxyStatus, Service, ServiceSummary, SessionId, validate,
+    Color, Health, Instance, ProxyStatus, Service, ServiceSummary, SessionId, validate,
 };
 
 use crate::store::{Compare, KeyValue, Op, OpResult, Store, StoreError, Txn, TxnResponse};
@@ -33,8 +34,7 @@ pub use watch::{Change, ResetReason, WatchBuffer, WatchEvent};
 const MAX_ATTEMPTS: usize = 64;
 /// Node name given to instances registered without a node or session.
 pub const EXTERNAL_NODE: &str = "external";
-/// Deployment records kept per service; older ones are dropped.
-pub const DEPLOYMENTS_KEPT: usize = 200;
+pub use history::{DEPLOYMENTS_KEPT, DeploymentPage};
 
 /// Settings of the catalog.
 #[derive(Debug, Clone)]
@@ -103,10 +103,11 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
-    // Our records are plain structs of strings, numbers and maps: serializing
-    // them cannot fail.
-    serde_json::to_vec(value).unwrap_or_default()
+/// A record's stored JSON. Our records are plain structs of strings,
+/// numbers and maps, so this fails only on a bug; it is an error rather than
+/// empty bytes so that such a bug never stores an empty record.
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, CatalogError> {
+    serde_json::to_vec(value).map_err(|error| CatalogError::Encoding(error.to_string()))
 }
 
 fn from_json<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, CatalogError> {
@@ -205,7 +206,7 @@ impl Catalog {
             ttl_seconds,
         };
         let txn = Txn {
-            success: vec![put(keys::session(lease), to_json(&record), Some(lease))],
+            success: vec![put(keys::session(lease), to_json(&record)?, Some(lease))],
             ..Txn::default()
         };
         match self.store.txn(txn).await {
@@ -326,7 +327,7 @@ impl Catalog {
             if service_kv.is_none() {
                 txn.success.push(put(
                     keys::service(&instance.service),
-                    to_json(&ServiceRecord::default()),
+                    to_json(&ServiceRecord::default())?,
                     None,
                 ));
             }
@@ -496,69 +497,27 @@ impl Catalog {
         Ok((revision, services.into_values().collect()))
     }
 
-    // ----- deployment records -----
-
-    /// Writes (or updates, by id) a deployment record; keeps the newest
-    /// [`DEPLOYMENTS_KEPT`] per service.
-    pub async fn record_deployment(&self, deployment: Deployment) -> Result<u64, CatalogError> {
-        validate::service_name("deployment.service", &deployment.service)?;
-        validate::identifier("deployment.id", &deployment.id)?;
-        let existing = self.list_deployments(&deployment.service, 0).await?;
-        let mut txn = Txn {
-            success: vec![put(
-                keys::deployment(&deployment.service, &deployment.id),
-                to_json(&deployment),
-                None,
-            )],
-            ..Txn::default()
-        };
-        let others = existing.iter().filter(|d| d.id != deployment.id);
-        for old in others.skip(DEPLOYMENTS_KEPT.saturating_sub(1)) {
-            txn.success.push(Op::Delete {
-                key: keys::deployment(&old.service, &old.id),
-            });
-        }
-        let response = self.store.txn(txn).await?;
-        Ok(response.revision)
-    }
-
-    /// Deployment records of `service`, newest first (`limit` 0: all).
-    pub async fn list_deployments(
-        &self,
-        service: &str,
-        limit: usize,
-    ) -> Result<Vec<Deployment>, CatalogError> {
-        validate::service_name("service", service)?;
-        let (_, results) = self
-            .read(vec![Op::Range {
-                prefix: keys::deployments_of(service),
-            }])
-            .await?;
-        let mut deployments = results
-            .into_iter()
-            .flat_map(OpResult::into_kvs)
-            .map(|kv| from_json::<Deployment>(&kv))
-            .collect::<Result<Vec<_>, _>>()?;
-        deployments.sort_by(|a, b| {
-            b.started_at_ms
-                .cmp(&a.started_at_ms)
-                .then_with(|| b.id.cmp(&a.id))
-        });
-        if limit > 0 {
-            deployments.truncate(limit);
-        }
-        Ok(deployments)
-    }
-
     // ----- proxies -----
 
     /// Records what a proxy applied; `reported_at_ms` is set here, on the
-    /// registry's clock.
+    /// registry's clock. A proxy cannot claim a revision the registry has not
+    /// reached: deploys wait on these reports.
     pub async fn report_proxy(&self, mut status: ProxyStatus) -> Result<u64, CatalogError> {
         validate::identifier("status.proxy_id", &status.proxy_id)?;
+        let current = self.store.current_revision().await?;
+        if status.applied_revision > current {
+            return Err(CatalogError::Invalid(validate::ValidationError::new(
+                "status.applied_revision",
+                format!(
+                    "{} is beyond the registry's revision {current}: report the revision of \
+                     what the proxy applied",
+                    status.applied_revision
+                ),
+            )));
+        }
         status.reported_at_ms = now_ms();
         let txn = Txn {
-            success: vec![put(keys::proxy(&status.proxy_id), to_json(&status), None)],
+            success: vec![put(keys::proxy(&status.proxy_id), to_json(&status)?, None)],
             ..Txn::default()
         };
         Ok(self.store.txn(txn).await?.revision)

@@ -137,7 +137,7 @@ impl Catalog {
                 if kv.is_none() {
                     txn.success.push(put(
                         keys::service(service),
-                        to_json(&ServiceRecord::default()),
+                        to_json(&ServiceRecord::default())?,
                         None,
                     ));
                 }

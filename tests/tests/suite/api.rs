@@ -318,6 +318,10 @@ async fn deploy_locks_fence_color_changes() {
 async fn deployment_records_are_kept_newest_first() {
     let registry = TestRegistry::start().await;
     let client = registry.client();
+    client
+        .register(&instance("web", "w1", 8080, None), None)
+        .await
+        .expect("register");
     for (n, outcome) in [Outcome::Promoted, Outcome::RolledBack]
         .into_iter()
         .enumerate()
@@ -523,6 +527,7 @@ async fn bad_input_is_refused_with_a_named_field_and_changes_nothing() {
             color: 9,
             expected_color: 0,
             lock_token: 0,
+            take_offline: false,
         })
         .await
         .expect_err("bad color");
@@ -538,6 +543,7 @@ async fn bad_input_is_refused_with_a_named_field_and_changes_nothing() {
             color: v1::Color::Green as i32,
             expected_color: v1::Color::None as i32,
             lock_token: 0,
+            take_offline: false,
         })
         .await
         .expect_err("mismatch");

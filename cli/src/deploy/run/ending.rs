@@ -39,7 +39,7 @@ impl Deploy<'_> {
         if self.flipped {
             let back = self
                 .client
-                .set_active_color(
+                .restore_active_color(
                     &self.settings.service,
                     self.active,
                     Some(self.next),
