@@ -37,6 +37,17 @@ pub struct Cli {
     )]
     pub output: Output,
 
+    /// How long each registry URL may take to connect and answer before the
+    /// next one is tried.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_TIMEOUT",
+        default_value = "5s",
+        value_parser = parse_duration
+    )]
+    pub timeout: Duration,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -74,6 +85,11 @@ pub enum Command {
     Template(TemplateArgs),
     /// List proxies with the revision they applied and when they last reported.
     Proxies,
+    /// Backups: `cdctl snapshot save FILE` (restore with `cd-registry restore`).
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
     /// List the deployment records of a service, newest first.
     History {
         service: String,
@@ -81,6 +97,13 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a consistent backup of the registry through its API and write
+    /// it to FILE (services, colors, external instances, history).
+    Save { file: PathBuf },
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,12 @@
 //! several registry URLs (`--registry URL1,URL2`).
 #![forbid(unsafe_code)]
 
+mod backup;
+mod endpoint;
 pub mod view;
+
+pub use backup::SavedBackup;
+pub use endpoint::DEFAULT_TIMEOUT;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,17 +26,24 @@ use switchyard_proto::v1::registry_client::RegistryClient as GrpcClient;
 /// gRPC status codes, so callers can tell failures apart without tonic.
 pub use tonic::Code;
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// What a call to the registry can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("{0:?} is not a registry URL: use e.g. http://127.0.0.1:7400")]
-    BadUrl(String),
+    #[error("{url:?} is not a registry URL ({why}); use e.g. http://127.0.0.1:7400")]
+    BadUrl { url: String, why: String },
+    #[error(
+        "{0:?} asks for TLS, which this build of Switchyard does not support yet; it never \
+         falls back to plaintext: use an http:// URL on a network you trust"
+    )]
+    TlsUnavailable(String),
     #[error("the registry answered {code:?}: {message}")]
     Status { code: Code, message: String },
     #[error("the registry sent something this client cannot read: {0}")]
     BadResponse(#[from] ValidationError),
+    #[error("the backup could not be taken: {0}")]
+    Backup(String),
 }
 
 impl ClientError {
@@ -76,11 +88,19 @@ pub struct RegistryClient {
     urls: Vec<String>,
     channels: Vec<Channel>,
     current: AtomicUsize,
+    /// How long one replica may take to connect and answer a call.
+    timeout: Duration,
 }
 
 impl RegistryClient {
-    /// `urls`: one or more comma-separated registry URLs. Connects lazily.
+    /// `urls`: one or more comma-separated registry URLs. Connects lazily;
+    /// each URL gets [`DEFAULT_TIMEOUT`] to connect and to answer.
     pub fn new(urls: &str) -> Result<Self, ClientError> {
+        Self::with_timeout(urls, DEFAULT_TIMEOUT)
+    }
+
+    /// Like [`Self::new`], with another connect and answer timeout.
+    pub fn with_timeout(urls: &str, timeout: Duration) -> Result<Self, ClientError> {
         let urls: Vec<String> = urls
             .split(',')
             .map(str::trim)
@@ -88,25 +108,20 @@ impl RegistryClient {
             .map(str::to_string)
             .collect();
         if urls.is_empty() {
-            return Err(ClientError::BadUrl(String::new()));
+            return Err(ClientError::BadUrl {
+                url: String::new(),
+                why: "no URL given".into(),
+            });
         }
         let channels = urls
             .iter()
-            .map(|url| {
-                let endpoint = Endpoint::from_shared(url.clone())
-                    .map_err(|_| ClientError::BadUrl(url.clone()))?
-                    .connect_timeout(Duration::from_secs(3))
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(Duration::from_secs(20))
-                    .keep_alive_while_idle(true);
-                Ok(endpoint.connect_lazy())
-            })
+            .map(|url| Ok(endpoint::endpoint(url, timeout)?.connect_lazy()))
             .collect::<Result<Vec<_>, ClientError>>()?;
         Ok(RegistryClient {
             urls,
             channels,
             current: AtomicUsize::new(0),
+            timeout,
         })
     }
 
@@ -136,7 +151,18 @@ impl RegistryClient {
         let mut last = None;
         for step in 0..self.urls.len() {
             let index = (start + step) % self.urls.len();
-            match call(self.grpc(index)).await {
+            // Covers connecting, the HTTP/2 handshake and the answer (for a
+            // stream, its start): a registry that accepts and then says
+            // nothing costs this long, not the transport's own timeouts.
+            let answer = tokio::time::timeout(self.timeout, call(self.grpc(index)))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::unavailable(format!(
+                        "no answer within {:?}",
+                        self.timeout
+                    )))
+                });
+            match answer {
                 Ok(response) => {
                     self.current.store(index, Ordering::Relaxed);
                     return Ok(response.into_inner());

@@ -10,6 +10,8 @@ use switchyard_model::{
     watch::{Change, ResetReason, WatchEvent},
 };
 
+pub mod backup;
+
 /// Generated messages, client and server.
 #[allow(clippy::all, clippy::unwrap_used, rust_2018_idioms)]
 pub mod v1 {

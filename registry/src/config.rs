@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use switchyard_model::duration::parse_duration;
 
 use crate::server::{Limits, ServerConfig, StoreChoice};
@@ -71,6 +71,34 @@ pub struct Args {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `cd-registry` can do besides serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Builds a new data directory from a backup (`cdctl snapshot save`),
+    /// then exits; start the registry on that directory afterwards.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The data directory to create; it must be missing or empty.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Added to the backup's revision to make the restored registry's: it
+    /// must exceed every revision the old registry reached after the
+    /// backup, so that followers resuming from their old position start
+    /// over instead of silently missing what changed (etcd restores the
+    /// same way).
+    #[arg(long, default_value_t = 1_000_000_000)]
+    pub bump_revision: u64,
 }
 
 /// Limits on what clients may hold (README "Limits and hardening").

@@ -9,5 +9,6 @@
 pub mod api;
 pub mod catalog;
 pub mod config;
+pub mod restore;
 pub mod server;
 pub mod store;

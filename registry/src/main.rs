@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cd_registry::config::Args;
+use cd_registry::config::{Args, Command};
 use clap::Parser;
 
 /// jemalloc rather than glibc's malloc: a read allocates and frees many
@@ -15,8 +15,20 @@ use clap::Parser;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
     switchyard_runtime::init_tracing(&args.logging);
+    if let Some(Command::Restore(restore)) = args.command.take() {
+        return match cd_registry::restore::restore(&restore) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("cd-registry restore: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

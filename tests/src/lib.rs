@@ -179,6 +179,34 @@ pub async fn grpc_small_windows(url: &str) -> GrpcClient<Channel> {
     GrpcClient::new(channel).max_decoding_message_size(64 * 1024 * 1024)
 }
 
+/// A raw watch of every service from `from_revision` (0: snapshot first).
+pub async fn raw_watch(
+    url: &str,
+    from_revision: u64,
+) -> tonic::Streaming<switchyard_proto::v1::WatchResponse> {
+    grpc(url)
+        .await
+        .watch(switchyard_proto::v1::WatchRequest {
+            services: vec![],
+            from_revision,
+        })
+        .await
+        .expect("watch opens")
+        .into_inner()
+}
+
+/// The next event of a raw watch, within 10 s.
+pub async fn next_watch_event(
+    stream: &mut tonic::Streaming<switchyard_proto::v1::WatchResponse>,
+) -> switchyard_model::watch::WatchEvent {
+    let message = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a watch message within 10s")
+        .expect("no stream error")
+        .expect("the stream is open");
+    switchyard_proto::watch_event_from_wire(message).expect("a valid event")
+}
+
 /// Whether `grpc.health.v1` reports the registry SERVING.
 pub async fn health_serving(url: String) -> Result<(), String> {
     let channel = tonic::transport::Endpoint::from_shared(url)

@@ -1,6 +1,7 @@
 //! The subcommands. Each returns the exit code on success and an error
 //! (mapped to an exit code by `exit::describe`) otherwise.
 
+mod backup;
 mod read;
 mod watch;
 mod write;
@@ -10,10 +11,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use switchyard_client::RegistryClient;
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, SnapshotCommand};
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let client = RegistryClient::new(&cli.registry)
+    let client = RegistryClient::with_timeout(&cli.registry, cli.timeout)
         .with_context(|| format!("using --registry {:?}", cli.registry))?;
     let output = cli.output;
     match cli.command {
@@ -29,6 +30,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SetColor(args) => write::set_color(&client, output, args).await,
         Command::Template(args) => crate::template::template(&client, args).await,
         Command::Proxies => read::proxies(&client, output).await,
+        Command::Snapshot {
+            command: SnapshotCommand::Save { file },
+        } => backup::save(&client, output, &file).await,
         Command::Deploy(args) => crate::deploy::deploy(&client, output, args).await,
         Command::Promote { service } => crate::deploy::promote(&client, output, &service).await,
         Command::Abort { service } => crate::deploy::abort(&client, output, &service).await,

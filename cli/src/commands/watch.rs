@@ -47,7 +47,14 @@ pub async fn watch(client: &RegistryClient, args: WatchArgs) -> anyhow::Result<E
         {
             return Err(failure.map_or_else(|| anyhow::anyhow!("watch ended"), Into::into));
         }
-        tracing::warn!(position, "watch interrupted; resuming");
+        // Said on stderr every time, so a person or a pipeline sees that the
+        // watch is waiting for the registry rather than silently idle.
+        let reason = failure.map_or_else(|| "the stream ended".to_string(), |e| e.message());
+        eprintln!(
+            "cdctl watch: {} did not answer ({reason}); retrying in {backoff:?} from revision \
+             {position}",
+            client.current_url()
+        );
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }

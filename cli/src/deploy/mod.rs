@@ -240,6 +240,9 @@ pub async fn deploy(
     output: Output,
     args: DeployArgs,
 ) -> anyhow::Result<ExitCode> {
-    let settings = Settings::from_args(args)?;
+    // Every way the flags and the settings file can be wrong is a usage
+    // error (exit 2), found before anything changes.
+    let settings =
+        Settings::from_args(args).map_err(|error| crate::exit::UsageError(format!("{error:#}")))?;
     run::deploy(client, output, settings).await
 }

@@ -24,6 +24,7 @@ use crate::exit;
 
 mod commands;
 mod ending;
+mod plan;
 
 pub use commands::{abort, deploy, promote, rollback};
 

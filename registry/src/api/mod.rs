@@ -5,6 +5,8 @@
 //! **API Boundary:** this is the only module of the registry that sees
 //! protobuf types; the catalog and the store never do.
 
+pub mod backup;
+
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -466,5 +468,24 @@ impl v1::registry_server::Registry for RegistryApi {
                 .collect(),
             next_page_token: page.next.map(|next| next.to_string()).unwrap_or_default(),
         }))
+    }
+
+    type SaveSnapshotStream = BoxStream<v1::SnapshotChunk>;
+
+    async fn save_snapshot(
+        &self,
+        _request: Request<v1::SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        let (revision, entries) = self.catalog.backup().await.map_err(status_of)?;
+        tracing::info!(revision, keys = entries.len(), "backup taken");
+        let taken_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+        let parts = backup::parts(revision, taken_at_ms, entries);
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            parts.into_iter().map(Ok),
+        ))))
     }
 }

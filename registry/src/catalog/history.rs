@@ -4,8 +4,10 @@
 //! A record is client-supplied, so nothing in it is trusted for ordering:
 //! history is ordered, and trimmed, by the revision at which a record was
 //! first written (its key's create revision), never by the dates it claims.
-//! Records are size-limited, exist only for registered services, and are
-//! listed in pages that always fit in one message.
+//! Records are size-limited, exist only for registered services or for a
+//! deploy in progress (its lock held: a first deploy records before any
+//! instance registers), and are listed in pages that always fit in one
+//! message.
 
 use switchyard_model::{Deployment, ValidationError, validate};
 
@@ -56,24 +58,31 @@ impl Catalog {
                     Op::Get {
                         key: keys::service(service),
                     },
+                    Op::Get {
+                        key: keys::lock(service),
+                    },
                     Op::Range {
                         prefix: keys::deployments_of(service),
                     },
                 ])
                 .await?;
             let mut results = results.into_iter();
-            let service_kv = single(results.next()).ok_or_else(|| {
-                CatalogError::not_found(
+            let service_kv = single(results.next());
+            let lock_kv = single(results.next());
+            if service_kv.is_none() && lock_kv.is_none() {
+                return Err(CatalogError::not_found(
                     format!("service {service}"),
-                    "deployment records are kept only for registered services; register an \
-                     instance first",
-                )
-            })?;
+                    "deployment records are kept for registered services and for deploys in \
+                     progress (holding the service's deploy lock); register an instance or \
+                     take the lock first",
+                ));
+            }
             let mut records = results.next().map(OpResult::into_kvs).unwrap_or_default();
             let existing = records.iter().find(|kv| kv.key == key).cloned();
             let mut txn = Txn {
                 compares: vec![
-                    guard(keys::service(service), Some(&service_kv)),
+                    guard(keys::service(service), service_kv.as_ref()),
+                    guard(keys::lock(service), lock_kv.as_ref()),
                     guard(key.clone(), existing.as_ref()),
                 ],
                 success: vec![put(key.clone(), value.clone(), None)],

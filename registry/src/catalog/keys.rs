@@ -18,6 +18,9 @@
 pub const WATCHED: &[u8] = b"v/";
 pub const SERVICES: &[u8] = b"v/s/";
 pub const INSTANCES: &[u8] = b"v/i/";
+pub const ID_INDEX: &[u8] = b"x/id/";
+pub const NODE_INDEX: &[u8] = b"x/nd/";
+pub const DEPLOYMENTS: &[u8] = b"x/dp/";
 
 pub fn service(name: &str) -> Vec<u8> {
     format!("v/s/{name}").into_bytes()

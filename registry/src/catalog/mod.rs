@@ -7,6 +7,7 @@
 //! on stale data. **Architecture Invariant:** one public operation commits at
 //! most one transaction, hence at most one revision.
 
+mod backup;
 mod colors;
 mod error;
 mod history;

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::codec;
 
 mod live;
+mod restore;
 mod snapshot;
 mod watch;
 mod writer;
@@ -102,6 +103,39 @@ struct State {
     history_since_snapshot: u64,
     /// See [`META_COMPRESSED_FROM`].
     compressed_from: u64,
+}
+
+/// Why the data directory at `path` cannot be opened, and what to do.
+fn open_error(path: &std::path::Path, error: &sled::Error) -> StoreError {
+    match error {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+            StoreError::Storage(format!(
+                "another process holds the data directory {} (is another cd-registry using \
+                 it?): stop it, or give this registry its own --data-dir",
+                path.display()
+            ))
+        }
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            StoreError::Storage(format!(
+                "cannot open the data directory {}: {io}; give the registry's user access to it",
+                path.display()
+            ))
+        }
+        other => damaged(path, &other.to_string()),
+    }
+}
+
+/// A data directory that opens but whose contents are damaged.
+fn damaged(path: &std::path::Path, why: &str) -> StoreError {
+    StoreError::Storage(format!(
+        "the data directory {dir} is damaged: {why} (sled's files `db` and `conf` in it). To \
+         recover, either restore a backup into a new directory (`cd-registry restore --from \
+         BACKUP --data-dir NEW_DIR`, backups come from `cdctl snapshot save`) and start with \
+         --data-dir NEW_DIR; or move {dir} aside and start empty: agents register their \
+         instances again within seconds, but live colors and deployment history then come \
+         only from a backup",
+        dir = path.display()
+    ))
 }
 
 /// The events of the history entry of `revision`, as stored.
@@ -227,20 +261,30 @@ impl Shared {
 impl SledStore {
     /// Opens (or creates) the store at `config.path` and starts its writer.
     /// Every lease found on disk gets a fresh TTL from now (DESIGN §2.6).
+    /// Builds a new data directory at `path` holding exactly `entries` at
+    /// `revision`, with no history before it (`restore.rs`).
+    pub fn restore(
+        path: &std::path::Path,
+        revision: u64,
+        entries: Vec<super::KeyValue>,
+    ) -> Result<(), StoreError> {
+        restore::restore(path, revision, entries)
+    }
+
     pub fn open(config: SledConfig) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(&config.path)
             .cache_capacity(config.cache_bytes)
             .open()
-            .map_err(|error| {
-                StoreError::Storage(format!(
-                    "cannot open the data directory {}: {error} (is another cd-registry using it?)",
-                    config.path.display()
-                ))
-            })?;
-        let tree = db.open_tree("switchyard").map_err(storage)?;
+            .map_err(|error| open_error(&config.path, &error))?;
+        let tree = db
+            .open_tree("switchyard")
+            .map_err(|error| open_error(&config.path, &error))?;
         let disk = Disk { db, tree };
-        let state = snapshot::load(&disk)?;
+        let state = snapshot::load(&disk).map_err(|error| match error {
+            StoreError::Storage(why) => damaged(&config.path, &why),
+            other => other,
+        })?;
         let state_revision = state.revision;
         let now = Instant::now();
         let deadlines = state

@@ -12,33 +12,13 @@ use switchyard_model::{Color, Deployment, ProxyStatus};
 use switchyard_proto::v1;
 use switchyard_tests::process::{RegistryProcess, cdctl_async, cpu_time, explain, rss_bytes};
 use switchyard_tests::{
-    TestRegistry, eventually, grpc, grpc_small_windows, health_serving, instance,
+    TestRegistry, eventually, grpc, grpc_small_windows, health_serving, instance, next_watch_event,
+    raw_watch,
 };
 use tokio::net::TcpStream;
 
 fn data_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temporary directory")
-}
-
-async fn watch_from(url: &str, from_revision: u64) -> tonic::Streaming<v1::WatchResponse> {
-    grpc(url)
-        .await
-        .watch(v1::WatchRequest {
-            services: vec![],
-            from_revision,
-        })
-        .await
-        .expect("watch opens")
-        .into_inner()
-}
-
-async fn next_event(stream: &mut tonic::Streaming<v1::WatchResponse>) -> WatchEvent {
-    let message = tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .expect("a watch message within 10s")
-        .expect("the stream is open")
-        .expect("no stream error");
-    switchyard_proto::watch_event_from_wire(message).expect("a valid event")
 }
 
 /// A write and a health check, each answered within a second.
@@ -65,12 +45,12 @@ async fn a_watch_from_the_last_revision_there_is_neither_hangs_nor_spins() {
     let registry = RegistryProcess::start(dir.path(), &[]);
     let url = registry.url();
     answers_promptly(&url, "before").await;
-    let mut first = watch_from(&url, u64::MAX).await;
-    let mut second = watch_from(&url, u64::MAX).await;
+    let mut first = raw_watch(&url, u64::MAX).await;
+    let mut second = raw_watch(&url, u64::MAX).await;
     answers_promptly(&url, "after-1").await;
     answers_promptly(&url, "after-2").await;
     for stream in [&mut first, &mut second] {
-        let event = next_event(stream).await;
+        let event = next_watch_event(stream).await;
         assert!(
             matches!(
                 event,
@@ -94,8 +74,8 @@ async fn a_watch_from_a_future_revision_is_reset_to_the_registry_state() {
         .register(&instance("web", "w1", 8080, None), None)
         .await
         .expect("register");
-    let mut stream = watch_from(&url, 1_000_000_000_000).await;
-    match next_event(&mut stream).await {
+    let mut stream = raw_watch(&url, 1_000_000_000_000).await;
+    match next_watch_event(&mut stream).await {
         WatchEvent::Reset { reason, message } => {
             assert_eq!(reason, ResetReason::FutureRevision);
             assert!(message.contains("ahead of this registry"), "{message}");
@@ -103,7 +83,7 @@ async fn a_watch_from_a_future_revision_is_reset_to_the_registry_state() {
         other => panic!("expected a reset, got {other:?}"),
     }
     let (revision, service) = client.get_service("web").await.expect("get");
-    match next_event(&mut stream).await {
+    match next_watch_event(&mut stream).await {
         WatchEvent::Snapshot {
             revision: at,
             services,
@@ -120,7 +100,7 @@ async fn a_watch_from_a_future_revision_is_reset_to_the_registry_state() {
         .register(&instance("web", "w2", 8081, None), None)
         .await
         .expect("register");
-    match next_event(&mut stream).await {
+    match next_watch_event(&mut stream).await {
         WatchEvent::Changes { revision, .. } => assert_eq!(revision, next),
         other => panic!("expected the new instance, got {other:?}"),
     }
@@ -184,7 +164,7 @@ async fn watchers_beyond_the_limit_are_refused_with_resource_exhausted() {
     let url = registry.url();
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(watch_from(&url, 0).await);
+        held.push(raw_watch(&url, 0).await);
     }
     let refused = grpc(&url)
         .await
@@ -593,4 +573,157 @@ fn the_shipped_unit_gives_the_registry_descriptors_for_its_connection_limit() {
         limit >= needed,
         "LimitNOFILE={limit}, the default limits need {needed}"
     );
+}
+
+/// Asserts that `cdctl ARGS` against `registry_url` exits `code` saying
+/// `needle` on stderr.
+async fn exits_with(
+    registry_url: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    code: i32,
+    needle: &str,
+) {
+    let output = cdctl_async(registry_url, args, env).await;
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "cdctl {args:?}: {}",
+        explain(&output)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(needle),
+        "cdctl {args:?}: no {needle:?} in {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdctl_never_downgrades_https_and_refuses_other_urls_with_exit_2() {
+    // Something listening where the https:// URL points: it must never
+    // get a plaintext connection.
+    let bait = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    bait.set_nonblocking(true).expect("nonblocking");
+    let port = bait.local_addr().expect("address").port();
+    exits_with(
+        &format!("https://127.0.0.1:{port}"),
+        &["services"],
+        &[],
+        2,
+        "TLS",
+    )
+    .await;
+    assert!(
+        bait.accept().is_err(),
+        "cdctl connected to the https:// address"
+    );
+    for (url, needle) in [
+        (
+            format!("ftp://127.0.0.1:{port}"),
+            "only http://".to_string(),
+        ),
+        (
+            format!("grpc://127.0.0.1:{port}"),
+            "only http://".to_string(),
+        ),
+        (
+            format!("http://127.0.0.1:{port}/api"),
+            "no path".to_string(),
+        ),
+        (
+            format!("127.0.0.1:{port}"),
+            format!("write http://127.0.0.1:{port}"),
+        ),
+        (String::new(), "no URL given".to_string()),
+        ("::garbage::".to_string(), "not a registry URL".to_string()),
+    ] {
+        exits_with(&url, &["services"], &[], 2, &needle).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdctl_deploy_mistakes_exit_2_and_a_dry_run_needs_no_docker() {
+    let registry = TestRegistry::start().await;
+    let url = registry.url();
+    exits_with(&url, &["deploy", "web"], &[], 2, "no image").await;
+    exits_with(
+        &url,
+        &["deploy", "web", "--image", "web:1", "--replicas", "0"],
+        &[],
+        2,
+        "--replicas",
+    )
+    .await;
+    let dead = [("DOCKER_HOST", "tcp://127.0.0.1:9")];
+    exits_with(
+        &url,
+        &["deploy", "web", "--image", "web:1"],
+        &dead,
+        2,
+        "Docker",
+    )
+    .await;
+    let plan = cdctl_async(
+        &url,
+        &["deploy", "web", "--image", "web:1", "--dry-run"],
+        &dead,
+    )
+    .await;
+    assert!(plan.status.success(), "{}", explain(&plan));
+    let stdout = String::from_utf8_lossy(&plan.stdout);
+    assert!(stdout.contains("plan for web"), "{stdout}");
+    assert!(stdout.contains("Docker did not answer"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdctl_fails_over_from_a_silent_registry_after_its_timeout() {
+    let registry = TestRegistry::start().await;
+    // Accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_url = format!("http://{}", silent.local_addr().expect("address"));
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let urls = format!("{silent_url},{}", registry.url());
+    let started = Instant::now();
+    let output = cdctl_async(&urls, &["--timeout", "1s", "services"], &[]).await;
+    let took = started.elapsed();
+    assert!(output.status.success(), "{}", explain(&output));
+    println!("failover from a silent registry with --timeout 1s took {took:?}");
+    // Without the timeout the transport waited ~30 s per silent URL.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    held.abort();
+}
+
+#[test]
+fn cdctl_watch_says_on_stderr_while_it_retries() {
+    use std::io::{BufRead, BufReader};
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", closed.local_addr().expect("address"));
+    drop(closed);
+    let mut child = std::process::Command::new(switchyard_tests::process::binary("cdctl"))
+        .args(["--registry", &url, "--timeout", "1s", "watch"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cdctl watch starts");
+    let stderr = child.stderr.take().expect("piped");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let line = received.recv_timeout(Duration::from_secs(20));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("a line on stderr within 20s");
+    assert!(line.contains("retrying"), "{line}");
+    assert!(line.contains(&url), "{line}");
 }

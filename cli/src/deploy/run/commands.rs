@@ -5,14 +5,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use switchyard_client::{Code, RegistryClient};
-use switchyard_model::{Color, Deployment, Health, Instance, Outcome, color_name};
+use switchyard_model::{Color, Deployment, Health, Instance, Outcome};
 
 use super::super::Settings;
 use super::super::report::Reporter;
-use super::super::runtime::{Runtime, RuntimeChoice, RuntimeKind, Unit};
+use super::super::runtime::{Runtime, RuntimeChoice, RuntimeKind};
 use super::{Deploy, Failure, PAUSED_KEY, Paused, now_ms, rand_suffix};
 use crate::args::Output;
-use crate::exit;
+use crate::exit::{self, UsageError};
 
 /// Runs `forward` unless Ctrl-C or SIGTERM comes first.
 async fn interruptible<T>(
@@ -30,7 +30,15 @@ pub async fn deploy(
     output: Output,
     settings: Settings,
 ) -> anyhow::Result<ExitCode> {
-    let runtime = Runtime::connect(settings.runtime).await?;
+    let runtime = Runtime::connect(settings.runtime).await;
+    if settings.dry_run {
+        let runtime = runtime.as_ref().map_err(|error| format!("{error:#}"));
+        super::plan::plan(client, runtime, &settings, &Reporter::new(output)).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Docker that does not answer is a configuration error, like an image
+    // that is not there: nothing was changed, fix the setup and run again.
+    let runtime = runtime.map_err(|error| UsageError(format!("{error:#}")))?;
     if runtime.kind() == RuntimeKind::Swarm && settings.network.is_none() {
         eprintln!(
             "cdctl: a Swarm deploy needs --network NET: an attachable overlay network the \
@@ -45,87 +53,9 @@ pub async fn deploy(
         );
         return Ok(ExitCode::from(exit::USAGE));
     }
-    let dry_run = settings.dry_run;
     let mut deploy = Deploy::new(client, runtime, settings, output);
-    if dry_run {
-        deploy.plan().await?;
-        return Ok(ExitCode::SUCCESS);
-    }
     let result = interruptible(deploy.forward()).await;
     Ok(ExitCode::from(deploy.finish(result).await))
-}
-
-impl Deploy<'_> {
-    /// `--dry-run`: what a deploy would do, changing nothing.
-    async fn plan(&mut self) -> anyhow::Result<()> {
-        let service = self.settings.service.clone();
-        let (active, next, _) = self.client.next_color(&service).await?;
-        let leftovers = self.runtime.units(&service, Some(next)).await?;
-        let old = match active {
-            Some(color) => self.runtime.units(&service, Some(color)).await?,
-            None => Vec::new(),
-        };
-        let live: Vec<String> = self
-            .instances()
-            .await
-            .map_err(|f| anyhow::anyhow!(f.message()))?
-            .iter()
-            .filter(|i| i.color == active && active.is_some() && i.health == Health::Passing)
-            .map(Instance::target)
-            .collect();
-        let say = |text: String| self.reporter.say(&text);
-        say(format!("plan for {service} (dry run: nothing changes)"));
-        say(format!(
-            "  live color: {}; deploying {} as {next}",
-            color_name(active),
-            self.settings.image
-        ));
-        say(format!(
-            "  set aside leftovers of {next}: {}",
-            names_or_none(&leftovers)
-        ));
-        say(format!(
-            "  start ({}): {}",
-            self.runtime.kind(),
-            self.runtime.new_names(&self.settings, next).join(", ")
-        ));
-        say(format!(
-            "  then: wait for {} passing, pre-test {}, flip {} → {next}, post-test {}",
-            self.settings.replicas,
-            self.settings.pre_test.as_deref().unwrap_or("(none)"),
-            color_name(active),
-            self.settings.post_test.as_deref().unwrap_or("(none)"),
-        ));
-        if self.settings.keep_old && self.runtime.kind() == RuntimeKind::Swarm {
-            say(format!("  scale to zero and keep: {}", names_or_none(&old)));
-        } else if self.settings.keep_old {
-            say(format!("  keep: {}", names_or_none(&old)));
-        } else {
-            say(format!("  stop: {}", names_or_none(&old)));
-        }
-        say(format!(
-            "  proxies gain {} new instance(s) of {next} and lose: {}",
-            self.settings.replicas,
-            if live.is_empty() {
-                "(none)".to_string()
-            } else {
-                live.join(", ")
-            }
-        ));
-        Ok(())
-    }
-}
-
-fn names_or_none(units: &[Unit]) -> String {
-    if units.is_empty() {
-        "(none)".into()
-    } else {
-        units
-            .iter()
-            .map(|c| c.name.clone())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
 }
 
 /// Loads the paused deploy of `service` and takes the lock for it; on

@@ -1,0 +1,110 @@
+//! `cdctl deploy --dry-run`: what a deploy would do, changing nothing. The
+//! registry alone says the colors and what the proxies would gain and lose;
+//! Docker, when it answers, adds the containers or services the deploy
+//! would set aside, start and stop. A dry run works without Docker, so it
+//! can be run from anywhere that reaches the registry.
+
+use switchyard_client::{Code, RegistryClient};
+use switchyard_model::{Health, Instance, color_name};
+
+use super::super::Settings;
+use super::super::report::Reporter;
+use super::super::runtime::{Runtime, RuntimeKind, Unit};
+
+/// Prints the plan for `settings`; `runtime` is Docker, or why it did not
+/// answer.
+pub(super) async fn plan(
+    client: &RegistryClient,
+    runtime: Result<&Runtime, String>,
+    settings: &Settings,
+    reporter: &Reporter,
+) -> anyhow::Result<()> {
+    let service = &settings.service;
+    let (active, next, _) = client.next_color(service).await?;
+    let instances = match client.get_service(service).await {
+        Ok((_, service)) => service.instances,
+        Err(error) if error.code() == Some(Code::NotFound) => Vec::new(),
+        Err(error) => return Err(error.into()),
+    };
+    let live: Vec<String> = instances
+        .iter()
+        .filter(|i| i.color == active && active.is_some() && i.health == Health::Passing)
+        .map(Instance::target)
+        .collect();
+    let say = |text: String| reporter.say(&text);
+    say(format!("plan for {service} (dry run: nothing changes)"));
+    say(format!(
+        "  live color: {}; deploying {} as {next}",
+        color_name(active),
+        settings.image
+    ));
+    match runtime {
+        Ok(runtime) => {
+            let leftovers = runtime.units(service, Some(next)).await?;
+            let old = match active {
+                Some(color) => runtime.units(service, Some(color)).await?,
+                None => Vec::new(),
+            };
+            say(format!(
+                "  set aside leftovers of {next}: {}",
+                names_or_none(&leftovers)
+            ));
+            say(format!(
+                "  start ({}): {}",
+                runtime.kind(),
+                runtime.new_names(settings, next).join(", ")
+            ));
+            say(format!(
+                "  {}: {}",
+                retire_verb(settings, runtime.kind()),
+                names_or_none(&old)
+            ));
+        }
+        Err(why) => {
+            say(format!(
+                "  Docker did not answer ({why}): containers unknown"
+            ));
+            say(format!(
+                "  start: {} of {}",
+                settings.replicas, settings.image
+            ));
+        }
+    }
+    say(format!(
+        "  then: wait for {} passing, pre-test {}, flip {} → {next}, post-test {}",
+        settings.replicas,
+        settings.pre_test.as_deref().unwrap_or("(none)"),
+        color_name(active),
+        settings.post_test.as_deref().unwrap_or("(none)"),
+    ));
+    say(format!(
+        "  proxies gain {} new instance(s) of {next} and lose: {}",
+        settings.replicas,
+        if live.is_empty() {
+            "(none)".to_string()
+        } else {
+            live.join(", ")
+        }
+    ));
+    Ok(())
+}
+
+fn retire_verb(settings: &Settings, kind: RuntimeKind) -> &'static str {
+    match (settings.keep_old, kind) {
+        (true, RuntimeKind::Swarm) => "scale to zero and keep",
+        (true, _) => "keep",
+        (false, _) => "stop",
+    }
+}
+
+fn names_or_none(units: &[Unit]) -> String {
+    if units.is_empty() {
+        "(none)".into()
+    } else {
+        units
+            .iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
