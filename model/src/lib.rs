@@ -4,6 +4,10 @@
 #![forbid(unsafe_code)]
 
 pub mod duration;
+#[cfg(test)]
+mod fuzz;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod validate;
 pub mod watch;
 

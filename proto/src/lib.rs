@@ -11,6 +11,8 @@ use switchyard_model::{
 };
 
 pub mod backup;
+#[cfg(test)]
+mod fuzz;
 
 /// Generated messages, client and server.
 #[allow(clippy::all, clippy::unwrap_used, rust_2018_idioms)]

@@ -29,6 +29,8 @@ use switchyard_model::{
 use crate::store::{Compare, KeyValue, Op, OpResult, Store, StoreError, Txn, TxnResponse};
 
 pub use error::CatalogError;
+#[cfg(test)]
+pub(crate) use record::decode as decode_record;
 pub use watch::{Change, ResetReason, WatchBuffer, WatchEvent};
 
 /// How often an operation re-reads and retries after losing a race.

@@ -12,6 +12,8 @@
 
 pub mod codec;
 pub mod etcd;
+#[cfg(test)]
+mod fuzz;
 pub mod sled;
 
 use std::pin::Pin;
