@@ -41,6 +41,18 @@ pub struct RegistryProcess {
     pub child: Child,
     pub address: SocketAddr,
     pub data_dir: PathBuf,
+    /// Every log line so far (JSON), for tests that check what it said.
+    pub log: Log,
+}
+
+/// The log lines a child process wrote to standard error so far.
+pub type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// How many log lines so far contain `needle`.
+pub fn lines_with(log: &Log, needle: &str) -> usize {
+    log.lock()
+        .map(|lines| lines.iter().filter(|line| line.contains(needle)).count())
+        .unwrap_or(0)
 }
 
 impl RegistryProcess {
@@ -85,11 +97,12 @@ impl RegistryProcess {
             .args(["--listen", listen, "--log-format", "json", "--data-dir"])
             .arg(data_dir)
             .args(extra_args);
-        let (child, address) = spawn_logging(command, "cd-registry listening");
+        let (child, address, log) = spawn_logging(command, "cd-registry listening");
         RegistryProcess {
             child,
             address,
             data_dir: data_dir.to_path_buf(),
+            log,
         }
     }
 
@@ -133,7 +146,7 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
 /// Spawns a program that logs JSON to standard error and waits for the line
 /// `message` with an `address` field; keeps draining its log afterwards
 /// (echoed to the test's output, which cargo shows when a test fails).
-fn spawn_logging(mut command: Command, message: &'static str) -> (Child, SocketAddr) {
+fn spawn_logging(mut command: Command, message: &'static str) -> (Child, SocketAddr, Log) {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -142,9 +155,14 @@ fn spawn_logging(mut command: Command, message: &'static str) -> (Child, SocketA
         .unwrap_or_else(|error| panic!("starting {command:?}: {error}"));
     let stderr = child.stderr.take().expect("piped stderr");
     let (found, address) = std::sync::mpsc::channel();
+    let log = Log::default();
+    let lines = std::sync::Arc::clone(&log);
     std::thread::spawn(move || {
         let mut found = Some(found);
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(mut lines) = lines.lock() {
+                lines.push(line.clone());
+            }
             if let Some(sender) = &found
                 && let Some(address) = logged_address(&line, message)
             {
@@ -159,7 +177,7 @@ fn spawn_logging(mut command: Command, message: &'static str) -> (Child, SocketA
     let address = address
         .recv_timeout(Duration::from_secs(60))
         .unwrap_or_else(|_| panic!("no {message:?} line in the log of {command:?}"));
-    (child, address)
+    (child, address, log)
 }
 
 fn logged_address(line: &str, message: &str) -> Option<SocketAddr> {
@@ -199,7 +217,7 @@ impl AgentProcess {
             .args(["--log-format", "json"])
             .args(extra_args)
             .envs(env.iter().copied());
-        let (child, healthz) = spawn_logging(command, "healthz listening");
+        let (child, healthz, _) = spawn_logging(command, "healthz listening");
         AgentProcess { child, healthz }
     }
 

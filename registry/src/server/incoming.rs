@@ -72,21 +72,12 @@ async fn accept_loop(
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut refused = Refusals::default();
-    let mut backoff = Duration::ZERO;
+    let mut exhausted = Exhaustion::default();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) if is_resource_error(&error) => {
-                backoff = (backoff * 2).clamp(Duration::from_millis(5), MAX_BACKOFF);
-                if backoff == Duration::from_millis(5) {
-                    tracing::error!(
-                        %error,
-                        "cannot accept connections: out of file descriptors or memory; \
-                         raise the limit (LimitNOFILE, ulimit -n) or lower --max-connections; \
-                         retrying with backoff"
-                    );
-                }
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(exhausted.failed(&error)).await;
                 continue;
             }
             // The peer gave up before we accepted (ECONNABORTED and kin).
@@ -95,10 +86,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        if backoff > Duration::ZERO {
-            tracing::info!("accepting connections again");
-            backoff = Duration::ZERO;
-        }
+        exhausted.recovered();
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             refused.note(peer, limits.max_connections);
             continue;
@@ -143,6 +131,47 @@ async fn await_preface(stream: &TcpStream) -> io::Result<()> {
         // Part of the preface: peek would answer at once again, so wait a
         // little for the rest rather than spin.
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Accepting while out of descriptors or memory: how long to back off, and
+/// a log line at the first failure and then at most once per
+/// [`REPORT_EVERY`] (silent sockets closed by the handshake timeout free
+/// descriptors and the next ones take them, so episodes repeat).
+#[derive(Default)]
+struct Exhaustion {
+    backoff: Duration,
+    failures: u64,
+    last_report: Option<Instant>,
+}
+
+/// At most one log line per this long about accept failures.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+impl Exhaustion {
+    /// Notes a failure; answers how long to wait before the next accept.
+    fn failed(&mut self, error: &io::Error) -> Duration {
+        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(5), MAX_BACKOFF);
+        self.failures += 1;
+        if self
+            .last_report
+            .is_none_or(|last| last.elapsed() >= REPORT_EVERY)
+        {
+            tracing::error!(
+                %error,
+                failures = self.failures,
+                "cannot accept connections: out of file descriptors or memory; raise the \
+                 limit (LimitNOFILE, ulimit -n) or lower --max-connections; retrying with \
+                 backoff (failures counted since the last report)"
+            );
+            self.failures = 0;
+            self.last_report = Some(Instant::now());
+        }
+        self.backoff
+    }
+
+    fn recovered(&mut self) {
+        self.backoff = Duration::ZERO;
     }
 }
 

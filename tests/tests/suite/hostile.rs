@@ -10,7 +10,9 @@ use switchyard_client::ClientError;
 use switchyard_model::watch::{ResetReason, WatchEvent};
 use switchyard_model::{Color, Deployment, ProxyStatus};
 use switchyard_proto::v1;
-use switchyard_tests::process::{RegistryProcess, cdctl_async, cpu_time, explain, rss_bytes};
+use switchyard_tests::process::{
+    RegistryProcess, cdctl_async, cpu_time, explain, lines_with, rss_bytes,
+};
 use switchyard_tests::{
     TestRegistry, eventually, grpc, grpc_small_windows, health_serving, instance, next_watch_event,
     raw_watch,
@@ -726,4 +728,70 @@ fn cdctl_watch_says_on_stderr_while_it_retries() {
     let line = line.expect("a line on stderr within 20s");
     assert!(line.contains("retrying"), "{line}");
     assert!(line.contains(&url), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_the_accept_loop_backs_off_and_says_so_once() {
+    let dir = data_dir();
+    let registry = RegistryProcess::start(dir.path(), &["--handshake-timeout", "2s"]);
+    let url = registry.url();
+    let pid = registry.child.id();
+    answers_promptly(&url, "before").await;
+    // Lower the running registry's descriptor limit below what its default
+    // --max-connections assumed (an operator's `prlimit`, or descriptors
+    // taken by something else): accepting now fails with EMFILE.
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd")
+        .count();
+    let limit = format!("--nofile={}:{}", open + 8, open + 8);
+    let lowered = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &limit])
+        .status()
+        .expect("prlimit");
+    assert!(lowered.success());
+    let mut silent = Vec::new();
+    for _ in 0..60 {
+        silent.push(TcpStream::connect(registry.address).await.expect("connect"));
+    }
+    let cpu_before = cpu_time(pid);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let spent = cpu_time(pid).saturating_sub(cpu_before);
+    println!("accepting at EMFILE: {spent:?} of CPU in 5 s");
+    assert!(
+        spent < Duration::from_millis(500),
+        "{spent:?} of CPU in 5 s"
+    );
+    eventually(Duration::from_secs(5), || async {
+        match lines_with(&registry.log, "cannot accept connections") {
+            1 => Ok(()),
+            n => Err(format!("{n} lines about EMFILE")),
+        }
+    })
+    .await;
+    // Once the silent sockets go, clients are served again.
+    drop(silent);
+    eventually(Duration::from_secs(20), || health_serving(url.clone())).await;
+    assert_eq!(lines_with(&registry.log, "cannot accept connections"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_opens_at_most_its_share_of_streams() {
+    let dir = data_dir();
+    let registry = RegistryProcess::start(dir.path(), &["--max-streams-per-connection", "2"]);
+    let url = registry.url();
+    let mut one = grpc(&url).await;
+    let request = || v1::WatchRequest {
+        services: vec![],
+        from_revision: 0,
+    };
+    let _first = one.watch(request()).await.expect("watch");
+    let _second = one.watch(request()).await.expect("watch");
+    // The third stream on the same connection waits for a free slot...
+    let third = tokio::time::timeout(Duration::from_secs(2), one.watch(request())).await;
+    assert!(
+        third.is_err(),
+        "a third stream opened on a 2-stream connection"
+    );
+    // ...while another connection is served.
+    let _other = grpc(&url).await.watch(request()).await.expect("watch");
 }
