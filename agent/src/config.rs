@@ -61,12 +61,17 @@ pub struct Args {
 
     #[command(flatten)]
     pub logging: switchyard_runtime::LogArgs,
+
+    #[command(flatten)]
+    pub tls: switchyard_runtime::ClientTlsArgs,
 }
 
 /// The agent's validated settings.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub registry: String,
+    /// TLS material for an `https://` registry.
+    pub tls: switchyard_client::ClientTls,
     pub node: Option<String>,
     pub advertise_ip: IpAddr,
     pub internal: bool,
@@ -108,8 +113,14 @@ impl Args {
                     .with_context(|| format!("--healthz {text:?} is not ADDRESS:PORT or off"))?,
             ),
         };
+        let tls = switchyard_client::ClientTls::from_files(
+            self.tls.ca.as_deref(),
+            self.tls.cert.as_deref(),
+            self.tls.key.as_deref(),
+        )?;
         Ok(Config {
             registry: self.registry,
+            tls,
             node: self.node,
             advertise_ip,
             internal: self.internal,

@@ -48,6 +48,9 @@ pub struct Cli {
     )]
     pub timeout: Duration,
 
+    #[command(flatten)]
+    pub tls: switchyard_runtime::ClientTlsArgs,
+
     #[command(subcommand)]
     pub command: Command,
 }

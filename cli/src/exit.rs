@@ -46,7 +46,7 @@ pub fn describe(error: &anyhow::Error) -> (u8, String) {
     let Some(client_error) = error.downcast_ref::<ClientError>() else {
         return (FAILURE, format!("{error:#}"));
     };
-    if let ClientError::BadUrl { .. } | ClientError::TlsUnavailable(_) = client_error {
+    if let ClientError::BadUrl { .. } | ClientError::Tls(_) = client_error {
         return (USAGE, format!("{error:#}"));
     }
     match client_error.code() {

@@ -8,7 +8,7 @@ mod endpoint;
 pub mod view;
 
 pub use backup::SavedBackup;
-pub use endpoint::DEFAULT_TIMEOUT;
+pub use endpoint::{ClientOptions, ClientTls, DEFAULT_TIMEOUT};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,11 +33,8 @@ use tonic::transport::Channel;
 pub enum ClientError {
     #[error("{url:?} is not a registry URL ({why}); use e.g. http://127.0.0.1:7400")]
     BadUrl { url: String, why: String },
-    #[error(
-        "{0:?} asks for TLS, which this build of Switchyard does not support yet; it never \
-         falls back to plaintext: use an http:// URL on a network you trust"
-    )]
-    TlsUnavailable(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("the registry answered {code:?}: {message}")]
     Status { code: Code, message: String },
     #[error("the registry sent something this client cannot read: {0}")]
@@ -92,6 +89,19 @@ pub struct RegistryClient {
     timeout: Duration,
 }
 
+impl Clone for RegistryClient {
+    /// Another client over the same connections and settings (a deploy's
+    /// lock renewer runs beside the deploy's own calls).
+    fn clone(&self) -> Self {
+        RegistryClient {
+            urls: self.urls.clone(),
+            channels: self.channels.clone(),
+            current: AtomicUsize::new(self.current.load(Ordering::Relaxed)),
+            timeout: self.timeout,
+        }
+    }
+}
+
 impl RegistryClient {
     /// `urls`: one or more comma-separated registry URLs. Connects lazily;
     /// each URL gets [`DEFAULT_TIMEOUT`] to connect and to answer.
@@ -101,6 +111,17 @@ impl RegistryClient {
 
     /// Like [`Self::new`], with another connect and answer timeout.
     pub fn with_timeout(urls: &str, timeout: Duration) -> Result<Self, ClientError> {
+        Self::with_options(
+            urls,
+            &ClientOptions {
+                timeout,
+                ..ClientOptions::default()
+            },
+        )
+    }
+
+    /// Like [`Self::new`], with a timeout and TLS material.
+    pub fn with_options(urls: &str, options: &ClientOptions) -> Result<Self, ClientError> {
         let urls: Vec<String> = urls
             .split(',')
             .map(str::trim)
@@ -115,13 +136,13 @@ impl RegistryClient {
         }
         let channels = urls
             .iter()
-            .map(|url| Ok(endpoint::endpoint(url, timeout)?.connect_lazy()))
+            .map(|url| Ok(endpoint::endpoint(url, options)?.connect_lazy()))
             .collect::<Result<Vec<_>, ClientError>>()?;
         Ok(RegistryClient {
             urls,
             channels,
             current: AtomicUsize::new(0),
-            timeout,
+            timeout: options.timeout,
         })
     }
 

@@ -72,6 +72,9 @@ pub struct Args {
     #[command(flatten)]
     pub limits: LimitArgs,
 
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -99,6 +102,39 @@ pub struct RestoreArgs {
     /// same way).
     #[arg(long, default_value_t = 1_000_000_000)]
     pub bump_revision: u64,
+}
+
+/// TLS on the listener (README "Security").
+#[derive(Debug, clap::Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain to serve TLS with (with --tls-key); SIGHUP
+    /// re-reads it and the key without dropping connections.
+    #[arg(long, env = "SWITCHYARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWITCHYARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates whose client certificates are verified.
+    #[arg(long, env = "SWITCHYARD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Refuse clients that present no certificate signed by --tls-client-ca.
+    #[arg(
+        long,
+        env = "SWITCHYARD_TLS_REQUIRE_CLIENT_CERT",
+        requires = "tls_client_ca"
+    )]
+    pub tls_require_client_cert: bool,
+}
+
+impl TlsArgs {
+    fn into_files(self) -> Option<crate::server::TlsFiles> {
+        Some(crate::server::TlsFiles {
+            cert: self.tls_cert?,
+            key: self.tls_key?,
+            client_ca: self.tls_client_ca,
+            require_client_cert: self.tls_require_client_cert,
+        })
+    }
 }
 
 /// Limits on what clients may hold (README "Limits and hardening").
@@ -203,6 +239,7 @@ impl Args {
             progress_interval: self.progress_interval,
             drain_timeout: self.drain_timeout,
             limits: self.limits.into_limits()?,
+            tls: self.tls.into_files(),
         })
     }
 }

@@ -31,6 +31,23 @@ pub struct LogArgs {
     pub log: String,
 }
 
+/// `--ca`, `--cert`, `--key`: TLS material for clients of an `https://`
+/// registry, shared by cdctl and the agent (PEM files; env
+/// `SWITCHYARD_CA`, `SWITCHYARD_CERT`, `SWITCHYARD_KEY`).
+#[derive(Debug, Clone, Args)]
+pub struct ClientTlsArgs {
+    /// PEM CA certificates the registry's certificate must chain to
+    /// (default: the system's roots).
+    #[arg(long, global = true, env = "SWITCHYARD_CA")]
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM client certificate, for registries that require one (with --key).
+    #[arg(long, global = true, env = "SWITCHYARD_CERT")]
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, global = true, env = "SWITCHYARD_KEY")]
+    pub key: Option<std::path::PathBuf>,
+}
+
 /// Sends logs to standard error in the chosen format; a filter that does not
 /// parse falls back to `info`. Colours only when standard error is a
 /// terminal: escape codes in a log file or journal are noise, and worse

@@ -8,6 +8,7 @@ pub mod docker;
 pub mod etcd;
 pub mod load;
 pub mod process;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;

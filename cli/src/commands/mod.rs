@@ -9,12 +9,21 @@ mod write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use switchyard_client::RegistryClient;
+use switchyard_client::{ClientOptions, ClientTls, RegistryClient};
 
 use crate::args::{Cli, Command, SnapshotCommand};
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let client = RegistryClient::with_timeout(&cli.registry, cli.timeout)
+    let tls = ClientTls::from_files(
+        cli.tls.ca.as_deref(),
+        cli.tls.cert.as_deref(),
+        cli.tls.key.as_deref(),
+    )?;
+    let options = ClientOptions {
+        timeout: cli.timeout,
+        tls,
+    };
+    let client = RegistryClient::with_options(&cli.registry, &options)
         .with_context(|| format!("using --registry {:?}", cli.registry))?;
     let output = cli.output;
     match cli.command {

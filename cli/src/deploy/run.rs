@@ -213,7 +213,7 @@ impl<'a> Deploy<'a> {
             Err(error) => return Err(error.into()),
         };
         self.lock = Some(grant);
-        let client = RegistryClient::new(&self.client.urls().join(","))?;
+        let client = self.client.clone();
         let service = self.settings.service.clone();
         let every = self.settings.lock_ttl / 3;
         self.renewer = Some(tokio::spawn(async move {

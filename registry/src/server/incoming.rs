@@ -1,7 +1,8 @@
 //! The registry's accept loop, in front of tonic: it bounds connections in
-//! total, closes sockets that never start HTTP/2 within the handshake
-//! timeout, and backs off (logging once) when accepting fails for lack of
-//! file descriptors or memory instead of spinning on the error.
+//! total, closes sockets that never start HTTP/2 (or TLS) within the
+//! handshake timeout, runs the TLS handshake when the listener has TLS, and
+//! backs off (logging once) when accepting fails for lack of file
+//! descriptors or memory instead of spinning on the error.
 //!
 //! tonic's own `TcpIncoming` does none of this: a few hundred silent sockets
 //! held every descriptor the process had, and the loop then retried the
@@ -17,9 +18,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 /// What every HTTP/2 client sends first (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -29,23 +33,41 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Limits of the accept loop.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct ConnectionLimits {
     /// Connections open at once, handshaking or serving.
     pub max_connections: usize,
-    /// How long a new connection may take to send the HTTP/2 preface.
+    /// How long a new connection may take to send the HTTP/2 preface, or
+    /// to finish the TLS handshake.
     pub handshake_timeout: Duration,
+    /// TLS for every connection, when the listener has it.
+    pub tls: Option<TlsAcceptor>,
 }
 
-/// An accepted connection that sent the HTTP/2 preface; holds its place
-/// among [`ConnectionLimits::max_connections`] until it is dropped.
+/// An accepted connection that started HTTP/2 (or finished its TLS
+/// handshake); holds its place among [`ConnectionLimits::max_connections`]
+/// until it is dropped.
 pub struct Connection {
-    stream: TcpStream,
+    io: Io,
+    peer: Peer,
     _slot: OwnedSemaphorePermit,
 }
 
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Who is on the other end, as each request sees it in its extensions.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    pub address: Option<SocketAddr>,
+    /// The client's certificate chain, leaf first, when it sent one over TLS.
+    pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
 /// Accepts on `listener` until `stop` fires; yields connections that sent
-/// the preface in time. The stream ends when `stop` fires.
+/// the preface (or finished TLS) in time. The stream ends when `stop` fires.
 pub fn incoming(
     listener: TcpListener,
     limits: ConnectionLimits,
@@ -93,25 +115,51 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let ready = ready.clone();
+        let tls = limits.tls.clone();
+        let timeout = limits.handshake_timeout;
         tokio::spawn(async move {
-            match tokio::time::timeout(limits.handshake_timeout, await_preface(&stream)).await {
-                Ok(Ok(())) => {
-                    let _ = ready
-                        .send(Ok(Connection {
-                            stream,
-                            _slot: slot,
-                        }))
-                        .await;
+            match tokio::time::timeout(timeout, handshake(stream, peer, tls)).await {
+                Ok(Ok((io, peer))) => {
+                    let connection = Connection {
+                        io,
+                        peer,
+                        _slot: slot,
+                    };
+                    let _ = ready.send(Ok(connection)).await;
                 }
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "connection closed before HTTP/2"),
                 Err(_) => tracing::debug!(
                     %peer,
-                    timeout = ?limits.handshake_timeout,
-                    "connection sent no HTTP/2 preface in time; closed"
+                    ?timeout,
+                    "connection did not start HTTP/2 (or TLS) in time; closed"
                 ),
             }
         });
     }
+}
+
+/// TLS when the listener has it (the handshake is the sign of life), else
+/// the HTTP/2 preface.
+async fn handshake(
+    stream: TcpStream,
+    address: SocketAddr,
+    tls: Option<TlsAcceptor>,
+) -> io::Result<(Io, Peer)> {
+    let mut peer = Peer {
+        address: Some(address),
+        certificates: None,
+    };
+    let Some(tls) = tls else {
+        await_preface(&stream).await?;
+        return Ok((Io::Plain(stream), peer));
+    };
+    let stream = tls.accept(stream).await?;
+    peer.certificates = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|chain| Arc::new(chain.iter().map(|cert| cert.clone().into_owned()).collect()));
+    Ok((Io::Tls(Box::new(stream)), peer))
 }
 
 /// Waits until the peer has sent the whole HTTP/2 preface, without
@@ -211,50 +259,69 @@ impl Refusals {
 }
 
 impl Connected for Connection {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = Peer;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        self.peer.clone()
     }
+}
+
+/// Runs `$call` on the plain or the TLS stream, whichever this is.
+macro_rules! on_io {
+    ($self:ident, $stream:ident => $call:expr) => {
+        match &mut $self.get_mut().io {
+            Io::Plain($stream) => {
+                let $stream = Pin::new($stream);
+                $call
+            }
+            Io::Tls($stream) => {
+                let $stream = Pin::new($stream.as_mut());
+                $call
+            }
+        }
+    };
 }
 
 impl AsyncRead for Connection {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        on_io!(self, stream => stream.poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for Connection {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        on_io!(self, stream => stream.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        on_io!(self, stream => stream.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.io {
+            Io::Plain(stream) => stream.is_write_vectored(),
+            Io::Tls(stream) => stream.is_write_vectored(),
+        }
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_io!(self, stream => stream.poll_flush(cx))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_io!(self, stream => stream.poll_shutdown(cx))
     }
 }
 
@@ -288,6 +355,7 @@ mod tests {
         let limits = ConnectionLimits {
             max_connections: 1,
             handshake_timeout: Duration::from_millis(200),
+            tls: None,
         };
         let (address, mut connections) = serve(limits).await;
         let started = std::time::Instant::now();
@@ -318,6 +386,7 @@ mod tests {
         let limits = ConnectionLimits {
             max_connections: 4,
             handshake_timeout: Duration::from_secs(5),
+            tls: None,
         };
         let (address, mut connections) = serve(limits).await;
         let mut client = TcpStream::connect(address).await.expect("connect");

@@ -5,6 +5,10 @@
 //! everything is flushed.
 
 mod incoming;
+mod tls;
+
+pub use incoming::Peer;
+pub use tls::{Tls, TlsFiles};
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -90,6 +94,8 @@ pub struct ServerConfig {
     pub progress_interval: Duration,
     pub drain_timeout: Duration,
     pub limits: Limits,
+    /// TLS on the listener; plaintext when `None`.
+    pub tls: Option<TlsFiles>,
 }
 
 impl ServerConfig {
@@ -104,6 +110,37 @@ impl ServerConfig {
             progress_interval: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
             limits: Limits::default(),
+            tls: None,
+        }
+    }
+}
+
+/// Re-reads the TLS certificate and key on every SIGHUP until `stop`: new
+/// handshakes get the new certificate, open connections keep theirs.
+async fn reload_on_sighup(tls: Tls, stop: CancellationToken) {
+    let hangup = tokio::signal::unix::SignalKind::hangup();
+    let mut signals = match tokio::signal::unix::signal(hangup) {
+        Ok(signals) => signals,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP; certificates reload only on restart");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            received = signals.recv() => {
+                if received.is_none() {
+                    return;
+                }
+            }
+            () = stop.cancelled() => return,
+        }
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Err(error) => tracing::error!(
+                error = format!("{error:#}"),
+                "SIGHUP: the TLS certificate could not be reloaded; still serving the old one"
+            ),
         }
     }
 }
@@ -201,7 +238,13 @@ pub async fn serve(
         .context("building the reflection service")?;
 
     let address = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(%address, store = ?config.store, data_dir = %config.data_dir.display(), "cd-registry listening");
+    tracing::info!(
+        %address,
+        store = ?config.store,
+        data_dir = %config.data_dir.display(),
+        tls = config.tls.is_some(),
+        "cd-registry listening"
+    );
 
     let registry = RegistryServer::new(api)
         .max_decoding_message_size(TRANSPORT_REQUEST_LIMIT)
@@ -209,11 +252,20 @@ pub async fn serve(
     let limits = config.limits;
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let accepting = CancellationToken::new();
+    let tls = match &config.tls {
+        Some(files) => {
+            let tls = Tls::load(files).context("setting up TLS")?;
+            tokio::spawn(reload_on_sighup(tls.clone(), accepting.clone()));
+            Some(tls)
+        }
+        None => None,
+    };
     let incoming = incoming::incoming(
         listener,
         incoming::ConnectionLimits {
             max_connections: effective_max_connections(limits.max_connections),
             handshake_timeout: limits.handshake_timeout,
+            tls: tls.as_ref().map(|tls| tls.acceptor().clone()),
         },
         accepting.clone(),
     );

@@ -601,24 +601,9 @@ async fn exits_with(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cdctl_never_downgrades_https_and_refuses_other_urls_with_exit_2() {
-    // Something listening where the https:// URL points: it must never
-    // get a plaintext connection.
-    let bait = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    bait.set_nonblocking(true).expect("nonblocking");
-    let port = bait.local_addr().expect("address").port();
-    exits_with(
-        &format!("https://127.0.0.1:{port}"),
-        &["services"],
-        &[],
-        2,
-        "TLS",
-    )
-    .await;
-    assert!(
-        bait.accept().is_err(),
-        "cdctl connected to the https:// address"
-    );
+async fn cdctl_refuses_urls_it_cannot_honour_with_exit_2() {
+    // (`https://` is TLS, never plaintext: tests/suite/tls.rs.)
+    let port = 7;
     for (url, needle) in [
         (
             format!("ftp://127.0.0.1:{port}"),
@@ -641,6 +626,10 @@ async fn cdctl_never_downgrades_https_and_refuses_other_urls_with_exit_2() {
     ] {
         exits_with(&url, &["services"], &[], 2, &needle).await;
     }
+    // TLS files with a plaintext URL: a mistake, not a quiet downgrade.
+    let url = format!("http://127.0.0.1:{port}");
+    let flags = ["--ca", "/etc/hostname", "services"];
+    exits_with(&url, &flags, &[], 2, "the URL is http://").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -692,6 +681,8 @@ async fn cdctl_fails_over_from_a_silent_registry_after_its_timeout() {
         }
     });
     let urls = format!("{silent_url},{}", registry.url());
+    // Built (once per run) before the clock starts.
+    switchyard_tests::process::binary("cdctl");
     let started = Instant::now();
     let output = cdctl_async(&urls, &["--timeout", "1s", "services"], &[]).await;
     let took = started.elapsed();

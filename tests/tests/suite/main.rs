@@ -37,4 +37,5 @@ mod proxy;
 mod replicas;
 mod sled_store;
 mod swarm;
+mod tls;
 mod watch;

@@ -1,0 +1,124 @@
+//! Test certificates made with rcgen: a CA, server certificates for
+//! `127.0.0.1` and `localhost`, client certificates (optionally expired,
+//! optionally with a URI SAN), all written as PEM files in a temporary
+//! folder the way an operator would hand them to the programs.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+/// A CA and the certificates it signed, as files.
+pub struct TestPki {
+    dir: tempfile::TempDir,
+    issuer: Issuer<'static, KeyPair>,
+    /// The CA certificate (PEM).
+    pub ca: PathBuf,
+}
+
+/// A certificate and its key, as PEM files.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The certificate as DER, to compare with what a peer presented.
+    pub der: Vec<u8>,
+}
+
+/// What to put in a certificate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Leaf<'a> {
+    pub name: &'a str,
+    pub client: bool,
+    pub expired: bool,
+    pub uri: Option<&'a str>,
+}
+
+impl TestPki {
+    pub fn new(name: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().expect("a CA key");
+        let cert = params.self_signed(&key).expect("a CA certificate");
+        let ca = dir.path().join(format!("{name}-ca.pem"));
+        std::fs::write(&ca, cert.pem()).expect("writing the CA");
+        TestPki {
+            issuer: Issuer::new(params, key),
+            dir,
+            ca,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A server certificate for `127.0.0.1` and `localhost`.
+    pub fn server(&self, name: &str) -> CertFiles {
+        self.leaf(Leaf {
+            name,
+            ..Leaf::default()
+        })
+    }
+
+    /// A client certificate.
+    pub fn client(&self, name: &str) -> CertFiles {
+        self.leaf(Leaf {
+            name,
+            client: true,
+            ..Leaf::default()
+        })
+    }
+
+    pub fn leaf(&self, leaf: Leaf<'_>) -> CertFiles {
+        let names = if leaf.client {
+            Vec::new()
+        } else {
+            vec!["127.0.0.1".to_string(), "localhost".to_string()]
+        };
+        let mut params = CertificateParams::new(names).expect("leaf params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, leaf.name);
+        params.extended_key_usages = vec![if leaf.client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        if let Some(uri) = leaf.uri {
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.try_into().expect("a URI SAN")));
+        }
+        if leaf.expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = KeyPair::generate().expect("a key");
+        let cert = params.signed_by(&key, &self.issuer).expect("signing");
+        let files = CertFiles {
+            cert: self.dir.path().join(format!("{}.pem", leaf.name)),
+            key: self.dir.path().join(format!("{}-key.pem", leaf.name)),
+            der: cert.der().to_vec(),
+        };
+        std::fs::write(&files.cert, cert.pem()).expect("writing a certificate");
+        std::fs::write(&files.key, key.serialize_pem()).expect("writing a key");
+        files
+    }
+}
+
+/// `path` as a flag value.
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}

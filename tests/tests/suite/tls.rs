@@ -1,0 +1,251 @@
+//! TLS between clients and the registry, with certificates made in the test
+//! (rcgen): server TLS verified against the right CA only, mutual TLS that
+//! refuses missing, expired and foreign client certificates, rotation on
+//! SIGHUP that keeps open streams, and `https://` that is never plaintext.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_client::{ClientError, ClientOptions, ClientTls, RegistryClient};
+use switchyard_model::watch::WatchEvent;
+use switchyard_tests::process::{RegistryProcess, cdctl_async, explain, lines_with};
+use switchyard_tests::tls::{Leaf, TestPki, arg};
+use switchyard_tests::{eventually, instance};
+use tokio_rustls::rustls;
+
+/// A registry serving TLS with a certificate of `pki`, plus extra flags.
+fn tls_registry(pki: &TestPki, data: &str, extra: &[&str]) -> RegistryProcess {
+    let server = pki.server("server");
+    let mut args = vec![
+        "--tls-cert",
+        arg(&server.cert),
+        "--tls-key",
+        arg(&server.key),
+    ];
+    args.extend_from_slice(extra);
+    RegistryProcess::start(&pki.dir().join(data), &args)
+}
+
+fn https(registry: &RegistryProcess) -> String {
+    format!("https://{}", registry.address)
+}
+
+/// `cdctl services` against `url` with `flags`: its exit code.
+async fn services(url: &str, flags: &[&str]) -> Option<i32> {
+    let mut args = vec!["--timeout", "3s"];
+    args.extend_from_slice(flags);
+    args.push("services");
+    let output = cdctl_async(url, &args, &[]).await;
+    if !output.status.success() {
+        println!("cdctl {flags:?}: {}", explain(&output));
+    }
+    output.status.code()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_verified_against_the_ca_the_client_names() {
+    let pki = TestPki::new("right");
+    let other = TestPki::new("other");
+    let registry = tls_registry(&pki, "data", &[]);
+    let url = https(&registry);
+    assert_eq!(services(&url, &["--ca", arg(&pki.ca)]).await, Some(0));
+    assert_ne!(
+        services(&url, &["--ca", arg(&other.ca)]).await,
+        Some(0),
+        "wrong CA"
+    );
+    assert_ne!(
+        services(&url, &[]).await,
+        Some(0),
+        "the system's roots do not know it"
+    );
+    let plaintext = format!("http://{}", registry.address);
+    assert_ne!(
+        services(&plaintext, &[]).await,
+        Some(0),
+        "no plaintext on a TLS port"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_refuses_missing_expired_and_foreign_client_certificates() {
+    let pki = TestPki::new("mtls");
+    let other = TestPki::new("foreign");
+    let registry = tls_registry(
+        &pki,
+        "data",
+        &["--tls-client-ca", arg(&pki.ca), "--tls-require-client-cert"],
+    );
+    let url = https(&registry);
+    let ca = ["--ca", arg(&pki.ca)];
+    let good = pki.client("agent-a");
+    let expired = pki.leaf(Leaf {
+        name: "old",
+        client: true,
+        expired: true,
+        uri: None,
+    });
+    let foreign = other.client("intruder");
+    for (files, accepted) in [(&good, true), (&expired, false), (&foreign, false)] {
+        let flags = [
+            ca[0],
+            ca[1],
+            "--cert",
+            arg(&files.cert),
+            "--key",
+            arg(&files.key),
+        ];
+        let code = services(&url, &flags).await;
+        assert_eq!(
+            code == Some(0),
+            accepted,
+            "{}: exit {code:?}",
+            files.cert.display()
+        );
+    }
+    assert_ne!(services(&url, &ca).await, Some(0), "no client certificate");
+}
+
+/// The certificate a fresh TLS connection to `address` is shown.
+async fn presented_certificate(address: std::net::SocketAddr, ca: &std::path::Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("CA file") {
+        roots.add(cert.expect("a CA certificate")).expect("a root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("a name");
+    let tls = connector.connect(name, tcp).await.expect("a TLS handshake");
+    let chain = tls.get_ref().1.peer_certificates().expect("a certificate");
+    chain[0].to_vec()
+}
+
+async fn next_event(
+    watch: &mut (impl futures::Stream<Item = Result<WatchEvent, ClientError>> + Unpin),
+) -> WatchEvent {
+    tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(watch))
+        .await
+        .expect("an event within 10s")
+        .expect("open")
+        .expect("no error")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rotates_the_certificate_and_keeps_open_watch_streams() {
+    let pki = TestPki::new("rotate");
+    let first = pki.server("server");
+    let registry = RegistryProcess::start(
+        &pki.dir().join("data"),
+        &["--tls-cert", arg(&first.cert), "--tls-key", arg(&first.key)],
+    );
+    let options = ClientOptions {
+        tls: ClientTls::from_files(Some(&pki.ca), None, None).expect("CA"),
+        ..ClientOptions::default()
+    };
+    let client = RegistryClient::with_options(&https(&registry), &options).expect("client");
+    let watch = client.watch(&[], 0).await.expect("a watch over TLS");
+    let mut watch = Box::pin(watch);
+    assert!(matches!(
+        next_event(&mut watch).await,
+        WatchEvent::Snapshot { .. }
+    ));
+    assert_eq!(
+        presented_certificate(registry.address, &pki.ca).await,
+        first.der
+    );
+
+    // A new certificate in the same files, then SIGHUP.
+    let second = pki.server("server");
+    assert_ne!(first.der, second.der);
+    let pid = registry.child.id().to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    eventually(Duration::from_secs(10), || async {
+        match lines_with(&registry.log, "TLS certificate reloaded") {
+            0 => Err("not reloaded yet".to_string()),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    assert_eq!(
+        presented_certificate(registry.address, &pki.ca).await,
+        second.der
+    );
+    // The stream opened before the rotation still follows the registry.
+    let revision = client
+        .register(&instance("web", "w1", 8080, None), None)
+        .await
+        .expect("register over TLS");
+    loop {
+        match next_event(&mut watch).await {
+            WatchEvent::Changes { revision: at, .. } if at == revision => break,
+            WatchEvent::Progress { .. } => continue,
+            other => panic!("expected the registration, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_url_is_never_spoken_to_in_plaintext() {
+    // Something listening where the https:// URL points: the first bytes it
+    // gets must be a TLS handshake record, never HTTP/2's plaintext preface.
+    let bait = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("https://{}", bait.local_addr().expect("address"));
+    let reader = std::thread::spawn(move || {
+        let (mut socket, _) = bait.accept().expect("cdctl connects");
+        let mut first = [0u8; 1];
+        socket.read_exact(&mut first).expect("a first byte");
+        first[0]
+    });
+    let code = services(&url, &[]).await;
+    assert_ne!(code, Some(0));
+    assert_eq!(
+        reader.join().expect("reader"),
+        0x16,
+        "a TLS handshake record"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_holds_its_session_over_mutual_tls() {
+    let pki = TestPki::new("agent");
+    let registry = tls_registry(
+        &pki,
+        "data",
+        &["--tls-client-ca", arg(&pki.ca), "--tls-require-client-cert"],
+    );
+    let node = pki.client("node-a");
+    let _agent = switchyard_tests::process::AgentProcess::start(
+        &https(&registry),
+        "switchyard.test=tls-agent-none",
+        &[
+            "--ca",
+            arg(&pki.ca),
+            "--cert",
+            arg(&node.cert),
+            "--key",
+            arg(&node.key),
+        ],
+    );
+    eventually(Duration::from_secs(20), || async {
+        match lines_with(&registry.log, "session opened") {
+            0 => Err("no session yet".to_string()),
+            _ => Ok(()),
+        }
+    })
+    .await;
+}
