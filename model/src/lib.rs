@@ -1,4 +1,4 @@
-//! Switchyard's domain types (DESIGN §1) and the one place their validation
+//! Switchyard's domain types (docs/semantics.md, "Data model") and the one place their validation
 //! rules live. Every program works with these types; protobuf exists only at
 //! the wire (`switchyard-proto`).
 #![forbid(unsafe_code)]
@@ -275,7 +275,7 @@ pub struct StepTiming {
     pub duration_ms: u64,
 }
 
-/// The record of one deployment (DESIGN §1).
+/// The record of one deployment (docs/semantics.md, "Data model").
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Deployment {
     pub id: String,

@@ -1,4 +1,4 @@
-//! What a watch of the registry yields (DESIGN §2.3): a snapshot, then the
+//! What a watch of the registry yields (docs/semantics.md, "Watch"): a snapshot, then the
 //! changes of each revision in order, progress while idle, and a reset when
 //! the stream must start over from a fresh snapshot.
 

@@ -1,6 +1,6 @@
 //! `cd-registry`: the registry of services, instances and live colors.
 //!
-//! Layers, bottom up (DESIGN §3): [`store`] (a revisioned key-value store with
+//! Layers, bottom up (docs/semantics.md, "Layers"): [`store`] (a revisioned key-value store with
 //! etcd's shape), [`catalog`] (the domain, written only against the store),
 //! [`api`] (the gRPC edge) and [`server`] (assembling them into a server that
 //! starts, serves and drains). `main.rs` only parses flags and calls [`server`].

@@ -1,5 +1,5 @@
 //! The domain: sessions, instances, node reconciliation, colors, deploy locks
-//! and deployment records (DESIGN §1–2), written only against [`Store`].
+//! and deployment records (docs/semantics.md), written only against [`Store`].
 //!
 //! Every write is read → decide → one guarded transaction. The guards are the
 //! revisions of what was read, so a concurrent change makes the transaction

@@ -1,4 +1,4 @@
-//! Watch = snapshot + ordered deltas, resumable (DESIGN §2.3), built on the
+//! Watch = snapshot + ordered deltas, resumable (docs/semantics.md, "Watch"), built on the
 //! store's watch of the `v/` keys.
 //!
 //! The stream never skips silently: when the store's history no longer

@@ -183,7 +183,7 @@ pub enum StoreError {
     Storage(String),
 }
 
-/// The store every catalog operation goes through (DESIGN §3).
+/// The store every catalog operation goes through (docs/semantics.md, "Layers").
 ///
 /// Writes are durable when they return. One successful transaction with at
 /// least one effective write increments the revision by exactly one.

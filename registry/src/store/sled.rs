@@ -260,7 +260,7 @@ impl Shared {
 
 impl SledStore {
     /// Opens (or creates) the store at `config.path` and starts its writer.
-    /// Every lease found on disk gets a fresh TTL from now (DESIGN §2.6).
+    /// Every lease found on disk gets a fresh TTL from now (docs/semantics.md, guarantee 6).
     /// Builds a new data directory at `path` holding exactly `entries` at
     /// `revision`, with no history before it (`restore.rs`).
     pub fn restore(
