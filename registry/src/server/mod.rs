@@ -115,6 +115,13 @@ impl ServerConfig {
     }
 }
 
+/// What server reflection describes: the registry's API and health.
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
 /// Re-reads the TLS certificate and key on every SIGHUP until `stop`: new
 /// handshakes get the new certificate, open connections keep theirs.
 async fn reload_on_sighup(tls: Tls, stop: CancellationToken) {
@@ -231,11 +238,14 @@ pub async fn serve(
         .set_service_status(SERVICE_NAME, ServingStatus::Serving)
         .await;
     health.set_service_status("", ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both versions: grpcurl and grpc-go speak v1, while Python's
+    // grpcio-reflection and older tools still ask v1alpha.
+    let reflection = reflection_builder()
         .build_v1()
         .context("building the reflection service")?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .context("building the v1alpha reflection service")?;
 
     let address = listener.local_addr().context("reading the bound address")?;
     tracing::info!(
@@ -275,6 +285,7 @@ pub async fn serve(
         .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(registry)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stopped.await;

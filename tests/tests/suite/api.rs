@@ -603,41 +603,48 @@ async fn health_is_serving_then_not_serving_while_draining() {
     stopping.await.expect("the registry stopped cleanly");
 }
 
-async fn reflection_lists_the_registry_service() {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+/// The service names reflection `$version` (`v1` or `v1alpha`) lists.
+macro_rules! reflected_services {
+    ($version:ident, $url:expr) => {{
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+        let channel = tonic::transport::Endpoint::from_shared($url)
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = ServerReflectionClient::new(channel)
+            .server_reflection_info(futures::stream::iter([request]))
+            .await
+            .expect("reflection")
+            .into_inner();
+        let answer = answers.next().await.expect("an answer").expect("ok");
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("unexpected reflection answer");
+        };
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<String>>()
+    }};
+}
 
+async fn reflection_lists_the_registry_service() {
     let registry = TestRegistry::start().await;
-    let channel = tonic::transport::Endpoint::from_shared(registry.url())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    let mut reflection = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut answers = reflection
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .expect("reflection")
-        .into_inner();
-    let answer = answers.next().await.expect("an answer").expect("ok");
-    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-        panic!("unexpected reflection answer");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"switchyard.v1.Registry".to_string()),
-        "{names:?}"
-    );
-    assert!(
-        names.contains(&"grpc.health.v1.Health".to_string()),
-        "{names:?}"
-    );
+    for names in [
+        reflected_services!(v1, registry.url()),
+        reflected_services!(v1alpha, registry.url()),
+    ] {
+        for service in ["switchyard.v1.Registry", "grpc.health.v1.Health"] {
+            assert!(names.contains(&service.to_string()), "{names:?}");
+        }
+    }
 }
 
 on_both_backends!(
