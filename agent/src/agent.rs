@@ -55,11 +55,7 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(config: Config, status: SharedStatus) -> anyhow::Result<Self> {
-        let options = switchyard_client::ClientOptions {
-            tls: config.tls.clone(),
-            ..switchyard_client::ClientOptions::default()
-        };
-        let client = RegistryClient::with_options(&config.registry, &options)?;
+        let client = RegistryClient::with_options(&config.registry, &config.access)?;
         let (sender, check_receiver) = mpsc::channel(256);
         Ok(Agent {
             node: config.node.clone(),

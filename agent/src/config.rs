@@ -63,15 +63,15 @@ pub struct Args {
     pub logging: switchyard_runtime::LogArgs,
 
     #[command(flatten)]
-    pub tls: switchyard_runtime::ClientTlsArgs,
+    pub access: switchyard_runtime::ClientAccessArgs,
 }
 
 /// The agent's validated settings.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub registry: String,
-    /// TLS material for an `https://` registry.
-    pub tls: switchyard_client::ClientTls,
+    /// TLS material and token for the registry.
+    pub access: switchyard_client::ClientOptions,
     pub node: Option<String>,
     pub advertise_ip: IpAddr,
     pub internal: bool,
@@ -113,14 +113,12 @@ impl Args {
                     .with_context(|| format!("--healthz {text:?} is not ADDRESS:PORT or off"))?,
             ),
         };
-        let tls = switchyard_client::ClientTls::from_files(
-            self.tls.ca.as_deref(),
-            self.tls.cert.as_deref(),
-            self.tls.key.as_deref(),
-        )?;
+        let access = self
+            .access
+            .client_options(switchyard_client::DEFAULT_TIMEOUT)?;
         Ok(Config {
             registry: self.registry,
-            tls,
+            access,
             node: self.node,
             advertise_ip,
             internal: self.internal,

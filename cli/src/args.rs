@@ -49,7 +49,7 @@ pub struct Cli {
     pub timeout: Duration,
 
     #[command(flatten)]
-    pub tls: switchyard_runtime::ClientTlsArgs,
+    pub access: switchyard_runtime::ClientAccessArgs,
 
     #[command(subcommand)]
     pub command: Command,
@@ -88,6 +88,11 @@ pub enum Command {
     Template(TemplateArgs),
     /// List proxies with the revision they applied and when they last reported.
     Proxies,
+    /// Tokens of a registry with --auth (admin): create, list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Backups: `cdctl snapshot save FILE` (restore with `cd-registry restore`).
     Snapshot {
         #[command(subcommand)]
@@ -100,6 +105,38 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token and print it (once: the registry keeps only its hash).
+    Create(TokenCreateArgs),
+    /// Tokens with their accessor, role, binding and expiry (never secrets).
+    List,
+    /// Revoke a token by its accessor; every replica refuses it at once.
+    Revoke { accessor: String },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// reader, proxy, agent, deployer or admin.
+    #[arg(long)]
+    pub role: String,
+    /// The node an agent token may act for.
+    #[arg(long, conflicts_with = "proxy")]
+    pub node: Option<String>,
+    /// The proxy id a proxy token may report for.
+    #[arg(long)]
+    pub proxy: Option<String>,
+    /// Service globs a deployer token is limited to, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub services: Vec<String>,
+    /// How long it is valid (e.g. 90d); default: until revoked.
+    #[arg(long, value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
+    /// What it is for (shown by `token list` and in the registry's log).
+    #[arg(long, default_value = "")]
+    pub description: String,
 }
 
 #[derive(Debug, Subcommand)]

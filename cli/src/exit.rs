@@ -14,6 +14,8 @@ pub const NOT_FOUND: u8 = 4;
 pub const PRECONDITION: u8 = 5;
 /// Another deploy holds the service's lock (or one is paused for promotion).
 pub const LOCK_HELD: u8 = 6;
+/// No valid credential, or its role may not do this (`--auth`).
+pub const NOT_ALLOWED: u8 = 7;
 /// The new color's instances were not all passing in the registry in time
 /// (rolled back).
 pub const HEALTH_TIMEOUT: u8 = 10;
@@ -46,7 +48,9 @@ pub fn describe(error: &anyhow::Error) -> (u8, String) {
     let Some(client_error) = error.downcast_ref::<ClientError>() else {
         return (FAILURE, format!("{error:#}"));
     };
-    if let ClientError::BadUrl { .. } | ClientError::Tls(_) = client_error {
+    if let ClientError::BadUrl { .. } | ClientError::Tls(_) | ClientError::BadToken(_) =
+        client_error
+    {
         return (USAGE, format!("{error:#}"));
     }
     match client_error.code() {
@@ -62,6 +66,9 @@ pub fn describe(error: &anyhow::Error) -> (u8, String) {
         Some(Code::NotFound) => (NOT_FOUND, client_error.message()),
         Some(Code::FailedPrecondition) => (PRECONDITION, client_error.message()),
         Some(Code::Aborted) => (LOCK_HELD, client_error.message()),
+        Some(Code::Unauthenticated | Code::PermissionDenied) => {
+            (NOT_ALLOWED, client_error.message())
+        }
         _ => (FAILURE, format!("{error:#}")),
     }
 }

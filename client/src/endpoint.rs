@@ -8,6 +8,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Uri};
 
 use crate::ClientError;
@@ -63,6 +65,8 @@ pub struct ClientOptions {
     /// Per URL: to connect, and to answer a call (or start a stream).
     pub timeout: Duration,
     pub tls: ClientTls,
+    /// Sent as `authorization: Bearer TOKEN` on every call.
+    pub token: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -70,7 +74,53 @@ impl Default for ClientOptions {
         ClientOptions {
             timeout: DEFAULT_TIMEOUT,
             tls: ClientTls::default(),
+            token: None,
         }
+    }
+}
+
+/// Reads a token the way `--token-file` names it: the file's first line.
+pub fn read_token_file(path: &Path) -> Result<String, ClientError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| ClientError::BadToken(format!("reading {}: {error}", path.display())))?;
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    if token.is_empty() {
+        return Err(ClientError::BadToken(format!(
+            "{} is empty",
+            path.display()
+        )));
+    }
+    Ok(token)
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub(crate) struct Credentials(Option<MetadataValue<Ascii>>);
+
+impl Credentials {
+    pub(crate) fn new(token: Option<&str>) -> Result<Self, ClientError> {
+        token
+            .map(|token| {
+                MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                    ClientError::BadToken("the token has characters a header cannot carry".into())
+                })
+            })
+            .transpose()
+            .map(Credentials)
+    }
+}
+
+impl Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
     }
 }
 

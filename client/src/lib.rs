@@ -5,10 +5,11 @@
 
 mod backup;
 mod endpoint;
+mod tokens;
 pub mod view;
 
 pub use backup::SavedBackup;
-pub use endpoint::{ClientOptions, ClientTls, DEFAULT_TIMEOUT};
+pub use endpoint::{ClientOptions, ClientTls, DEFAULT_TIMEOUT, read_token_file};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +27,7 @@ use switchyard_proto::v1::registry_client::RegistryClient as GrpcClient;
 /// gRPC status codes, so callers can tell failures apart without tonic.
 pub use tonic::Code;
 use tonic::Status;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// What a call to the registry can fail with.
@@ -35,6 +37,8 @@ pub enum ClientError {
     BadUrl { url: String, why: String },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("token: {0}")]
+    BadToken(String),
     #[error("the registry answered {code:?}: {message}")]
     Status { code: Code, message: String },
     #[error("the registry sent something this client cannot read: {0}")]
@@ -87,7 +91,11 @@ pub struct RegistryClient {
     current: AtomicUsize,
     /// How long one replica may take to connect and answer a call.
     timeout: Duration,
+    credentials: endpoint::Credentials,
 }
+
+/// The generated client with the credentials interceptor.
+type Grpc = GrpcClient<InterceptedService<Channel, endpoint::Credentials>>;
 
 impl Clone for RegistryClient {
     /// Another client over the same connections and settings (a deploy's
@@ -98,6 +106,7 @@ impl Clone for RegistryClient {
             channels: self.channels.clone(),
             current: AtomicUsize::new(self.current.load(Ordering::Relaxed)),
             timeout: self.timeout,
+            credentials: self.credentials.clone(),
         }
     }
 }
@@ -143,6 +152,7 @@ impl RegistryClient {
             channels,
             current: AtomicUsize::new(0),
             timeout: options.timeout,
+            credentials: endpoint::Credentials::new(options.token.as_deref())?,
         })
     }
 
@@ -155,8 +165,8 @@ impl RegistryClient {
         &self.urls[self.current.load(Ordering::Relaxed) % self.urls.len()]
     }
 
-    fn grpc(&self, index: usize) -> GrpcClient<Channel> {
-        GrpcClient::new(self.channels[index].clone())
+    fn grpc(&self, index: usize) -> Grpc {
+        GrpcClient::with_interceptor(self.channels[index].clone(), self.credentials.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
@@ -165,7 +175,7 @@ impl RegistryClient {
     /// while replicas are unreachable.
     async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
-        F: Fn(GrpcClient<Channel>) -> Fut,
+        F: Fn(Grpc) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let start = self.current.load(Ordering::Relaxed);

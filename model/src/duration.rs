@@ -1,5 +1,5 @@
 //! Durations as people write them in flags and files: `500ms`, `15s`, `2m`,
-//! `1h`, or a bare number of seconds.
+//! `1h`, `90d`, or a bare number of seconds.
 
 use std::time::Duration;
 
@@ -18,9 +18,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         other => {
             return Err(format!(
-                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+                "unknown unit {other:?} in {text:?}: use ms, s, m, h or d"
             ));
         }
     };
@@ -38,6 +39,7 @@ mod tests {
     fn units_parse() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert!(parse_duration("soon").is_err());

@@ -3,6 +3,7 @@
 //! the wire (`switchyard-proto`).
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod duration;
 #[cfg(test)]
 mod fuzz;

@@ -4,6 +4,7 @@
 //! domain types and converts here, in one place.
 #![forbid(unsafe_code)]
 
+use switchyard_model::auth::{Role, TokenInfo};
 use switchyard_model::{
     Color, Deployment, Health, Instance, Outcome, ProxyStatus, Service, ServiceSummary, StepTiming,
     ValidationError, validate,
@@ -261,6 +262,30 @@ pub fn proxy_from_wire(wire: v1::ProxyStatus) -> Result<ProxyStatus, ValidationE
                 }
             })
             .collect(),
+    })
+}
+
+pub fn token_to_wire(token: &TokenInfo) -> v1::Token {
+    v1::Token {
+        accessor: token.accessor.clone(),
+        role: token.role.as_str().to_string(),
+        binding: token.binding.clone().unwrap_or_default(),
+        services: token.services.clone(),
+        description: token.description.clone(),
+        created_at_ms: token.created_at_ms,
+        expires_at_ms: token.expires_at_ms,
+    }
+}
+
+pub fn token_from_wire(wire: v1::Token) -> Result<TokenInfo, ValidationError> {
+    Ok(TokenInfo {
+        accessor: wire.accessor,
+        role: Role::parse(&wire.role)?,
+        binding: (!wire.binding.is_empty()).then_some(wire.binding),
+        services: wire.services,
+        description: wire.description,
+        created_at_ms: wire.created_at_ms,
+        expires_at_ms: wire.expires_at_ms,
     })
 }
 

@@ -75,6 +75,16 @@ pub struct Args {
     #[command(flatten)]
     pub tls: TlsArgs,
 
+    /// Require a token (or, later, a client certificate identity) on every
+    /// call, checked against its role (README "Security").
+    #[arg(long, env = "SWITCHYARD_AUTH")]
+    pub auth: bool,
+
+    /// With --auth: on first start, make an admin token and write it to
+    /// this file (mode 0600).
+    #[arg(long, env = "SWITCHYARD_BOOTSTRAP_TOKEN_FILE", requires = "auth")]
+    pub bootstrap_token_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -240,6 +250,8 @@ impl Args {
             drain_timeout: self.drain_timeout,
             limits: self.limits.into_limits()?,
             tls: self.tls.into_files(),
+            auth: self.auth,
+            bootstrap_token_file: self.bootstrap_token_file,
         })
     }
 }

@@ -3,26 +3,19 @@
 
 mod backup;
 mod read;
+mod tokens;
 mod watch;
 mod write;
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use switchyard_client::{ClientOptions, ClientTls, RegistryClient};
+use switchyard_client::RegistryClient;
 
 use crate::args::{Cli, Command, SnapshotCommand};
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let tls = ClientTls::from_files(
-        cli.tls.ca.as_deref(),
-        cli.tls.cert.as_deref(),
-        cli.tls.key.as_deref(),
-    )?;
-    let options = ClientOptions {
-        timeout: cli.timeout,
-        tls,
-    };
+    let options = cli.access.client_options(cli.timeout)?;
     let client = RegistryClient::with_options(&cli.registry, &options)
         .with_context(|| format!("using --registry {:?}", cli.registry))?;
     let output = cli.output;
@@ -39,6 +32,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SetColor(args) => write::set_color(&client, output, args).await,
         Command::Template(args) => crate::template::template(&client, args).await,
         Command::Proxies => read::proxies(&client, output).await,
+        Command::Token { command } => tokens::run(&client, output, command).await,
         Command::Snapshot {
             command: SnapshotCommand::Save { file },
         } => backup::save(&client, output, &file).await,

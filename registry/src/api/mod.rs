@@ -6,6 +6,8 @@
 //! protobuf types; the catalog and the store never do.
 
 pub mod backup;
+mod guard;
+mod tokens;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,6 +20,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use switchyard_model::auth::Action;
+
+use crate::auth::Authorizer;
 use crate::catalog::{Catalog, CatalogError, WatchBuffer};
 use crate::store::StoreError;
 
@@ -41,11 +46,18 @@ pub struct RegistryApi {
     /// One permit per open watch stream.
     watchers: Arc<Semaphore>,
     max_watchers: usize,
+    auth: Authorizer,
 }
 
 impl RegistryApi {
-    pub fn new(catalog: Catalog, shutdown: CancellationToken, limits: WatchLimits) -> Self {
+    pub fn new(
+        catalog: Catalog,
+        shutdown: CancellationToken,
+        limits: WatchLimits,
+        auth: Authorizer,
+    ) -> Self {
         RegistryApi {
+            auth,
             catalog,
             shutdown,
             buffer: WatchBuffer {
@@ -112,7 +124,14 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::OpenSessionRequest>,
     ) -> Result<Response<v1::OpenSessionResponse>, Status> {
+        let who = self.caller(&request)?;
         let request = within_limit(request)?;
+        self.auth.allow(
+            &who,
+            Action::Session {
+                node: &request.node,
+            },
+        )?;
         let (session_id, ttl_seconds) = self
             .catalog
             .open_session(&request.node, request.ttl_seconds)
@@ -131,6 +150,8 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<Streaming<v1::KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
+        let who = self.caller(&request)?;
+        let auth = self.auth.clone();
         let mut inbound = request.into_inner();
         let catalog = self.catalog.clone();
         let shutdown = self.shutdown.clone();
@@ -155,6 +176,11 @@ impl v1::registry_server::Registry for RegistryApi {
                         return;
                     }
                 };
+                let session = ping.session_id;
+                if let Err(refused) = guard::may_use_session(&auth, &catalog, &who, session).await {
+                    let _ = sender.send(Err(refused)).await;
+                    return;
+                }
                 let answer = catalog
                     .keep_alive(ping.session_id)
                     .await
@@ -178,7 +204,9 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::CloseSessionRequest>,
     ) -> Result<Response<v1::CloseSessionResponse>, Status> {
+        let who = self.caller(&request)?;
         let session = within_limit(request)?.session_id;
+        guard::may_use_session(&self.auth, &self.catalog, &who, session).await?;
         let revision = self
             .catalog
             .close_session(session)
@@ -192,11 +220,13 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
+        let who = self.caller(&request)?;
         let request = within_limit(request)?;
         let instance =
             wire::instance_from_wire("instance.", required("instance", request.instance)?)
                 .map_err(invalid)?;
         let session = (request.session_id != 0).then_some(request.session_id);
+        self.may_register(&who, &instance, session).await?;
         let revision = self
             .catalog
             .register(instance, session)
@@ -209,7 +239,9 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::DeregisterRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
+        let who = self.caller(&request)?;
         let id = within_limit(request)?.id;
+        self.may_deregister(&who, &id).await?;
         let revision = self.catalog.deregister(&id).await.map_err(status_of)?;
         Ok(Response::new(v1::WriteResponse { revision }))
     }
@@ -218,7 +250,15 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::SyncNodeRequest>,
     ) -> Result<Response<v1::SyncNodeResponse>, Status> {
+        let who = self.caller(&request)?;
         let request = within_limit(request)?;
+        guard::may_use_session(&self.auth, &self.catalog, &who, request.session_id).await?;
+        self.auth.allow(
+            &who,
+            Action::Instances {
+                node: Some(&request.node),
+            },
+        )?;
         if request.instances.len() > switchyard_model::validate::MAX_SYNC_INSTANCES {
             return Err(Status::invalid_argument(format!(
                 "invalid instances: {} in one SyncNode; the limit is {}",
@@ -260,8 +300,9 @@ impl v1::registry_server::Registry for RegistryApi {
 
     async fn list_services(
         &self,
-        _request: Request<v1::ListServicesRequest>,
+        request: Request<v1::ListServicesRequest>,
     ) -> Result<Response<v1::ListServicesResponse>, Status> {
+        self.check(&request, Action::Read)?;
         let (revision, services) = self.catalog.list_services().await.map_err(status_of)?;
         Ok(Response::new(v1::ListServicesResponse {
             revision,
@@ -273,6 +314,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::GetServiceRequest>,
     ) -> Result<Response<v1::GetServiceResponse>, Status> {
+        self.check(&request, Action::Read)?;
         let name = within_limit(request)?.name;
         let (revision, service) = self.catalog.get_service(&name).await.map_err(status_of)?;
         Ok(Response::new(v1::GetServiceResponse {
@@ -287,6 +329,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.check(&request, Action::Read)?;
         let request = within_limit(request)?;
         let Ok(permit) = Arc::clone(&self.watchers).try_acquire_owned() else {
             return Err(Status::resource_exhausted(format!(
@@ -319,6 +362,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::NextColorRequest>,
     ) -> Result<Response<v1::NextColorResponse>, Status> {
+        self.check(&request, Action::Read)?;
         let service = within_limit(request)?.service;
         let (active, next, revision) =
             self.catalog.next_color(&service).await.map_err(status_of)?;
@@ -333,7 +377,14 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::SetActiveColorRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
+        let who = self.caller(&request)?;
         let request = within_limit(request)?;
+        self.auth.allow(
+            &who,
+            Action::Deploy {
+                service: &request.service,
+            },
+        )?;
         let color = wire::color_from_wire("color", request.color).map_err(invalid)?;
         let expected =
             wire::color_from_wire("expected_color", request.expected_color).map_err(invalid)?;
@@ -366,7 +417,14 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::AcquireLockRequest>,
     ) -> Result<Response<v1::AcquireLockResponse>, Status> {
+        let who = self.caller(&request)?;
         let request = within_limit(request)?;
+        self.auth.allow(
+            &who,
+            Action::Deploy {
+                service: &request.service,
+            },
+        )?;
         let grant = self
             .catalog
             .acquire_lock(&request.service, &request.holder, request.ttl_seconds)
@@ -383,7 +441,14 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::RenewLockRequest>,
     ) -> Result<Response<v1::RenewLockResponse>, Status> {
+        let who = self.caller(&request)?;
         let request = within_limit(request)?;
+        self.auth.allow(
+            &who,
+            Action::Deploy {
+                service: &request.service,
+            },
+        )?;
         let ttl_seconds = self
             .catalog
             .renew_lock(&request.service, request.token)
@@ -396,7 +461,14 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::ReleaseLockRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
+        let who = self.caller(&request)?;
         let request = within_limit(request)?;
+        self.auth.allow(
+            &who,
+            Action::Deploy {
+                service: &request.service,
+            },
+        )?;
         let revision = self
             .catalog
             .release_lock(&request.service, request.token)
@@ -409,9 +481,12 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::RecordDeploymentRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
-        let deployment =
-            wire::deployment_from_wire(required("deployment", within_limit(request)?.deployment)?)
-                .map_err(invalid)?;
+        let who = self.caller(&request)?;
+        let wire_record = required("deployment", within_limit(request)?.deployment)?;
+        // Allowed or not, before anything else is said about the record.
+        let service = &wire_record.service;
+        self.auth.allow(&who, Action::Deploy { service })?;
+        let deployment = wire::deployment_from_wire(wire_record).map_err(invalid)?;
         let revision = self
             .catalog
             .record_deployment(deployment)
@@ -424,16 +499,20 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::ReportProxyRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
+        let who = self.caller(&request)?;
         let status = wire::proxy_from_wire(required("status", within_limit(request)?.status)?)
             .map_err(invalid)?;
+        let proxy = &status.proxy_id;
+        self.auth.allow(&who, Action::ReportProxy { proxy })?;
         let revision = self.catalog.report_proxy(status).await.map_err(status_of)?;
         Ok(Response::new(v1::WriteResponse { revision }))
     }
 
     async fn list_proxies(
         &self,
-        _request: Request<v1::ListProxiesRequest>,
+        request: Request<v1::ListProxiesRequest>,
     ) -> Result<Response<v1::ListProxiesResponse>, Status> {
+        self.check(&request, Action::Read)?;
         let (proxies, now_ms) = self.catalog.list_proxies().await.map_err(status_of)?;
         Ok(Response::new(v1::ListProxiesResponse {
             proxies: proxies.iter().map(wire::proxy_to_wire).collect(),
@@ -445,6 +524,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::ListDeploymentsRequest>,
     ) -> Result<Response<v1::ListDeploymentsResponse>, Status> {
+        self.check(&request, Action::Read)?;
         let request = within_limit(request)?;
         let before = match request.page_token.as_str() {
             "" => None,
@@ -474,8 +554,9 @@ impl v1::registry_server::Registry for RegistryApi {
 
     async fn save_snapshot(
         &self,
-        _request: Request<v1::SaveSnapshotRequest>,
+        request: Request<v1::SaveSnapshotRequest>,
     ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        self.check(&request, Action::Admin)?;
         let (revision, entries) = self.catalog.backup().await.map_err(status_of)?;
         tracing::info!(revision, keys = entries.len(), "backup taken");
         let taken_at_ms = std::time::SystemTime::now()
@@ -487,5 +568,33 @@ impl v1::registry_server::Registry for RegistryApi {
         Ok(Response::new(Box::pin(futures::stream::iter(
             parts.into_iter().map(Ok),
         ))))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<v1::CreateTokenRequest>,
+    ) -> Result<Response<v1::CreateTokenResponse>, Status> {
+        let who = self.check(&request, Action::Admin)?;
+        let answer = tokens::create(&self.catalog, &who, within_limit(request)?).await;
+        self.auth.refresh(&self.catalog).await;
+        answer
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<v1::ListTokensRequest>,
+    ) -> Result<Response<v1::ListTokensResponse>, Status> {
+        self.check(&request, Action::Admin)?;
+        tokens::list(&self.catalog).await
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<v1::RevokeTokenRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
+        let who = self.check(&request, Action::Admin)?;
+        let answer = tokens::revoke(&self.catalog, &who, &within_limit(request)?.accessor).await;
+        self.auth.refresh(&self.catalog).await;
+        answer
     }
 }

@@ -11,6 +11,7 @@
 //! | `x/lk/{service}` | deploy lock record (JSON), leased; create revision = token |
 //! | `x/dp/{service}/{deployment id}` | deployment record (JSON) |
 //! | `x/px/{proxy id}` | what the proxy last reported (JSON) |
+//! | `x/tk/{accessor}` | a token: role, binding, SHA-256 of its secret (JSON) |
 //!
 //! Names and ids never contain `/` (validation forbids it), so every key
 //! splits back into its parts unambiguously.
@@ -21,6 +22,11 @@ pub const INSTANCES: &[u8] = b"v/i/";
 pub const ID_INDEX: &[u8] = b"x/id/";
 pub const NODE_INDEX: &[u8] = b"x/nd/";
 pub const DEPLOYMENTS: &[u8] = b"x/dp/";
+pub const TOKENS: &[u8] = b"x/tk/";
+
+pub fn token(accessor: &str) -> Vec<u8> {
+    format!("x/tk/{accessor}").into_bytes()
+}
 
 pub fn service(name: &str) -> Vec<u8> {
     format!("v/s/{name}").into_bytes()

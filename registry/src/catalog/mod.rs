@@ -15,6 +15,7 @@ pub mod keys;
 mod outbox;
 mod record;
 mod sync;
+pub mod tokens;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -246,7 +247,7 @@ impl Catalog {
         }
     }
 
-    async fn session_node(&self, session: SessionId) -> Result<String, CatalogError> {
+    pub async fn session_node(&self, session: SessionId) -> Result<String, CatalogError> {
         let (_, results) = self
             .read(vec![Op::Get {
                 key: keys::session(session),
@@ -353,6 +354,21 @@ impl Catalog {
     async fn get_one(&self, key: Vec<u8>) -> Result<Option<KeyValue>, CatalogError> {
         let (_, results) = self.read(vec![Op::Get { key }]).await?;
         Ok(single(results.into_iter().next()))
+    }
+
+    /// The node instance `id` is on, and whether it lives in a session
+    /// (an agent's) rather than being external; `None` when unknown.
+    pub async fn instance_node(&self, id: &str) -> Result<Option<(String, bool)>, CatalogError> {
+        validate::identifier("id", id)?;
+        let Some(index) = self.get_one(keys::id_index(id)).await? else {
+            return Ok(None);
+        };
+        let service = String::from_utf8_lossy(&index.value).into_owned();
+        let Some(kv) = self.get_one(keys::instance(&service, id)).await? else {
+            return Ok(None);
+        };
+        let instance = decode_instance(&kv)?;
+        Ok(Some((instance.node, instance.session.is_some())))
     }
 
     /// Removes one instance by id.

@@ -23,6 +23,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::api::{RegistryApi, WatchLimits};
+use crate::auth::Authorizer;
 use crate::catalog::{Catalog, CatalogConfig};
 use crate::store::Store;
 use crate::store::etcd::{EtcdConfig, EtcdStore};
@@ -96,6 +97,10 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// TLS on the listener; plaintext when `None`.
     pub tls: Option<TlsFiles>,
+    /// Tokens and roles on every call (`--auth`).
+    pub auth: bool,
+    /// With `auth`: where to write an admin token made on first start.
+    pub bootstrap_token_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -111,8 +116,51 @@ impl ServerConfig {
             drain_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             tls: None,
+            auth: false,
+            bootstrap_token_file: None,
         }
     }
+}
+
+/// With `--auth`: makes an admin token on first start (when none exists)
+/// and writes it to `file`, readable by its owner only.
+async fn bootstrap(catalog: &Catalog, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use switchyard_model::auth::Role;
+    let (_, tokens) = catalog.stored_tokens().await?;
+    if tokens.iter().any(|token| token.info.role == Role::Admin) {
+        return Ok(());
+    }
+    let Some(file) = file else {
+        tracing::warn!(
+            "--auth is on and no admin token exists: start once with --bootstrap-token-file FILE"
+        );
+        return Ok(());
+    };
+    let new = switchyard_model::auth::NewToken {
+        role: Role::Admin,
+        binding: None,
+        services: Vec::new(),
+        description: "bootstrap".into(),
+        ttl_seconds: 0,
+    };
+    let (info, secret) = catalog.create_token(new).await?;
+    write_secret(file, &secret)
+        .with_context(|| format!("writing the bootstrap token to {}", file.display()))?;
+    tracing::info!(accessor = %info.accessor, file = %file.display(), "bootstrap admin token written");
+    Ok(())
+}
+
+fn write_secret(file: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)?;
+    writeln!(out, "{secret}")?;
+    out.sync_all()
 }
 
 /// What server reflection describes: the registry's API and health.
@@ -223,6 +271,12 @@ pub async fn serve(
         },
     );
     let streams_end = CancellationToken::new();
+    let auth = if config.auth {
+        bootstrap(&catalog, config.bootstrap_token_file.as_deref()).await?;
+        Authorizer::start(catalog.clone(), streams_end.clone()).await?
+    } else {
+        Authorizer::disabled()
+    };
     let api = RegistryApi::new(
         catalog,
         streams_end.clone(),
@@ -231,6 +285,7 @@ pub async fn serve(
             bytes: config.limits.watch_buffer_bytes,
             watchers: config.limits.max_watchers,
         },
+        auth,
     );
 
     let (health, health_service) = tonic_health::server::health_reporter();

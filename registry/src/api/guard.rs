@@ -1,0 +1,84 @@
+//! What each request touches, for the authorizer: the lookups that turn a
+//! session id or an instance id into the node it belongs to. The decision
+//! itself is `crate::auth` (one table for every request).
+
+use switchyard_model::auth::{Action, Principal};
+use switchyard_model::{Instance, SessionId};
+use tonic::{Request, Status};
+
+use super::{RegistryApi, status_of};
+use crate::auth::Authorizer;
+use crate::catalog::Catalog;
+
+impl RegistryApi {
+    /// Who is calling (`UNAUTHENTICATED` without a valid credential).
+    pub(super) fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        self.auth.authenticate(request.metadata())
+    }
+
+    /// `caller`, then `action`.
+    pub(super) fn check<T>(
+        &self,
+        request: &Request<T>,
+        action: Action<'_>,
+    ) -> Result<Principal, Status> {
+        let who = self.caller(request)?;
+        self.auth.allow(&who, action)?;
+        Ok(who)
+    }
+
+    /// An instance registered by `who`, under `session` or as an external
+    /// one.
+    pub(super) async fn may_register(
+        &self,
+        who: &Principal,
+        instance: &Instance,
+        session: Option<SessionId>,
+    ) -> Result<(), Status> {
+        if !self.auth.enabled() {
+            return Ok(());
+        }
+        let Some(session) = session else {
+            return self.auth.allow(who, Action::Instances { node: None });
+        };
+        let node = may_use_session(&self.auth, &self.catalog, who, session).await?;
+        let node = if instance.node.is_empty() {
+            node
+        } else {
+            instance.node.clone()
+        };
+        self.auth
+            .allow(who, Action::Instances { node: Some(&node) })
+    }
+
+    /// Deregistering instance `id`: an agent's instance belongs to its
+    /// node, an external one to deployers.
+    pub(super) async fn may_deregister(&self, who: &Principal, id: &str) -> Result<(), Status> {
+        if !self.auth.enabled() {
+            return Ok(());
+        }
+        match self.catalog.instance_node(id).await.map_err(status_of)? {
+            Some((node, true)) => self
+                .auth
+                .allow(who, Action::Instances { node: Some(&node) }),
+            // External, or unknown (the catalog then answers NOT_FOUND to
+            // those who may deregister at all).
+            _ => self.auth.allow(who, Action::Instances { node: None }),
+        }
+    }
+}
+
+/// The node of `session`, once `who` may use it.
+pub(super) async fn may_use_session(
+    auth: &Authorizer,
+    catalog: &Catalog,
+    who: &Principal,
+    session: SessionId,
+) -> Result<String, Status> {
+    if !auth.enabled() {
+        return Ok(String::new());
+    }
+    let node = catalog.session_node(session).await.map_err(status_of)?;
+    auth.allow(who, Action::Session { node: &node })?;
+    Ok(node)
+}

@@ -1,0 +1,230 @@
+//! Authorization, decided here and only here, before the catalog does
+//! anything: who the caller is (a bearer token, or nobody) and whether the
+//! decision table (`switchyard_model::auth::allowed`) lets that role touch
+//! what the request touches. With `--auth` off every caller may do
+//! everything, as before.
+//!
+//! Tokens are checked against an in-memory copy of the stored ones, kept
+//! current by a watch of their keys: a revoked token is refused as soon as
+//! each replica's watch delivers the revocation (milliseconds), without a
+//! store read per request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use switchyard_model::auth::{Action, Principal, allowed};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use crate::catalog::tokens::{self, StoredToken};
+use crate::catalog::{Catalog, keys};
+
+/// Longest `authorization` value looked at.
+const MAX_CREDENTIAL_BYTES: usize = 1024;
+
+/// The registry's authorizer. Cheap to clone.
+#[derive(Clone)]
+pub struct Authorizer {
+    enabled: bool,
+    tokens: Arc<RwLock<HashMap<String, StoredToken>>>,
+}
+
+impl Authorizer {
+    /// Everyone may do everything (`--auth` off).
+    pub fn disabled() -> Self {
+        Authorizer {
+            enabled: false,
+            tokens: Arc::default(),
+        }
+    }
+
+    /// Loads the tokens and follows their changes until `stop`.
+    pub async fn start(catalog: Catalog, stop: CancellationToken) -> anyhow::Result<Self> {
+        let authorizer = Authorizer {
+            enabled: true,
+            tokens: Arc::default(),
+        };
+        let revision = authorizer.reload(&catalog).await?;
+        tokio::spawn(authorizer.clone().follow(catalog, revision, stop));
+        Ok(authorizer)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Who is calling: `UNAUTHENTICATED` without a valid bearer token.
+    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
+        if !self.enabled {
+            return Ok(Principal::anonymous_admin());
+        }
+        let token = bearer(metadata)?;
+        let refused = || {
+            Status::unauthenticated(
+                "the token is not valid: it was revoked, has expired or never existed",
+            )
+        };
+        let (accessor, secret) = tokens::parse(token).ok_or_else(refused)?;
+        let stored = match self.tokens.read() {
+            Ok(tokens) => tokens.get(accessor).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(accessor).cloned(),
+        }
+        .ok_or_else(refused)?;
+        if !constant_time_eq(stored.hash.as_bytes(), tokens::hash(secret).as_bytes()) {
+            return Err(refused());
+        }
+        let expires = stored.info.expires_at_ms;
+        if expires != 0 && expires <= now_ms() {
+            return Err(refused());
+        }
+        Ok(Principal {
+            role: stored.info.role,
+            binding: stored.info.binding.clone(),
+            services: stored.info.services.clone(),
+            name: format!(
+                "token {} ({})",
+                stored.info.accessor, stored.info.description
+            ),
+        })
+    }
+
+    /// Whether `principal` may do `action`: `PERMISSION_DENIED` naming the
+    /// role and what it lacks, logged.
+    pub fn allow(&self, principal: &Principal, action: Action<'_>) -> Result<(), Status> {
+        allowed(principal, action).map_err(|refusal| {
+            tracing::warn!(principal = %principal.name, role = principal.role.as_str(), "refused: {refusal}");
+            Status::permission_denied(refusal)
+        })
+    }
+
+    /// Reads the tokens again now: after this replica made or revoked one,
+    /// so its own answer holds before the watch catches up.
+    pub async fn refresh(&self, catalog: &Catalog) {
+        if self.enabled
+            && let Err(error) = self.reload(catalog).await
+        {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "cannot reload tokens; the watch will"
+            );
+        }
+    }
+
+    /// Replaces the copy of the tokens; answers the revision read at.
+    async fn reload(&self, catalog: &Catalog) -> anyhow::Result<u64> {
+        let (revision, stored) = catalog.stored_tokens().await?;
+        let fresh: HashMap<String, StoredToken> = stored
+            .into_iter()
+            .map(|token| (token.info.accessor.clone(), token))
+            .collect();
+        match self.tokens.write() {
+            Ok(mut tokens) => *tokens = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(revision)
+    }
+
+    /// Reloads on every change of a token key; after a broken watch,
+    /// reloads and watches again.
+    async fn follow(self, catalog: Catalog, mut revision: u64, stop: CancellationToken) {
+        loop {
+            let watch = catalog
+                .store()
+                .watch(keys::TOKENS.to_vec(), revision, Duration::from_secs(5))
+                .await;
+            if let Ok(mut stream) = watch {
+                loop {
+                    let item = tokio::select! {
+                        item = stream.next() => item,
+                        () = stop.cancelled() => return,
+                    };
+                    match item {
+                        Some(Ok(crate::store::WatchItem::Events { .. })) => {
+                            if let Ok(at) = self.reload(&catalog).await {
+                                revision = at;
+                            }
+                        }
+                        Some(Ok(crate::store::WatchItem::Progress { .. })) => {}
+                        Some(Err(_)) | None => break,
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = stop.cancelled() => return,
+            }
+            match self.reload(&catalog).await {
+                Ok(at) => revision = at,
+                Err(error) => tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot reload tokens; retrying"
+                ),
+            }
+        }
+    }
+}
+
+/// The bearer token of a request: exactly one `authorization` value, short,
+/// printable, `Bearer TOKEN`.
+fn bearer(metadata: &MetadataMap) -> Result<&str, Status> {
+    let missing = || {
+        Status::unauthenticated(
+            "this registry requires a token: pass --token or --token-file (SWITCHYARD_TOKEN)",
+        )
+    };
+    let mut values = metadata.get_all("authorization").iter();
+    let value = values.next().ok_or_else(missing)?;
+    if values.next().is_some() {
+        return Err(Status::unauthenticated(
+            "more than one authorization value: send one",
+        ));
+    }
+    let malformed = || Status::unauthenticated("authorization must be `Bearer TOKEN`");
+    if value.len() > MAX_CREDENTIAL_BYTES {
+        return Err(malformed());
+    }
+    let text = value.to_str().map_err(|_| malformed())?;
+    text.strip_prefix("Bearer ")
+        .map(str::trim)
+        .ok_or_else(malformed)
+}
+
+/// Equality whose time does not depend on where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::MetadataValue;
+
+    #[test]
+    fn credentials_must_be_one_short_bearer_value() {
+        let mut metadata = MetadataMap::new();
+        assert_eq!(
+            bearer(&metadata).map_err(|s| s.code()),
+            Err(tonic::Code::Unauthenticated)
+        );
+        metadata.insert("authorization", MetadataValue::from_static("Basic abc"));
+        assert!(bearer(&metadata).is_err());
+        metadata.insert("authorization", MetadataValue::from_static("Bearer syt_x"));
+        assert_eq!(bearer(&metadata).ok(), Some("syt_x"));
+        metadata.append("authorization", MetadataValue::from_static("Bearer other"));
+        assert!(bearer(&metadata).is_err(), "two values");
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
