@@ -80,6 +80,12 @@ pub struct Args {
     #[arg(long, env = "SWITCHYARD_AUTH")]
     pub auth: bool,
 
+    /// Listen on a non-loopback address without --auth. Anyone who reaches
+    /// the port may then rewrite where traffic goes: only on a network you
+    /// trust entirely.
+    #[arg(long, env = "SWITCHYARD_INSECURE")]
+    pub insecure: bool,
+
     /// With --auth: on first start, make an admin token and write it to
     /// this file (mode 0600).
     #[arg(long, env = "SWITCHYARD_BOOTSTRAP_TOKEN_FILE", requires = "auth")]
@@ -219,6 +225,13 @@ impl LimitArgs {
 
 impl Args {
     pub fn into_config(self) -> anyhow::Result<ServerConfig> {
+        anyhow::ensure!(
+            self.auth || self.insecure || self.listen.ip().is_loopback(),
+            "refusing to listen on {} without --auth: anyone who reaches it could flip colors \
+             and rewrite where traffic goes. Turn on --auth (README \"Security\"), listen on \
+             127.0.0.1, or pass --insecure on a network you trust",
+            self.listen
+        );
         anyhow::ensure!(
             self.history_revisions > 0,
             "--history-revisions must be at least 1"

@@ -163,6 +163,17 @@ fn write_secret(file: &std::path::Path, secret: &str) -> std::io::Result<()> {
     out.sync_all()
 }
 
+/// An interceptor that lets through only authenticated calls (all of
+/// them with `--auth` off).
+fn credentials_required(
+    auth: Authorizer,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |request: tonic::Request<()>| {
+        auth.authenticate(request.metadata())?;
+        Ok(request)
+    }
+}
+
 /// What server reflection describes: the registry's API and health.
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
@@ -285,7 +296,7 @@ pub async fn serve(
             bytes: config.limits.watch_buffer_bytes,
             watchers: config.limits.max_watchers,
         },
-        auth,
+        auth.clone(),
     );
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -295,12 +306,20 @@ pub async fn serve(
     health.set_service_status("", ServingStatus::Serving).await;
     // Both versions: grpcurl and grpc-go speak v1, while Python's
     // grpcio-reflection and older tools still ask v1alpha.
-    let reflection = reflection_builder()
-        .build_v1()
-        .context("building the reflection service")?;
-    let reflection_v1alpha = reflection_builder()
-        .build_v1alpha()
-        .context("building the v1alpha reflection service")?;
+    // Reflection describes the whole API: with --auth it needs a valid
+    // credential (any role); health stays open for load balancers.
+    let reflection = tonic::service::interceptor::InterceptedService::new(
+        reflection_builder()
+            .build_v1()
+            .context("building the reflection service")?,
+        credentials_required(auth.clone()),
+    );
+    let reflection_v1alpha = tonic::service::interceptor::InterceptedService::new(
+        reflection_builder()
+            .build_v1alpha()
+            .context("building the v1alpha reflection service")?,
+        credentials_required(auth.clone()),
+    );
 
     let address = listener.local_addr().context("reading the bound address")?;
     tracing::info!(

@@ -533,3 +533,57 @@ on_both_backends!(
     bindings_confine_agents_proxies_and_deployers,
     a_revoked_token_is_refused_within_a_second_everywhere,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_auth_only_loopback_is_served_unless_insecure_is_asked_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refused = std::process::Command::new(switchyard_tests::process::binary("cd-registry"))
+        .args(["--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("cd-registry");
+    assert_eq!(refused.status.code(), Some(1), "{}", explain(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--auth") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+    // Asked for, it serves (on all addresses; the test talks to loopback).
+    let registry = switchyard_tests::process::RegistryProcess::start_on(
+        &dir.path().join("data"),
+        "0.0.0.0:0",
+        &["--insecure"],
+    );
+    let url = format!("http://127.0.0.1:{}", registry.address.port());
+    eventually(Duration::from_secs(10), || {
+        switchyard_tests::health_serving(url.clone())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_needs_a_credential_and_health_does_not() {
+    let (registry, _admin) = secured().await;
+    let channel = tonic::transport::Endpoint::from_shared(registry.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    let refused = ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .expect_err("no credential");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    switchyard_tests::health_serving(registry.url())
+        .await
+        .expect("health is open");
+}
