@@ -54,6 +54,10 @@ impl Role {
     }
 }
 
+/// The deployment-record metadata key under which a registry with `--auth`
+/// writes who recorded it.
+pub const PRINCIPAL_KEY: &str = "principal";
+
 /// A token's public description (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenInfo {

@@ -10,6 +10,7 @@
 //! store read per request.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -30,6 +31,37 @@ const MAX_CREDENTIAL_BYTES: usize = 1024;
 pub struct Authorizer {
     enabled: bool,
     tokens: Arc<RwLock<HashMap<String, StoredToken>>>,
+    refusals: Arc<RefusalLog>,
+}
+
+/// Refused calls are logged at most once a second, with how many were
+/// refused since: a client retrying a bad token cannot flood the log.
+#[derive(Default)]
+struct RefusalLog {
+    last_ms: AtomicU64,
+    unlogged: AtomicU64,
+}
+
+impl RefusalLog {
+    fn note(&self, principal: &str, refusal: &str) {
+        let now = now_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 1000
+            || self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let before = self.unlogged.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            principal,
+            refused_since_last_line = before,
+            "call refused: {refusal}"
+        );
+    }
 }
 
 impl Authorizer {
@@ -38,6 +70,7 @@ impl Authorizer {
         Authorizer {
             enabled: false,
             tokens: Arc::default(),
+            refusals: Arc::default(),
         }
     }
 
@@ -46,6 +79,7 @@ impl Authorizer {
         let authorizer = Authorizer {
             enabled: true,
             tokens: Arc::default(),
+            refusals: Arc::default(),
         };
         let revision = authorizer.reload(&catalog).await?;
         tokio::spawn(authorizer.clone().follow(catalog, revision, stop));
@@ -61,6 +95,12 @@ impl Authorizer {
         if !self.enabled {
             return Ok(Principal::anonymous_admin());
         }
+        self.credential(metadata).inspect_err(|status| {
+            self.refusals.note("unauthenticated", status.message());
+        })
+    }
+
+    fn credential(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
         let token = bearer(metadata)?;
         let refused = || {
             Status::unauthenticated(
@@ -95,7 +135,7 @@ impl Authorizer {
     /// role and what it lacks, logged.
     pub fn allow(&self, principal: &Principal, action: Action<'_>) -> Result<(), Status> {
         allowed(principal, action).map_err(|refusal| {
-            tracing::warn!(principal = %principal.name, role = principal.role.as_str(), "refused: {refusal}");
+            self.refusals.note(&principal.name, &refusal);
             Status::permission_denied(refusal)
         })
     }

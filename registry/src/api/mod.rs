@@ -6,14 +6,18 @@
 //! protobuf types; the catalog and the store never do.
 
 pub mod backup;
+mod errors;
 mod guard;
 mod tokens;
+
+pub use errors::status_of;
+use errors::{invalid, required, within_limit};
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use switchyard_model::{ValidationError, validate};
+use switchyard_model::validate;
 use switchyard_proto as wire;
 use switchyard_proto::v1;
 use tokio::sync::Semaphore;
@@ -23,8 +27,7 @@ use tonic::{Request, Response, Status, Streaming};
 use switchyard_model::auth::Action;
 
 use crate::auth::Authorizer;
-use crate::catalog::{Catalog, CatalogError, WatchBuffer};
-use crate::store::StoreError;
+use crate::catalog::{Catalog, WatchBuffer};
 
 /// What watch streams may hold.
 #[derive(Debug, Clone, Copy)]
@@ -70,52 +73,6 @@ impl RegistryApi {
     }
 }
 
-/// Maps a catalog error to the status a client acts on.
-pub fn status_of(error: CatalogError) -> Status {
-    let message = error.to_string();
-    match error {
-        CatalogError::Invalid(_) => Status::invalid_argument(message),
-        CatalogError::NotFound { .. } | CatalogError::Store(StoreError::LeaseNotFound(_)) => {
-            Status::not_found(message)
-        }
-        CatalogError::ColorMismatch { .. }
-        | CatalogError::LockLost { .. }
-        | CatalogError::Conflict(_) => Status::failed_precondition(message),
-        CatalogError::LockHeld { .. } | CatalogError::Contention(_) => Status::aborted(message),
-        CatalogError::Store(StoreError::Closed | StoreError::Unavailable(_)) => {
-            Status::unavailable(message)
-        }
-        CatalogError::Store(StoreError::Compacted { .. }) => Status::out_of_range(message),
-        CatalogError::Store(StoreError::Storage(_))
-        | CatalogError::CorruptRecord { .. }
-        | CatalogError::Encoding(_) => {
-            tracing::error!(error = %message, "request failed on the store");
-            Status::internal(message)
-        }
-    }
-}
-
-fn invalid(error: ValidationError) -> Status {
-    Status::invalid_argument(error.to_string())
-}
-
-/// Refuses requests over the documented size limit.
-fn within_limit<T: prost::Message>(request: Request<T>) -> Result<T, Status> {
-    let request = request.into_inner();
-    let size = request.encoded_len();
-    let limit = switchyard_model::validate::MAX_REQUEST_BYTES;
-    if size > limit {
-        return Err(Status::invalid_argument(format!(
-            "invalid request: {size} bytes; the limit is {limit} bytes (4 MiB): split it up"
-        )));
-    }
-    Ok(request)
-}
-
-fn required<T>(field: &str, value: Option<T>) -> Result<T, Status> {
-    value.ok_or_else(|| Status::invalid_argument(format!("invalid {field}: missing")))
-}
-
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -137,7 +94,7 @@ impl v1::registry_server::Registry for RegistryApi {
             .open_session(&request.node, request.ttl_seconds)
             .await
             .map_err(status_of)?;
-        tracing::info!(session = session_id, node = %request.node, ttl_seconds, "session opened");
+        tracing::info!(principal = %who.name, session = session_id, node = %request.node, ttl_seconds, "session opened");
         Ok(Response::new(v1::OpenSessionResponse {
             session_id,
             ttl_seconds,
@@ -212,7 +169,7 @@ impl v1::registry_server::Registry for RegistryApi {
             .close_session(session)
             .await
             .map_err(status_of)?;
-        tracing::info!(session, revision, "session closed");
+        tracing::info!(principal = %who.name, session, revision, "session closed");
         Ok(Response::new(v1::CloseSessionResponse { revision }))
     }
 
@@ -232,6 +189,7 @@ impl v1::registry_server::Registry for RegistryApi {
             .register(instance, session)
             .await
             .map_err(status_of)?;
+        tracing::info!(principal = %who.name, revision, "instance registered");
         Ok(Response::new(v1::WriteResponse { revision }))
     }
 
@@ -243,6 +201,7 @@ impl v1::registry_server::Registry for RegistryApi {
         let id = within_limit(request)?.id;
         self.may_deregister(&who, &id).await?;
         let revision = self.catalog.deregister(&id).await.map_err(status_of)?;
+        tracing::info!(principal = %who.name, id, revision, "instance deregistered");
         Ok(Response::new(v1::WriteResponse { revision }))
     }
 
@@ -401,9 +360,10 @@ impl v1::registry_server::Registry for RegistryApi {
             .await
             .map_err(status_of)?;
         if color.is_none() {
-            tracing::warn!(service = %request.service, revision, "live color cleared: the service is offline");
+            tracing::warn!(principal = %who.name, service = %request.service, revision, "live color cleared: the service is offline");
         } else {
             tracing::info!(
+                principal = %who.name,
                 service = %request.service,
                 color = switchyard_model::color_name(color),
                 revision,
@@ -430,7 +390,7 @@ impl v1::registry_server::Registry for RegistryApi {
             .acquire_lock(&request.service, &request.holder, request.ttl_seconds)
             .await
             .map_err(status_of)?;
-        tracing::info!(service = %request.service, holder = %request.holder, token = grant.token, "deploy lock granted");
+        tracing::info!(principal = %who.name, service = %request.service, holder = %request.holder, "deploy lock granted");
         Ok(Response::new(v1::AcquireLockResponse {
             token: grant.token,
             ttl_seconds: grant.ttl_seconds,
@@ -486,12 +446,18 @@ impl v1::registry_server::Registry for RegistryApi {
         // Allowed or not, before anything else is said about the record.
         let service = &wire_record.service;
         self.auth.allow(&who, Action::Deploy { service })?;
-        let deployment = wire::deployment_from_wire(wire_record).map_err(invalid)?;
+        let mut deployment = wire::deployment_from_wire(wire_record).map_err(invalid)?;
+        if self.auth.enabled() {
+            // Who wrote it, as the registry knows it (`who` is the client's word).
+            let principal = switchyard_model::auth::PRINCIPAL_KEY.to_string();
+            deployment.metadata.insert(principal, who.name.clone());
+        }
         let revision = self
             .catalog
             .record_deployment(deployment)
             .await
             .map_err(status_of)?;
+        tracing::info!(principal = %who.name, revision, "deployment recorded");
         Ok(Response::new(v1::WriteResponse { revision }))
     }
 

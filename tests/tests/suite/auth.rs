@@ -377,6 +377,22 @@ async fn bindings_confine_agents_proxies_and_deployers() {
         .report_proxy(&report("edge-1"))
         .await
         .expect("its own report");
+    // What a deployer records carries who it was, as the registry knows it.
+    admin
+        .register(&instance("web", "w9", 9009, None), None)
+        .await
+        .expect("register web");
+    let record = switchyard_model::Deployment {
+        id: "d1".into(),
+        service: "web".into(),
+        who: "claims to be admin".into(),
+        started_at_ms: 1,
+        ..Default::default()
+    };
+    deployer.record_deployment(&record).await.expect("record");
+    let listed = admin.list_deployments("web", 1).await.expect("list");
+    let principal = &listed[0].metadata[switchyard_model::auth::PRINCIPAL_KEY];
+    assert!(principal.contains("test deployer"), "{principal}");
     // A deployer of web cannot flip api.
     assert!(denied(
         deployer
