@@ -15,13 +15,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use switchyard_model::auth::{Action, Principal, allowed};
+use switchyard_model::auth::{Action, Principal, Role, allowed};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use crate::catalog::tokens::{self, StoredToken};
 use crate::catalog::{Catalog, keys};
+use crate::server::Peer;
 
 /// Longest `authorization` value looked at.
 const MAX_CREDENTIAL_BYTES: usize = 1024;
@@ -90,12 +91,23 @@ impl Authorizer {
         self.enabled
     }
 
-    /// Who is calling: `UNAUTHENTICATED` without a valid bearer token.
-    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
+    /// Who is calling: the bearer token when there is one, else the SPIFFE
+    /// identity of the client certificate (`peer`); `UNAUTHENTICATED`
+    /// without either.
+    pub fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+        peer: Option<&Peer>,
+    ) -> Result<Principal, Status> {
         if !self.enabled {
             return Ok(Principal::anonymous_admin());
         }
-        self.credential(metadata).inspect_err(|status| {
+        let certified = || peer.and_then(certificate_identity);
+        let principal = match metadata.get("authorization") {
+            None => certified().ok_or_else(no_credential),
+            Some(_) => self.credential(metadata),
+        };
+        principal.inspect_err(|status| {
             self.refusals.note("unauthenticated", status.message());
         })
     }
@@ -207,16 +219,46 @@ impl Authorizer {
     }
 }
 
+fn no_credential() -> Status {
+    Status::unauthenticated(
+        "this registry requires a token (--token or --token-file, SWITCHYARD_TOKEN) or a \
+         client certificate with a spiffe://switchyard/… identity",
+    )
+}
+
+/// The identity of a verified client certificate: a URI SAN
+/// `spiffe://switchyard/node/NODE` is an agent of NODE,
+/// `spiffe://switchyard/proxy/ID` a proxy; never the common name.
+fn certificate_identity(peer: &Peer) -> Option<Principal> {
+    let leaf = peer.certificates.as_ref()?.first()?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let names = certificate.subject_alternative_name().ok()??;
+    names.value.general_names.iter().find_map(|name| {
+        let x509_parser::extensions::GeneralName::URI(uri) = name else {
+            return None;
+        };
+        let rest = uri.strip_prefix("spiffe://switchyard/")?;
+        let (kind, id) = rest.split_once('/')?;
+        let role = match kind {
+            "node" => Role::Agent,
+            "proxy" => Role::Proxy,
+            _ => return None,
+        };
+        switchyard_model::validate::identifier("spiffe id", id).ok()?;
+        Some(Principal {
+            role,
+            binding: Some(id.to_string()),
+            services: Vec::new(),
+            name: format!("certificate {uri}"),
+        })
+    })
+}
+
 /// The bearer token of a request: exactly one `authorization` value, short,
 /// printable, `Bearer TOKEN`.
 fn bearer(metadata: &MetadataMap) -> Result<&str, Status> {
-    let missing = || {
-        Status::unauthenticated(
-            "this registry requires a token: pass --token or --token-file (SWITCHYARD_TOKEN)",
-        )
-    };
     let mut values = metadata.get_all("authorization").iter();
-    let value = values.next().ok_or_else(missing)?;
+    let value = values.next().ok_or_else(no_credential)?;
     if values.next().is_some() {
         return Err(Status::unauthenticated(
             "more than one authorization value: send one",

@@ -9,11 +9,13 @@ use tonic::{Request, Status};
 use super::{RegistryApi, status_of};
 use crate::auth::Authorizer;
 use crate::catalog::Catalog;
+use crate::server::Peer;
 
 impl RegistryApi {
     /// Who is calling (`UNAUTHENTICATED` without a valid credential).
     pub(super) fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        self.auth.authenticate(request.metadata())
+        self.auth
+            .authenticate(request.metadata(), request.extensions().get::<Peer>())
     }
 
     /// `caller`, then `action`.

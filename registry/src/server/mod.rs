@@ -169,7 +169,7 @@ fn credentials_required(
     auth: Authorizer,
 ) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
     move |request: tonic::Request<()>| {
-        auth.authenticate(request.metadata())?;
+        auth.authenticate(request.metadata(), request.extensions().get::<Peer>())?;
         Ok(request)
     }
 }

@@ -249,3 +249,62 @@ async fn the_agent_holds_its_session_over_mutual_tls() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spiffe_certificate_is_an_agent_or_proxy_identity_and_never_its_common_name() {
+    let pki = TestPki::new("spiffe");
+    let registry = tls_registry(
+        &pki,
+        "data",
+        &[
+            "--auth",
+            "--tls-client-ca",
+            arg(&pki.ca),
+            "--tls-require-client-cert",
+        ],
+    );
+    let as_holder = |files: &switchyard_tests::tls::CertFiles| {
+        let tls = ClientTls::from_files(Some(&pki.ca), Some(&files.cert), Some(&files.key));
+        let options = ClientOptions {
+            tls: tls.expect("TLS files"),
+            ..ClientOptions::default()
+        };
+        RegistryClient::with_options(&https(&registry), &options).expect("client")
+    };
+    let leaf = |name, uri| Leaf {
+        name,
+        client: true,
+        expired: false,
+        uri,
+    };
+    let node_a = as_holder(&pki.leaf(leaf("node-a-cert", Some("spiffe://switchyard/node/node-a"))));
+    node_a.list_services().await.expect("an agent reads");
+    node_a
+        .open_session("node-a", 60)
+        .await
+        .expect("its own node");
+    let refused = node_a
+        .open_session("node-b", 60)
+        .await
+        .expect_err("another node");
+    assert_eq!(refused.code(), Some(tonic::Code::PermissionDenied));
+    let edge = as_holder(&pki.leaf(leaf("edge-cert", Some("spiffe://switchyard/proxy/edge-1"))));
+    let report = |id: &str| switchyard_model::ProxyStatus {
+        proxy_id: id.into(),
+        applied_revision: 0,
+        healthy: true,
+        ..Default::default()
+    };
+    edge.report_proxy(&report("edge-1"))
+        .await
+        .expect("its own report");
+    let refused = edge
+        .report_proxy(&report("edge-2"))
+        .await
+        .expect_err("another proxy");
+    assert_eq!(refused.code(), Some(tonic::Code::PermissionDenied));
+    // A certificate named "admin" in its CN only is nobody.
+    let named = as_holder(&pki.leaf(leaf("admin", None)));
+    let refused = named.list_services().await.expect_err("no identity");
+    assert_eq!(refused.code(), Some(tonic::Code::Unauthenticated));
+}
