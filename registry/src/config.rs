@@ -43,6 +43,22 @@ pub struct Args {
     )]
     pub etcd_endpoints: Vec<String>,
 
+    /// PEM CA of etcd's certificate (https:// endpoints).
+    #[arg(long, env = "SWITCHYARD_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd (with --etcd-key).
+    #[arg(long, env = "SWITCHYARD_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM key of --etcd-cert.
+    #[arg(long, env = "SWITCHYARD_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user, for an etcd with `auth enable` (with --etcd-password-file).
+    #[arg(long, env = "SWITCHYARD_ETCD_USER", requires = "etcd_password_file")]
+    pub etcd_user: Option<String>,
+    /// File holding the etcd user's password (e.g. a Docker secret).
+    #[arg(long, env = "SWITCHYARD_ETCD_PASSWORD_FILE")]
+    pub etcd_password_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub logging: switchyard_runtime::LogArgs,
 
@@ -265,6 +281,13 @@ impl Args {
             tls: self.tls.into_files(),
             auth: self.auth,
             bootstrap_token_file: self.bootstrap_token_file,
+            etcd_access: crate::store::etcd::EtcdAccess {
+                ca: self.etcd_ca,
+                cert: self.etcd_cert,
+                key: self.etcd_key,
+                user: self.etcd_user,
+                password_file: self.etcd_password_file,
+            },
         })
     }
 }

@@ -94,6 +94,7 @@ impl Backend for EtcdBackend {
         let config = cd_registry::store::etcd::EtcdConfig {
             endpoints: self.cluster.endpoints(),
             connect_timeout: Duration::from_secs(5),
+            access: Default::default(),
         };
         let store = cd_registry::store::etcd::EtcdStore::connect(config)
             .await

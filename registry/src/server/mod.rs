@@ -26,7 +26,7 @@ use crate::api::{RegistryApi, WatchLimits};
 use crate::auth::Authorizer;
 use crate::catalog::{Catalog, CatalogConfig};
 use crate::store::Store;
-use crate::store::etcd::{EtcdConfig, EtcdStore};
+use crate::store::etcd::{EtcdAccess, EtcdConfig, EtcdStore};
 use crate::store::sled::{SledConfig, SledStore};
 
 /// The gRPC service name health checks ask for.
@@ -101,6 +101,8 @@ pub struct ServerConfig {
     pub auth: bool,
     /// With `auth`: where to write an admin token made on first start.
     pub bootstrap_token_file: Option<PathBuf>,
+    /// TLS and credentials towards etcd.
+    pub etcd_access: EtcdAccess,
 }
 
 impl ServerConfig {
@@ -118,6 +120,7 @@ impl ServerConfig {
             tls: None,
             auth: false,
             bootstrap_token_file: None,
+            etcd_access: EtcdAccess::default(),
         }
     }
 }
@@ -246,6 +249,7 @@ pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>>
         let store = EtcdStore::connect(EtcdConfig {
             endpoints: endpoints.clone(),
             connect_timeout: Duration::from_secs(5),
+            access: config.etcd_access.clone(),
         })
         .await?;
         return Ok(Arc::new(store));

@@ -28,6 +28,59 @@ use super::{
 pub struct EtcdConfig {
     pub endpoints: Vec<String>,
     pub connect_timeout: Duration,
+    pub access: EtcdAccess,
+}
+
+/// How the registry proves itself to an etcd that requires TLS or users
+/// (`--etcd-ca`, `--etcd-cert`, `--etcd-key`, `--etcd-user`,
+/// `--etcd-password-file`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdAccess {
+    /// PEM CA of etcd's server certificate (with `https://` endpoints).
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM client certificate and key, for `--client-cert-auth`.
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    /// An etcd user (after `etcdctl auth enable`) and its password's file.
+    pub user: Option<String>,
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+impl EtcdAccess {
+    /// `options` with TLS and the user this access names.
+    fn apply(&self, mut options: ConnectOptions) -> Result<ConnectOptions, StoreError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|error| {
+                StoreError::Unavailable(format!("reading {}: {error}", path.display()))
+            })
+        };
+        if self.ca.is_some() || self.cert.is_some() {
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &self.ca {
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+            }
+            match (&self.cert, &self.key) {
+                (Some(cert), Some(key)) => {
+                    tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(StoreError::Unavailable(
+                        "--etcd-cert and --etcd-key go together".into(),
+                    ));
+                }
+            }
+            options = options.with_tls(tls);
+        }
+        if let Some(user) = &self.user {
+            let file = self.password_file.as_ref().ok_or_else(|| {
+                StoreError::Unavailable("--etcd-user needs --etcd-password-file".into())
+            })?;
+            let password = String::from_utf8_lossy(&read(file)?).trim_end().to_string();
+            options = options.with_user(user.clone(), password);
+        }
+        Ok(options)
+    }
 }
 
 /// A store on an etcd cluster.
@@ -124,6 +177,7 @@ impl EtcdStore {
         let options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let options = config.access.apply(options)?;
         let client = Client::connect(&config.endpoints, Some(options))
             .await
             .map_err(|error| {

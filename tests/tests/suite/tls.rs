@@ -308,3 +308,143 @@ async fn a_spiffe_certificate_is_an_agent_or_proxy_identity_and_never_its_common
     let refused = named.list_services().await.expect_err("no identity");
     assert_eq!(refused.code(), Some(tonic::Code::Unauthenticated));
 }
+
+/// One etcd member serving clients over TLS with client certificates
+/// required, its peer port plain on loopback.
+struct SecureEtcd {
+    child: std::process::Child,
+    url: String,
+    _data: tempfile::TempDir,
+}
+
+impl SecureEtcd {
+    fn start(pki: &TestPki) -> Self {
+        let server = pki.server("etcd");
+        let data = tempfile::tempdir().expect("tempdir");
+        let url = format!("https://127.0.0.1:{}", switchyard_tests::free_port());
+        let peer = format!("http://127.0.0.1:{}", switchyard_tests::free_port());
+        let child = std::process::Command::new("etcd")
+            .args(["--name", "secure", "--data-dir"])
+            .arg(data.path())
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("secure={peer}")])
+            .args([
+                "--cert-file",
+                arg(&server.cert),
+                "--key-file",
+                arg(&server.key),
+            ])
+            .args(["--trusted-ca-file", arg(&pki.ca), "--client-cert-auth"])
+            .args(["--logger", "zap", "--log-level", "error"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("etcd");
+        SecureEtcd {
+            child,
+            url,
+            _data: data,
+        }
+    }
+}
+
+impl Drop for SecureEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_reaches_an_etcd_that_requires_tls_and_a_user() {
+    let pki = TestPki::new("etcd");
+    let etcd = SecureEtcd::start(&pki);
+    let client_cert = pki.client("registry");
+    let tls = || {
+        let read = |path: &std::path::Path| std::fs::read(path).expect("PEM");
+        etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read(&pki.ca)))
+            .identity(etcd_client::Identity::from_pem(
+                read(&client_cert.cert),
+                read(&client_cert.key),
+            ))
+    };
+    // `etcdctl user add root; user grant-role root root; auth enable`.
+    let mut admin = eventually(Duration::from_secs(20), || async {
+        let options = etcd_client::ConnectOptions::new().with_tls(tls());
+        let mut client = etcd_client::Client::connect([etcd.url.clone()], Some(options))
+            .await
+            .map_err(|e| e.to_string())?;
+        client.status().await.map_err(|e| e.to_string())?;
+        Ok(client)
+    })
+    .await;
+    admin
+        .user_add("root", "s3cret", None)
+        .await
+        .expect("user add");
+    let _ = admin.role_add("root").await;
+    admin
+        .user_grant_role("root", "root")
+        .await
+        .expect("grant root");
+    admin.auth_enable().await.expect("auth enable");
+
+    let password = pki.dir().join("etcd-password");
+    std::fs::write(&password, "s3cret\n").expect("password file");
+    let mut flags = vec![
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        &etcd.url,
+        "--etcd-ca",
+        arg(&pki.ca),
+        "--etcd-cert",
+        arg(&client_cert.cert),
+        "--etcd-key",
+        arg(&client_cert.key),
+    ];
+    // Without the user, etcd refuses the registry, which says so and exits.
+    let refused = std::process::Command::new("timeout")
+        .arg("30")
+        .arg(switchyard_tests::process::binary("cd-registry"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(pki.dir().join("unused"))
+        .args(&flags)
+        .output()
+        .expect("cd-registry");
+    assert!(!refused.status.success(), "{}", explain(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("etcd"),
+        "{}",
+        explain(&refused)
+    );
+
+    flags.extend([
+        "--etcd-user",
+        "root",
+        "--etcd-password-file",
+        arg(&password),
+    ]);
+    let registry = RegistryProcess::start(&pki.dir().join("data"), &flags);
+    let client = RegistryClient::new(&registry.url()).expect("client");
+    let revision = client
+        .register(&instance("web", "w1", 8080, None), None)
+        .await
+        .expect("a write through TLS and etcd's auth");
+    let (read_at, web) = client.get_service("web").await.expect("read");
+    assert!(read_at >= revision);
+    assert_eq!(web.instances.len(), 1);
+}
