@@ -56,6 +56,8 @@ pub fn deployment_json(deployment: &Deployment) -> Value {
         "image": deployment.image,
         "version": deployment.version,
         "who": deployment.who,
+        // Who the registry says wrote it (with --auth); null otherwise.
+        "principal": deployment.metadata.get(switchyard_model::auth::PRINCIPAL_KEY),
         "started_at_ms": deployment.started_at_ms,
         "ended_at_ms": deployment.ended_at_ms,
         "outcome": deployment.outcome.as_str(),

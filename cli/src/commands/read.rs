@@ -110,6 +110,7 @@ pub async fn history(
                 "FROM",
                 "TO",
                 "IMAGE",
+                "WHO",
                 "FAILED STEP",
                 "DURATION",
             ],
@@ -122,6 +123,10 @@ pub async fn history(
                         color_name(d.from_color).into(),
                         color_name(d.to_color).into(),
                         d.image.clone(),
+                        match d.metadata.get(switchyard_model::auth::PRINCIPAL_KEY) {
+                            Some(principal) => format!("{} ({principal})", d.who),
+                            None => d.who.clone(),
+                        },
                         d.failed_step.clone(),
                         if d.ended_at_ms >= d.started_at_ms && d.ended_at_ms > 0 {
                             format!("{:.1}s", (d.ended_at_ms - d.started_at_ms) as f64 / 1000.0)

@@ -537,6 +537,27 @@ async fn cdctl_manages_tokens_and_says_when_it_is_not_allowed() {
         "{}",
         explain(&denied)
     );
+    // History shows who recorded a deployment, as the registry knows it.
+    client(&registry, &admin_token)
+        .register(&instance("web", "w1", 8080, None), None)
+        .await
+        .expect("register");
+    let record = switchyard_model::Deployment {
+        id: "d1".into(),
+        service: "web".into(),
+        who: "someone".into(),
+        started_at_ms: 1,
+        ..Default::default()
+    };
+    client(&registry, &deployer)
+        .record_deployment(&record)
+        .await
+        .expect("record");
+    let history = cdctl_async(&url, &["-o", "json", "history", "web"], &as_admin).await;
+    assert!(history.status.success(), "{}", explain(&history));
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).expect("json");
+    let principal = history[0]["principal"].as_str().expect("a principal");
+    assert!(principal.contains("(ci)"), "{principal}");
     let accessor = ci["accessor"].as_str().expect("accessor");
     let revoked = cdctl_async(&url, &["token", "revoke", accessor], &as_admin).await;
     assert!(revoked.status.success(), "{}", explain(&revoked));
