@@ -66,6 +66,11 @@ pub struct Args {
     pub access: switchyard_runtime::ClientAccessArgs,
 }
 
+/// How long one registry may take to connect and answer the agent. Longer
+/// than cdctl's 5 s: a `SyncNode` of thousands of instances over etcd is a
+/// large transaction, and an agent retries on its own anyway.
+const AGENT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The agent's validated settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -113,9 +118,7 @@ impl Args {
                     .with_context(|| format!("--healthz {text:?} is not ADDRESS:PORT or off"))?,
             ),
         };
-        let access = self
-            .access
-            .client_options(switchyard_client::DEFAULT_TIMEOUT)?;
+        let access = self.access.client_options(AGENT_CALL_TIMEOUT)?;
         Ok(Config {
             registry: self.registry,
             access,
