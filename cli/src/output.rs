@@ -32,6 +32,8 @@ pub fn status_json(revision: u64, service: &Service) -> Value {
         "service": service.name,
         "active_color": color_json(service.active_color),
         "color_revision": service.color_revision,
+        // Who set the live color, as the registry knows them (with --auth).
+        "color_set_by": service.metadata.get(switchyard_model::auth::PRINCIPAL_KEY),
         "revision": revision,
         "instances": service.instances.iter().map(instance_json).collect::<Vec<_>>(),
     })

@@ -43,8 +43,13 @@ pub async fn status(
     match output {
         Output::Json => println!("{}", status_json(revision, &service)),
         Output::Table => {
+            let set_by = service
+                .metadata
+                .get(switchyard_model::auth::PRINCIPAL_KEY)
+                .map(|name| format!(" (set by {name} at revision {})", service.color_revision))
+                .unwrap_or_default();
             println!(
-                "service {}  active color {}  revision {}",
+                "service {}  active color {}{set_by}  revision {}",
                 service.name,
                 color_name(service.active_color),
                 revision

@@ -18,6 +18,12 @@ impl RegistryApi {
             .authenticate(request.metadata(), request.extensions().get::<Peer>())
     }
 
+    /// The name a write is recorded under: the caller as the registry knows
+    /// them, only when `--auth` makes that name mean something.
+    pub(super) fn principal_name<'a>(&self, who: &'a Principal) -> Option<&'a str> {
+        self.auth.enabled().then_some(who.name.as_str())
+    }
+
     /// `caller`, then `action`.
     pub(super) fn check<T>(
         &self,

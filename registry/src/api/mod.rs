@@ -356,7 +356,13 @@ impl v1::registry_server::Registry for RegistryApi {
         }
         let revision = self
             .catalog
-            .set_active_color(&request.service, color, expected, request.lock_token)
+            .set_active_color(
+                &request.service,
+                color,
+                expected,
+                request.lock_token,
+                self.principal_name(&who),
+            )
             .await
             .map_err(status_of)?;
         if color.is_none() {
@@ -387,7 +393,12 @@ impl v1::registry_server::Registry for RegistryApi {
         )?;
         let grant = self
             .catalog
-            .acquire_lock(&request.service, &request.holder, request.ttl_seconds)
+            .acquire_lock(
+                &request.service,
+                &request.holder,
+                request.ttl_seconds,
+                self.principal_name(&who),
+            )
             .await
             .map_err(status_of)?;
         tracing::info!(principal = %who.name, service = %request.service, holder = %request.holder, "deploy lock granted");
@@ -447,10 +458,10 @@ impl v1::registry_server::Registry for RegistryApi {
         let service = &wire_record.service;
         self.auth.allow(&who, Action::Deploy { service })?;
         let mut deployment = wire::deployment_from_wire(wire_record).map_err(invalid)?;
-        if self.auth.enabled() {
+        if let Some(name) = self.principal_name(&who) {
             // Who wrote it, as the registry knows it (`who` is the client's word).
             let principal = switchyard_model::auth::PRINCIPAL_KEY.to_string();
-            deployment.metadata.insert(principal, who.name.clone());
+            deployment.metadata.insert(principal, name.to_string());
         }
         let revision = self
             .catalog

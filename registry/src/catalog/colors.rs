@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use switchyard_model::auth::PRINCIPAL_KEY;
 use switchyard_model::{Color, LockGrant, validate};
 
 use super::{
@@ -33,12 +34,16 @@ impl Catalog {
 
     /// Compare-and-swap of the live color. Succeeds only when the color is
     /// `expected` and `lock_token` is the live lock (0: no lock may be held).
+    /// `by` is who flips it as the registry knows them (with `--auth`); it
+    /// is kept in the service's metadata under [`PRINCIPAL_KEY`], and cleared
+    /// by a flip without one so an old name is never shown for a new flip.
     pub async fn set_active_color(
         &self,
         service: &str,
         color: Option<Color>,
         expected: Option<Color>,
         lock_token: u64,
+        by: Option<&str>,
     ) -> Result<u64, CatalogError> {
         validate::service_name("service", service)?;
         for _ in 0..MAX_ATTEMPTS {
@@ -74,6 +79,10 @@ impl Catalog {
             }
             record.active_color = color;
             record.color_set = true;
+            match by {
+                Some(name) => record.metadata.insert(PRINCIPAL_KEY.into(), name.into()),
+                None => record.metadata.remove(PRINCIPAL_KEY),
+            };
             let txn = Txn {
                 compares: vec![
                     guard(keys::service(service), Some(&service_kv)),
@@ -93,11 +102,14 @@ impl Catalog {
     }
 
     /// Takes the deploy lock of `service` for `ttl_seconds` (renewable).
+    /// `by` is who takes it as the registry knows them (with `--auth`),
+    /// named beside the client's `holder` when someone else asks for it.
     pub async fn acquire_lock(
         &self,
         service: &str,
         holder: &str,
         ttl_seconds: u32,
+        by: Option<&str>,
     ) -> Result<LockGrant, CatalogError> {
         validate::service_name("service", service)?;
         validate::holder("holder", holder)?;
@@ -111,6 +123,7 @@ impl Catalog {
             .await?;
         let record = LockRecord {
             holder: holder.to_string(),
+            principal: by.map(str::to_string),
             lease,
             ttl_seconds,
         };
@@ -184,12 +197,14 @@ impl Catalog {
 }
 
 fn lock_held(service: &str, kv: &KeyValue) -> CatalogError {
-    let holder = from_json::<LockRecord>(kv)
-        .map(|record| record.holder)
-        .unwrap_or_else(|_| "an unknown holder".into());
+    let (holder, principal) = match from_json::<LockRecord>(kv) {
+        Ok(record) => (record.holder, record.principal),
+        Err(_) => ("an unknown holder".into(), None),
+    };
     CatalogError::LockHeld {
         service: service.to_string(),
         holder,
+        principal,
     }
 }
 

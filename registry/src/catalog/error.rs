@@ -28,11 +28,17 @@ pub enum CatalogError {
     /// The holder's fencing token is deliberately not in the message: with
     /// it anyone could release the lock or flip the color under the holder.
     #[error(
-        "the deploy lock of {service} is held by {}: wait for that deploy to finish, or \
+        "the deploy lock of {service} is held by {}{}: wait for that deploy to finish, or \
          for its lock to expire",
-        switchyard_model::validate::quote(holder)
+        switchyard_model::validate::quote(holder),
+        principal.as_ref().map(|name| format!(" (principal {name})")).unwrap_or_default()
     )]
-    LockHeld { service: String, holder: String },
+    LockHeld {
+        service: String,
+        holder: String,
+        /// Who took it as the registry knows them (with `--auth`).
+        principal: Option<String>,
+    },
 
     #[error(
         "the deploy lock of {service} with token {token} is no longer held (it expired or \

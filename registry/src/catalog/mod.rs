@@ -80,6 +80,9 @@ struct SessionRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LockRecord {
     holder: String,
+    /// Who took the lock as the registry knows them (with `--auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    principal: Option<String>,
     lease: u64,
     ttl_seconds: u32,
 }

@@ -32,6 +32,10 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn is_hex(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Splits `syt_ACCESSOR_SECRET` into its accessor and secret.
 pub fn parse(token: &str) -> Option<(&str, &str)> {
     let rest = token.strip_prefix(TOKEN_PREFIX)?;
@@ -39,30 +43,53 @@ pub fn parse(token: &str) -> Option<(&str, &str)> {
     (accessor.len() == 16 && secret.len() == 64).then_some((accessor, secret))
 }
 
+/// A fresh token string: `syt_` + 8 random bytes of accessor + 32 random
+/// bytes of secret, in hex.
+pub fn generate() -> String {
+    let accessor = hex(&rand::random::<[u8; 8]>());
+    let secret = hex(&rand::random::<[u8; 32]>());
+    format!("{TOKEN_PREFIX}{accessor}_{secret}")
+}
+
+/// A binding names one node or proxy id, or a glob of them (`*` for any).
+fn validate_binding(new: &NewToken) -> Result<(), ValidationError> {
+    match &new.binding {
+        // `*` is the glob's only special character; the rest is an id.
+        Some(binding) => validate::identifier("binding", &binding.replace('*', "x")),
+        None if matches!(new.role, Role::Agent | Role::Proxy) => Err(ValidationError::new(
+            "binding",
+            format!(
+                "a {} token is bound to one {}: give it",
+                new.role.as_str(),
+                if new.role == Role::Agent {
+                    "node (--node)"
+                } else {
+                    "proxy id (--proxy)"
+                }
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Catalog {
     /// Makes a token; answers its description and the whole token string,
     /// which is never stored.
     pub async fn create_token(&self, new: NewToken) -> Result<(TokenInfo, String), CatalogError> {
-        let needs_binding = matches!(new.role, Role::Agent | Role::Proxy);
-        match &new.binding {
-            Some(binding) => validate::identifier("binding", binding)?,
-            None if needs_binding => {
-                return Err(ValidationError::new(
-                    "binding",
-                    format!(
-                        "a {} token is bound to one {}: give it",
-                        new.role.as_str(),
-                        if new.role == Role::Agent {
-                            "node (--node)"
-                        } else {
-                            "proxy id (--proxy)"
-                        }
-                    ),
-                )
-                .into());
-            }
-            None => {}
-        }
+        let token = generate();
+        let info = self.import_token(new, &token).await?;
+        Ok((info, token))
+    }
+
+    /// Stores `token`, a string made elsewhere (`generate`'s format), with
+    /// the role and binding of `new`: how a token handed out beforehand as
+    /// a Docker secret becomes valid.
+    pub async fn import_token(
+        &self,
+        new: NewToken,
+        token: &str,
+    ) -> Result<TokenInfo, CatalogError> {
+        validate_binding(&new)?;
         for glob in &new.services {
             validate::text("services", glob, validate::MAX_TAG_LEN, false)?;
         }
@@ -72,11 +99,17 @@ impl Catalog {
             validate::MAX_TEXT_LEN,
             false,
         )?;
-        let accessor = hex(&rand::random::<[u8; 8]>());
-        let secret = hex(&rand::random::<[u8; 32]>());
+        let (accessor, secret) = parse(token)
+            .filter(|(accessor, secret)| is_hex(accessor) && is_hex(secret))
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "token",
+                    "not a token: syt_ followed by 16 and 64 hex digits joined by _",
+                )
+            })?;
         let now = now_ms();
         let info = TokenInfo {
-            accessor: accessor.clone(),
+            accessor: accessor.to_string(),
             role: new.role,
             binding: new.binding,
             services: new.services,
@@ -90,14 +123,14 @@ impl Catalog {
         };
         let stored = StoredToken {
             info: info.clone(),
-            hash: hash(&secret),
+            hash: hash(secret),
         };
         let txn = Txn {
-            success: vec![put(keys::token(&accessor), to_json(&stored)?, None)],
+            success: vec![put(keys::token(accessor), to_json(&stored)?, None)],
             ..Txn::default()
         };
         self.store().txn(txn).await?;
-        Ok((info, format!("{TOKEN_PREFIX}{accessor}_{secret}")))
+        Ok(info)
     }
 
     /// Every token as stored, and the revision read at.
@@ -149,5 +182,8 @@ mod tests {
             assert_eq!(parse(bad), None, "{bad}");
         }
         assert_eq!(hash("x").len(), 64);
+        let made = generate();
+        let (accessor, secret) = parse(&made).expect("a generated token parses");
+        assert!(is_hex(accessor) && is_hex(secret), "{made}");
     }
 }
