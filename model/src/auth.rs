@@ -137,10 +137,14 @@ pub enum Action<'a> {
 pub fn allowed(principal: &Principal, action: Action<'_>) -> Result<(), String> {
     let role = principal.role;
     let bound = principal.binding.as_deref();
+    // A binding may be a glob: `*` for the one agent token every task of a
+    // Swarm global service shares (a Docker secret is the same on every
+    // node), `proxy-*` for proxies named after their container.
+    let binds = |name: &str| bound.is_some_and(|glob| glob_matches(glob, name));
     let ok = match (role, action) {
         (Role::Admin, _) | (_, Action::Read) => true,
-        (Role::Agent, Action::Session { node }) => bound == Some(node),
-        (Role::Agent, Action::Instances { node: Some(node) }) => bound == Some(node),
+        (Role::Agent, Action::Session { node }) => binds(node),
+        (Role::Agent, Action::Instances { node: Some(node) }) => binds(node),
         (Role::Deployer, Action::Instances { node: None }) => true,
         (Role::Deployer, Action::Deploy { service }) => {
             principal.services.is_empty()
@@ -149,7 +153,7 @@ pub fn allowed(principal: &Principal, action: Action<'_>) -> Result<(), String> 
                     .iter()
                     .any(|glob| glob_matches(glob, service))
         }
-        (Role::Proxy, Action::ReportProxy { proxy }) => bound == Some(proxy),
+        (Role::Proxy, Action::ReportProxy { proxy }) => binds(proxy),
         _ => false,
     };
     if ok {
@@ -266,6 +270,24 @@ mod tests {
             }
         }
         assert!(allowed(&proxy, Action::ReportProxy { proxy: "edge-2" }).is_err());
+        // Globbed bindings: the shared agent token of a global service, and
+        // proxies named after their containers; never a wider role.
+        let any_node = principal(Role::Agent, Some("*"), &[]);
+        assert!(allowed(&any_node, Action::Session { node: "worker-7" }).is_ok());
+        assert!(allowed(&any_node, Action::Instances { node: Some("n9") }).is_ok());
+        assert!(allowed(&any_node, Action::Instances { node: None }).is_err());
+        assert!(allowed(&any_node, Action::Deploy { service: "web" }).is_err());
+        let proxies = principal(Role::Proxy, Some("proxy-*"), &[]);
+        assert!(
+            allowed(
+                &proxies,
+                Action::ReportProxy {
+                    proxy: "proxy-3f2a"
+                }
+            )
+            .is_ok()
+        );
+        assert!(allowed(&proxies, Action::ReportProxy { proxy: "edge-1" }).is_err());
         let refusal = allowed(&deployer, Action::Deploy { service: "db" }).expect_err("db");
         assert!(
             refusal.contains("deployer") && refusal.contains("db"),

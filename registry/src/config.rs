@@ -102,10 +102,23 @@ pub struct Args {
     #[arg(long, env = "SWITCHYARD_INSECURE")]
     pub insecure: bool,
 
-    /// With --auth: on first start, make an admin token and write it to
-    /// this file (mode 0600).
+    /// With --auth: on first start, the admin token. Read from this file
+    /// when it holds one (a Docker secret made beforehand), else made and
+    /// written to it (mode 0600).
     #[arg(long, env = "SWITCHYARD_BOOTSTRAP_TOKEN_FILE", requires = "auth")]
     pub bootstrap_token_file: Option<PathBuf>,
+
+    /// With --auth: a token made beforehand that is valid from the first
+    /// start, as ROLE[:BINDING]=FILE (e.g. agent:*=/run/secrets/agent_token).
+    /// Read on first start only, with the bootstrap token. Repeatable; the
+    /// environment variable takes a comma-separated list.
+    #[arg(
+        long = "seed-token",
+        env = "SWITCHYARD_SEED_TOKENS",
+        value_delimiter = ',',
+        requires = "bootstrap_token_file"
+    )]
+    pub seed_tokens: Vec<crate::server::SeedToken>,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -281,6 +294,7 @@ impl Args {
             tls: self.tls.into_files(),
             auth: self.auth,
             bootstrap_token_file: self.bootstrap_token_file,
+            seed_tokens: self.seed_tokens,
             etcd_access: crate::store::etcd::EtcdAccess {
                 ca: self.etcd_ca,
                 cert: self.etcd_cert,

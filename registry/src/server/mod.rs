@@ -4,8 +4,11 @@
 //! NOT_SERVING, ends streams, drains with a timeout and closes the store so
 //! everything is flushed.
 
+mod bootstrap;
 mod incoming;
 mod tls;
+
+pub use bootstrap::SeedToken;
 
 pub use incoming::Peer;
 pub use tls::{Tls, TlsFiles};
@@ -101,6 +104,8 @@ pub struct ServerConfig {
     pub auth: bool,
     /// With `auth`: where to write an admin token made on first start.
     pub bootstrap_token_file: Option<PathBuf>,
+    /// With `auth`: tokens made beforehand, accepted from the first start.
+    pub seed_tokens: Vec<SeedToken>,
     /// TLS and credentials towards etcd.
     pub etcd_access: EtcdAccess,
 }
@@ -120,50 +125,10 @@ impl ServerConfig {
             tls: None,
             auth: false,
             bootstrap_token_file: None,
+            seed_tokens: Vec::new(),
             etcd_access: EtcdAccess::default(),
         }
     }
-}
-
-/// With `--auth`: makes an admin token on first start (when none exists)
-/// and writes it to `file`, readable by its owner only.
-async fn bootstrap(catalog: &Catalog, file: Option<&std::path::Path>) -> anyhow::Result<()> {
-    use switchyard_model::auth::Role;
-    let (_, tokens) = catalog.stored_tokens().await?;
-    if tokens.iter().any(|token| token.info.role == Role::Admin) {
-        return Ok(());
-    }
-    let Some(file) = file else {
-        tracing::warn!(
-            "--auth is on and no admin token exists: start once with --bootstrap-token-file FILE"
-        );
-        return Ok(());
-    };
-    let new = switchyard_model::auth::NewToken {
-        role: Role::Admin,
-        binding: None,
-        services: Vec::new(),
-        description: "bootstrap".into(),
-        ttl_seconds: 0,
-    };
-    let (info, secret) = catalog.create_token(new).await?;
-    write_secret(file, &secret)
-        .with_context(|| format!("writing the bootstrap token to {}", file.display()))?;
-    tracing::info!(accessor = %info.accessor, file = %file.display(), "bootstrap admin token written");
-    Ok(())
-}
-
-fn write_secret(file: &std::path::Path, secret: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(file)?;
-    writeln!(out, "{secret}")?;
-    out.sync_all()
 }
 
 /// An interceptor that lets through only authenticated calls (all of
@@ -176,6 +141,14 @@ fn credentials_required(
         Ok(request)
     }
 }
+
+/// The most header bytes one request may carry. HTTP/2's usual 16 KiB would
+/// cut a long credential off at the transport with a bare 431 (gRPC
+/// `UNKNOWN`); this lets a credential of up to 1 MiB reach the authorizer,
+/// which answers `UNAUTHENTICATED` as it does for any bad one. Headers are
+/// not flow-controlled, so this is also what one connection can make the
+/// registry hold while a request is read (Go's gRPC allows 16 MiB).
+const MAX_HEADER_LIST_BYTES: u32 = 1024 * 1024 + 64 * 1024;
 
 /// What server reflection describes: the registry's API and health.
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
@@ -287,7 +260,12 @@ pub async fn serve(
     );
     let streams_end = CancellationToken::new();
     let auth = if config.auth {
-        bootstrap(&catalog, config.bootstrap_token_file.as_deref()).await?;
+        bootstrap::bootstrap(
+            &catalog,
+            config.bootstrap_token_file.as_deref(),
+            &config.seed_tokens,
+        )
+        .await?;
         Authorizer::start(catalog.clone(), streams_end.clone()).await?
     } else {
         Authorizer::disabled()
@@ -361,6 +339,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .max_concurrent_streams(Some(limits.max_streams_per_connection))
+        .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
