@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 type Grpc = v1::registry_client::RegistryClient<Channel>;
 
 /// A registry with `--auth`, and its bootstrap admin token.
-async fn secured() -> (TestRegistry, String) {
+pub(crate) async fn secured() -> (TestRegistry, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("admin.token");
     let registry = TestRegistry::start_with(|config| {
@@ -33,7 +33,7 @@ async fn secured() -> (TestRegistry, String) {
     (registry, admin.trim().to_string())
 }
 
-fn client(registry: &TestRegistry, token: &str) -> RegistryClient {
+pub(crate) fn client(registry: &TestRegistry, token: &str) -> RegistryClient {
     let options = ClientOptions {
         token: Some(token.to_string()),
         ..ClientOptions::default()
@@ -41,7 +41,7 @@ fn client(registry: &TestRegistry, token: &str) -> RegistryClient {
     RegistryClient::with_options(&registry.url(), &options).expect("client")
 }
 
-async fn token(
+pub(crate) async fn token(
     admin: &RegistryClient,
     role: &str,
     binding: Option<&str>,
