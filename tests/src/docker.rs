@@ -418,10 +418,20 @@ impl TestStack {
     /// `docker stack deploy -c COMPOSE NAME` with `env` for the file's
     /// `${...}` settings.
     pub fn deploy(compose: &Path, env: &[(&str, String)]) -> Self {
+        Self::deploy_files(&[compose], env)
+    }
+
+    /// `docker stack deploy -c FILE -c FILE … NAME`: later files add to
+    /// and override earlier ones.
+    pub fn deploy_files(files: &[&Path], env: &[(&str, String)]) -> Self {
         let name = unique("sy").replace('-', "");
-        let compose = compose.to_string_lossy().into_owned();
+        let mut args = vec!["stack".to_string(), "deploy".to_string()];
+        for file in files {
+            args.extend(["-c".to_string(), file.to_string_lossy().into_owned()]);
+        }
+        args.push(name.clone());
         let output = Command::new("docker")
-            .args(["stack", "deploy", "-c", &compose, &name])
+            .args(&args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .output()

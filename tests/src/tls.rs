@@ -34,6 +34,9 @@ pub struct Leaf<'a> {
     pub client: bool,
     pub expired: bool,
     pub uri: Option<&'a str>,
+    /// More names for a server certificate, beside `127.0.0.1` and
+    /// `localhost` (e.g. a Swarm service's DNS name).
+    pub also: &'a [&'a str],
 }
 
 impl TestPki {
@@ -85,7 +88,11 @@ impl TestPki {
         let names = if leaf.client {
             Vec::new()
         } else {
-            vec!["127.0.0.1".to_string(), "localhost".to_string()]
+            ["127.0.0.1", "localhost"]
+                .iter()
+                .chain(leaf.also)
+                .map(|name| name.to_string())
+                .collect()
         };
         let mut params = CertificateParams::new(names).expect("leaf params");
         params

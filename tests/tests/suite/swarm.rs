@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use switchyard_client::RegistryClient;
+use switchyard_client::{ClientOptions, ClientTls, RegistryClient};
 use switchyard_model::{Color, Health, Instance};
 use switchyard_tests::docker::{
     LabelledContainers, LabelledServices, TestImage, TestNetwork, TestStack, TestSwarm, docker,
@@ -16,16 +16,18 @@ use switchyard_tests::docker::{
 };
 use switchyard_tests::load::Load;
 use switchyard_tests::process::{AgentProcess, cdctl_async, explain};
-use switchyard_tests::{
-    TestRegistry, body, eventually, free_port, health_serving, http_get, workspace_root,
-};
+use switchyard_tests::tls::{CertFiles, Leaf, TestPki, arg as tls_arg};
+use switchyard_tests::{TestRegistry, body, eventually, free_port, http_get, workspace_root};
 
 /// Swarm starts tasks in a second or two; stacks take longer.
 const PATIENCE: Duration = Duration::from_secs(90);
 
 /// The live color and instances of `service` (none when unknown).
 async fn service_state(url: &str, service: &str) -> (Option<Color>, Vec<Instance>) {
-    let client = RegistryClient::new(url).expect("url");
+    state_of(&RegistryClient::new(url).expect("url"), service).await
+}
+
+async fn state_of(client: &RegistryClient, service: &str) -> (Option<Color>, Vec<Instance>) {
     match client.get_service(service).await {
         Ok((_, found)) => (found.active_color, found.instances),
         Err(_) => (None, Vec::new()),
@@ -121,11 +123,71 @@ async fn until_served(proxy: SocketAddr, path: &str, version: &str) {
     .await;
 }
 
-/// deploy/stack.yml from the images built here: the registry serves, the
-/// agent runs as a global task, the proxy reports; then blue-green deploys
-/// of Swarm services (runtime auto-detected on the manager) register task
-/// IPs on the overlay network, and a bounded load through the stack's
-/// proxy sees no failed request during a deploy and a rollback.
+/// What the stack's Docker secrets are made from, as an operator makes
+/// them: tokens by deploy/make-secrets.sh, certificates by a CA (rcgen),
+/// and what the test's own clients present.
+struct StackSecrets {
+    pki: TestPki,
+    client: CertFiles,
+}
+
+impl StackSecrets {
+    fn make() -> Self {
+        let pki = TestPki::new("stack");
+        let made = std::process::Command::new("sh")
+            .arg(workspace_root().join("deploy/make-secrets.sh"))
+            .arg(pki.dir())
+            .output()
+            .expect("running make-secrets.sh");
+        assert!(made.status.success(), "{}", explain(&made));
+        let registry = pki.leaf(Leaf {
+            name: "registry",
+            also: &["registry"],
+            ..Leaf::default()
+        });
+        let client = pki.client("client");
+        assert_eq!(registry.cert, pki.dir().join("registry.pem"));
+        assert_eq!(client.key, pki.dir().join("client-key.pem"));
+        std::fs::copy(&pki.ca, pki.dir().join("ca.pem")).expect("ca.pem");
+        StackSecrets { pki, client }
+    }
+
+    fn file(&self, name: &str) -> String {
+        tls_arg(&self.pki.dir().join(name)).to_string()
+    }
+
+    /// cdctl's environment: the CA, a client certificate, the admin token.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("SWITCHYARD_CA", self.file("ca.pem")),
+            ("SWITCHYARD_CERT", self.file("client.pem")),
+            ("SWITCHYARD_KEY", self.file("client-key.pem")),
+            ("SWITCHYARD_TOKEN_FILE", self.file("admin.token")),
+        ]
+    }
+
+    fn client(&self, url: &str) -> RegistryClient {
+        let read = |path: &std::path::Path| std::fs::read(path).expect("a PEM file");
+        let token = std::fs::read_to_string(self.pki.dir().join("admin.token")).expect("token");
+        let options = ClientOptions {
+            tls: ClientTls {
+                ca: Some(read(&self.pki.ca)),
+                identity: Some((read(&self.client.cert), read(&self.client.key))),
+            },
+            token: Some(token.trim().to_string()),
+            ..ClientOptions::default()
+        };
+        RegistryClient::with_options(url, &options).expect("a client")
+    }
+}
+
+/// deploy/stack.yml with deploy/stack.tls.yml from the images built here,
+/// so with `--auth` and mutual TLS, every token and certificate a Docker
+/// secret: the registry serves, the agent runs as a global task, the proxy
+/// reports; then blue-green deploys of Swarm services (runtime
+/// auto-detected on the manager) register task IPs on the overlay network,
+/// and a bounded load through the stack's proxy sees no failed request
+/// during a deploy and a rollback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
     let swarm = TestSwarm::start();
@@ -137,8 +199,13 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
     );
     let network = unique("switchyard-test-overlay");
     let (registry_port, proxy_port) = (free_port(), free_port());
-    let stack = TestStack::deploy(
-        &workspace_root().join("deploy/stack.yml"),
+    let secrets = StackSecrets::make();
+    let root = workspace_root();
+    let stack = TestStack::deploy_files(
+        &[
+            &root.join("deploy/stack.yml"),
+            &root.join("deploy/stack.tls.yml"),
+        ],
         &[
             ("SWITCHYARD_REGISTRY_IMAGE", images[0].tag.clone()),
             ("SWITCHYARD_AGENT_IMAGE", images[1].tag.clone()),
@@ -146,6 +213,7 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
             ("SWITCHYARD_NETWORK", network.clone()),
             ("SWITCHYARD_REGISTRY_PORT", registry_port.to_string()),
             ("SWITCHYARD_PROXY_PORT", proxy_port.to_string()),
+            ("SWITCHYARD_SECRETS", tls_arg(secrets.pki.dir()).to_string()),
         ],
     );
     let service = unique("web");
@@ -153,9 +221,35 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
     let _services = LabelledServices {
         label: format!("switchyard.service={service}"),
     };
-    let url = format!("http://127.0.0.1:{registry_port}");
+    let url = format!("https://127.0.0.1:{registry_port}");
+    let client = secrets.client(&url);
+    let client_ref = &client;
+    eventually(PATIENCE, || async move {
+        client_ref
+            .list_services()
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    // Neither a client without a certificate nor one without a token gets in.
+    let bare = RegistryClient::with_options(
+        &url,
+        &ClientOptions {
+            tls: ClientTls {
+                ca: Some(std::fs::read(&secrets.pki.ca).expect("ca")),
+                identity: None,
+            },
+            ..ClientOptions::default()
+        },
+    )
+    .expect("a client");
+    assert!(bare.list_services().await.is_err(), "no client certificate");
+    let env_owned = secrets.env();
+    let mut env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let no_token = cdctl_async(&url, &["services"], &env[..3]).await;
+    assert_eq!(no_token.status.code(), Some(7), "{}", explain(&no_token));
 
-    eventually(PATIENCE, || health_serving(url.clone())).await;
     let agent = stack.service("agent");
     eventually(PATIENCE, || {
         let agent = agent.clone();
@@ -176,8 +270,6 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
         }
     })
     .await;
-    let client = RegistryClient::new(&url).expect("url");
-    let client_ref = &client;
     eventually(PATIENCE, || async move {
         match client_ref.list_proxies().await {
             Ok((proxies, _)) if proxies.iter().any(|p| p.healthy) => Ok(()),
@@ -187,7 +279,8 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
     .await;
 
     // v1. No --runtime: the engine is a Swarm manager, so Swarm it is.
-    let auto = [("SWITCHYARD_RUNTIME", "auto")];
+    env.push(("SWITCHYARD_RUNTIME", "auto"));
+    let auto = env;
     let first = deploy(&url, &service, &v1.tag, &network, &[], &auto).await;
     assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
     assert!(ran_on_swarm(&first), "{}", explain(&first));
@@ -198,7 +291,7 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
         services[0].contains(&format!(" {blue} {} 2 ", v1.tag)),
         "{services:?}"
     );
-    let (color, found) = service_state(&url, &service).await;
+    let (color, found) = state_of(&client, &service).await;
     assert_eq!(color, Some(Color::Blue));
     assert_eq!(found.len(), 2, "{found:?}");
     let node = swarm.node_id();
@@ -234,7 +327,7 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
         &blue,
     ]);
     assert_eq!(kept, "0 2", "--keep-old scales the old color to zero");
-    let (color, found) = service_state(&url, &service).await;
+    let (color, found) = state_of(&client, &service).await;
     assert_eq!(color, Some(Color::Green));
     assert!(
         found.iter().all(|i| i.color == Some(Color::Green)),
@@ -243,7 +336,7 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
 
     load.enter(3);
     let started = Instant::now();
-    let back = cdctl_async(&url, &["rollback", &service], &[]).await;
+    let back = cdctl_async(&url, &["rollback", &service], &auto).await;
     let took = started.elapsed();
     assert_eq!(back.status.code(), Some(0), "{}", explain(&back));
     load.enter(4);
@@ -274,7 +367,7 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
     };
     assert_eq!(seen(2), BTreeSet::from(["v2".to_string()]));
     assert_eq!(seen(4), BTreeSet::from(["v1".to_string()]));
-    let (color, _) = service_state(&url, &service).await;
+    let (color, _) = state_of(&client, &service).await;
     assert_eq!(color, Some(Color::Blue));
 
     // v3 without --keep-old: green (v2, still running after the rollback)

@@ -84,7 +84,7 @@ async fn mutual_tls_refuses_missing_expired_and_foreign_client_certificates() {
         name: "old",
         client: true,
         expired: true,
-        uri: None,
+        ..Leaf::default()
     });
     let foreign = other.client("intruder");
     for (files, accepted) in [(&good, true), (&expired, false), (&foreign, false)] {
@@ -276,6 +276,7 @@ async fn a_spiffe_certificate_is_an_agent_or_proxy_identity_and_never_its_common
         client: true,
         expired: false,
         uri,
+        also: &[],
     };
     let node_a = as_holder(&pki.leaf(leaf("node-a-cert", Some("spiffe://switchyard/node/node-a"))));
     node_a.list_services().await.expect("an agent reads");
