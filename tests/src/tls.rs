@@ -129,3 +129,66 @@ impl TestPki {
 pub fn arg(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
 }
+
+/// How a client reaches a registry with TLS and a token: the same access
+/// as options for the test's own client and as the environment cdctl,
+/// cd-agent and `cdctl template` read (`SWITCHYARD_CA`, …).
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub ca: PathBuf,
+    /// The client certificate, for mutual TLS.
+    pub identity: Option<CertFiles>,
+    /// A file holding the token.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Access {
+    /// The same CA and certificate with another token.
+    pub fn with_token(&self, token_file: PathBuf) -> Access {
+        Access {
+            token_file: Some(token_file),
+            ..self.clone()
+        }
+    }
+
+    pub fn options(&self) -> switchyard_client::ClientOptions {
+        let read = |path: &Path| std::fs::read(path).expect("a PEM file");
+        let token = self.token_file.as_ref().map(|file| {
+            let text = std::fs::read_to_string(file).expect("a token file");
+            text.trim().to_string()
+        });
+        switchyard_client::ClientOptions {
+            tls: switchyard_client::ClientTls {
+                ca: Some(read(&self.ca)),
+                identity: self
+                    .identity
+                    .as_ref()
+                    .map(|files| (read(&files.cert), read(&files.key))),
+            },
+            token,
+            ..switchyard_client::ClientOptions::default()
+        }
+    }
+
+    pub fn client(&self, url: &str) -> switchyard_client::RegistryClient {
+        switchyard_client::RegistryClient::with_options(url, &self.options()).expect("a client")
+    }
+
+    /// The environment of a Switchyard program with this access.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![("SWITCHYARD_CA", arg(&self.ca).to_string())];
+        if let Some(files) = &self.identity {
+            env.push(("SWITCHYARD_CERT", arg(&files.cert).to_string()));
+            env.push(("SWITCHYARD_KEY", arg(&files.key).to_string()));
+        }
+        if let Some(file) = &self.token_file {
+            env.push(("SWITCHYARD_TOKEN_FILE", arg(file).to_string()));
+        }
+        env
+    }
+}
+
+/// `env` as the `(&str, &str)` pairs `cdctl_async` takes.
+pub fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}

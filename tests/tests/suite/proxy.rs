@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use cd_registry::server::TlsFiles;
 use switchyard_client::RegistryClient;
 use switchyard_model::{Color, Health};
 use switchyard_tests::docker::{LabelledContainers, TestImage, unique};
 use switchyard_tests::load::Load;
 use switchyard_tests::process::explain;
 use switchyard_tests::process::{AgentProcess, Background, RegistryProcess, binary, cdctl_async};
+use switchyard_tests::tls::{Access, TestPki, env_refs};
 use switchyard_tests::{TestRegistry, body, eventually, http_get, instance, workspace_root};
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -28,7 +30,13 @@ fn template_command(url: &str, template: &Path, out: &Path, extra: &[&str]) -> C
 }
 
 async fn proxy_status(url: &str, proxy: &str) -> Option<switchyard_model::ProxyStatus> {
-    let client = RegistryClient::new(url).expect("url");
+    proxy_status_of(&RegistryClient::new(url).expect("url"), proxy).await
+}
+
+async fn proxy_status_of(
+    client: &RegistryClient,
+    proxy: &str,
+) -> Option<switchyard_model::ProxyStatus> {
     let (proxies, _) = client.list_proxies().await.ok()?;
     proxies.into_iter().find(|p| p.proxy_id == proxy)
 }
@@ -332,23 +340,113 @@ fn wait_proxies_ms(summary: &[u8]) -> Option<u64> {
         .as_u64()
 }
 
-/// The pipeline end to end under load: registry, agent, nginx rendered by
+/// A registry with `--auth` and mutual TLS, and the access of each party
+/// as its own token file: the admin, an agent of node `nginx-node`, the
+/// proxy `nginx-1`, and a deployer limited to `service`.
+struct Secured {
+    _registry: TestRegistry,
+    url: String,
+    admin: Access,
+    agent: Access,
+    proxy: Access,
+    deployer: Access,
+    _pki: TestPki,
+}
+
+impl Secured {
+    async fn start(service: &str) -> Self {
+        let pki = TestPki::new("nginx");
+        let server = pki.server("registry");
+        let admin_file = pki.dir().join("admin.token");
+        let tls = TlsFiles {
+            cert: server.cert,
+            key: server.key,
+            client_ca: Some(pki.ca.clone()),
+            require_client_cert: true,
+        };
+        let registry = TestRegistry::start_with(|config| {
+            config.auth = true;
+            config.bootstrap_token_file = Some(admin_file.clone());
+            config.tls = Some(tls);
+        })
+        .await;
+        let url = format!("https://{}", registry.address);
+        let written = &admin_file;
+        eventually(PATIENCE, || async move {
+            match std::fs::read_to_string(written) {
+                Ok(token) if !token.is_empty() => Ok(()),
+                other => Err(format!("no bootstrap token yet: {other:?}")),
+            }
+        })
+        .await;
+        let admin = Access {
+            ca: pki.ca.clone(),
+            identity: Some(pki.client("client")),
+            token_file: Some(admin_file),
+        };
+        let as_admin = admin.client(&url);
+        let as_admin_ref = &as_admin;
+        eventually(PATIENCE, || async move {
+            as_admin_ref
+                .list_services()
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        Secured {
+            agent: holding(&admin, &as_admin, "agent", Some("nginx-node"), &[]).await,
+            proxy: holding(&admin, &as_admin, "proxy", Some("nginx-1"), &[]).await,
+            deployer: holding(&admin, &as_admin, "deployer", None, &[service]).await,
+            admin,
+            _registry: registry,
+            url,
+            _pki: pki,
+        }
+    }
+}
+
+/// `access` with a new token of `role`, made by `admin`, in a file beside
+/// the CA.
+async fn holding(
+    access: &Access,
+    admin: &RegistryClient,
+    role: &str,
+    binding: Option<&str>,
+    services: &[&str],
+) -> Access {
+    let token = super::auth::token(admin, role, binding, services).await;
+    let dir = access.ca.parent().expect("the PKI's folder");
+    let file = dir.join(format!("{role}.token"));
+    std::fs::write(&file, token).expect("writing a token");
+    access.with_token(file)
+}
+
+/// The pipeline end to end under load, with `--auth` and mutual TLS on and
+/// each party holding only its own role: registry, agent, nginx rendered by
 /// `cdctl template`, v1 live; deploy v2 (paused for promotion, then
 /// promoted), roll back, and a deploy whose post-test fails — with zero
 /// failed requests and the right version in every phase.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_downtime_through_nginx() {
-    let registry = TestRegistry::start().await;
-    let url = registry.url();
+    let service = unique("z");
+    let secured = Secured::start(&service).await;
+    let url = secured.url.clone();
     let label = format!("switchyard.test={}", unique("nginx"));
-    let _agent = AgentProcess::start(&url, &label, &["--ttl", "5s"]);
+    let agent_env = secured.agent.env();
+    let _agent = AgentProcess::start_with_env(
+        &url,
+        &label,
+        &["--ttl", "5s", "--node", "nginx-node"],
+        &env_refs(&agent_env),
+    );
     let _containers = LabelledContainers {
         label: label.clone(),
     };
+    let deployer_env = secured.deployer.env();
+    let as_deployer = env_refs(&deployer_env);
     let (v1, v2) = (TestImage::httpd("v1", false), TestImage::httpd("v2", false));
-    let service = unique("z");
     let deploy = |image: String, extra: Vec<String>| {
-        let url = url.clone();
+        let (url, as_deployer) = (url.clone(), as_deployer.clone());
         let mut args: Vec<String> = vec![
             "-o".into(),
             "json".into(),
@@ -368,7 +466,7 @@ async fn zero_downtime_through_nginx() {
         args.extend(extra);
         async move {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            cdctl_async(&url, &args, &[]).await
+            cdctl_async(&url, &args, &as_deployer).await
         }
     };
     let first = deploy(v1.tag.clone(), vec!["--replicas".into(), "2".into()]).await;
@@ -379,10 +477,11 @@ async fn zero_downtime_through_nginx() {
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], switchyard_tests::free_port()));
     let conf = prefix.path().join("nginx.conf");
     let template = workspace_root().join("examples/nginx/nginx.conf.j2");
-    let env = [
+    let mut env = secured.proxy.env();
+    env.extend([
         ("NGINX_PREFIX", prefix.path().to_string_lossy().into_owned()),
         ("PROXY_LISTEN", listen.to_string()),
-    ];
+    ]);
     let mut once = template_command(&url, &template, &conf, &["--once", "--proxy-id", "nginx-1"]);
     once.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     assert!(once.status().expect("first render").success());
@@ -421,9 +520,10 @@ async fn zero_downtime_through_nginx() {
         }
     })
     .await;
-    let url_ref = &url;
+    let admin = secured.admin.client(&url);
+    let admin_ref = &admin;
     eventually(PATIENCE, || async move {
-        match proxy_status(url_ref, "nginx-1").await {
+        match proxy_status_of(admin_ref, "nginx-1").await {
             Some(status) if status.healthy && status.applied_revision > 0 => Ok(()),
             other => Err(format!("{other:?}")),
         }
@@ -448,22 +548,21 @@ async fn zero_downtime_through_nginx() {
     tokio::time::sleep(Duration::from_millis(500)).await; // traffic while paused
     load.enter(1);
     let proxy_url = format!("http://{listen}{path}");
-    let promoted = cdctl_async(&url, &["-o", "json", "promote", &service], &[]).await;
+    let promoted = cdctl_async(&url, &["-o", "json", "promote", &service], &as_deployer).await;
     assert_eq!(promoted.status.code(), Some(0), "{}", explain(&promoted));
     load.enter(2);
     tokio::time::sleep(Duration::from_millis(500)).await;
     load.enter(3);
-    let back = cdctl_async(&url, &["rollback", &service], &[]).await;
+    let back = cdctl_async(&url, &["rollback", &service], &as_deployer).await;
     assert_eq!(back.status.code(), Some(0), "{}", explain(&back));
     // The rollback returns when the registry flipped; proxies follow.
     let service_ref = &service;
     eventually(PATIENCE, || async move {
-        let client = RegistryClient::new(url_ref).expect("url");
-        let (_, live) = client
+        let (_, live) = admin_ref
             .get_service(service_ref)
             .await
             .map_err(|e| e.to_string())?;
-        match proxy_status(url_ref, "nginx-1").await {
+        match proxy_status_of(admin_ref, "nginx-1").await {
             Some(status) if status.applied_revision >= live.color_revision => Ok(()),
             other => Err(format!("{other:?}")),
         }
@@ -515,12 +614,7 @@ async fn zero_downtime_through_nginx() {
     only(2, "v2");
     only(4, "v1");
     only(6, "v1");
-    let final_state = registry
-        .client()
-        .get_service(&service)
-        .await
-        .expect("service")
-        .1;
+    let final_state = admin.get_service(&service).await.expect("service").1;
     assert_eq!(final_state.active_color, Some(Color::Blue));
     assert!(
         final_state

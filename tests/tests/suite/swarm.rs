@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use switchyard_client::{ClientOptions, ClientTls, RegistryClient};
+use switchyard_client::RegistryClient;
 use switchyard_model::{Color, Health, Instance};
 use switchyard_tests::docker::{
     LabelledContainers, LabelledServices, TestImage, TestNetwork, TestStack, TestSwarm, docker,
@@ -16,7 +16,7 @@ use switchyard_tests::docker::{
 };
 use switchyard_tests::load::Load;
 use switchyard_tests::process::{AgentProcess, cdctl_async, explain};
-use switchyard_tests::tls::{CertFiles, Leaf, TestPki, arg as tls_arg};
+use switchyard_tests::tls::{Access, Leaf, TestPki, arg as tls_arg, env_refs};
 use switchyard_tests::{TestRegistry, body, eventually, free_port, http_get, workspace_root};
 
 /// Swarm starts tasks in a second or two; stacks take longer.
@@ -123,62 +123,32 @@ async fn until_served(proxy: SocketAddr, path: &str, version: &str) {
     .await;
 }
 
-/// What the stack's Docker secrets are made from, as an operator makes
-/// them: tokens by deploy/make-secrets.sh, certificates by a CA (rcgen),
-/// and what the test's own clients present.
-struct StackSecrets {
-    pki: TestPki,
-    client: CertFiles,
-}
-
-impl StackSecrets {
-    fn make() -> Self {
-        let pki = TestPki::new("stack");
-        let made = std::process::Command::new("sh")
-            .arg(workspace_root().join("deploy/make-secrets.sh"))
-            .arg(pki.dir())
-            .output()
-            .expect("running make-secrets.sh");
-        assert!(made.status.success(), "{}", explain(&made));
-        let registry = pki.leaf(Leaf {
-            name: "registry",
-            also: &["registry"],
-            ..Leaf::default()
-        });
-        let client = pki.client("client");
-        assert_eq!(registry.cert, pki.dir().join("registry.pem"));
-        assert_eq!(client.key, pki.dir().join("client-key.pem"));
-        std::fs::copy(&pki.ca, pki.dir().join("ca.pem")).expect("ca.pem");
-        StackSecrets { pki, client }
-    }
-
-    fn file(&self, name: &str) -> String {
-        tls_arg(&self.pki.dir().join(name)).to_string()
-    }
-
-    /// cdctl's environment: the CA, a client certificate, the admin token.
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("SWITCHYARD_CA", self.file("ca.pem")),
-            ("SWITCHYARD_CERT", self.file("client.pem")),
-            ("SWITCHYARD_KEY", self.file("client-key.pem")),
-            ("SWITCHYARD_TOKEN_FILE", self.file("admin.token")),
-        ]
-    }
-
-    fn client(&self, url: &str) -> RegistryClient {
-        let read = |path: &std::path::Path| std::fs::read(path).expect("a PEM file");
-        let token = std::fs::read_to_string(self.pki.dir().join("admin.token")).expect("token");
-        let options = ClientOptions {
-            tls: ClientTls {
-                ca: Some(read(&self.pki.ca)),
-                identity: Some((read(&self.client.cert), read(&self.client.key))),
-            },
-            token: Some(token.trim().to_string()),
-            ..ClientOptions::default()
-        };
-        RegistryClient::with_options(url, &options).expect("a client")
-    }
+/// The stack's Docker secrets, made as an operator makes them: tokens by
+/// deploy/make-secrets.sh, certificates by a CA (rcgen); and the access
+/// (CA, client certificate, admin token) of the test's own clients.
+fn stack_secrets() -> (TestPki, Access) {
+    let pki = TestPki::new("stack");
+    let made = std::process::Command::new("sh")
+        .arg(workspace_root().join("deploy/make-secrets.sh"))
+        .arg(pki.dir())
+        .output()
+        .expect("running make-secrets.sh");
+    assert!(made.status.success(), "{}", explain(&made));
+    let registry = pki.leaf(Leaf {
+        name: "registry",
+        also: &["registry"],
+        ..Leaf::default()
+    });
+    let client = pki.client("client");
+    assert_eq!(registry.cert, pki.dir().join("registry.pem"));
+    assert_eq!(client.key, pki.dir().join("client-key.pem"));
+    std::fs::copy(&pki.ca, pki.dir().join("ca.pem")).expect("ca.pem");
+    let access = Access {
+        ca: pki.ca.clone(),
+        identity: Some(client),
+        token_file: Some(pki.dir().join("admin.token")),
+    };
+    (pki, access)
 }
 
 /// deploy/stack.yml with deploy/stack.tls.yml from the images built here,
@@ -199,7 +169,7 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
     );
     let network = unique("switchyard-test-overlay");
     let (registry_port, proxy_port) = (free_port(), free_port());
-    let secrets = StackSecrets::make();
+    let (secrets, access) = stack_secrets();
     let root = workspace_root();
     let stack = TestStack::deploy_files(
         &[
@@ -213,7 +183,7 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
             ("SWITCHYARD_NETWORK", network.clone()),
             ("SWITCHYARD_REGISTRY_PORT", registry_port.to_string()),
             ("SWITCHYARD_PROXY_PORT", proxy_port.to_string()),
-            ("SWITCHYARD_SECRETS", tls_arg(secrets.pki.dir()).to_string()),
+            ("SWITCHYARD_SECRETS", tls_arg(secrets.dir()).to_string()),
         ],
     );
     let service = unique("web");
@@ -222,7 +192,7 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
         label: format!("switchyard.service={service}"),
     };
     let url = format!("https://127.0.0.1:{registry_port}");
-    let client = secrets.client(&url);
+    let client = access.client(&url);
     let client_ref = &client;
     eventually(PATIENCE, || async move {
         client_ref
@@ -233,20 +203,14 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
     })
     .await;
     // Neither a client without a certificate nor one without a token gets in.
-    let bare = RegistryClient::with_options(
-        &url,
-        &ClientOptions {
-            tls: ClientTls {
-                ca: Some(std::fs::read(&secrets.pki.ca).expect("ca")),
-                identity: None,
-            },
-            ..ClientOptions::default()
-        },
-    )
-    .expect("a client");
-    assert!(bare.list_services().await.is_err(), "no client certificate");
-    let env_owned = secrets.env();
-    let mut env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let bare = Access {
+        identity: None,
+        ..access.clone()
+    };
+    let refused = bare.client(&url).list_services().await;
+    assert!(refused.is_err(), "no client certificate");
+    let env_owned = access.env();
+    let mut env = env_refs(&env_owned);
     let no_token = cdctl_async(&url, &["services"], &env[..3]).await;
     assert_eq!(no_token.status.code(), Some(7), "{}", explain(&no_token));
 
