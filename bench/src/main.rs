@@ -34,6 +34,8 @@ pub enum Workload {
     Watch,
     Memory,
     Agent,
+    /// Reads and writes with `--auth`, and with `--auth` and TLS.
+    Security,
 }
 
 /// Workload sizes for one scale.
@@ -110,6 +112,19 @@ struct Args {
     agent_image: Option<String>,
     #[arg(long)]
     agent_label: Option<String>,
+    /// A registry with --auth (plaintext) and its admin token: adds the
+    /// rows that price checking a credential.
+    #[arg(long, requires = "auth_token_file")]
+    auth_registry: Option<String>,
+    #[arg(long)]
+    auth_token_file: Option<PathBuf>,
+    /// A registry with --auth and TLS, its token and its CA.
+    #[arg(long, requires_all = ["tls_token_file", "tls_ca"])]
+    tls_registry: Option<String>,
+    #[arg(long)]
+    tls_token_file: Option<PathBuf>,
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
     /// Run only these workloads (comma-separated), e.g. to profile one.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Workload>,
@@ -142,15 +157,21 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let sizes = args.scale.sizes();
     let mut rows: Vec<Row> = Vec::new();
+    // Rows with no etcd counterpart: the agent's, the cost of security.
+    let mut single_rows: Vec<(String, &str, f64)> = Vec::new();
+    let plain = registry::Target::plain(&args.registry);
 
     if args.runs(Workload::Writes) {
         eprintln!(
             "writes: {} ops, {} clients, one session/lease each",
             sizes.writes, sizes.clients
         );
-        let ours = registry::writes(&args.registry, sizes).await?;
+        let ours = registry::writes(&plain, sizes).await?;
         let theirs = etcd::writes(&args.etcd, sizes).await?;
         rows.extend(stats::throughput_rows("writes", &ours, &theirs));
+        if args.runs(Workload::Security) {
+            single_rows.extend(security_rows(&args, "writes", &ours, sizes).await?);
+        }
     }
 
     if args.runs(Workload::Reads) {
@@ -158,9 +179,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "reads: {} gets of a 10-instance service, {} clients",
             sizes.reads, sizes.clients
         );
-        let ours = registry::reads(&args.registry, sizes).await?;
+        let ours = registry::reads(&plain, sizes).await?;
         let theirs = etcd::reads(&args.etcd, sizes).await?;
         rows.extend(stats::throughput_rows("reads", &ours, &theirs));
+        if args.runs(Workload::Security) {
+            single_rows.extend(security_rows(&args, "reads", &ours, sizes).await?);
+        }
     }
 
     if args.runs(Workload::Watch) {
@@ -190,8 +214,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
 
-    // Rows with no etcd counterpart: the agent's.
-    let mut agent_rows: Vec<(&str, &str, f64)> = Vec::new();
     if let (true, Some(pid), Some(image), Some(label)) = (
         args.runs(Workload::Agent),
         args.agent_pid,
@@ -204,18 +226,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
         let figures = agent::measure(&args.registry, image, label, pid, sizes.containers).await?;
         let visible = &figures.start_to_visible;
-        agent_rows.push((
-            "agent_start_to_visible_p50",
-            "ms",
-            visible.percentile_ms(50.0),
-        ));
-        agent_rows.push((
-            "agent_start_to_visible_p99",
-            "ms",
-            visible.percentile_ms(99.0),
-        ));
-        agent_rows.push(("agent_idle_rss", "MiB", figures.idle_rss_mib));
-        agent_rows.push(("agent_idle_cpu", "%", figures.idle_cpu_percent));
+        single_rows.extend([
+            (
+                "agent_start_to_visible_p50".into(),
+                "ms",
+                visible.percentile_ms(50.0),
+            ),
+            (
+                "agent_start_to_visible_p99".into(),
+                "ms",
+                visible.percentile_ms(99.0),
+            ),
+            ("agent_idle_rss".into(), "MiB", figures.idle_rss_mib),
+            ("agent_idle_cpu".into(), "%", figures.idle_cpu_percent),
+        ]);
     }
 
     println!(
@@ -228,7 +252,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             row.name, row.unit, row.switchyard, row.etcd, row.ratio
         );
     }
-    for (name, unit, value) in &agent_rows {
+    for (name, unit, value) in &single_rows {
         println!("{name:<34} {unit:>8} {value:>14.2} {:>14} {:>8}", "-", "-");
     }
     let mut results: Vec<serde_json::Value> = rows
@@ -243,8 +267,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             })
         })
         .collect();
-    // etcd has no agent: no etcd figure, no ratio.
-    results.extend(agent_rows.iter().map(|(name, unit, value)| {
+    // etcd has no agent (and runs plain): no etcd figure, no ratio.
+    results.extend(single_rows.iter().map(|(name, unit, value)| {
         json!({"name": name, "unit": unit, "switchyard": value, "etcd": null, "ratio": null})
     }));
     let document = json!({
@@ -253,4 +277,57 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     std::fs::write(&args.json, serde_json::to_string_pretty(&document)? + "\n")?;
     Ok(())
+}
+
+/// `workload` ("writes" or "reads") against the registries with `--auth`
+/// and with `--auth` + TLS given on the command line: the throughput and
+/// p99 of each, and the throughput lost against `plain` (the same workload
+/// on the plain registry, this run) in percent.
+async fn security_rows(
+    args: &Args,
+    workload: &str,
+    plain: &stats::Samples,
+    sizes: Sizes,
+) -> anyhow::Result<Vec<(String, &'static str, f64)>> {
+    let mut targets = Vec::new();
+    if let (Some(url), Some(token)) = (&args.auth_registry, &args.auth_token_file) {
+        targets.push(("auth", url, token, None));
+    }
+    if let (Some(url), Some(token), Some(ca)) =
+        (&args.tls_registry, &args.tls_token_file, &args.tls_ca)
+    {
+        targets.push(("auth_tls", url, token, Some(ca.clone())));
+    }
+    let mut rows = Vec::new();
+    for (suffix, url, token_file, ca) in targets {
+        let access = switchyard_runtime::ClientAccessArgs {
+            ca,
+            cert: None,
+            key: None,
+            token: None,
+            token_file: Some(token_file.clone()),
+        };
+        let target = registry::Target {
+            url: url.clone(),
+            options: access.client_options(Duration::from_secs(30))?,
+        };
+        eprintln!("{workload} with {suffix}");
+        let samples = match workload {
+            "writes" => registry::writes(&target, sizes).await?,
+            _ => registry::reads(&target, sizes).await?,
+        };
+        let cost = 100.0 * (1.0 - samples.throughput() / plain.throughput().max(1e-9));
+        rows.push((
+            format!("{workload}_{suffix}"),
+            "ops/s",
+            samples.throughput(),
+        ));
+        rows.push((
+            format!("{workload}_{suffix}_p99"),
+            "ms",
+            samples.percentile_ms(99.0),
+        ));
+        rows.push((format!("{workload}_{suffix}_cost"), "%", cost));
+    }
+    Ok(rows)
 }

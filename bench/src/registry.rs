@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use switchyard_client::RegistryClient;
+use switchyard_client::{ClientOptions, RegistryClient};
 use switchyard_model::watch::{Change, WatchEvent};
 use switchyard_model::{Color, Health, Instance};
 
@@ -31,12 +31,33 @@ fn instance(service: &str, id: &str, n: usize, session: Option<u64>) -> Instance
     }
 }
 
-pub async fn writes(url: &str, sizes: Sizes) -> anyhow::Result<Samples> {
-    let url = url.to_string();
+/// A registry and how to reach it (TLS, a token), so the same workload
+/// runs against a plain registry and one with `--auth` and TLS.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: String,
+    pub options: ClientOptions,
+}
+
+impl Target {
+    pub fn plain(url: &str) -> Self {
+        Target {
+            url: url.to_string(),
+            options: ClientOptions::default(),
+        }
+    }
+
+    fn client(&self) -> anyhow::Result<RegistryClient> {
+        Ok(RegistryClient::with_options(&self.url, &self.options)?)
+    }
+}
+
+pub async fn writes(target: &Target, sizes: Sizes) -> anyhow::Result<Samples> {
+    let target = target.clone();
     concurrently(sizes.clients, sizes.writes, move |client, share| {
-        let url = url.clone();
+        let target = target.clone();
         async move {
-            let registry = RegistryClient::new(&url)?;
+            let registry = target.client()?;
             let (session, _) = registry
                 .open_session(&format!("bench-{client}"), 600)
                 .await?;
@@ -53,18 +74,18 @@ pub async fn writes(url: &str, sizes: Sizes) -> anyhow::Result<Samples> {
     .await
 }
 
-pub async fn reads(url: &str, sizes: Sizes) -> anyhow::Result<Samples> {
-    let registry = RegistryClient::new(url)?;
+pub async fn reads(target: &Target, sizes: Sizes) -> anyhow::Result<Samples> {
+    let registry = target.client()?;
     for n in 0..10 {
         registry
             .register(&instance("bench-r", &format!("r{n}"), n, None), None)
             .await?;
     }
-    let url = url.to_string();
+    let target = target.clone();
     concurrently(sizes.clients, sizes.reads, move |_, share| {
-        let url = url.clone();
+        let target = target.clone();
         async move {
-            let registry = RegistryClient::new(&url)?;
+            let registry = target.client()?;
             let mut latencies = Vec::with_capacity(share);
             for _ in 0..share {
                 let started = Instant::now();

@@ -40,6 +40,12 @@ fn the_benchmark_runs_and_writes_its_results() {
         "agent_start_to_visible_p99",
         "agent_idle_rss",
         "agent_idle_cpu",
+        "writes_auth",
+        "writes_auth_tls",
+        "reads_auth",
+        "reads_auth_p99",
+        "reads_auth_tls",
+        "reads_auth_tls_cost",
     ] {
         assert!(
             names.contains(&expected),
@@ -47,19 +53,21 @@ fn the_benchmark_runs_and_writes_its_results() {
         );
     }
     for row in results {
-        let agent = row["name"]
-            .as_str()
-            .is_some_and(|n| n.starts_with("agent_"));
-        let fields: &[&str] = if agent {
+        let name = row["name"].as_str().unwrap_or_default();
+        // Rows without an etcd counterpart: the agent's, security's.
+        let single = name.starts_with("agent_") || name.contains("_auth");
+        let fields: &[&str] = if single {
             &["switchyard"]
         } else {
             &["switchyard", "etcd", "ratio"]
         };
         for field in fields {
-            let value = row[*field].as_f64().unwrap_or(-1.0);
-            assert!(value.is_finite() && value >= 0.0, "{field} of {row}");
+            let value = row[*field].as_f64().unwrap_or(f64::NAN);
+            // A cost is throughput lost, so it may be negative (none lost).
+            let least = if name.ends_with("_cost") { -1e6 } else { 0.0 };
+            assert!(value.is_finite() && value >= least, "{field} of {row}");
         }
-        if agent {
+        if single {
             assert!(row["etcd"].is_null() && row["ratio"].is_null(), "{row}");
         }
         assert!(row["unit"].is_string(), "{row}");
