@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use switchyard_client::{ClientError, Code, RegistryClient};
+use switchyard_model::labels::meta;
 use switchyard_model::{Health, Instance, SessionId, color_name};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -251,7 +252,7 @@ impl Agent {
             .synced
             .as_ref()
             .and_then(|synced| synced.get(instance_id))
-            .and_then(|instance| instance.metadata.get("container_id").cloned());
+            .and_then(|instance| instance.metadata.get(meta::CONTAINER_ID).cloned());
         if let Some(container) = container {
             self.reasons.insert(container, reason);
         }
@@ -394,7 +395,7 @@ impl Agent {
         let why = |instance: &Instance| {
             instance
                 .metadata
-                .get("container_id")
+                .get(meta::CONTAINER_ID)
                 .and_then(|id| self.reasons.get(id))
                 .cloned()
                 .unwrap_or_else(|| "resync".into())

@@ -60,10 +60,10 @@ pub struct Args {
     pub healthz: String,
 
     #[command(flatten)]
-    pub logging: switchyard_runtime::LogArgs,
+    pub logging: switchyard_program::LogArgs,
 
     #[command(flatten)]
-    pub access: switchyard_runtime::ClientAccessArgs,
+    pub access: switchyard_program::ClientAccessArgs,
 }
 
 /// How long one registry may take to connect and answer the agent. Longer

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use switchyard_model::labels::{label, meta};
 use switchyard_model::{Color, Health, Instance, validate};
 
 /// What the agent knows of one running (or paused) container.
@@ -133,7 +134,7 @@ pub fn discover(
     }
     let base_name = container
         .labels
-        .get("switchyard.service")
+        .get(label::SERVICE)
         .map(String::as_str)
         .filter(|v| !v.is_empty())
         .or_else(|| container.setting("SERVICE_NAME"))
@@ -141,11 +142,11 @@ pub fn discover(
     let invalid =
         |message: String| Skip::Invalid(format!("container {}: {message}", container.name));
 
-    let color = match container.labels.get("switchyard.color") {
+    let color = match container.labels.get(label::COLOR) {
         Some(text) => Color::parse_optional(text).map_err(|e| invalid(e.to_string()))?,
         None => None,
     };
-    let network_label = container.labels.get("switchyard.network").cloned();
+    let network_label = container.labels.get(label::NETWORK).cloned();
     let internal = settings.internal || network_label.is_some();
     let internal_ip = if internal {
         let wanted = network_label.or_else(|| settings.network.clone());
@@ -153,52 +154,8 @@ pub fn discover(
     } else {
         None
     };
-
-    let ports: Vec<u16> = match container.labels.get("switchyard.port") {
-        Some(text) => {
-            let port = text
-                .trim()
-                .parse::<u32>()
-                .ok()
-                .and_then(|p| validate::port("switchyard.port", p).ok())
-                .ok_or_else(|| invalid(format!("label switchyard.port={text:?} is not a port")))?;
-            vec![port]
-        }
-        None if internal => container.exposed.clone(),
-        None => container.published.keys().copied().collect(),
-    };
-    let ports: Vec<u16> = ports
-        .into_iter()
-        .filter(|port| {
-            container
-                .setting(&format!("SERVICE_{port}_IGNORE"))
-                .is_none()
-                && !container
-                    .labels
-                    .contains_key(&format!("switchyard.port.{port}.ignore"))
-        })
-        .collect();
-    if ports.is_empty() {
-        return Err(invalid(if internal {
-            "exposes no TCP port: set label switchyard.port".into()
-        } else {
-            "publishes no TCP port: publish one (-p) or use --internal / switchyard.network".into()
-        }));
-    }
-
-    let tags: Vec<String> = container
-        .labels
-        .get("switchyard.tags")
-        .map(String::as_str)
-        .or_else(|| container.setting("SERVICE_TAGS"))
-        .map(|text| {
-            text.split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let ports = ports_of(container, internal).map_err(invalid)?;
+    let tags = tags_of(container);
     let health = health_source(container).map_err(invalid)?;
     let several = ports.len() > 1;
 
@@ -210,7 +167,7 @@ pub fn discover(
         };
         let service = container
             .labels
-            .get(&format!("switchyard.port.{port}.service"))
+            .get(&label::port_service(port))
             .map(String::as_str)
             .or_else(|| container.setting(&format!("SERVICE_{port}_NAME")))
             .map(str::to_string)
@@ -227,24 +184,6 @@ pub fn discover(
             _ if several => format!("{}:{port}", container.short_id()),
             _ => container.short_id().to_string(),
         };
-        let mut metadata = BTreeMap::new();
-        metadata.insert("container".to_string(), container.name.clone());
-        metadata.insert("container_id".to_string(), container.id.clone());
-        metadata.insert("image".to_string(), container.image.clone());
-        metadata.insert("container_port".to_string(), port.to_string());
-        for (label, key) in [
-            ("switchyard.version", "version"),
-            ("switchyard.deploy-id", "deploy_id"),
-            // Swarm task containers: which service and task they belong
-            // to (`cdctl deploy --runtime swarm` tells its tasks by these).
-            ("com.docker.swarm.service.id", "swarm_service_id"),
-            ("com.docker.swarm.service.name", "swarm_service"),
-            ("com.docker.swarm.task.id", "swarm_task_id"),
-        ] {
-            if let Some(value) = container.labels.get(label) {
-                metadata.insert(key.to_string(), value.clone());
-            }
-        }
         let instance = Instance {
             id,
             service,
@@ -253,7 +192,7 @@ pub fn discover(
             address,
             port: advertised_port,
             tags: tags.clone(),
-            metadata,
+            metadata: metadata_of(container, port),
             health: Health::Unknown,
             session: None,
             create_revision: 0,
@@ -266,6 +205,86 @@ pub fn discover(
         });
     }
     Ok(desired)
+}
+
+/// The ports to register: the `switchyard.port` label, else every exposed
+/// port (on an internal network) or every published one, less those
+/// ignored.
+fn ports_of(container: &ContainerFacts, internal: bool) -> Result<Vec<u16>, String> {
+    let ports: Vec<u16> = match container.labels.get(label::PORT) {
+        Some(text) => {
+            let port = text
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .and_then(|p| validate::port(label::PORT, p).ok())
+                .ok_or_else(|| format!("label {}={text:?} is not a port", label::PORT))?;
+            vec![port]
+        }
+        None if internal => container.exposed.clone(),
+        None => container.published.keys().copied().collect(),
+    };
+    let ports: Vec<u16> = ports
+        .into_iter()
+        .filter(|port| {
+            container
+                .setting(&format!("SERVICE_{port}_IGNORE"))
+                .is_none()
+                && !container.labels.contains_key(&label::port_ignore(*port))
+        })
+        .collect();
+    if ports.is_empty() {
+        return Err(if internal {
+            format!("exposes no TCP port: set label {}", label::PORT)
+        } else {
+            format!(
+                "publishes no TCP port: publish one (-p) or use --internal / {}",
+                label::NETWORK
+            )
+        });
+    }
+    Ok(ports)
+}
+
+/// `switchyard.tags` (or `SERVICE_TAGS`), split at commas.
+fn tags_of(container: &ContainerFacts) -> Vec<String> {
+    container
+        .labels
+        .get(label::TAGS)
+        .map(String::as_str)
+        .or_else(|| container.setting("SERVICE_TAGS"))
+        .map(|text| {
+            text.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What the instance of `container`'s `port` records about where it came
+/// from.
+fn metadata_of(container: &ContainerFacts, port: u16) -> BTreeMap<String, String> {
+    let mut metadata = BTreeMap::new();
+    metadata.insert(meta::CONTAINER.to_string(), container.name.clone());
+    metadata.insert(meta::CONTAINER_ID.to_string(), container.id.clone());
+    metadata.insert(meta::IMAGE.to_string(), container.image.clone());
+    metadata.insert(meta::CONTAINER_PORT.to_string(), port.to_string());
+    for (label, key) in [
+        (label::VERSION, meta::VERSION),
+        (label::DEPLOY_ID, meta::DEPLOY_ID),
+        // Swarm task containers: which service and task they belong to
+        // (`cdctl deploy --runtime swarm` tells its tasks by these).
+        (label::SWARM_SERVICE_ID, meta::SWARM_SERVICE_ID),
+        (label::SWARM_SERVICE_NAME, meta::SWARM_SERVICE),
+        (label::SWARM_TASK_ID, meta::SWARM_TASK_ID),
+    ] {
+        if let Some(value) = container.labels.get(label) {
+            metadata.insert(key.to_string(), value.clone());
+        }
+    }
+    metadata
 }
 
 fn container_ip(container: &ContainerFacts, network: Option<&str>) -> Result<IpAddr, String> {
@@ -328,7 +347,7 @@ fn health_source(container: &ContainerFacts) -> Result<HealthSource, String> {
             DockerHealth::Healthy => Health::Passing,
         }));
     }
-    let interval = match container.labels.get("switchyard.check.interval") {
+    let interval = match container.labels.get(label::CHECK_INTERVAL) {
         Some(text) => switchyard_model::duration::parse_duration(text)
             .ok()
             .filter(|d| !d.is_zero())
@@ -337,7 +356,7 @@ fn health_source(container: &ContainerFacts) -> Result<HealthSource, String> {
             })?,
         None => DEFAULT_CHECK_INTERVAL,
     };
-    if let Some(path) = container.labels.get("switchyard.check.http") {
+    if let Some(path) = container.labels.get(label::CHECK_HTTP) {
         let path = if path.starts_with('/') {
             path.clone()
         } else {
@@ -348,7 +367,7 @@ fn health_source(container: &ContainerFacts) -> Result<HealthSource, String> {
             interval,
         }));
     }
-    if container.labels.contains_key("switchyard.check.tcp") {
+    if container.labels.contains_key(label::CHECK_TCP) {
         return Ok(HealthSource::Check(Check {
             kind: CheckKind::Tcp,
             interval,

@@ -12,6 +12,7 @@ use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use futures::{Stream, StreamExt};
+use switchyard_model::labels::label;
 
 use crate::discover::{ContainerFacts, DockerHealth};
 
@@ -125,7 +126,7 @@ impl Engine {
             Err(error) => return Err(error).with_context(|| format!("inspecting container {id}")),
         };
         if let Some(facts) = &mut facts
-            && let Some(service_id) = facts.labels.get(SWARM_SERVICE_ID_LABEL).cloned()
+            && let Some(service_id) = facts.labels.get(label::SWARM_SERVICE_ID).cloned()
         {
             let service_labels = self.service_labels(&service_id).await;
             inherit_service_labels(&mut facts.labels, service_labels);
@@ -149,8 +150,6 @@ impl Engine {
     }
 }
 
-const SWARM_SERVICE_ID_LABEL: &str = "com.docker.swarm.service.id";
-
 /// Task containers inherit their service's Switchyard and registrator
 /// labels (`switchyard.*`, `SERVICE_*`); labels on the container win.
 fn inherit_service_labels(
@@ -158,7 +157,7 @@ fn inherit_service_labels(
     service: HashMap<String, String>,
 ) {
     for (key, value) in service {
-        if key.starts_with("switchyard.") || key.starts_with("SERVICE_") {
+        if key.starts_with(label::PREFIX) || key.starts_with("SERVICE_") {
             container.entry(key).or_insert(value);
         }
     }
@@ -278,7 +277,7 @@ mod tests {
     fn task_containers_inherit_service_labels_but_keep_their_own() {
         let mut container = HashMap::from([
             ("switchyard.color".to_string(), "green".to_string()),
-            (SWARM_SERVICE_ID_LABEL.to_string(), "abc".to_string()),
+            (label::SWARM_SERVICE_ID.to_string(), "abc".to_string()),
         ]);
         let service = HashMap::from([
             ("switchyard.service".to_string(), "web".to_string()),

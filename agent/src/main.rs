@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    switchyard_runtime::init_tracing(&args.logging);
+    switchyard_program::init_tracing(&args.logging);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -27,18 +27,25 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    // Exit codes: 2 for flags that cannot work (nothing was started), 1
+    // for a failure while running. Each is said once, through the log.
+    let config = match args.into_config() {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
-            eprintln!("cd-agent: {error:#}");
-            ExitCode::from(2)
+            ExitCode::FAILURE
         }
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.into_config()?;
+async fn run(config: config::Config) -> anyhow::Result<()> {
     tracing::info!(
         registry = %config.registry,
         advertise_ip = %config.advertise_ip,
@@ -55,7 +62,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let agent = agent::Agent::new(config, status)?;
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        switchyard_runtime::shutdown_signal().await;
+        switchyard_program::shutdown_signal().await;
         tracing::info!("shutting down");
         signal.cancel();
     });

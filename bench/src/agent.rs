@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use switchyard_client::RegistryClient;
+use switchyard_model::labels::{label, meta};
 use switchyard_model::watch::{Change, WatchEvent};
 
 use crate::stats::{Samples, rss_mib};
@@ -41,7 +42,7 @@ pub async fn measure(
                     let at = Instant::now();
                     for change in changes {
                         if let Change::InstanceUpdated(instance) = change
-                            && let Some(id) = instance.metadata.get("container_id")
+                            && let Some(id) = instance.metadata.get(meta::CONTAINER_ID)
                             && let Ok(mut seen) = seen.lock()
                         {
                             seen.entry(id.clone()).or_insert(at);
@@ -52,7 +53,7 @@ pub async fn measure(
         })
     };
     let mut started: HashMap<String, Instant> = HashMap::new();
-    let service_label = format!("switchyard.service={SERVICE}");
+    let service_label = format!("{}={SERVICE}", label::SERVICE);
     for _ in 0..containers {
         let before = Instant::now();
         let output = tokio::process::Command::new("docker")

@@ -300,7 +300,7 @@ async fn security_rows(
     }
     let mut rows = Vec::new();
     for (suffix, url, token_file, ca) in targets {
-        let access = switchyard_runtime::ClientAccessArgs {
+        let access = switchyard_program::ClientAccessArgs {
             ca,
             cert: None,
             key: None,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use switchyard_client::{ClientOptions, RegistryClient};
+use switchyard_model::labels::meta;
 use switchyard_model::watch::{Change, WatchEvent};
 use switchyard_model::{Color, Health, Instance};
 
@@ -23,7 +24,7 @@ fn instance(service: &str, id: &str, n: usize, session: Option<u64>) -> Instance
         address: std::net::Ipv4Addr::new(10, 0, (n / 250 % 250) as u8, (n % 250) as u8 + 1).into(),
         port: 8080,
         tags: vec!["bench".into()],
-        metadata: [("image".to_string(), "bench:1".to_string())].into(),
+        metadata: [(meta::IMAGE.to_string(), "bench:1".to_string())].into(),
         health: Health::Passing,
         session,
         create_revision: 0,

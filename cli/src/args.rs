@@ -49,7 +49,7 @@ pub struct Cli {
     pub timeout: Duration,
 
     #[command(flatten)]
-    pub access: switchyard_runtime::ClientAccessArgs,
+    pub access: switchyard_program::ClientAccessArgs,
 
     #[command(subcommand)]
     pub command: Command,

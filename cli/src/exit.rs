@@ -53,15 +53,17 @@ pub fn describe(error: &anyhow::Error) -> (u8, String) {
     {
         return (USAGE, format!("{error:#}"));
     }
-    match client_error.code() {
-        Some(Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded) => (
+    if client_error.is_unreachable() {
+        return (
             UNREACHABLE,
             format!(
                 "cannot reach the registry ({}): is cd-registry running? Point --registry or \
                  SWITCHYARD_REGISTRY at it",
                 client_error.message()
             ),
-        ),
+        );
+    }
+    match client_error.code() {
         Some(Code::InvalidArgument) => (USAGE, client_error.message()),
         Some(Code::NotFound) => (NOT_FOUND, client_error.message()),
         Some(Code::FailedPrecondition) => (PRECONDITION, client_error.message()),

@@ -73,12 +73,21 @@ impl From<Status> for ClientError {
     }
 }
 
-/// Whether a failed call may succeed on another registry replica.
-fn is_unreachable(status: &Status) -> bool {
+/// Whether a call that ended with `code` never reached a working
+/// registry, so it may succeed on another replica: the one rule for the
+/// client's failover and for cdctl's "cannot reach the registry".
+fn unreachable_code(code: Code) -> bool {
     matches!(
-        status.code(),
-        Code::Unavailable | Code::Unknown | Code::Cancelled
+        code,
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
     )
+}
+
+impl ClientError {
+    /// The registry could not be reached (on any of its URLs).
+    pub fn is_unreachable(&self) -> bool {
+        self.code().is_some_and(unreachable_code)
+    }
 }
 
 /// Largest message the client accepts (snapshots of big registries).
@@ -198,7 +207,7 @@ impl RegistryClient {
                     self.current.store(index, Ordering::Relaxed);
                     return Ok(response.into_inner());
                 }
-                Err(status) if is_unreachable(&status) => {
+                Err(status) if unreachable_code(status.code()) => {
                     tracing::debug!(url = %self.urls[index], %status, "registry unreachable; trying the next");
                     last = Some(status);
                 }

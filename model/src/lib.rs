@@ -9,6 +9,7 @@ pub mod duration;
 mod fuzz;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod labels;
 pub mod validate;
 pub mod watch;
 

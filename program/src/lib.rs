@@ -1,6 +1,7 @@
-//! What every Switchyard binary needs at its entry point: the logging flags
-//! (flattened into each binary's clap arguments), tracing set up from them,
-//! and a future that completes on SIGTERM or SIGINT.
+//! What every Switchyard program shares at its entry point: the logging
+//! flags (flattened into each binary's clap arguments) and tracing set up
+//! from them, the flags that reach a registry (TLS, token), and a future
+//! that completes on SIGTERM or SIGINT.
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
@@ -82,6 +83,16 @@ impl ClientAccessArgs {
             token,
         })
     }
+}
+
+/// Tracing for a command-line tool: text on standard error, filtered by the
+/// environment variable `variable` (EnvFilter syntax), else `default`.
+pub fn init_tracing_from_env(variable: &str, default: &str) {
+    let log = std::env::var(variable).unwrap_or_else(|_| default.to_string());
+    init_tracing(&LogArgs {
+        log_format: LogFormat::Text,
+        log,
+    });
 }
 
 /// Sends logs to standard error in the chosen format; a filter that does not

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use switchyard_model::duration::parse_duration;
 
 use crate::server::{Limits, ServerConfig, StoreChoice};
+use crate::store::defaults;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {
@@ -60,21 +61,21 @@ pub struct Args {
     pub etcd_password_file: Option<PathBuf>,
 
     #[command(flatten)]
-    pub logging: switchyard_runtime::LogArgs,
+    pub logging: switchyard_program::LogArgs,
 
     /// Revisions of watch history kept, so watchers can resume after a gap.
-    #[arg(long, env = "SWITCHYARD_HISTORY_REVISIONS", default_value_t = 100_000)]
+    #[arg(long, env = "SWITCHYARD_HISTORY_REVISIONS", default_value_t = defaults::HISTORY_REVISIONS)]
     pub history_revisions: u64,
 
     /// Messages buffered per watch stream, and recent revisions kept in memory
     /// for watchers (at most 16 MiB of them) before a slow watcher falls back
     /// to reading history.
-    #[arg(long, env = "SWITCHYARD_WATCH_BUFFER", default_value_t = 1024)]
+    #[arg(long, env = "SWITCHYARD_WATCH_BUFFER", default_value_t = defaults::WATCH_BUFFER)]
     pub watch_buffer: usize,
 
     /// sled's page cache in MiB (the embedded store). Reads never use it
     /// (they are served from memory); writes and history catch-up do.
-    #[arg(long, env = "SWITCHYARD_SLED_CACHE_MIB", default_value_t = 8)]
+    #[arg(long, env = "SWITCHYARD_SLED_CACHE_MIB", default_value_t = defaults::SLED_CACHE_MIB)]
     pub sled_cache_mib: u64,
 
     /// How often idle watch streams get a progress message.

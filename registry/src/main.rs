@@ -16,7 +16,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
-    switchyard_runtime::init_tracing(&args.logging);
+    switchyard_program::init_tracing(&args.logging);
     if let Some(Command::Restore(restore)) = args.command.take() {
         return match cd_registry::restore::restore(&restore) {
             Ok(summary) => {
@@ -38,9 +38,9 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Said once, through the log (standard error).
         Err(error) => {
             tracing::error!("{error:#}");
-            eprintln!("cd-registry: {error:#}");
             ExitCode::FAILURE
         }
     }
@@ -54,5 +54,5 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| {
             format!("binding {listen} (is another process using it? try --listen 127.0.0.1:0)")
         })?;
-    cd_registry::server::serve(config, listener, switchyard_runtime::shutdown_signal()).await
+    cd_registry::server::serve(config, listener, switchyard_program::shutdown_signal()).await
 }

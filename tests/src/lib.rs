@@ -126,7 +126,7 @@ impl TestRegistry {
             return;
         }
         let url = self.url();
-        eventually(Duration::from_secs(20), || health_serving(url.clone())).await;
+        eventually(patience(), || health_serving(url.clone())).await;
     }
 
     /// Shuts the registry down gracefully and waits until its store is closed.
@@ -251,6 +251,16 @@ pub fn instance(service: &str, id: &str, port: u16, color: Option<Color>) -> Ins
         create_revision: 0,
         mod_revision: 0,
     }
+}
+
+/// How long a test waits for what should happen: 30 s, or the duration in
+/// `SWITCHYARD_TEST_PATIENCE` (e.g. `90s`) on a slower machine. The one
+/// setting every wait derives from.
+pub fn patience() -> Duration {
+    std::env::var("SWITCHYARD_TEST_PATIENCE")
+        .ok()
+        .and_then(|text| switchyard_model::duration::parse_duration(&text).ok())
+        .unwrap_or(Duration::from_secs(30))
 }
 
 /// A free loopback port below the kernel's ephemeral range (and Docker's

@@ -60,9 +60,8 @@ pub async fn watch(client: &RegistryClient, args: WatchArgs) -> anyhow::Result<E
     }
 }
 
+/// Unreachable, or a stream cut mid-way (which tonic reports as INTERNAL):
+/// a watch resumes from where it was.
 fn retryable(error: &ClientError) -> bool {
-    matches!(
-        error.code(),
-        Some(Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal)
-    )
+    error.is_unreachable() || error.code() == Some(Code::Internal)
 }

@@ -17,14 +17,15 @@ use bollard::query_parameters::{
     RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use switchyard_model::Color;
+use switchyard_model::labels::label;
 
 pub use swarm::{REPLICAS_LABEL, ServiceDefinition, SwarmService};
 
-/// Labels every deployed container carries.
-pub const SERVICE_LABEL: &str = "switchyard.service";
-pub const COLOR_LABEL: &str = "switchyard.color";
-pub const DEPLOY_LABEL: &str = "switchyard.deploy-id";
-pub const NETWORK_LABEL: &str = "switchyard.network";
+/// Labels every deployed container carries (`switchyard_model::labels`).
+pub const SERVICE_LABEL: &str = label::SERVICE;
+pub const COLOR_LABEL: &str = label::COLOR;
+pub const DEPLOY_LABEL: &str = label::DEPLOY_ID;
+pub const NETWORK_LABEL: &str = label::NETWORK;
 
 /// A container of a service, as a deploy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,6 +18,7 @@ use anyhow::Context;
 use serde::Deserialize;
 use switchyard_client::RegistryClient;
 use switchyard_model::duration::parse_duration;
+use switchyard_model::labels::label;
 use switchyard_model::validate;
 
 use crate::args::{DeployArgs, Output};
@@ -133,9 +134,9 @@ impl Settings {
         for pair in &args.label {
             let (key, value) = key_value("--label", pair)?;
             anyhow::ensure!(
-                !key.starts_with("switchyard.service")
-                    && !key.starts_with("switchyard.color")
-                    && !key.starts_with("switchyard.deploy-id"),
+                ![label::SERVICE, label::COLOR, label::DEPLOY_ID]
+                    .iter()
+                    .any(|ours| key.starts_with(ours)),
                 "--label {key} is set by cdctl deploy itself"
             );
             labels.insert(key, value);

@@ -31,7 +31,9 @@ pub use commands::{abort, deploy, promote, rollback};
 /// Why a deploy stopped short.
 #[derive(Debug)]
 pub enum Failure {
-    LockHeld(String),
+    /// Another deploy has the service: it holds the lock, or one is paused
+    /// for promotion. Nothing was done.
+    Busy(String),
     HealthTimeout(String),
     PreTest(String),
     PostTest(String),
@@ -42,7 +44,7 @@ pub enum Failure {
 impl Failure {
     fn exit_code(&self) -> u8 {
         match self {
-            Failure::LockHeld(_) => exit::LOCK_HELD,
+            Failure::Busy(_) => exit::LOCK_HELD,
             Failure::HealthTimeout(_) => exit::HEALTH_TIMEOUT,
             Failure::PreTest(_) => exit::PRE_TEST_FAILED,
             Failure::PostTest(_) => exit::POST_TEST_FAILED,
@@ -53,7 +55,7 @@ impl Failure {
 
     fn message(&self) -> String {
         match self {
-            Failure::LockHeld(m)
+            Failure::Busy(m)
             | Failure::HealthTimeout(m)
             | Failure::PreTest(m)
             | Failure::PostTest(m) => m.clone(),
@@ -160,14 +162,14 @@ impl<'a> Deploy<'a> {
         settings: Settings,
         output: Output,
     ) -> Self {
-        let id = format!("{}-{:04x}", now_ms(), rand_suffix());
+        let id = format!("{}-{:04x}", now_ms(), clock_and_pid_suffix());
         let record = Deployment {
             id,
             service: settings.service.clone(),
             image: settings.image.clone(),
             version: settings
                 .labels
-                .get("switchyard.version")
+                .get(switchyard_model::labels::label::VERSION)
                 .cloned()
                 .unwrap_or_default(),
             who: settings.who.clone(),
@@ -208,7 +210,7 @@ impl<'a> Deploy<'a> {
         {
             Ok(grant) => grant,
             Err(error) if error.code() == Some(Code::Aborted) => {
-                return Err(Failure::LockHeld(error.message()));
+                return Err(Failure::Busy(error.message()));
             }
             Err(error) => return Err(error.into()),
         };
@@ -238,7 +240,7 @@ impl<'a> Deploy<'a> {
             .list_deployments(&self.settings.service, 1)
             .await?;
         if let Some(paused) = latest.iter().find(|d| d.outcome == Outcome::Paused) {
-            return Err(Failure::LockHeld(format!(
+            return Err(Failure::Busy(format!(
                 "deploy {} of {} is paused for promotion: run `cdctl promote {}` or `cdctl abort {}` first",
                 paused.id, paused.service, paused.service, paused.service
             )));
@@ -612,8 +614,9 @@ fn stderr_for_child() -> std::process::Stdio {
     }
 }
 
-fn rand_suffix() -> u16 {
-    // Process id and clock bits: unique enough to tell concurrent deploys apart.
+/// Not random: the process id mixed with clock bits, unique enough to tell
+/// concurrent deploys of one service apart (the lock allows one at a time).
+fn clock_and_pid_suffix() -> u16 {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
+use switchyard_model::labels::{label, meta};
 use switchyard_model::{Color, Health, Instance};
 
 use super::Settings;
@@ -43,8 +44,8 @@ impl RuntimeKind {
     /// The instance metadata naming the unit an instance belongs to.
     fn owner_key(self) -> &'static str {
         match self {
-            RuntimeKind::Containers => "container_id",
-            RuntimeKind::Swarm => "swarm_service_id",
+            RuntimeKind::Containers => meta::CONTAINER_ID,
+            RuntimeKind::Swarm => meta::SWARM_SERVICE_ID,
         }
     }
 
@@ -265,7 +266,7 @@ impl Runtime {
         if let Some(network) = &settings.network {
             labels.insert(NETWORK_LABEL.into(), network.clone());
             if let Some(port) = settings.port {
-                labels.insert("switchyard.port".into(), port.to_string());
+                labels.insert(label::PORT.into(), port.to_string());
             }
         }
         match self.kind {

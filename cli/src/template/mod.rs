@@ -174,7 +174,7 @@ pub async fn template(client: &RegistryClient, args: TemplateArgs) -> anyhow::Re
     heartbeat.tick().await;
     // Listen for SIGTERM/SIGINT once, for the whole run: a signal that came
     // while a render ran must not be lost.
-    let shutdown = switchyard_runtime::shutdown_signal();
+    let shutdown = switchyard_program::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         if events.is_none() && Instant::now() >= reconnect_at {

@@ -338,7 +338,7 @@ impl Catalog {
                     None,
                 ));
             }
-            txn.success.extend(instance_puts(&instance));
+            txn.success.extend(instance_puts(&instance)?);
             match self.commit(txn).await {
                 Ok(Some(revision)) => return Ok(revision),
                 Ok(None) => continue,
@@ -566,12 +566,13 @@ impl Catalog {
 }
 
 /// The three keys one instance occupies, all under its session's lease.
-fn instance_puts(instance: &Instance) -> [Op; 3] {
+fn instance_puts(instance: &Instance) -> Result<[Op; 3], CatalogError> {
     let lease = instance.session;
-    [
+    let record = record::encode(instance).map_err(|e| CatalogError::Encoding(e.to_string()))?;
+    Ok([
         put(
             keys::instance(&instance.service, &instance.id),
-            record::encode(instance),
+            record,
             lease,
         ),
         put(
@@ -584,5 +585,5 @@ fn instance_puts(instance: &Instance) -> [Op; 3] {
             instance.service.clone().into_bytes(),
             lease,
         ),
-    ]
+    ])
 }

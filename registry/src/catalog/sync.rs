@@ -12,6 +12,19 @@ use super::{
 };
 use crate::store::{KeyValue, Op, OpResult, StoreError, Txn};
 
+/// What one node has in the store, read for a `SyncNode` at `revision`.
+struct NodeState {
+    revision: u64,
+    /// The node's index entries (`x/nd/{node}/{id}` → service).
+    entries: Vec<KeyValue>,
+    /// The id index entry of each wanted id, in `wanted`'s order.
+    owners: Vec<Option<KeyValue>>,
+    /// Each present instance: id, service and its record.
+    current: Vec<(String, String, Option<KeyValue>)>,
+    /// The record of each service a wanted instance belongs to.
+    services: Vec<(String, Option<KeyValue>)>,
+}
+
 impl Catalog {
     /// Makes the registry's instances of `node` exactly `desired`, in one
     /// transaction: adds, updates and removes. Repeating it changes nothing.
@@ -22,18 +35,7 @@ impl Catalog {
         desired: Vec<Instance>,
     ) -> Result<SyncOutcome, CatalogError> {
         validate::identifier("node", node)?;
-        if desired.len() > validate::MAX_SYNC_INSTANCES {
-            return Err(ValidationError::new(
-                "instances",
-                format!(
-                    "{} instances in one SyncNode; the limit is {}: split the node's \
-                     instances across Register calls or raise nothing here",
-                    desired.len(),
-                    validate::MAX_SYNC_INSTANCES
-                ),
-            )
-            .into());
-        }
+        let wanted = wanted_instances(session, node, desired)?;
         let session_node = self.session_node(session).await?;
         if session_node != node {
             return Err(CatalogError::Conflict(format!(
@@ -41,151 +43,11 @@ impl Catalog {
                  for {node}"
             )));
         }
-        let mut wanted: BTreeMap<String, Instance> = BTreeMap::new();
-        for (index, mut instance) in desired.into_iter().enumerate() {
-            if instance.node.is_empty() {
-                instance.node = node.to_string();
-            }
-            if instance.node != node {
-                return Err(ValidationError::new(
-                    format!("instances[{index}].node"),
-                    format!(
-                        "instance {} names node {}, but this SyncNode is for {node}",
-                        instance.id, instance.node
-                    ),
-                )
-                .into());
-            }
-            instance.session = Some(session);
-            validate::instance(&format!("instances[{index}]."), &instance)?;
-            if wanted.insert(instance.id.clone(), instance).is_some() {
-                return Err(ValidationError::new(
-                    format!("instances[{index}].id"),
-                    "the same id appears twice in one SyncNode",
-                )
-                .into());
-            }
-        }
-
         for _ in 0..MAX_ATTEMPTS {
-            // First read: what the node has now, and who owns the wanted ids.
-            let mut ops = vec![Op::Range {
-                prefix: keys::node_index_of(node),
-            }];
-            ops.extend(wanted.keys().map(|id| Op::Get {
-                key: keys::id_index(id),
-            }));
-            let (revision, results) = self.read(ops).await?;
-            let mut results = results.into_iter();
-            let node_entries = results.next().map(OpResult::into_kvs).unwrap_or_default();
-            let owners: Vec<Option<KeyValue>> = results.map(|r| single(Some(r))).collect();
-
-            // Second read: the records those indexes point at, and the services.
-            let mut present: BTreeMap<String, String> = BTreeMap::new(); // id -> service
-            for kv in &node_entries {
-                if let Some(id) = keys::last_segment(&kv.key) {
-                    present.insert(
-                        id.to_string(),
-                        String::from_utf8_lossy(&kv.value).into_owned(),
-                    );
-                }
-            }
-            for (id, owner) in wanted.keys().zip(&owners) {
-                if let Some(owner) = owner
-                    && !present.contains_key(id)
-                {
-                    let owner_service = String::from_utf8_lossy(&owner.value);
-                    return Err(CatalogError::Conflict(format!(
-                        "instance id {id} is registered on another node (service \
-                         {owner_service}); ids must be unique across nodes"
-                    )));
-                }
-            }
-            let services: BTreeSet<&str> = wanted.values().map(|i| i.service.as_str()).collect();
-            let mut ops: Vec<Op> = present
-                .iter()
-                .map(|(id, service)| Op::Get {
-                    key: keys::instance(service, id),
-                })
-                .collect();
-            ops.extend(services.iter().map(|service| Op::Get {
-                key: keys::service(service),
-            }));
-            let (_, results) = self.read(ops).await?;
-            let mut results = results.into_iter();
-            let current: Vec<(String, String, Option<KeyValue>)> = present
-                .iter()
-                .map(|(id, service)| (id.clone(), service.clone(), single(results.next())))
-                .collect();
-            let service_kvs: Vec<(&str, Option<KeyValue>)> = services
-                .iter()
-                .map(|service| (*service, single(results.next())))
-                .collect();
-
-            // Decide.
-            let mut txn = Txn::default();
-            let mut outcome = SyncOutcome::default();
-            for kv in &node_entries {
-                txn.compares.push(guard(kv.key.clone(), Some(kv)));
-            }
-            for (id, owner) in wanted.keys().zip(&owners) {
-                txn.compares.push(guard(keys::id_index(id), owner.as_ref()));
-            }
-            for (service, kv) in &service_kvs {
-                txn.compares
-                    .push(guard(keys::service(service), kv.as_ref()));
-                if kv.is_none() {
-                    txn.success.push(put(
-                        keys::service(service),
-                        to_json(&ServiceRecord::default())?,
-                        None,
-                    ));
-                }
-            }
-            let mut existing: HashMap<&str, (&str, Option<Instance>)> = HashMap::new();
-            for (id, service, kv) in &current {
-                txn.compares
-                    .push(guard(keys::instance(service, id), kv.as_ref()));
-                let instance = kv.as_ref().map(decode_instance).transpose()?;
-                existing.insert(id.as_str(), (service.as_str(), instance));
-            }
-            for (id, (service, _)) in &existing {
-                let keep = wanted.get(*id).is_some_and(|w| w.service == *service);
-                if !keep {
-                    txn.success.push(Op::Delete {
-                        key: keys::instance(service, id),
-                    });
-                    if !wanted.contains_key(*id) {
-                        txn.success.push(Op::Delete {
-                            key: keys::id_index(id),
-                        });
-                        txn.success.push(Op::Delete {
-                            key: keys::node_index(node, id),
-                        });
-                        outcome.removed += 1;
-                    }
-                }
-            }
-            for (id, instance) in &wanted {
-                match existing.get(id.as_str()) {
-                    Some((service, Some(current)))
-                        if *service == instance.service && current.same_registration(instance) => {}
-                    Some((service, Some(_))) if *service == instance.service => {
-                        outcome.updated += 1;
-                        txn.success.extend(instance_puts(instance));
-                    }
-                    Some(_) => {
-                        outcome.updated += 1;
-                        txn.success.extend(instance_puts(instance));
-                    }
-                    None => {
-                        outcome.added += 1;
-                        txn.success.extend(instance_puts(instance));
-                    }
-                }
-            }
+            let state = self.node_state(node, &wanted).await?;
+            let (txn, mut outcome) = plan(node, &wanted, &state)?;
             if !txn.success.iter().any(Op::is_write) {
-                outcome.revision = revision;
+                outcome.revision = state.revision;
                 return Ok(outcome);
             }
             match self.commit(txn).await {
@@ -202,4 +64,183 @@ impl Catalog {
         }
         Err(CatalogError::Contention(format!("node {node}")))
     }
+
+    /// Two reads: the node's index and the owners of the wanted ids, then
+    /// the records those point at and the services.
+    async fn node_state(
+        &self,
+        node: &str,
+        wanted: &BTreeMap<String, Instance>,
+    ) -> Result<NodeState, CatalogError> {
+        let mut ops = vec![Op::Range {
+            prefix: keys::node_index_of(node),
+        }];
+        ops.extend(wanted.keys().map(|id| Op::Get {
+            key: keys::id_index(id),
+        }));
+        let (revision, results) = self.read(ops).await?;
+        let mut results = results.into_iter();
+        let entries = results.next().map(OpResult::into_kvs).unwrap_or_default();
+        let owners: Vec<Option<KeyValue>> = results.map(|r| single(Some(r))).collect();
+
+        let mut present: BTreeMap<String, String> = BTreeMap::new(); // id -> service
+        for kv in &entries {
+            if let Some(id) = keys::last_segment(&kv.key) {
+                present.insert(
+                    id.to_string(),
+                    String::from_utf8_lossy(&kv.value).into_owned(),
+                );
+            }
+        }
+        for (id, owner) in wanted.keys().zip(&owners) {
+            if let Some(owner) = owner
+                && !present.contains_key(id)
+            {
+                let owner_service = String::from_utf8_lossy(&owner.value);
+                return Err(CatalogError::Conflict(format!(
+                    "instance id {id} is registered on another node (service \
+                     {owner_service}); ids must be unique across nodes"
+                )));
+            }
+        }
+        let services: BTreeSet<&str> = wanted.values().map(|i| i.service.as_str()).collect();
+        let mut ops: Vec<Op> = present
+            .iter()
+            .map(|(id, service)| Op::Get {
+                key: keys::instance(service, id),
+            })
+            .collect();
+        ops.extend(services.iter().map(|service| Op::Get {
+            key: keys::service(service),
+        }));
+        let (_, results) = self.read(ops).await?;
+        let mut results = results.into_iter();
+        let current = present
+            .into_iter()
+            .map(|(id, service)| (id, service, single(results.next())))
+            .collect();
+        let services = services
+            .into_iter()
+            .map(|service| (service.to_string(), single(results.next())))
+            .collect();
+        Ok(NodeState {
+            revision,
+            entries,
+            owners,
+            current,
+            services,
+        })
+    }
+}
+
+/// `desired`, checked and keyed by id, each in `session` on `node`.
+fn wanted_instances(
+    session: SessionId,
+    node: &str,
+    desired: Vec<Instance>,
+) -> Result<BTreeMap<String, Instance>, CatalogError> {
+    if desired.len() > validate::MAX_SYNC_INSTANCES {
+        return Err(ValidationError::new(
+            "instances",
+            format!(
+                "{} instances in one SyncNode; the limit is {}: split the node's \
+                 instances across Register calls or raise nothing here",
+                desired.len(),
+                validate::MAX_SYNC_INSTANCES
+            ),
+        )
+        .into());
+    }
+    let mut wanted: BTreeMap<String, Instance> = BTreeMap::new();
+    for (index, mut instance) in desired.into_iter().enumerate() {
+        if instance.node.is_empty() {
+            instance.node = node.to_string();
+        }
+        if instance.node != node {
+            return Err(ValidationError::new(
+                format!("instances[{index}].node"),
+                format!(
+                    "instance {} names node {}, but this SyncNode is for {node}",
+                    instance.id, instance.node
+                ),
+            )
+            .into());
+        }
+        instance.session = Some(session);
+        validate::instance(&format!("instances[{index}]."), &instance)?;
+        if wanted.insert(instance.id.clone(), instance).is_some() {
+            return Err(ValidationError::new(
+                format!("instances[{index}].id"),
+                "the same id appears twice in one SyncNode",
+            )
+            .into());
+        }
+    }
+    Ok(wanted)
+}
+
+/// The guarded transaction that turns `state` into `wanted`, and what it
+/// adds, updates and removes. Every key read is guarded by its mod
+/// revision, so a change in between fails the commit and the sync retries.
+fn plan(
+    node: &str,
+    wanted: &BTreeMap<String, Instance>,
+    state: &NodeState,
+) -> Result<(Txn, SyncOutcome), CatalogError> {
+    let mut txn = Txn::default();
+    let mut outcome = SyncOutcome::default();
+    for kv in &state.entries {
+        txn.compares.push(guard(kv.key.clone(), Some(kv)));
+    }
+    for (id, owner) in wanted.keys().zip(&state.owners) {
+        txn.compares.push(guard(keys::id_index(id), owner.as_ref()));
+    }
+    for (service, kv) in &state.services {
+        txn.compares
+            .push(guard(keys::service(service), kv.as_ref()));
+        if kv.is_none() {
+            let record = to_json(&ServiceRecord::default())?;
+            txn.success.push(put(keys::service(service), record, None));
+        }
+    }
+    let mut existing: HashMap<&str, (&str, Option<Instance>)> = HashMap::new();
+    for (id, service, kv) in &state.current {
+        txn.compares
+            .push(guard(keys::instance(service, id), kv.as_ref()));
+        let instance = kv.as_ref().map(decode_instance).transpose()?;
+        existing.insert(id.as_str(), (service.as_str(), instance));
+    }
+    for (id, (service, _)) in &existing {
+        if wanted.get(*id).is_some_and(|w| w.service == *service) {
+            continue;
+        }
+        txn.success.push(Op::Delete {
+            key: keys::instance(service, id),
+        });
+        if !wanted.contains_key(*id) {
+            txn.success.push(Op::Delete {
+                key: keys::id_index(id),
+            });
+            txn.success.push(Op::Delete {
+                key: keys::node_index(node, id),
+            });
+            outcome.removed += 1;
+        }
+    }
+    for (id, instance) in wanted {
+        match existing.get(id.as_str()) {
+            Some((service, Some(current)))
+                if *service == instance.service && current.same_registration(instance) => {}
+            // Changed, or moved to another service: written again.
+            Some(_) => {
+                outcome.updated += 1;
+                txn.success.extend(instance_puts(instance)?);
+            }
+            None => {
+                outcome.added += 1;
+                txn.success.extend(instance_puts(instance)?);
+            }
+        }
+    }
+    Ok((txn, outcome))
 }

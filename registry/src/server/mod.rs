@@ -28,9 +28,9 @@ use tonic_health::ServingStatus;
 use crate::api::{RegistryApi, WatchLimits};
 use crate::auth::Authorizer;
 use crate::catalog::{Catalog, CatalogConfig};
-use crate::store::Store;
 use crate::store::etcd::{EtcdAccess, EtcdConfig, EtcdStore};
 use crate::store::sled::{SledConfig, SledStore};
+use crate::store::{Store, defaults};
 
 /// The gRPC service name health checks ask for.
 pub const SERVICE_NAME: &str = "switchyard.v1.Registry";
@@ -116,9 +116,9 @@ impl ServerConfig {
         ServerConfig {
             store: StoreChoice::Sled,
             data_dir: data_dir.into(),
-            history_revisions: 100_000,
-            watch_buffer: 1024,
-            sled_cache_bytes: 8 * 1024 * 1024,
+            history_revisions: defaults::HISTORY_REVISIONS,
+            watch_buffer: defaults::WATCH_BUFFER,
+            sled_cache_bytes: defaults::SLED_CACHE_MIB * 1024 * 1024,
             progress_interval: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
             limits: Limits::default(),

@@ -10,6 +10,17 @@
 //! **Architecture Invariant:** only modules below `store` know a storage
 //! engine; the catalog sees this trait and nothing else.
 
+/// Defaults the flags, `ServerConfig::new` and `SledConfig::new` share, so
+/// a registry started by hand and one built in a test keep the same.
+pub mod defaults {
+    /// Revisions of watch history kept.
+    pub const HISTORY_REVISIONS: u64 = 100_000;
+    /// Messages buffered per watch stream, and recent revisions in memory.
+    pub const WATCH_BUFFER: usize = 1024;
+    /// sled's page cache.
+    pub const SLED_CACHE_MIB: u64 = 8;
+}
+
 pub mod codec;
 pub mod etcd;
 #[cfg(test)]

@@ -72,9 +72,9 @@ impl SledConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         SledConfig {
             path: path.into(),
-            history_revisions: 100_000,
-            watch_buffer: 4096,
-            cache_bytes: 8 * 1024 * 1024,
+            history_revisions: super::defaults::HISTORY_REVISIONS,
+            watch_buffer: super::defaults::WATCH_BUFFER,
+            cache_bytes: super::defaults::SLED_CACHE_MIB * 1024 * 1024,
             snapshot_min_bytes: 8 * 1024 * 1024,
             lease_check_interval: Duration::from_millis(100),
         }

@@ -3,15 +3,10 @@
 //! color and health, and disappear when they stop; the agent converges after
 //! it, the registry or the Docker event stream was away; its own exits.
 
-use std::time::Duration;
-
 use switchyard_model::{Color, Health, Instance};
 use switchyard_tests::docker::{SocketProxy, TestContainer, TestImage, TestNetwork, unique};
 use switchyard_tests::process::{AgentProcess, RegistryProcess, cdctl_json};
-use switchyard_tests::{TestRegistry, eventually, http_get, workspace_root};
-
-/// How long a change may take to show up in the registry.
-const PATIENCE: Duration = Duration::from_secs(30);
+use switchyard_tests::{TestRegistry, eventually, http_get, patience, workspace_root};
 
 fn test_label() -> String {
     format!("switchyard.test={}", unique("agent"))
@@ -33,7 +28,7 @@ async fn wait_until(
     check: impl Fn(&[Instance]) -> bool,
 ) -> Vec<Instance> {
     let check = &check;
-    eventually(PATIENCE, || async move {
+    eventually(patience(), || async move {
         let found = instances(url, service).await;
         if check(&found) {
             Ok(found)
@@ -359,7 +354,7 @@ async fn healthz_reports_the_agent_itself() {
     let url = registry.url();
     let agent = AgentProcess::start(&url, &test_label(), &[]);
     let address = agent.healthz;
-    let body = eventually(PATIENCE, || async move {
+    let body = eventually(patience(), || async move {
         let answer = http_get(address, "/healthz").await?;
         if answer.starts_with("HTTP/1.1 200") {
             Ok(answer)

@@ -14,9 +14,9 @@ use switchyard_tests::load::Load;
 use switchyard_tests::process::explain;
 use switchyard_tests::process::{AgentProcess, Background, RegistryProcess, binary, cdctl_async};
 use switchyard_tests::tls::{Access, TestPki, env_refs};
-use switchyard_tests::{TestRegistry, body, eventually, http_get, instance, workspace_root};
-
-const PATIENCE: Duration = Duration::from_secs(30);
+use switchyard_tests::{
+    TestRegistry, body, eventually, http_get, instance, patience, workspace_root,
+};
 
 fn template_command(url: &str, template: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(binary("cdctl"));
@@ -46,9 +46,9 @@ fn lines(path: &Path) -> usize {
 }
 
 /// Waits until `path` has exactly `expected` lines (a count that passes
-/// it, or never reaches it, fails the test after PATIENCE).
+/// it, or never reaches it, fails the test after patience()).
 async fn until_lines(path: &Path, expected: usize) {
-    eventually(PATIENCE, || async move {
+    eventually(patience(), || async move {
         match lines(path) {
             n if n == expected => Ok(()),
             n => Err(format!("{} has {n} lines, not {expected}", path.display())),
@@ -104,7 +104,7 @@ async fn template_renders_swaps_reloads_reports_and_guards() {
     ));
 
     let out_ref = &out;
-    eventually(PATIENCE, || async move {
+    eventually(patience(), || async move {
         let text = read(out_ref);
         if text == "server 127.0.0.1:8001;\n" {
             Ok(())
@@ -117,7 +117,7 @@ async fn template_renders_swaps_reloads_reports_and_guards() {
     // check that it ran once.
     until_lines(&reloads, 1).await;
     let url_ref = &url;
-    eventually(PATIENCE, || async move {
+    eventually(patience(), || async move {
         match proxy_status(url_ref, "edge-1").await {
             Some(status) if status.applied_revision >= current && status.healthy => Ok(()),
             other => Err(format!("{other:?}")),
@@ -130,7 +130,7 @@ async fn template_renders_swaps_reloads_reports_and_guards() {
         .register(&instance("web", "w2", 8002, Some(Color::Blue)), None)
         .await
         .expect("register");
-    eventually(PATIENCE, || async move {
+    eventually(patience(), || async move {
         if lines(out_ref) == 2 {
             Ok(())
         } else {
@@ -146,7 +146,7 @@ async fn template_renders_swaps_reloads_reports_and_guards() {
         .register(&instance("other", "o1", 7001, None), None)
         .await
         .expect("register");
-    eventually(PATIENCE, || async move {
+    eventually(patience(), || async move {
         match proxy_status(url_ref, "edge-1").await {
             Some(status) if status.applied_revision >= unrelated => Ok(()),
             other => Err(format!("{other:?}")),
@@ -160,7 +160,7 @@ async fn template_renders_swaps_reloads_reports_and_guards() {
         .register(&instance("web", "w3", 9999, Some(Color::Blue)), None)
         .await
         .expect("register");
-    eventually(PATIENCE, || async move {
+    eventually(patience(), || async move {
         match proxy_status(url_ref, "edge-1").await {
             Some(status) if !status.healthy && status.message.contains("check") => Ok(()),
             other => Err(format!("{other:?}")),
@@ -173,7 +173,7 @@ async fn template_renders_swaps_reloads_reports_and_guards() {
     // Taking every backend away is refused without --allow-empty.
     client.deregister("w1").await.expect("deregister");
     client.deregister("w2").await.expect("deregister");
-    eventually(PATIENCE, || async move {
+    eventually(patience(), || async move {
         match proxy_status(url_ref, "edge-1").await {
             Some(status) if !status.healthy && status.message.contains("every backend of web") => {
                 Ok(())
@@ -224,7 +224,7 @@ async fn template_resumes_after_a_registry_restart_without_re_rendering() {
         &["--reload", &reload, "--proxy-id", "edge-2"],
     ));
     let reloads_ref = &reloads;
-    eventually(PATIENCE, || async move {
+    eventually(patience(), || async move {
         if lines(reloads_ref) == 1 {
             Ok(())
         } else {
@@ -240,7 +240,7 @@ async fn template_resumes_after_a_registry_restart_without_re_rendering() {
         .await
         .expect("register after the restart");
     let url_ref = &url;
-    eventually(PATIENCE, || async move {
+    eventually(patience(), || async move {
         match proxy_status(url_ref, "edge-2").await {
             Some(status) if status.applied_revision >= revision => Ok(()),
             other => Err(format!("{other:?}")),
@@ -372,7 +372,7 @@ impl Secured {
         .await;
         let url = format!("https://{}", registry.address);
         let written = &admin_file;
-        eventually(PATIENCE, || async move {
+        eventually(patience(), || async move {
             match std::fs::read_to_string(written) {
                 Ok(token) if !token.is_empty() => Ok(()),
                 other => Err(format!("no bootstrap token yet: {other:?}")),
@@ -386,7 +386,7 @@ impl Secured {
         };
         let as_admin = admin.client(&url);
         let as_admin_ref = &as_admin;
-        eventually(PATIENCE, || async move {
+        eventually(patience(), || async move {
             as_admin_ref
                 .list_services()
                 .await
@@ -510,7 +510,7 @@ async fn zero_downtime_through_nginx() {
     follow.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     let _template = Background::spawn(follow);
     let path = format!("/{service}/");
-    eventually(PATIENCE, || {
+    eventually(patience(), || {
         let path = path.clone();
         async move {
             match http_get(listen, &path).await {
@@ -522,7 +522,7 @@ async fn zero_downtime_through_nginx() {
     .await;
     let admin = secured.admin.client(&url);
     let admin_ref = &admin;
-    eventually(PATIENCE, || async move {
+    eventually(patience(), || async move {
         match proxy_status_of(admin_ref, "nginx-1").await {
             Some(status) if status.healthy && status.applied_revision > 0 => Ok(()),
             other => Err(format!("{other:?}")),
@@ -557,7 +557,7 @@ async fn zero_downtime_through_nginx() {
     assert_eq!(back.status.code(), Some(0), "{}", explain(&back));
     // The rollback returns when the registry flipped; proxies follow.
     let service_ref = &service;
-    eventually(PATIENCE, || async move {
+    eventually(patience(), || async move {
         let (_, live) = admin_ref
             .get_service(service_ref)
             .await
@@ -687,7 +687,7 @@ async fn deploys_wait_for_reporting_proxies_and_skip_silent_ones() {
         ],
     ));
     let url_ref = &url;
-    eventually(PATIENCE, || async move {
+    eventually(patience(), || async move {
         proxy_status(url_ref, "stuck-1")
             .await
             .map(|_| ())
@@ -710,7 +710,7 @@ async fn deploys_wait_for_reporting_proxies_and_skip_silent_ones() {
 
     // Silent for longer than --proxy-stale: not waited for, and said so.
     stuck.terminate();
-    eventually(PATIENCE, || async move {
+    eventually(patience(), || async move {
         let client = RegistryClient::new(url_ref).expect("url");
         let (proxies, now) = client.list_proxies().await.map_err(|e| e.to_string())?;
         let silent = proxies
@@ -767,7 +767,7 @@ async fn a_burst_of_changes_is_rendered_once_after_the_quiet_period() {
         ],
     ));
     let reloads_ref = &reloads;
-    eventually(PATIENCE, || async move {
+    eventually(patience(), || async move {
         if lines(reloads_ref) == 1 {
             Ok(())
         } else {
@@ -785,7 +785,7 @@ async fn a_burst_of_changes_is_rendered_once_after_the_quiet_period() {
     }
     // The proxy reports a revision as applied only after its reload ran.
     let url_ref = &url;
-    eventually(PATIENCE, || async move {
+    eventually(patience(), || async move {
         match proxy_status(url_ref, "quiet-1").await {
             Some(status) if status.applied_revision >= last => Ok(()),
             other => Err(format!("{other:?}")),

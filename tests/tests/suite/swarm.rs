@@ -17,10 +17,14 @@ use switchyard_tests::docker::{
 use switchyard_tests::load::Load;
 use switchyard_tests::process::{AgentProcess, cdctl_async, explain};
 use switchyard_tests::tls::{Access, Leaf, TestPki, arg as tls_arg, env_refs};
-use switchyard_tests::{TestRegistry, body, eventually, free_port, http_get, workspace_root};
+use switchyard_tests::{
+    TestRegistry, body, eventually, free_port, http_get, patience, workspace_root,
+};
 
 /// Swarm starts tasks in a second or two; stacks take longer.
-const PATIENCE: Duration = Duration::from_secs(90);
+fn stack_patience() -> Duration {
+    patience() * 3
+}
 
 /// The live color and instances of `service` (none when unknown).
 async fn service_state(url: &str, service: &str) -> (Option<Color>, Vec<Instance>) {
@@ -114,7 +118,7 @@ async fn served(proxy: SocketAddr, path: &str) -> Result<String, String> {
 }
 
 async fn until_served(proxy: SocketAddr, path: &str, version: &str) {
-    eventually(PATIENCE, || async move {
+    eventually(stack_patience(), || async move {
         match served(proxy, path).await {
             Ok(text) if text == version => Ok(()),
             other => Err(format!("{other:?}")),
@@ -194,7 +198,7 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
     let url = format!("https://127.0.0.1:{registry_port}");
     let client = access.client(&url);
     let client_ref = &client;
-    eventually(PATIENCE, || async move {
+    eventually(stack_patience(), || async move {
         client_ref
             .list_services()
             .await
@@ -215,7 +219,7 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
     assert_eq!(no_token.status.code(), Some(7), "{}", explain(&no_token));
 
     let agent = stack.service("agent");
-    eventually(PATIENCE, || {
+    eventually(stack_patience(), || {
         let agent = agent.clone();
         async move {
             let shown = docker_ok(&[
@@ -234,7 +238,7 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
         }
     })
     .await;
-    eventually(PATIENCE, || async move {
+    eventually(stack_patience(), || async move {
         match client_ref.list_proxies().await {
             Ok((proxies, _)) if proxies.iter().any(|p| p.healthy) => Ok(()),
             other => Err(format!("no healthy proxy yet: {other:?}")),
@@ -545,7 +549,7 @@ async fn a_killed_task_is_replaced_in_the_registry() {
 
     docker_ok(&["kill", &old]);
     let (url_ref, service_ref, old_ref) = (&url, &service, &old);
-    let replaced = eventually(PATIENCE, || async move {
+    let replaced = eventually(stack_patience(), || async move {
         let (_, found) = service_state(url_ref, service_ref).await;
         match found.as_slice() {
             [one] if one.metadata["container_id"] != *old_ref && one.health == Health::Passing => {

@@ -17,7 +17,7 @@ use switchyard_model::Color;
 
 /// Label on a service scaled to zero: how many replicas it had, so a
 /// rollback can scale it back.
-pub const REPLICAS_LABEL: &str = "switchyard.replicas";
+pub const REPLICAS_LABEL: &str = switchyard_model::labels::label::REPLICAS;
 
 /// A Swarm service of one color, as a deploy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

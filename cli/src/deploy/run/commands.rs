@@ -10,7 +10,7 @@ use switchyard_model::{Color, Deployment, Health, Instance, Outcome};
 use super::super::Settings;
 use super::super::report::Reporter;
 use super::super::runtime::{Runtime, RuntimeChoice, RuntimeKind};
-use super::{Deploy, Failure, PAUSED_KEY, Paused, now_ms, rand_suffix};
+use super::{Deploy, Failure, PAUSED_KEY, Paused, clock_and_pid_suffix, now_ms};
 use crate::args::Output;
 use crate::exit::{self, UsageError};
 
@@ -20,7 +20,7 @@ async fn interruptible<T>(
 ) -> Result<T, Failure> {
     tokio::select! {
         result = forward => result,
-        () = switchyard_runtime::shutdown_signal() => Err(Failure::Interrupted),
+        () = switchyard_program::shutdown_signal() => Err(Failure::Interrupted),
     }
 }
 
@@ -267,7 +267,11 @@ async fn rollback_locked(
     }
     let image = passing
         .iter()
-        .find_map(|i| i.metadata.get("image").cloned())
+        .find_map(|i| {
+            i.metadata
+                .get(switchyard_model::labels::meta::IMAGE)
+                .cloned()
+        })
         .unwrap_or_default();
     let revision = client
         .set_active_color(service, Some(previous), Some(active), token)
@@ -284,7 +288,7 @@ async fn rollback_locked(
         eprintln!("cdctl: warning: {}", failure.message());
     }
     let record = Deployment {
-        id: format!("{}-{:04x}", now_ms(), rand_suffix()),
+        id: format!("{}-{:04x}", now_ms(), clock_and_pid_suffix()),
         service: service.to_string(),
         from_color: Some(active),
         to_color: Some(previous),

@@ -200,10 +200,11 @@ impl Deploy<'_> {
                     retired: self.retired.clone(),
                     runtime: self.runtime.kind(),
                 };
-                self.record.metadata.insert(
-                    PAUSED_KEY.into(),
-                    serde_json::to_string(&paused).unwrap_or_default(),
-                );
+                // Plain fields always serialize; were it ever to fail, the
+                // record says so instead of carrying an empty value.
+                let paused = serde_json::to_string(&paused)
+                    .unwrap_or_else(|error| format!("unrecordable: {error}"));
+                self.record.metadata.insert(PAUSED_KEY.into(), paused);
                 self.write_record(Outcome::Paused, None).await;
                 self.release().await;
                 self.reporter.end("");
@@ -217,7 +218,7 @@ impl Deploy<'_> {
                 self.reporter.summary(&self.record, 0);
                 0
             }
-            Err(Failure::LockHeld(message)) => {
+            Err(Failure::Busy(message)) => {
                 // Another deploy holds the lock or is paused: nothing was
                 // done, so change nothing and record nothing.
                 self.release().await;

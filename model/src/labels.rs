@@ -1,0 +1,66 @@
+//! One vocabulary: the Docker label keys users put on containers and that
+//! `cdctl deploy` writes, and the metadata keys the agent records on the
+//! instances it registers. Every program names them through here, so a
+//! key is spelled in one place.
+
+/// Docker label keys (on containers and Swarm services).
+pub mod label {
+    /// Every Switchyard label starts with this (the agent passes such labels
+    /// on as metadata no further).
+    pub const PREFIX: &str = "switchyard.";
+    /// The service a container serves: the one label the agent requires.
+    pub const SERVICE: &str = "switchyard.service";
+    /// `blue` or `green`: the release color.
+    pub const COLOR: &str = "switchyard.color";
+    /// The deploy that started the container (`cdctl deploy` sets it).
+    pub const DEPLOY_ID: &str = "switchyard.deploy-id";
+    /// The Docker network whose address to register.
+    pub const NETWORK: &str = "switchyard.network";
+    /// The container port(s) to register, comma-separated.
+    pub const PORT: &str = "switchyard.port";
+    /// Comma-separated tags.
+    pub const TAGS: &str = "switchyard.tags";
+    /// The release version, recorded as metadata `version`.
+    pub const VERSION: &str = "switchyard.version";
+    /// On a Swarm service scaled to zero by `--keep-old`: how many replicas
+    /// to bring back on rollback.
+    pub const REPLICAS: &str = "switchyard.replicas";
+    /// An HTTP health check path.
+    pub const CHECK_HTTP: &str = "switchyard.check.http";
+    /// A TCP health check (any value).
+    pub const CHECK_TCP: &str = "switchyard.check.tcp";
+    /// How often checks run, as a duration (`5s`).
+    pub const CHECK_INTERVAL: &str = "switchyard.check.interval";
+    /// Docker's own labels on Swarm task containers.
+    pub const SWARM_SERVICE_ID: &str = "com.docker.swarm.service.id";
+    pub const SWARM_SERVICE_NAME: &str = "com.docker.swarm.service.name";
+    pub const SWARM_TASK_ID: &str = "com.docker.swarm.task.id";
+
+    /// `switchyard.port.PORT.service`: registers PORT under another service.
+    pub fn port_service(port: u16) -> String {
+        format!("{PREFIX}port.{port}.service")
+    }
+
+    /// `switchyard.port.PORT.ignore`: PORT is not registered.
+    pub fn port_ignore(port: u16) -> String {
+        format!("{PREFIX}port.{port}.ignore")
+    }
+}
+
+/// Instance metadata keys the agent writes.
+pub mod meta {
+    /// The container behind the instance: its name, id and port.
+    pub const CONTAINER: &str = "container";
+    pub const CONTAINER_ID: &str = "container_id";
+    pub const CONTAINER_PORT: &str = "container_port";
+    /// The container's image.
+    pub const IMAGE: &str = "image";
+    /// From the `switchyard.version` label.
+    pub const VERSION: &str = "version";
+    /// From the `switchyard.deploy-id` label.
+    pub const DEPLOY_ID: &str = "deploy_id";
+    /// The Swarm service and task of a task's container.
+    pub const SWARM_SERVICE_ID: &str = "swarm_service_id";
+    pub const SWARM_SERVICE: &str = "swarm_service";
+    pub const SWARM_TASK_ID: &str = "swarm_task_id";
+}
