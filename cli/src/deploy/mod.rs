@@ -103,6 +103,66 @@ fn duration_setting(name: &str, text: Option<&str>) -> anyhow::Result<Option<Dur
         .transpose()
 }
 
+/// A duration from the flag, else the file's `name`, else `default`.
+fn merged_duration(
+    flag: Option<Duration>,
+    name: &str,
+    file: Option<&str>,
+    default: Duration,
+) -> anyhow::Result<Duration> {
+    match flag {
+        Some(value) => Ok(value),
+        None => Ok(duration_setting(name, file)?.unwrap_or(default)),
+    }
+}
+
+/// `--env` pairs over the file's.
+fn merged_env(file: BTreeMap<String, String>, flags: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut env = file;
+    for pair in flags {
+        let (key, value) = key_value("--env", pair)?;
+        env.insert(key, value);
+    }
+    Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+}
+
+/// `--label` pairs over the file's; the labels cdctl sets itself are
+/// refused.
+fn merged_labels(
+    file: BTreeMap<String, String>,
+    flags: &[String],
+) -> anyhow::Result<HashMap<String, String>> {
+    let mut labels: HashMap<String, String> = file.into_iter().collect();
+    for pair in flags {
+        let (key, value) = key_value("--label", pair)?;
+        anyhow::ensure!(
+            ![label::SERVICE, label::COLOR, label::DEPLOY_ID]
+                .iter()
+                .any(|ours| key.starts_with(ours)),
+            "--label {key} is set by cdctl deploy itself"
+        );
+        labels.insert(key, value);
+    }
+    Ok(labels)
+}
+
+fn runtime_setting(
+    flag: Option<runtime::RuntimeChoice>,
+    file: Option<&str>,
+) -> anyhow::Result<runtime::RuntimeChoice> {
+    if let Some(runtime) = flag {
+        return Ok(runtime);
+    }
+    match file {
+        Some(text) => {
+            <runtime::RuntimeChoice as clap::ValueEnum>::from_str(text, true).map_err(|_| {
+                anyhow::anyhow!("runtime {text:?} in the file: use auto, containers or swarm")
+            })
+        }
+        None => Ok(runtime::RuntimeChoice::Auto),
+    }
+}
+
 fn key_value(what: &str, text: &str) -> anyhow::Result<(String, String)> {
     let (key, value) = text
         .split_once('=')
@@ -125,27 +185,6 @@ impl Settings {
             .context("no image: pass --image IMAGE or set image in the file")?;
         let replicas = args.replicas.or(file.replicas).unwrap_or(1);
         anyhow::ensure!((1..=100).contains(&replicas), "--replicas must be 1 to 100");
-        let mut env: BTreeMap<String, String> = file.env;
-        for pair in &args.env {
-            let (key, value) = key_value("--env", pair)?;
-            env.insert(key, value);
-        }
-        let mut labels: HashMap<String, String> = file.labels.into_iter().collect();
-        for pair in &args.label {
-            let (key, value) = key_value("--label", pair)?;
-            anyhow::ensure!(
-                ![label::SERVICE, label::COLOR, label::DEPLOY_ID]
-                    .iter()
-                    .any(|ours| key.starts_with(ours)),
-                "--label {key} is set by cdctl deploy itself"
-            );
-            labels.insert(key, value);
-        }
-        let health_timeout = match args.health_timeout {
-            Some(timeout) => timeout,
-            None => duration_setting("health_timeout", file.health_timeout.as_deref())?
-                .unwrap_or(Duration::from_secs(60)),
-        };
         let stop_old_after = match args.stop_old_after {
             Some(after) => Some(after),
             None => duration_setting("stop_old_after", file.stop_old_after.as_deref())?,
@@ -155,11 +194,12 @@ impl Settings {
             !(keep_old && stop_old_after.is_some()),
             "--keep-old and --stop-old-after exclude each other: choose one"
         );
-        let lock_ttl = match args.lock_ttl {
-            Some(ttl) => ttl,
-            None => duration_setting("lock_ttl", file.lock_ttl.as_deref())?
-                .unwrap_or(Duration::from_secs(30)),
-        };
+        let lock_ttl = merged_duration(
+            args.lock_ttl,
+            "lock_ttl",
+            file.lock_ttl.as_deref(),
+            Duration::from_secs(30),
+        )?;
         let lock_seconds = u32::try_from(lock_ttl.as_secs()).unwrap_or(u32::MAX);
         validate::ttl_seconds("--lock-ttl", lock_seconds)?;
         let publish_ip = args
@@ -170,16 +210,22 @@ impl Settings {
             publish_ip.parse::<std::net::IpAddr>().is_ok(),
             "--publish-ip {publish_ip:?} is not an IP address"
         );
+        let seconds = Duration::from_secs;
         Ok(Settings {
             service: args.service,
             image,
             replicas,
             port: args.port.or(file.port),
-            env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            labels,
+            env: merged_env(file.env, &args.env)?,
+            labels: merged_labels(file.labels, &args.label)?,
             network: args.network.or(file.network),
             publish_ip,
-            health_timeout,
+            health_timeout: merged_duration(
+                args.health_timeout,
+                "health_timeout",
+                file.health_timeout.as_deref(),
+                seconds(60),
+            )?,
             pre_test: args.pre_test.or(file.pre_test),
             post_test: args.post_test.or(file.post_test),
             proxy_url: args.proxy_url.or(file.proxy_url),
@@ -188,34 +234,26 @@ impl Settings {
             manual_promotion: args.manual_promotion || file.manual_promotion.unwrap_or(false),
             dry_run: args.dry_run,
             lock_ttl,
-            stop_timeout: match args.stop_timeout {
-                Some(timeout) => timeout,
-                None => duration_setting("stop_timeout", file.stop_timeout.as_deref())?
-                    .unwrap_or(Duration::from_secs(10)),
-            },
-            proxy_timeout: match args.proxy_timeout {
-                Some(timeout) => timeout,
-                None => duration_setting("proxy_timeout", file.proxy_timeout.as_deref())?
-                    .unwrap_or(Duration::from_secs(30)),
-            },
-            proxy_stale: match args.proxy_stale {
-                Some(stale) => stale,
-                None => duration_setting("proxy_stale", file.proxy_stale.as_deref())?
-                    .unwrap_or(Duration::from_secs(30)),
-            },
+            stop_timeout: merged_duration(
+                args.stop_timeout,
+                "stop_timeout",
+                file.stop_timeout.as_deref(),
+                seconds(10),
+            )?,
+            proxy_timeout: merged_duration(
+                args.proxy_timeout,
+                "proxy_timeout",
+                file.proxy_timeout.as_deref(),
+                seconds(30),
+            )?,
+            proxy_stale: merged_duration(
+                args.proxy_stale,
+                "proxy_stale",
+                file.proxy_stale.as_deref(),
+                seconds(30),
+            )?,
             who: args.who.unwrap_or_else(default_who),
-            runtime: match args.runtime {
-                Some(runtime) => runtime,
-                None => match file.runtime.as_deref() {
-                    Some(text) => <runtime::RuntimeChoice as clap::ValueEnum>::from_str(text, true)
-                        .map_err(|_| {
-                            anyhow::anyhow!(
-                                "runtime {text:?} in the file: use auto, containers or swarm"
-                            )
-                        })?,
-                    None => runtime::RuntimeChoice::Auto,
-                },
-            },
+            runtime: runtime_setting(args.runtime, file.runtime.as_deref())?,
         })
     }
 }

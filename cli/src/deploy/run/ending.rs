@@ -15,81 +15,109 @@ impl Deploy<'_> {
     /// not be undone.
     pub(super) async fn roll_back(&mut self) -> Vec<String> {
         let mut left = Vec::new();
+        self.undo_stop_old(&mut left).await;
+        self.undo_flip(&mut left).await;
+        self.undo_start(&mut left).await;
+        self.undo_clear_leftovers(&mut left).await;
+        left
+    }
+
+    /// Undoes step 11: the old color runs and passes again.
+    async fn undo_stop_old(&mut self, left: &mut Vec<String>) {
+        if self.stopped_old.is_empty() {
+            return;
+        }
+        let old = std::mem::take(&mut self.stopped_old);
+        for unit in &old {
+            if let Err(error) = self.runtime.restart(unit).await {
+                left.push(format!("old {} is stopped: {error:#}", unit.name));
+            }
+        }
+        let runtime = self.runtime.clone();
         let patience = self.settings.health_timeout;
-        if !self.stopped_old.is_empty() {
-            let old = std::mem::take(&mut self.stopped_old);
-            for unit in &old {
-                if let Err(error) = self.runtime.restart(unit).await {
-                    left.push(format!("old {} is stopped: {error:#}", unit.name));
-                }
-            }
-            let runtime = self.runtime.clone();
-            let back = self
-                .wait_registry("old color passing again", patience, |instances| {
-                    runtime.all_passing(&old, instances)
-                })
-                .await;
-            if let Err(failure) = back {
-                left.push(format!(
-                    "old color not passing again: {}",
-                    failure.message()
-                ));
-            }
+        let back = self
+            .wait_registry("old color passing again", patience, |instances| {
+                runtime.all_passing(&old, instances)
+            })
+            .await;
+        if let Err(failure) = back {
+            left.push(format!(
+                "old color not passing again: {}",
+                failure.message()
+            ));
         }
-        if self.flipped {
-            let back = self
-                .client
-                .restore_active_color(
-                    &self.settings.service,
-                    self.active,
-                    Some(self.next),
-                    self.token(),
-                )
-                .await;
-            match back {
-                Ok(revision) => {
-                    self.flipped = false;
-                    // Traffic must have left the new color before it goes.
-                    if let Err(failure) = self.proxies_at(revision).await {
-                        tracing::warn!("{}", failure.message());
-                    }
-                }
-                Err(error) => left.push(format!(
-                    "the live color is still {}: {} (set it with `cdctl set-color {} {} --expect {}`)",
-                    self.next,
-                    error.message(),
-                    self.settings.service,
-                    color_name(self.active),
-                    self.next
-                )),
-            }
+    }
+
+    /// Undoes step 8: the live color goes back, and traffic leaves the new
+    /// color before it goes.
+    async fn undo_flip(&mut self, left: &mut Vec<String>) {
+        if !self.flipped {
+            return;
         }
-        match self.runtime.deployed_by(&self.record.id).await {
-            Ok(ours) => {
-                for unit in &ours {
-                    if let Err(error) = self.runtime.discard_new(unit, &self.retired).await {
-                        left.push(format!("new {} remains: {error:#}", unit.name));
-                    }
-                }
-                let ids: HashSet<String> = ours.iter().map(|u| u.id.clone()).collect();
-                let runtime = self.runtime.clone();
-                let gone = self
-                    .wait_registry("new instances deregistered", patience, |instances| {
-                        !instances.iter().any(|i| runtime.owned_by(i, &ids))
-                    })
-                    .await;
-                if let Err(failure) = gone {
-                    left.push(format!(
-                        "new instances still registered: {}",
-                        failure.message()
-                    ));
+        let back = self
+            .client
+            .restore_active_color(
+                &self.settings.service,
+                self.active,
+                Some(self.next),
+                self.token(),
+            )
+            .await;
+        match back {
+            Ok(revision) => {
+                self.flipped = false;
+                if let Err(failure) = self.proxies_at(revision).await {
+                    tracing::warn!("{}", failure.message());
                 }
             }
             Err(error) => left.push(format!(
-                "cannot list the new containers (label {DEPLOY_LABEL}={}): {error:#}",
-                self.record.id
+                "the live color is still {}: {} (set it with `cdctl set-color {} {} --expect {}`)",
+                self.next,
+                error.message(),
+                self.settings.service,
+                color_name(self.active),
+                self.next
             )),
         }
+    }
+
+    /// Undoes step 4: what this deploy started goes, and leaves the
+    /// registry.
+    async fn undo_start(&mut self, left: &mut Vec<String>) {
+        let ours = match self.runtime.deployed_by(&self.record.id).await {
+            Ok(ours) => ours,
+            Err(error) => {
+                left.push(format!(
+                    "cannot list the new containers (label {DEPLOY_LABEL}={}): {error:#}",
+                    self.record.id
+                ));
+                return;
+            }
+        };
+        for unit in &ours {
+            if let Err(error) = self.runtime.discard_new(unit, &self.retired).await {
+                left.push(format!("new {} remains: {error:#}", unit.name));
+            }
+        }
+        let ids: HashSet<String> = ours.iter().map(|u| u.id.clone()).collect();
+        let runtime = self.runtime.clone();
+        let patience = self.settings.health_timeout;
+        let gone = self
+            .wait_registry("new instances deregistered", patience, |instances| {
+                !instances.iter().any(|i| runtime.owned_by(i, &ids))
+            })
+            .await;
+        if let Err(failure) = gone {
+            left.push(format!(
+                "new instances still registered: {}",
+                failure.message()
+            ));
+        }
+    }
+
+    /// Undoes step 3: the leftovers set aside are as they were, and those
+    /// that ran are registered again.
+    async fn undo_clear_leftovers(&mut self, left: &mut Vec<String>) {
         let retired = std::mem::take(&mut self.retired);
         for leftover in &retired {
             if let Err(error) = self.runtime.restore(leftover).await {
@@ -104,25 +132,26 @@ impl Deploy<'_> {
             .filter(|c| c.was_running)
             .map(|c| c.id.clone())
             .collect();
-        if !restarted.is_empty() {
-            let runtime = self.runtime.clone();
-            let back = self
-                .wait_registry("leftovers registered again", patience, |instances| {
-                    restarted.iter().all(|id| {
-                        instances
-                            .iter()
-                            .any(|i| runtime.owned_by(i, &HashSet::from([id.clone()])))
-                    })
-                })
-                .await;
-            if let Err(failure) = back {
-                left.push(format!(
-                    "leftovers not registered again: {}",
-                    failure.message()
-                ));
-            }
+        if restarted.is_empty() {
+            return;
         }
-        left
+        let runtime = self.runtime.clone();
+        let patience = self.settings.health_timeout;
+        let back = self
+            .wait_registry("leftovers registered again", patience, |instances| {
+                restarted.iter().all(|id| {
+                    instances
+                        .iter()
+                        .any(|i| runtime.owned_by(i, &HashSet::from([id.clone()])))
+                })
+            })
+            .await;
+        if let Err(failure) = back {
+            left.push(format!(
+                "leftovers not registered again: {}",
+                failure.message()
+            ));
+        }
     }
 
     /// Removes what the success made obsolete: the old color (unless kept)
@@ -172,8 +201,8 @@ impl Deploy<'_> {
         }
     }
 
-    /// Runs `steps` unless interrupted, then ends the deploy: commit and
-    /// record, or roll back and record. Answers the exit code.
+    /// Ends the deploy from what its steps answered: commit and record,
+    /// pause, or roll back and record. Answers the exit code.
     pub(super) async fn finish(&mut self, result: Result<Forward, Failure>) -> u8 {
         match result {
             Ok(Forward::Promoted) => {
@@ -185,39 +214,7 @@ impl Deploy<'_> {
                 self.reporter.summary(&self.record, 0);
                 0
             }
-            Ok(Forward::Paused) => {
-                self.reporter.begin("pause for promotion");
-                let paused = Paused {
-                    replicas: self.settings.replicas,
-                    health_timeout_ms: millis(self.settings.health_timeout),
-                    post_test: self.settings.post_test.clone(),
-                    proxy_url: self.settings.proxy_url.clone(),
-                    keep_old: self.settings.keep_old,
-                    stop_old_after_ms: self.settings.stop_old_after.map(millis),
-                    stop_timeout_ms: millis(self.settings.stop_timeout),
-                    proxy_timeout_ms: millis(self.settings.proxy_timeout),
-                    proxy_stale_ms: millis(self.settings.proxy_stale),
-                    retired: self.retired.clone(),
-                    runtime: self.runtime.kind(),
-                };
-                // Plain fields always serialize; were it ever to fail, the
-                // record says so instead of carrying an empty value.
-                let paused = serde_json::to_string(&paused)
-                    .unwrap_or_else(|error| format!("unrecordable: {error}"));
-                self.record.metadata.insert(PAUSED_KEY.into(), paused);
-                self.write_record(Outcome::Paused, None).await;
-                self.release().await;
-                self.reporter.end("");
-                let service = &self.settings.service;
-                self.reporter.say(&format!(
-                    "{} is running beside {} and passed its pre-test. Go on with `cdctl promote {service}` \
-                     or undo with `cdctl abort {service}` (from any machine).",
-                    self.next,
-                    color_name(self.active)
-                ));
-                self.reporter.summary(&self.record, 0);
-                0
-            }
+            Ok(Forward::Paused) => self.pause().await,
             Err(Failure::Busy(message)) => {
                 // Another deploy holds the lock or is paused: nothing was
                 // done, so change nothing and record nothing.
@@ -229,40 +226,79 @@ impl Deploy<'_> {
                 self.reporter.summary(&self.record, exit::LOCK_HELD);
                 exit::LOCK_HELD
             }
-            Err(failure) => {
-                let step = self.reporter.current_step().unwrap_or("deploy").to_string();
-                let message = failure.message();
-                self.reporter.fail(&message);
-                let was_live = self.flipped;
-                self.reporter.begin("roll back");
-                let left = self.roll_back().await;
-                // Rolled back: it was live and is not any more. Failed: it
-                // never went live, or the rollback is incomplete.
-                let outcome = if was_live && left.is_empty() {
-                    Outcome::RolledBack
-                } else {
-                    Outcome::Failed
-                };
-                let code = if left.is_empty() {
-                    self.reporter.end("everything as before");
-                    failure.exit_code()
-                } else {
-                    self.reporter.fail("INCOMPLETE");
-                    for item in &left {
-                        self.reporter.say(&format!("left behind: {item}"));
-                    }
-                    exit::ROLLBACK_FAILED
-                };
-                let error = if left.is_empty() {
-                    message
-                } else {
-                    format!("{message}; rollback incomplete: {}", left.join("; "))
-                };
-                self.write_record(outcome, Some((&step, error))).await;
-                self.release().await;
-                self.reporter.summary(&self.record, code);
-                code
-            }
+            Err(failure) => self.fail(failure).await,
         }
+    }
+
+    /// Step 7 with `--manual-promotion`: records what `promote` and `abort`
+    /// need to carry on, and lets go of the lock.
+    async fn pause(&mut self) -> u8 {
+        self.reporter.begin("pause for promotion");
+        let paused = Paused {
+            replicas: self.settings.replicas,
+            health_timeout_ms: millis(self.settings.health_timeout),
+            post_test: self.settings.post_test.clone(),
+            proxy_url: self.settings.proxy_url.clone(),
+            keep_old: self.settings.keep_old,
+            stop_old_after_ms: self.settings.stop_old_after.map(millis),
+            stop_timeout_ms: millis(self.settings.stop_timeout),
+            proxy_timeout_ms: millis(self.settings.proxy_timeout),
+            proxy_stale_ms: millis(self.settings.proxy_stale),
+            retired: self.retired.clone(),
+            runtime: self.runtime.kind(),
+        };
+        // Plain fields always serialize; were it ever to fail, the record
+        // says so instead of carrying an empty value.
+        let paused =
+            serde_json::to_string(&paused).unwrap_or_else(|error| format!("unrecordable: {error}"));
+        self.record.metadata.insert(PAUSED_KEY.into(), paused);
+        self.write_record(Outcome::Paused, None).await;
+        self.release().await;
+        self.reporter.end("");
+        let service = &self.settings.service;
+        self.reporter.say(&format!(
+            "{} is running beside {} and passed its pre-test. Go on with `cdctl promote {service}` \
+             or undo with `cdctl abort {service}` (from any machine).",
+            self.next,
+            color_name(self.active)
+        ));
+        self.reporter.summary(&self.record, 0);
+        0
+    }
+
+    /// A step failed: roll back, record what happened, answer its code.
+    async fn fail(&mut self, failure: Failure) -> u8 {
+        let step = self.reporter.current_step().unwrap_or("deploy").to_string();
+        let message = failure.message();
+        self.reporter.fail(&message);
+        let was_live = self.flipped;
+        self.reporter.begin("roll back");
+        let left = self.roll_back().await;
+        // Rolled back: it was live and is not any more. Failed: it never
+        // went live, or the rollback is incomplete.
+        let outcome = if was_live && left.is_empty() {
+            Outcome::RolledBack
+        } else {
+            Outcome::Failed
+        };
+        let code = if left.is_empty() {
+            self.reporter.end("everything as before");
+            failure.exit_code()
+        } else {
+            self.reporter.fail("INCOMPLETE");
+            for item in &left {
+                self.reporter.say(&format!("left behind: {item}"));
+            }
+            exit::ROLLBACK_FAILED
+        };
+        let error = if left.is_empty() {
+            message
+        } else {
+            format!("{message}; rollback incomplete: {}", left.join("; "))
+        };
+        self.write_record(outcome, Some((&step, error))).await;
+        self.release().await;
+        self.reporter.summary(&self.record, code);
+        code
     }
 }
