@@ -52,34 +52,7 @@ pub async fn measure(
             }
         })
     };
-    let mut started: HashMap<String, Instant> = HashMap::new();
-    let service_label = format!("{}={SERVICE}", label::SERVICE);
-    for _ in 0..containers {
-        let before = Instant::now();
-        let output = tokio::process::Command::new("docker")
-            .args([
-                "run",
-                "-d",
-                "-l",
-                label,
-                "-l",
-                &service_label,
-                "-p",
-                "127.0.0.1::80",
-                image,
-            ])
-            .output()
-            .await?;
-        anyhow::ensure!(
-            output.status.success(),
-            "docker run failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        started.insert(
-            String::from_utf8_lossy(&output.stdout).trim().to_string(),
-            before,
-        );
-    }
+    let started = start_containers(image, label, containers).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let done = seen
@@ -118,6 +91,44 @@ pub async fn measure(
         idle_rss_mib: rss_mib(agent_pid)?,
         idle_cpu_percent,
     })
+}
+
+/// Starts `containers` containers of `image`, one after the other;
+/// answers each one's id with the moment before its `docker run`.
+async fn start_containers(
+    image: &str,
+    label: &str,
+    containers: usize,
+) -> anyhow::Result<HashMap<String, Instant>> {
+    let mut started: HashMap<String, Instant> = HashMap::new();
+    let service_label = format!("{}={SERVICE}", label::SERVICE);
+    for _ in 0..containers {
+        let before = Instant::now();
+        let output = tokio::process::Command::new("docker")
+            .args([
+                "run",
+                "-d",
+                "-l",
+                label,
+                "-l",
+                &service_label,
+                "-p",
+                "127.0.0.1::80",
+                image,
+            ])
+            .output()
+            .await?;
+        anyhow::ensure!(
+            output.status.success(),
+            "docker run failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        started.insert(
+            String::from_utf8_lossy(&output.stdout).trim().to_string(),
+            before,
+        );
+    }
+    Ok(started)
 }
 
 /// User plus system CPU time of a process, in clock ticks.

@@ -214,45 +214,59 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
 
-    if let (true, Some(pid), Some(image), Some(label)) = (
+    single_rows.extend(agent_rows(&args, sizes).await?);
+    print_and_write(&args, &rows, &single_rows)
+}
+
+/// The agent's rows (no etcd counterpart), when the agent flags are given.
+async fn agent_rows(args: &Args, sizes: Sizes) -> anyhow::Result<Vec<(String, &'static str, f64)>> {
+    let (true, Some(pid), Some(image), Some(label)) = (
         args.runs(Workload::Agent),
         args.agent_pid,
         &args.agent_image,
         &args.agent_label,
-    ) {
-        eprintln!(
-            "agent: docker run → visible for {} containers, then 10 s idle",
-            sizes.containers
-        );
-        let figures = agent::measure(&args.registry, image, label, pid, sizes.containers).await?;
-        let visible = &figures.start_to_visible;
-        single_rows.extend([
-            (
-                "agent_start_to_visible_p50".into(),
-                "ms",
-                visible.percentile_ms(50.0),
-            ),
-            (
-                "agent_start_to_visible_p99".into(),
-                "ms",
-                visible.percentile_ms(99.0),
-            ),
-            ("agent_idle_rss".into(), "MiB", figures.idle_rss_mib),
-            ("agent_idle_cpu".into(), "%", figures.idle_cpu_percent),
-        ]);
-    }
+    ) else {
+        return Ok(Vec::new());
+    };
+    eprintln!(
+        "agent: docker run → visible for {} containers, then 10 s idle",
+        sizes.containers
+    );
+    let figures = agent::measure(&args.registry, image, label, pid, sizes.containers).await?;
+    let visible = &figures.start_to_visible;
+    Ok(vec![
+        (
+            "agent_start_to_visible_p50".into(),
+            "ms",
+            visible.percentile_ms(50.0),
+        ),
+        (
+            "agent_start_to_visible_p99".into(),
+            "ms",
+            visible.percentile_ms(99.0),
+        ),
+        ("agent_idle_rss".into(), "MiB", figures.idle_rss_mib),
+        ("agent_idle_cpu".into(), "%", figures.idle_cpu_percent),
+    ])
+}
 
+/// The table on standard output, and the JSON file.
+fn print_and_write(
+    args: &Args,
+    rows: &[Row],
+    single_rows: &[(String, &str, f64)],
+) -> anyhow::Result<()> {
     println!(
         "{:<34} {:>8} {:>14} {:>14} {:>8}",
         "name", "unit", "switchyard", "etcd", "ratio"
     );
-    for row in &rows {
+    for row in rows {
         println!(
             "{:<34} {:>8} {:>14.2} {:>14.2} {:>8.2}",
             row.name, row.unit, row.switchyard, row.etcd, row.ratio
         );
     }
-    for (name, unit, value) in &single_rows {
+    for (name, unit, value) in single_rows {
         println!("{name:<34} {unit:>8} {value:>14.2} {:>14} {:>8}", "-", "-");
     }
     let mut results: Vec<serde_json::Value> = rows

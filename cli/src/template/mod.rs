@@ -133,40 +133,83 @@ fn default_proxy_id() -> String {
     }
 }
 
-pub async fn template(client: &RegistryClient, args: TemplateArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        !args.template.is_empty() && args.template.len() == args.out.len(),
-        "give --template and --out in pairs (got {} templates and {} outputs)",
-        args.template.len(),
-        args.out.len()
-    );
-    let (quiet, longest) = parse_wait(&args.wait)?;
-    let proxy_id = args.proxy_id.clone().unwrap_or_else(default_proxy_id);
-    switchyard_model::validate::identifier("--proxy-id", &proxy_id)?;
-    let mut templates = Templates::new();
-    let mut outputs = Vec::new();
-    for (index, (template, out)) in args.template.iter().zip(&args.out).enumerate() {
-        let source = std::fs::read_to_string(template)
-            .with_context(|| format!("reading template {}", template.display()))?;
-        let name = format!("{index}:{}", template.display());
-        templates.add(name.clone(), source)?;
-        outputs.push(Output::new(name, out.clone()));
+impl<'a> Proxy<'a> {
+    /// The proxy `args` describe: its id and its templates, read and
+    /// parsed, each with its output; nothing rendered yet.
+    fn from_args(client: &'a RegistryClient, args: &'a TemplateArgs) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !args.template.is_empty() && args.template.len() == args.out.len(),
+            "give --template and --out in pairs (got {} templates and {} outputs)",
+            args.template.len(),
+            args.out.len()
+        );
+        let proxy_id = args.proxy_id.clone().unwrap_or_else(default_proxy_id);
+        switchyard_model::validate::identifier("--proxy-id", &proxy_id)?;
+        let mut templates = Templates::new();
+        let mut outputs = Vec::new();
+        for (index, (template, out)) in args.template.iter().zip(&args.out).enumerate() {
+            let source = std::fs::read_to_string(template)
+                .with_context(|| format!("reading template {}", template.display()))?;
+            let name = format!("{index}:{}", template.display());
+            templates.add(name.clone(), source)?;
+            outputs.push(Output::new(name, out.clone()));
+        }
+        Ok(Proxy {
+            client,
+            args,
+            proxy_id,
+            templates,
+            outputs,
+            view: ServiceView::default(),
+            applied_revision: 0,
+            healthy: false,
+            message: String::new(),
+        })
     }
-    let mut proxy = Proxy {
-        client,
-        args: &args,
-        proxy_id,
-        templates,
-        outputs,
-        view: ServiceView::default(),
-        applied_revision: 0,
-        healthy: false,
-        message: String::new(),
-    };
+}
 
-    let mut events: Option<Events> = None;
-    let mut backoff = Duration::from_millis(200);
-    let mut reconnect_at = Instant::now();
+/// The watch a proxy follows: open, or when to try again.
+struct Watching {
+    events: Option<Events>,
+    backoff: Duration,
+    reconnect_at: Instant,
+}
+
+impl Watching {
+    /// Opens the watch from `from` when it is closed and due; on failure
+    /// backs off (up to 5 s).
+    async fn connect(&mut self, client: &RegistryClient, from: u64) {
+        if self.events.is_some() || Instant::now() < self.reconnect_at {
+            return;
+        }
+        match client.watch(&[], from).await {
+            Ok(stream) => {
+                tracing::info!(registry = client.current_url(), from, "watching");
+                self.events = Some(Box::pin(stream));
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?self.backoff, "cannot watch the registry");
+                self.reconnect_at = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// The watch broke: resume after the backoff.
+    fn lost(&mut self) {
+        self.events = None;
+        self.reconnect_at = Instant::now() + self.backoff;
+    }
+}
+
+pub async fn template(client: &RegistryClient, args: TemplateArgs) -> anyhow::Result<ExitCode> {
+    let (quiet, longest) = parse_wait(&args.wait)?;
+    let mut proxy = Proxy::from_args(client, &args)?;
+    let mut watching = Watching {
+        events: None,
+        backoff: Duration::from_millis(200),
+        reconnect_at: Instant::now(),
+    };
     let mut first_change: Option<Instant> = None;
     let mut last_change = Instant::now();
     let mut rendered_once = false;
@@ -177,32 +220,16 @@ pub async fn template(client: &RegistryClient, args: TemplateArgs) -> anyhow::Re
     let shutdown = switchyard_program::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
-        if events.is_none() && Instant::now() >= reconnect_at {
-            match client.watch(&[], proxy.view.revision).await {
-                Ok(stream) => {
-                    tracing::info!(
-                        registry = client.current_url(),
-                        from = proxy.view.revision,
-                        "watching"
-                    );
-                    events = Some(Box::pin(stream));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, retry_in = ?backoff, "cannot watch the registry");
-                    reconnect_at = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        watching.connect(client, proxy.view.revision).await;
         let render_at = match first_change {
             Some(first) if rendered_once => (last_change + quiet).min(first + longest),
             Some(_) => Instant::now(),
             None => far_future(),
         };
         tokio::select! {
-            event = next_event(&mut events) => match event {
+            event = next_event(&mut watching.events) => match event {
                 Some(Ok(event)) => {
-                    backoff = Duration::from_millis(200);
+                    watching.backoff = Duration::from_millis(200);
                     tracing::debug!(?event, "watch event");
                     if proxy.view.apply(&event) {
                         first_change.get_or_insert_with(Instant::now);
@@ -211,13 +238,11 @@ pub async fn template(client: &RegistryClient, args: TemplateArgs) -> anyhow::Re
                 }
                 Some(Err(error)) => {
                     tracing::warn!(%error, "watch interrupted; resuming from revision {}", proxy.view.revision);
-                    events = None;
-                    reconnect_at = Instant::now() + backoff;
+                    watching.lost();
                 }
                 None => {
                     tracing::warn!("watch ended; resuming from revision {}", proxy.view.revision);
-                    events = None;
-                    reconnect_at = Instant::now() + backoff;
+                    watching.lost();
                 }
             },
             () = tokio::time::sleep_until(render_at), if first_change.is_some() => {
@@ -228,7 +253,7 @@ pub async fn template(client: &RegistryClient, args: TemplateArgs) -> anyhow::Re
                     return Ok(ExitCode::from(if proxy.healthy { 0 } else { 1 }));
                 }
             }
-            () = tokio::time::sleep_until(reconnect_at), if events.is_none() => {}
+            () = tokio::time::sleep_until(watching.reconnect_at), if watching.events.is_none() => {}
             _ = heartbeat.tick() => {
                 if rendered_once {
                     // Nothing pending and the last pass applied cleanly: the

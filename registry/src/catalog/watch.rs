@@ -56,24 +56,12 @@ impl Catalog {
 
     async fn run_watch(&self, services: Vec<String>, from_revision: u64, sender: &Sender) {
         let filter: BTreeSet<String> = services.iter().cloned().collect();
-        let mut position = from_revision;
-        let mut resumed_by_client = from_revision != 0;
-        if from_revision != 0 {
-            match self.ahead_of_registry(from_revision).await {
-                Ok(None) => {}
-                Ok(Some(current)) => {
-                    if !reset_future(sender, from_revision, current).await {
-                        return;
-                    }
-                    position = 0;
-                    resumed_by_client = false;
-                }
-                Err(error) => {
-                    let _ = sender.send(Err(error)).await;
-                    return;
-                }
-            }
-        }
+        let Some(mut position) = self.start_position(from_revision, sender).await else {
+            return;
+        };
+        // A client's resume point that the history no longer holds is the
+        // client's to hear about (reset reason `compacted`).
+        let mut resumed_by_client = position != 0;
         loop {
             if position == 0 {
                 match self.send_snapshot(&services, sender).await {
@@ -143,6 +131,25 @@ impl Catalog {
                 if !delivered {
                     return;
                 }
+            }
+        }
+    }
+
+    /// Where a watch from `from_revision` starts: there, or at a snapshot
+    /// (0) after a `future_revision` reset when the registry has not
+    /// reached it. `None`: the stream is over.
+    async fn start_position(&self, from_revision: u64, sender: &Sender) -> Option<u64> {
+        if from_revision == 0 {
+            return Some(0);
+        }
+        match self.ahead_of_registry(from_revision).await {
+            Ok(None) => Some(from_revision),
+            Ok(Some(current)) => reset_future(sender, from_revision, current)
+                .await
+                .then_some(0),
+            Err(error) => {
+                let _ = sender.send(Err(error)).await;
+                None
             }
         }
     }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use switchyard_proto::v1::registry_server::RegistryServer;
 use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
@@ -216,7 +217,7 @@ fn effective_max_connections(max_connections: usize) -> usize {
     usable
 }
 
-/// Opens the configured store.
+/// Opens the configured store; errors name the directory or endpoints.
 pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
     if let StoreChoice::Etcd { endpoints } = &config.store {
         let store = EtcdStore::connect(EtcdConfig {
@@ -224,7 +225,8 @@ pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>>
             connect_timeout: Duration::from_secs(5),
             access: config.etcd_access.clone(),
         })
-        .await?;
+        .await
+        .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
         return Ok(Arc::new(store));
     }
     let mut sled = SledConfig::new(config.data_dir.clone());
@@ -233,32 +235,25 @@ pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>>
     sled.cache_bytes = config.sled_cache_bytes;
     let store = tokio::task::spawn_blocking(move || SledStore::open(sled))
         .await
-        .context("opening the store")??;
+        .context("opening the store")?
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     Ok(Arc::new(store))
 }
 
-/// Serves on `listener` until `shutdown` completes, then drains and closes.
-pub async fn serve(
-    config: ServerConfig,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let store = open_store(&config)
-        .await
-        .with_context(|| match &config.store {
-            StoreChoice::Sled => format!("opening the store in {}", config.data_dir.display()),
-            StoreChoice::Etcd { endpoints } => {
-                format!("connecting to etcd at {}", endpoints.join(","))
-            }
-        })?;
+/// The catalog over `store`, the authorizer (with its first tokens), and
+/// the API in front of them; streams end when `streams_end` is cancelled.
+async fn registry_api(
+    config: &ServerConfig,
+    store: Arc<dyn Store>,
+    streams_end: &CancellationToken,
+) -> anyhow::Result<(RegistryApi, Authorizer)> {
     let catalog = Catalog::new(
-        Arc::clone(&store),
+        store,
         CatalogConfig {
             progress_interval: config.progress_interval,
             ..CatalogConfig::default()
         },
     );
-    let streams_end = CancellationToken::new();
     let auth = if config.auth {
         bootstrap::bootstrap(
             &catalog,
@@ -280,12 +275,56 @@ pub async fn serve(
         },
         auth.clone(),
     );
+    Ok((api, auth))
+}
+
+/// The connections to serve: accepted from `listener` within the limits,
+/// through TLS when configured (its certificate reloaded on SIGHUP), until
+/// `accepting` is cancelled.
+fn accept(
+    config: &ServerConfig,
+    listener: TcpListener,
+    accepting: &CancellationToken,
+) -> anyhow::Result<ReceiverStream<std::io::Result<incoming::Connection>>> {
+    let tls = match &config.tls {
+        Some(files) => {
+            let tls = Tls::load(files).context("setting up TLS")?;
+            tokio::spawn(reload_on_sighup(tls.clone(), accepting.clone()));
+            Some(tls)
+        }
+        None => None,
+    };
+    let limits = config.limits;
+    Ok(incoming::incoming(
+        listener,
+        incoming::ConnectionLimits {
+            max_connections: effective_max_connections(limits.max_connections),
+            handshake_timeout: limits.handshake_timeout,
+            tls: tls.as_ref().map(|tls| tls.acceptor().clone()),
+        },
+        accepting.clone(),
+    ))
+}
+
+/// The registry's health and the server's overall health (`""`): what
+/// load balancers probe.
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health.set_service_status(SERVICE_NAME, status).await;
+    health.set_service_status("", status).await;
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains and closes.
+pub async fn serve(
+    config: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let streams_end = CancellationToken::new();
+    let (api, auth) = registry_api(&config, Arc::clone(&store), &streams_end).await?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-        .await;
-    health.set_service_status("", ServingStatus::Serving).await;
+    set_health(&health, ServingStatus::Serving).await;
     // Both versions: grpcurl and grpc-go speak v1, while Python's
     // grpcio-reflection and older tools still ask v1alpha.
     // Reflection describes the whole API: with --auth it needs a valid
@@ -318,23 +357,7 @@ pub async fn serve(
     let limits = config.limits;
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let accepting = CancellationToken::new();
-    let tls = match &config.tls {
-        Some(files) => {
-            let tls = Tls::load(files).context("setting up TLS")?;
-            tokio::spawn(reload_on_sighup(tls.clone(), accepting.clone()));
-            Some(tls)
-        }
-        None => None,
-    };
-    let incoming = incoming::incoming(
-        listener,
-        incoming::ConnectionLimits {
-            max_connections: effective_max_connections(limits.max_connections),
-            handshake_timeout: limits.handshake_timeout,
-            tls: tls.as_ref().map(|tls| tls.acceptor().clone()),
-        },
-        accepting.clone(),
-    );
+    let incoming = accept(&config, listener, &accepting)?;
     let server = Server::builder()
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
@@ -355,8 +378,7 @@ pub async fn serve(
         }
         () = shutdown => {
             tracing::info!("shutting down: draining clients");
-            health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
-            health.set_service_status("", ServingStatus::NotServing).await;
+            set_health(&health, ServingStatus::NotServing).await;
             streams_end.cancel();
             accepting.cancel();
             let _ = stop_accepting.send(());

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions,
-    TxnOp, TxnOpResponse, WatchOptions,
+    TxnOp, TxnOpResponse, WatchOptions, WatchResponse,
 };
 use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -316,31 +316,7 @@ impl Store for EtcdStore {
         progress_every: Duration,
     ) -> Result<WatchStream, StoreError> {
         self.check_open()?;
-        // etcd tells a compacted start revision only in a later watch
-        // message; a read at that revision says it at once.
-        if from_revision > 0 {
-            let probe = GetOptions::new()
-                .with_prefix()
-                .with_count_only()
-                .with_revision(to_i64(from_revision.saturating_add(1)));
-            if let Err(error) = self
-                .client
-                .kv_client()
-                .get(prefix.clone(), Some(probe))
-                .await
-            {
-                let text = error.to_string();
-                if text.contains("compacted") {
-                    return Err(StoreError::Compacted {
-                        requested: from_revision,
-                        compacted: from_revision.saturating_add(1),
-                    });
-                }
-                if !text.contains("future revision") {
-                    return Err(unavailable(error));
-                }
-            }
-        }
+        self.refuse_compacted_start(&prefix, from_revision).await?;
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(to_i64(from_revision.saturating_add(1)));
@@ -395,40 +371,8 @@ impl Store for EtcdStore {
                         () = closing.cancelled() => return,
                     },
                 };
-                if response.compact_revision() > 0 {
-                    let _ = sender
-                        .send(Err(StoreError::Compacted {
-                            requested: from_revision,
-                            compacted: to_u64(response.compact_revision()),
-                        }))
-                        .await;
+                if !forward(response, from_revision, &sender).await {
                     return;
-                }
-                if response.canceled() {
-                    let reason = response.cancel_reason().to_string();
-                    let _ = sender
-                        .send(Err(StoreError::Unavailable(format!(
-                            "etcd canceled the watch: {reason}"
-                        ))))
-                        .await;
-                    return;
-                }
-                let revision = response.header().map_or(0, |h| to_u64(h.revision()));
-                if response.events().is_empty() {
-                    if !response.created()
-                        && sender
-                            .send(Ok(WatchItem::Progress { revision }))
-                            .await
-                            .is_err()
-                    {
-                        return;
-                    }
-                    continue;
-                }
-                for item in group_by_revision(response.events()) {
-                    if sender.send(Ok(item)).await.is_err() {
-                        return;
-                    }
                 }
             }
         });
@@ -467,4 +411,78 @@ fn group_by_revision(events: &[etcd_client::Event]) -> Vec<WatchItem> {
         }
     }
     items
+}
+
+impl EtcdStore {
+    /// etcd tells a compacted start revision only in a later watch
+    /// message; a read at that revision says it at once.
+    async fn refuse_compacted_start(
+        &self,
+        prefix: &[u8],
+        from_revision: u64,
+    ) -> Result<(), StoreError> {
+        if from_revision == 0 {
+            return Ok(());
+        }
+        let probe = GetOptions::new()
+            .with_prefix()
+            .with_count_only()
+            .with_revision(to_i64(from_revision.saturating_add(1)));
+        let Err(error) = self.client.kv_client().get(prefix, Some(probe)).await else {
+            return Ok(());
+        };
+        let text = error.to_string();
+        if text.contains("compacted") {
+            return Err(StoreError::Compacted {
+                requested: from_revision,
+                compacted: from_revision.saturating_add(1),
+            });
+        }
+        if text.contains("future revision") {
+            return Ok(());
+        }
+        Err(unavailable(error))
+    }
+}
+
+/// Passes one etcd watch response on as watch items (or the error that
+/// ends the watch); false when the watch is over.
+async fn forward(
+    response: WatchResponse,
+    from_revision: u64,
+    sender: &tokio::sync::mpsc::Sender<Result<WatchItem, StoreError>>,
+) -> bool {
+    if response.compact_revision() > 0 {
+        let compacted = to_u64(response.compact_revision());
+        let _ = sender
+            .send(Err(StoreError::Compacted {
+                requested: from_revision,
+                compacted,
+            }))
+            .await;
+        return false;
+    }
+    if response.canceled() {
+        let reason = response.cancel_reason().to_string();
+        let _ = sender
+            .send(Err(StoreError::Unavailable(format!(
+                "etcd canceled the watch: {reason}"
+            ))))
+            .await;
+        return false;
+    }
+    let revision = response.header().map_or(0, |h| to_u64(h.revision()));
+    if response.events().is_empty() {
+        return response.created()
+            || sender
+                .send(Ok(WatchItem::Progress { revision }))
+                .await
+                .is_ok();
+    }
+    for item in group_by_revision(response.events()) {
+        if sender.send(Ok(item)).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
