@@ -69,6 +69,9 @@ proxy_root() { # ROOT
     ln -s busybox "$root/bin/$applet"
   done
   cp "$out/cdctl" "$root/usr/local/bin/cdctl"
+  mkdir -p "$root/usr/share/man/man1" "$root/usr/share/bash-completion/completions"
+  "$out/cdctl" man >"$root/usr/share/man/man1/cdctl.1"
+  "$out/cdctl" completion bash >"$root/usr/share/bash-completion/completions/cdctl"
   cp examples/nginx/nginx.conf.j2 examples/nginx/reload.sh deploy/proxy-entrypoint.sh \
     "$root/etc/switchyard/"
   # nginx's workers run as nobody.
@@ -80,7 +83,8 @@ build() { # NAME TAG
   rm -rf "${context:?}"/*
   case "$1" in
     proxy) proxy_root "$context/rootfs" ;;
-    *) cp "$out/cd-$1" "$context/cd-$1" ;;
+    *) cp "$out/cd-$1" "$context/cd-$1"
+       "$out/cd-$1" --man >"$context/cd-$1.1" ;;
   esac
   cp "deploy/Dockerfile.$1" "$context/Dockerfile"
   # The legacy builder (no buildx here) warns on every build: show its

@@ -64,6 +64,10 @@ pub struct Args {
 
     #[command(flatten)]
     pub access: switchyard_program::ClientAccessArgs,
+
+    /// Print the man page (roff) and exit.
+    #[arg(long)]
+    pub man: bool,
 }
 
 /// How long one registry may take to connect and answer the agent. Longer

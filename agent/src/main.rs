@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.man {
+        return switchyard_program::print_man_page(<Args as clap::CommandFactory>::command());
+    }
     switchyard_program::init_tracing(&args.logging);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -98,6 +98,13 @@ pub enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// Print a completion script: `cdctl completion bash > /etc/bash_completion.d/cdctl`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print cdctl's man page (roff): `cdctl man > cdctl.1`.
+    Man,
     /// List the deployment records of a service, newest first.
     History {
         service: String,

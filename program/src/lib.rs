@@ -85,6 +85,23 @@ impl ClientAccessArgs {
     }
 }
 
+/// Writes the man page (roff) of `command` to standard output:
+/// `cd-registry --man > cd-registry.1`. The images install them under
+/// /usr/share/man/man1.
+pub fn print_man_page(command: clap::Command) -> std::process::ExitCode {
+    let mut page = Vec::new();
+    let written = clap_mangen::Man::new(command)
+        .render(&mut page)
+        .and_then(|()| std::io::Write::write_all(&mut std::io::stdout(), &page));
+    match written {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cannot write the man page: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Tracing for a command-line tool: text on standard error, filtered by the
 /// environment variable `variable` (EnvFilter syntax), else `default`.
 pub fn init_tracing_from_env(variable: &str, default: &str) {

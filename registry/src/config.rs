@@ -121,6 +121,10 @@ pub struct Args {
     )]
     pub seed_tokens: Vec<crate::server::SeedToken>,
 
+    /// Print the man page (roff) and exit.
+    #[arg(long)]
+    pub man: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -16,6 +16,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
+    if args.man {
+        return switchyard_program::print_man_page(<Args as clap::CommandFactory>::command());
+    }
     switchyard_program::init_tracing(&args.logging);
     if let Some(Command::Restore(restore)) = args.command.take() {
         return match cd_registry::restore::restore(&restore) {

@@ -15,6 +15,24 @@ use switchyard_client::RegistryClient;
 use crate::args::{Cli, Command, SnapshotCommand};
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Generated from the flags themselves; no registry involved.
+    match &cli.command {
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            // Into memory first: writing straight to a closed pipe panics.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut command, "cdctl", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)
+                .context("writing the completion script")?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man => {
+            return Ok(switchyard_program::print_man_page(
+                <Cli as clap::CommandFactory>::command(),
+            ));
+        }
+        _ => {}
+    }
     let options = cli.access.client_options(cli.timeout)?;
     let client = RegistryClient::with_options(&cli.registry, &options)
         .with_context(|| format!("using --registry {:?}", cli.registry))?;
@@ -32,6 +50,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SetColor(args) => write::set_color(&client, output, args).await,
         Command::Template(args) => crate::template::template(&client, args).await,
         Command::Proxies => read::proxies(&client, output).await,
+        Command::Completion { .. } | Command::Man => Ok(ExitCode::SUCCESS),
         Command::Token { command } => tokens::run(&client, output, command).await,
         Command::Snapshot {
             command: SnapshotCommand::Save { file },

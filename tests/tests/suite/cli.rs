@@ -272,3 +272,35 @@ fn the_readme_run_command_works() {
     assert!(stdout.contains("active color blue"), "{stdout}");
     assert!(stdout.contains("web-blue-1"), "{stdout}");
 }
+
+/// Man pages and completions come from the flags themselves, with no
+/// registry around (SWITCHYARD_REGISTRY points nowhere).
+#[test]
+fn man_pages_and_completions_describe_every_program() {
+    let run = |program: &str, args: &[&str]| {
+        let output = Command::new(binary(program))
+            .args(args)
+            .env("SWITCHYARD_REGISTRY", "http://127.0.0.1:1")
+            .output()
+            .expect("running");
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}",
+            stderr(&output)
+        );
+        String::from_utf8(output.stdout).expect("UTF-8")
+    };
+    for (program, args, title, flag) in [
+        ("cd-registry", &["--man"][..], ".TH cd-registry 1", "listen"),
+        ("cd-agent", &["--man"][..], ".TH cd-agent 1", "advertise"),
+        ("cdctl", &["man"][..], ".TH cdctl 1", "registry"),
+    ] {
+        let page = run(program, args);
+        assert!(page.contains(title), "{program}: {page:.200}");
+        assert!(page.contains(flag), "{program} names --{flag}");
+    }
+    let bash = run("cdctl", &["completion", "bash"]);
+    assert!(bash.contains("_cdctl()") && bash.contains("deploy") && bash.contains("rollback"));
+    let fish = run("cdctl", &["completion", "fish"]);
+    assert!(fish.contains("complete -c cdctl"), "{fish:.200}");
+}
