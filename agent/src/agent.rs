@@ -28,7 +28,7 @@ use crate::discover::{ContainerFacts, DiscoverSettings, HealthSource, Skip, disc
 use crate::docker::{ContainerEvent, Engine};
 use crate::healthz::SharedStatus;
 
-type Events = Pin<Box<dyn Stream<Item = Result<ContainerEvent, bollard::errors::Error>> + Send>>;
+type Events = Pin<Box<dyn Stream<Item = anyhow::Result<ContainerEvent>> + Send>>;
 
 /// How soon after a change the agent syncs: short, so a burst of events
 /// (a container's create/start/health) becomes one SyncNode.
@@ -122,7 +122,7 @@ impl Agent {
                         self.refresh(&event.container_id, &event.action).await;
                         sync_at.get_or_insert_with(|| Instant::now() + SETTLE);
                     }
-                    Some(Err(error)) => self.docker_lost(&format!("{error}"), &mut docker_retry_at, &mut docker_backoff),
+                    Some(Err(error)) => self.docker_lost(&format!("{error:#}"), &mut docker_retry_at, &mut docker_backoff),
                     None => self.docker_lost("the event stream ended", &mut docker_retry_at, &mut docker_backoff),
                 },
                 Some(result) = self.check_receiver.recv() => {
@@ -459,9 +459,7 @@ impl Agent {
     }
 }
 
-async fn next_event(
-    events: &mut Option<Events>,
-) -> Option<Result<ContainerEvent, bollard::errors::Error>> {
+async fn next_event(events: &mut Option<Events>) -> Option<anyhow::Result<ContainerEvent>> {
     match events {
         Some(stream) => stream.next().await,
         None => std::future::pending().await,

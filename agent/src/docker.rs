@@ -67,12 +67,13 @@ impl Engine {
     }
 
     /// Container events since `since` (unix seconds), as they happen. With
-    /// `label`, only containers carrying it (`key=value`).
+    /// `label`, only containers carrying it (`key=value`). Errors leave
+    /// this module as `anyhow` errors: bollard stays in here.
     pub fn events(
         &self,
         since: i64,
         label: Option<&str>,
-    ) -> impl Stream<Item = Result<ContainerEvent, DockerError>> + Send + use<> {
+    ) -> impl Stream<Item = anyhow::Result<ContainerEvent>> + Send + use<> {
         let mut filters: HashMap<&str, Vec<&str>> = HashMap::new();
         filters.insert("type", vec!["container"]);
         if let Some(label) = label {
@@ -93,7 +94,7 @@ impl Engine {
                             action: message.action.unwrap_or_default(),
                         }))
                     }
-                    Err(error) => Some(Err(error)),
+                    Err(error) => Some(Err(anyhow::Error::new(error))),
                 }
             })
     }

@@ -19,7 +19,7 @@ use futures::{Stream, StreamExt};
 use switchyard_model::watch::WatchEvent;
 use switchyard_model::{
     Color, Deployment, Instance, LockGrant, ProxyStatus, Service, ServiceSummary, SessionId,
-    ValidationError,
+    SyncOutcome, ValidationError,
 };
 use switchyard_proto as wire;
 use switchyard_proto::v1;
@@ -328,17 +328,24 @@ impl RegistryClient {
         session: SessionId,
         node: &str,
         instances: &[Instance],
-    ) -> Result<v1::SyncNodeResponse, ClientError> {
+    ) -> Result<SyncOutcome, ClientError> {
         let request = v1::SyncNodeRequest {
             session_id: session,
             node: node.to_string(),
             instances: instances.iter().map(wire::instance_to_wire).collect(),
         };
-        self.call(|mut c| {
-            let request = request.clone();
-            async move { c.sync_node(request).await }
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.sync_node(request).await }
+            })
+            .await?;
+        Ok(SyncOutcome {
+            revision: response.revision,
+            added: response.added,
+            updated: response.updated,
+            removed: response.removed,
         })
-        .await
     }
 
     /// The live color and the color the next deploy goes to.

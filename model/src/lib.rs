@@ -222,6 +222,17 @@ impl Service {
     }
 }
 
+/// What a `SyncNode` did: the revision it committed at (the current one
+/// when it changed nothing) and how many instances it added, updated and
+/// removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncOutcome {
+    pub revision: u64,
+    pub added: u32,
+    pub updated: u32,
+    pub removed: u32,
+}
+
 /// One line of `ListServices`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSummary {

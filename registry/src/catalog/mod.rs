@@ -87,14 +87,7 @@ struct LockRecord {
     ttl_seconds: u32,
 }
 
-/// What a `SyncNode` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SyncOutcome {
-    pub revision: u64,
-    pub added: u32,
-    pub updated: u32,
-    pub removed: u32,
-}
+pub use switchyard_model::SyncOutcome;
 
 /// The catalog over one store. Cheap to clone.
 #[derive(Clone)]
