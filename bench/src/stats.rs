@@ -62,45 +62,46 @@ impl Row {
     }
 }
 
+/// Throughput, then p50 and p99.
 pub fn throughput_rows(name: &str, ours: &Samples, theirs: &Samples) -> Vec<Row> {
-    vec![
-        Row::higher_is_better(name, "ops/s", ours.throughput(), theirs.throughput()),
-        Row::lower_is_better(
-            &format!("{name}_p50"),
-            "ms",
-            ours.percentile_ms(50.0),
-            theirs.percentile_ms(50.0),
-        ),
-        Row::lower_is_better(
-            &format!("{name}_p99"),
-            "ms",
-            ours.percentile_ms(99.0),
-            theirs.percentile_ms(99.0),
-        ),
-    ]
+    let mut rows = vec![Row::higher_is_better(
+        name,
+        "ops/s",
+        ours.throughput(),
+        theirs.throughput(),
+    )];
+    rows.extend(percentile_rows(
+        name,
+        ours,
+        theirs,
+        &[("p50", 50.0), ("p99", 99.0)],
+    ));
+    rows
 }
 
+/// p50, p99 and the slowest.
 pub fn latency_rows(name: &str, ours: &Samples, theirs: &Samples) -> Vec<Row> {
-    vec![
-        Row::lower_is_better(
-            &format!("{name}_p50"),
-            "ms",
-            ours.percentile_ms(50.0),
-            theirs.percentile_ms(50.0),
-        ),
-        Row::lower_is_better(
-            &format!("{name}_p99"),
-            "ms",
-            ours.percentile_ms(99.0),
-            theirs.percentile_ms(99.0),
-        ),
-        Row::lower_is_better(
-            &format!("{name}_max"),
-            "ms",
-            ours.percentile_ms(100.0),
-            theirs.percentile_ms(100.0),
-        ),
-    ]
+    let points = [("p50", 50.0), ("p99", 99.0), ("max", 100.0)];
+    percentile_rows(name, ours, theirs, &points)
+}
+
+fn percentile_rows(
+    name: &str,
+    ours: &Samples,
+    theirs: &Samples,
+    points: &[(&str, f64)],
+) -> Vec<Row> {
+    points
+        .iter()
+        .map(|(suffix, percentile)| {
+            Row::lower_is_better(
+                &format!("{name}_{suffix}"),
+                "ms",
+                ours.percentile_ms(*percentile),
+                theirs.percentile_ms(*percentile),
+            )
+        })
+        .collect()
 }
 
 /// Resident memory of a process, from /proc.

@@ -174,6 +174,22 @@ impl Access {
         switchyard_client::RegistryClient::with_options(url, &self.options()).expect("a client")
     }
 
+    /// A client of the registry at `url`, once that registry answers it
+    /// (within `patience`).
+    pub async fn client_when_serving(
+        &self,
+        url: &str,
+        patience: std::time::Duration,
+    ) -> switchyard_client::RegistryClient {
+        let client = self.client(url);
+        let client_ref = &client;
+        crate::eventually(patience, || async move {
+            client_ref.list_services().await.map_err(|e| e.to_string())
+        })
+        .await;
+        client
+    }
+
     /// The environment of a Switchyard program with this access.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![("SWITCHYARD_CA", arg(&self.ca).to_string())];

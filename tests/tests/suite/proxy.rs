@@ -384,15 +384,7 @@ impl Secured {
             identity: Some(pki.client("client")),
             token_file: Some(admin_file),
         };
-        let as_admin = admin.client(&url);
-        let as_admin_ref = &as_admin;
-        eventually(patience(), || async move {
-            as_admin_ref
-                .list_services()
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await;
+        let as_admin = admin.client_when_serving(&url, patience()).await;
         Secured {
             agent: holding(&admin, &as_admin, "agent", Some("nginx-node"), &[]).await,
             proxy: holding(&admin, &as_admin, "proxy", Some("nginx-1"), &[]).await,

@@ -196,16 +196,8 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
         label: format!("switchyard.service={service}"),
     };
     let url = format!("https://127.0.0.1:{registry_port}");
-    let client = access.client(&url);
+    let client = access.client_when_serving(&url, stack_patience()).await;
     let client_ref = &client;
-    eventually(stack_patience(), || async move {
-        client_ref
-            .list_services()
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
-    })
-    .await;
     // Neither a client without a certificate nor one without a token gets in.
     let bare = Access {
         identity: None,

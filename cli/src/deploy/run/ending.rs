@@ -34,17 +34,23 @@ impl Deploy<'_> {
             }
         }
         let runtime = self.runtime.clone();
+        self.wait_or_leave(left, "old color passing again", |instances| {
+            runtime.all_passing(&old, instances)
+        })
+        .await;
+    }
+
+    /// Waits (as long as instances may take to pass) until `done` holds in
+    /// the registry; if it never does, notes what is left behind.
+    async fn wait_or_leave(
+        &self,
+        left: &mut Vec<String>,
+        what: &str,
+        done: impl Fn(&[switchyard_model::Instance]) -> bool,
+    ) {
         let patience = self.settings.health_timeout;
-        let back = self
-            .wait_registry("old color passing again", patience, |instances| {
-                runtime.all_passing(&old, instances)
-            })
-            .await;
-        if let Err(failure) = back {
-            left.push(format!(
-                "old color not passing again: {}",
-                failure.message()
-            ));
+        if let Err(failure) = self.wait_registry(what, patience, done).await {
+            left.push(format!("not {what}: {}", failure.message()));
         }
     }
 
@@ -101,18 +107,10 @@ impl Deploy<'_> {
         }
         let ids: HashSet<String> = ours.iter().map(|u| u.id.clone()).collect();
         let runtime = self.runtime.clone();
-        let patience = self.settings.health_timeout;
-        let gone = self
-            .wait_registry("new instances deregistered", patience, |instances| {
-                !instances.iter().any(|i| runtime.owned_by(i, &ids))
-            })
-            .await;
-        if let Err(failure) = gone {
-            left.push(format!(
-                "new instances still registered: {}",
-                failure.message()
-            ));
-        }
+        self.wait_or_leave(left, "new instances deregistered", |instances| {
+            !instances.iter().any(|i| runtime.owned_by(i, &ids))
+        })
+        .await;
     }
 
     /// Undoes step 3: the leftovers set aside are as they were, and those
@@ -136,22 +134,14 @@ impl Deploy<'_> {
             return;
         }
         let runtime = self.runtime.clone();
-        let patience = self.settings.health_timeout;
-        let back = self
-            .wait_registry("leftovers registered again", patience, |instances| {
-                restarted.iter().all(|id| {
-                    instances
-                        .iter()
-                        .any(|i| runtime.owned_by(i, &HashSet::from([id.clone()])))
-                })
+        self.wait_or_leave(left, "leftovers registered again", |instances| {
+            restarted.iter().all(|id| {
+                instances
+                    .iter()
+                    .any(|i| runtime.owned_by(i, &HashSet::from([id.clone()])))
             })
-            .await;
-        if let Err(failure) = back {
-            left.push(format!(
-                "leftovers not registered again: {}",
-                failure.message()
-            ));
-        }
+        })
+        .await;
     }
 
     /// Removes what the success made obsolete: the old color (unless kept)
