@@ -88,6 +88,12 @@ impl ClientError {
     pub fn is_unreachable(&self) -> bool {
         self.code().is_some_and(unreachable_code)
     }
+
+    /// A watch may resume after this: the registry went away, or the
+    /// stream was cut mid-way (which tonic reports as INTERNAL).
+    pub fn is_resumable(&self) -> bool {
+        self.is_unreachable() || self.code() == Some(Code::Internal)
+    }
 }
 
 /// Largest message the client accepts (snapshots of big registries).

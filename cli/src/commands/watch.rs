@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use futures::StreamExt;
-use switchyard_client::{ClientError, Code, RegistryClient};
+use switchyard_client::{ClientError, RegistryClient};
 use switchyard_model::watch::WatchEvent;
 
 use crate::args::WatchArgs;
@@ -60,8 +60,7 @@ pub async fn watch(client: &RegistryClient, args: WatchArgs) -> anyhow::Result<E
     }
 }
 
-/// Unreachable, or a stream cut mid-way (which tonic reports as INTERNAL):
-/// a watch resumes from where it was.
+/// A watch resumes from where it was.
 fn retryable(error: &ClientError) -> bool {
-    error.is_unreachable() || error.code() == Some(Code::Internal)
+    error.is_resumable()
 }

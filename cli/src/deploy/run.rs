@@ -289,7 +289,8 @@ impl<'a> Deploy<'a> {
     /// 4. Starts the new color: its containers, or its Swarm service.
     async fn start_containers(&mut self) -> Result<(), Failure> {
         self.reporter.begin("start containers");
-        self.runtime
+        let slowest = self
+            .runtime
             .start_color(
                 &self.settings,
                 self.next,
@@ -298,8 +299,11 @@ impl<'a> Deploy<'a> {
             )
             .await?;
         failpoint("start")?;
+        let slowest = slowest
+            .map(|took| format!(", slowest {} ms", took.as_millis()))
+            .unwrap_or_default();
         self.reporter.end(&format!(
-            "{} × {} as {} ({})",
+            "{} × {} as {} ({}{slowest})",
             self.settings.replicas,
             self.settings.image,
             self.next,

@@ -16,6 +16,11 @@ use switchyard_model::labels::{label, meta};
 use switchyard_model::{Color, Health, Instance};
 
 use super::Settings;
+
+/// How many containers of one deploy start at once: enough that ten
+/// replicas take about as long as three, few enough not to swamp a small
+/// engine.
+const START_CONCURRENCY: usize = 4;
 use super::docker::{
     COLOR_LABEL, ContainerSpec, DEPLOY_LABEL, Engine, NETWORK_LABEL, REPLICAS_LABEL, SERVICE_LABEL,
     ServiceContainer, ServiceDefinition, SwarmService,
@@ -252,13 +257,15 @@ impl Runtime {
 
     /// Starts the new color: containers, or one Swarm service (redefining
     /// a retired one of the same name, which cannot be renamed away).
+    /// Starts the replicas of `color`; for containers, answers how long
+    /// the slowest took to start.
     pub async fn start_color(
         &self,
         settings: &Settings,
         color: Color,
         deploy_id: &str,
         retired: &mut [Retired],
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<Duration>> {
         let mut labels = settings.labels.clone();
         labels.insert(SERVICE_LABEL.into(), settings.service.clone());
         labels.insert(COLOR_LABEL.into(), color.to_string());
@@ -271,8 +278,10 @@ impl Runtime {
         }
         match self.kind {
             RuntimeKind::Containers => {
-                for name in self.new_names(settings, color) {
-                    let spec = ContainerSpec {
+                let specs: Vec<ContainerSpec> = self
+                    .new_names(settings, color)
+                    .into_iter()
+                    .map(|name| ContainerSpec {
                         name,
                         image: settings.image.clone(),
                         env: settings.env.clone(),
@@ -280,9 +289,9 @@ impl Runtime {
                         port: settings.port,
                         publish_ip: settings.publish_ip.clone(),
                         network: settings.network.clone(),
-                    };
-                    self.engine.run(&spec).await?;
-                }
+                    })
+                    .collect();
+                return self.run_concurrently(specs).await.map(Some);
             }
             RuntimeKind::Swarm => {
                 let network = settings.network.clone().ok_or_else(|| {
@@ -311,7 +320,23 @@ impl Runtime {
                 }
             }
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Runs the containers at most [`START_CONCURRENCY`] at a time; answers
+    /// how long the slowest took. On a failure the others in flight are
+    /// dropped: the rollback finds whatever they created by its label.
+    async fn run_concurrently(&self, specs: Vec<ContainerSpec>) -> anyhow::Result<Duration> {
+        use futures::{StreamExt, TryStreamExt};
+        let took: Vec<Duration> = futures::stream::iter(specs)
+            .map(|spec| async move {
+                let started = std::time::Instant::now();
+                self.engine.run(&spec).await.map(|_id| started.elapsed())
+            })
+            .buffer_unordered(START_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(took.into_iter().max().unwrap_or_default())
     }
 
     /// Stops a unit (a Swarm service is scaled to zero).

@@ -345,26 +345,26 @@ async fn wake_kept(
         runtime.restart(unit).await?;
     }
     let deadline = std::time::Instant::now() + WAKE_TIMEOUT;
-    loop {
-        let (_, now) = client.get_service(service).await?;
-        if runtime.all_passing(&kept, &now.instances) {
-            return Ok(Some(now));
-        }
-        if std::time::Instant::now() >= deadline {
-            // Leave it as it was: kept, at zero.
-            for unit in &kept {
-                if let Err(error) = runtime.stop(unit, Duration::from_secs(10)).await {
-                    eprintln!(
-                        "cdctl: could not scale {} back to zero: {error:#}",
-                        unit.name
-                    );
-                }
+    let woken = super::waits::follow_until(client, service, deadline, |now| {
+        runtime
+            .all_passing(&kept, &now.instances)
+            .then(|| now.clone())
+    })
+    .await?;
+    if woken.is_none() {
+        // Leave it as it was: kept, at zero.
+        for unit in &kept {
+            if let Err(error) = runtime.stop(unit, Duration::from_secs(10)).await {
+                eprintln!(
+                    "cdctl: could not scale {} back to zero: {error:#}",
+                    unit.name
+                );
             }
-            anyhow::bail!(
-                "{previous} did not pass again within {WAKE_TIMEOUT:?} after scaling it up; \
-                 the live color is unchanged (check `docker service ps`)"
-            );
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        anyhow::bail!(
+            "{previous} did not pass again within {WAKE_TIMEOUT:?} after scaling it up; \
+             the live color is unchanged (check `docker service ps`)"
+        );
     }
+    Ok(woken)
 }
