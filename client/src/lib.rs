@@ -590,4 +590,27 @@ impl RegistryClient {
             Ok(wire::watch_event_from_wire(message)?)
         }))
     }
+
+    /// Follows proxy reports: first every proxy's last report, then the
+    /// reports as they are written, each with the registry's clock. The
+    /// stream ends with an error when the connection breaks; open it again.
+    pub async fn watch_proxies(
+        &self,
+    ) -> Result<
+        impl Stream<Item = Result<(Vec<ProxyStatus>, u64), ClientError>> + Send + 'static + use<>,
+        ClientError,
+    > {
+        let stream = self
+            .call(|mut c| async move { c.watch_proxies(v1::WatchProxiesRequest {}).await })
+            .await?;
+        Ok(stream.map(|message| {
+            let message = message.map_err(ClientError::from)?;
+            let proxies = message
+                .proxies
+                .into_iter()
+                .map(wire::proxy_from_wire)
+                .collect::<Result<_, _>>()?;
+            Ok((proxies, message.now_ms))
+        }))
+    }
 }

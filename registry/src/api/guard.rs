@@ -1,6 +1,7 @@
 //! What each request touches, for the authorizer: the lookups that turn a
 //! session id or an instance id into the node it belongs to. The decision
-//! itself is `crate::auth` (one table for every request).
+//! itself is `crate::auth` (one table for every request). Also the guard on
+//! how many watch streams may be open at once.
 
 use switchyard_model::auth::{Action, Principal};
 use switchyard_model::{Instance, SessionId};
@@ -22,6 +23,20 @@ impl RegistryApi {
     /// them, only when `--auth` makes that name mean something.
     pub(super) fn principal_name<'a>(&self, who: &'a Principal) -> Option<&'a str> {
         self.auth.enabled().then_some(who.name.as_str())
+    }
+
+    /// A place for one more watch stream, held as long as the stream
+    /// lives; `RESOURCE_EXHAUSTED` at `--max-watchers`.
+    pub(super) fn watch_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        std::sync::Arc::clone(&self.watchers)
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "{} watch streams are open, the registry's limit (--max-watchers): close \
+                     unused watches or raise the limit",
+                    self.max_watchers
+                ))
+            })
     }
 
     /// `caller`, then `action`.

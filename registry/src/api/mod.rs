@@ -290,13 +290,7 @@ impl v1::registry_server::Registry for RegistryApi {
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.check(&request, Action::Read)?;
         let request = within_limit(request)?;
-        let Ok(permit) = Arc::clone(&self.watchers).try_acquire_owned() else {
-            return Err(Status::resource_exhausted(format!(
-                "{} watch streams are open, the registry's limit (--max-watchers): close \
-                 unused watches or raise the limit",
-                self.max_watchers
-            )));
-        };
+        let permit = self.watch_permit()?;
         let stream = self
             .catalog
             .watch(
@@ -495,6 +489,26 @@ impl v1::registry_server::Registry for RegistryApi {
             proxies: proxies.iter().map(wire::proxy_to_wire).collect(),
             now_ms,
         }))
+    }
+
+    type WatchProxiesStream = BoxStream<v1::WatchProxiesResponse>;
+
+    async fn watch_proxies(
+        &self,
+        request: Request<v1::WatchProxiesRequest>,
+    ) -> Result<Response<Self::WatchProxiesStream>, Status> {
+        self.check(&request, Action::Read)?;
+        let permit = self.watch_permit()?;
+        let stream = self.catalog.watch_proxies(self.shutdown.clone());
+        let stream = stream.map(move |reports| {
+            let _held = &permit;
+            let (proxies, now_ms) = reports.map_err(status_of)?;
+            Ok(v1::WatchProxiesResponse {
+                proxies: proxies.iter().map(wire::proxy_to_wire).collect(),
+                now_ms,
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_deployments(

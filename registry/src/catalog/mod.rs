@@ -13,6 +13,7 @@ mod error;
 mod history;
 pub mod keys;
 mod outbox;
+mod proxies;
 mod record;
 mod sync;
 pub mod tokens;
@@ -23,9 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use switchyard_model::{
-    Color, Health, Instance, ProxyStatus, Service, ServiceSummary, SessionId, validate,
-};
+use switchyard_model::{Color, Health, Instance, Service, ServiceSummary, SessionId, validate};
 
 use crate::store::{Compare, KeyValue, Op, OpResult, Store, StoreError, Txn, TxnResponse};
 
@@ -179,6 +178,24 @@ impl Catalog {
             revision, results, ..
         } = self.store.txn(Txn::read(ops)).await?;
         Ok((revision, results))
+    }
+
+    /// Every JSON record under `prefix`, decoded, and the revision read at.
+    async fn read_records<T: DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+    ) -> Result<(u64, Vec<T>), CatalogError> {
+        let (revision, results) = self
+            .read(vec![Op::Range {
+                prefix: prefix.to_vec(),
+            }])
+            .await?;
+        let records = results
+            .into_iter()
+            .flat_map(OpResult::into_kvs)
+            .map(|kv| from_json::<T>(&kv))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((revision, records))
     }
 
     /// Commits `txn`; `None` when a guard failed and the caller should retry.
@@ -517,42 +534,6 @@ impl Catalog {
     /// Records what a proxy applied; `reported_at_ms` is set here, on the
     /// registry's clock. A proxy cannot claim a revision the registry has not
     /// reached: deploys wait on these reports.
-    pub async fn report_proxy(&self, mut status: ProxyStatus) -> Result<u64, CatalogError> {
-        validate::identifier("status.proxy_id", &status.proxy_id)?;
-        let current = self.store.current_revision().await?;
-        if status.applied_revision > current {
-            return Err(CatalogError::Invalid(validate::ValidationError::new(
-                "status.applied_revision",
-                format!(
-                    "{} is beyond the registry's revision {current}: report the revision of \
-                     what the proxy applied",
-                    status.applied_revision
-                ),
-            )));
-        }
-        status.reported_at_ms = now_ms();
-        let txn = Txn {
-            success: vec![put(keys::proxy(&status.proxy_id), to_json(&status)?, None)],
-            ..Txn::default()
-        };
-        Ok(self.store.txn(txn).await?.revision)
-    }
-
-    /// Every proxy that ever reported, and the registry's clock now.
-    pub async fn list_proxies(&self) -> Result<(Vec<ProxyStatus>, u64), CatalogError> {
-        let (_, results) = self
-            .read(vec![Op::Range {
-                prefix: keys::PROXIES.to_vec(),
-            }])
-            .await?;
-        let proxies = results
-            .into_iter()
-            .flat_map(OpResult::into_kvs)
-            .map(|kv| from_json::<ProxyStatus>(&kv))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((proxies, now_ms()))
-    }
-
     pub fn config(&self) -> &CatalogConfig {
         &self.config
     }

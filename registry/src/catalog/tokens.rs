@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use switchyard_model::auth::{NewToken, Role, TokenInfo};
 use switchyard_model::{ValidationError, validate};
 
-use super::{Catalog, CatalogError, from_json, keys, now_ms, put, single, to_json};
-use crate::store::{Op, OpResult, Txn};
+use super::{Catalog, CatalogError, keys, now_ms, put, single, to_json};
+use crate::store::{Op, Txn};
 
 /// A token as stored: its description and the hash of its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,17 +135,7 @@ impl Catalog {
 
     /// Every token as stored, and the revision read at.
     pub async fn stored_tokens(&self) -> Result<(u64, Vec<StoredToken>), CatalogError> {
-        let (revision, results) = self
-            .read(vec![Op::Range {
-                prefix: keys::TOKENS.to_vec(),
-            }])
-            .await?;
-        let tokens = results
-            .into_iter()
-            .flat_map(OpResult::into_kvs)
-            .map(|kv| from_json::<StoredToken>(&kv))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((revision, tokens))
+        self.read_records(keys::TOKENS).await
     }
 
     /// Removes a token; every replica refuses it once its watch sees this.

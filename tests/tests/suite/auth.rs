@@ -120,6 +120,7 @@ async fn every_rpc(
         }
     );
     call!("ListProxies", list_proxies, v1::ListProxiesRequest {});
+    call!("WatchProxies", watch_proxies, v1::WatchProxiesRequest {});
     call!(
         "OpenSession",
         open_session,
@@ -254,13 +255,14 @@ async fn every_rpc(
 
 /// Which RPCs each role may call (README "Security" has the same table).
 fn may(role: &str, rpc: &str) -> bool {
-    const READS: [&str; 6] = [
+    const READS: [&str; 7] = [
         "ListServices",
         "GetService",
         "Watch",
         "NextColor",
         "ListDeployments",
         "ListProxies",
+        "WatchProxies",
     ];
     const AGENT: [&str; 4] = ["OpenSession", "KeepAlive", "SyncNode", "CloseSession"];
     const DEPLOYER: [&str; 7] = [

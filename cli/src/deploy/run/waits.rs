@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use switchyard_client::view::ServiceView;
 use switchyard_client::{ClientError, RegistryClient};
-use switchyard_model::{Health, Instance, Service};
+use switchyard_model::{Health, Instance, ProxyStatus, Service};
 
 use super::super::report::millis;
 use super::{Deploy, Failure};
@@ -124,57 +124,190 @@ const RETRY: Duration = Duration::from_millis(200);
 
 /// Waits until every proxy that reported within `stale` has applied
 /// `revision`; answers a summary naming the silent ones not waited for.
+/// Follows the reports as they are written (`WatchProxies`); a proxy that
+/// falls silent while behind is let go the moment it turns stale.
 pub(super) async fn proxies_at(
     client: &RegistryClient,
     revision: u64,
     timeout: Duration,
     stale: Duration,
 ) -> Result<String, Failure> {
-    let deadline = Instant::now() + timeout;
-    let stale_ms = millis(stale);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut reports = Reports::default();
     loop {
-        let (proxies, now_ms) = client.list_proxies().await?;
-        let (live, stale): (Vec<_>, Vec<_>) = proxies
-            .iter()
-            .partition(|p| now_ms.saturating_sub(p.reported_at_ms) <= stale_ms);
-        let behind: Vec<String> = live
-            .iter()
-            .filter(|p| p.applied_revision < revision)
-            .map(|p| {
-                if p.healthy {
-                    format!("{} (at {})", p.proxy_id, p.applied_revision)
-                } else {
-                    format!(
-                        "{} (at {}, unhealthy: {})",
-                        p.proxy_id, p.applied_revision, p.message
-                    )
-                }
-            })
-            .collect();
-        if behind.is_empty() {
-            let mut summary = format!("{} proxies at revision {revision}", live.len());
-            if !stale.is_empty() {
-                let names: Vec<String> = stale
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "{} ({}s ago)",
-                            p.proxy_id,
-                            now_ms.saturating_sub(p.reported_at_ms) / 1000
-                        )
-                    })
-                    .collect();
-                summary.push_str(&format!("; not waited for, silent: {}", names.join(", ")));
+        let opened = tokio::time::timeout_at(deadline, client.watch_proxies()).await;
+        let stream = match opened {
+            Err(_) => return Err(reports.too_late(revision, timeout, stale)),
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) if error.is_unreachable() => {
+                tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + RETRY)).await;
+                continue;
             }
-            return Ok(summary);
+            Ok(Err(error)) => return Err(error.into()),
+        };
+        let mut stream = std::pin::pin!(stream);
+        let mut first = true;
+        loop {
+            let wake = match reports.verdict(revision, stale) {
+                Ok(summary) if !first || reports.seen => return Ok(summary),
+                Ok(_) => deadline,
+                Err(Behind { next_stale, .. }) => {
+                    next_stale.map_or(deadline, |at| at.min(deadline))
+                }
+            };
+            let message = tokio::select! {
+                message = stream.next() => message,
+                () = tokio::time::sleep_until(wake) => {
+                    if wake >= deadline {
+                        return Err(reports.too_late(revision, timeout, stale));
+                    }
+                    continue;
+                }
+            };
+            match message {
+                Some(Ok((proxies, now_ms))) => {
+                    reports.take(proxies, now_ms, first);
+                    first = false;
+                }
+                None => break,
+                Some(Err(error)) if error.is_resumable() => break,
+                Some(Err(error)) => return Err(error.into()),
+            }
         }
-        if Instant::now() >= deadline {
-            return Err(Failure::Error(anyhow::anyhow!(
-                "proxies did not apply revision {revision} within {:?}: {}",
-                timeout,
-                behind.join(", ")
-            )));
+    }
+}
+
+/// The proxies' last reports as a wait has seen them, and the registry's
+/// clock as of the last message (advanced by the time since).
+#[derive(Default)]
+struct Reports {
+    proxies: std::collections::BTreeMap<String, ProxyStatus>,
+    clock: Option<(u64, Instant)>,
+    /// A full list arrived at least once.
+    seen: bool,
+}
+
+/// Who still has to apply the revision, and when the first of them turns
+/// stale (and is no longer waited for).
+#[derive(Debug)]
+struct Behind {
+    names: Vec<String>,
+    next_stale: Option<tokio::time::Instant>,
+}
+
+impl Reports {
+    /// A message: the full list (`all`) or the reports written since.
+    fn take(&mut self, proxies: Vec<ProxyStatus>, now_ms: u64, all: bool) {
+        if all {
+            self.proxies.clear();
+            self.seen = true;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        for proxy in proxies {
+            self.proxies.insert(proxy.proxy_id.clone(), proxy);
+        }
+        self.clock = Some((now_ms, Instant::now()));
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock
+            .map_or(0, |(ms, at)| ms.saturating_add(millis(at.elapsed())))
+    }
+
+    /// Done (a summary), or who is behind.
+    fn verdict(&self, revision: u64, stale: Duration) -> Result<String, Behind> {
+        let (now_ms, stale_ms) = (self.now_ms(), millis(stale));
+        let age = |p: &ProxyStatus| now_ms.saturating_sub(p.reported_at_ms);
+        let (live, silent): (Vec<&ProxyStatus>, Vec<&ProxyStatus>) =
+            self.proxies.values().partition(|p| age(p) <= stale_ms);
+        let behind: Vec<&ProxyStatus> = live
+            .iter()
+            .copied()
+            .filter(|p| p.applied_revision < revision)
+            .collect();
+        if !behind.is_empty() {
+            let soonest = behind.iter().map(|p| stale_ms - age(p)).min();
+            return Err(Behind {
+                names: behind.iter().map(|p| describe(p)).collect(),
+                next_stale: soonest.map(|ms| {
+                    tokio::time::Instant::now() + Duration::from_millis(ms.saturating_add(1))
+                }),
+            });
+        }
+        let mut summary = format!("{} proxies at revision {revision}", live.len());
+        if !silent.is_empty() {
+            let names: Vec<String> = silent
+                .iter()
+                .map(|p| format!("{} ({}s ago)", p.proxy_id, age(p) / 1000))
+                .collect();
+            summary.push_str(&format!("; not waited for, silent: {}", names.join(", ")));
+        }
+        Ok(summary)
+    }
+
+    fn too_late(&self, revision: u64, timeout: Duration, stale: Duration) -> Failure {
+        let behind = match self.verdict(revision, stale) {
+            Err(behind) => behind.names.join(", "),
+            Ok(_) => "no report arrived".to_string(),
+        };
+        Failure::Error(anyhow::anyhow!(
+            "proxies did not apply revision {revision} within {timeout:?}: {behind}"
+        ))
+    }
+}
+
+fn describe(proxy: &ProxyStatus) -> String {
+    if proxy.healthy {
+        format!("{} (at {})", proxy.proxy_id, proxy.applied_revision)
+    } else {
+        format!(
+            "{} (at {}, unhealthy: {})",
+            proxy.proxy_id, proxy.applied_revision, proxy.message
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(id: &str, applied: u64, reported_at_ms: u64) -> ProxyStatus {
+        ProxyStatus {
+            proxy_id: id.into(),
+            applied_revision: applied,
+            reported_at_ms,
+            healthy: true,
+            ..ProxyStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_wait_is_done_when_every_live_proxy_applied_and_lets_silent_ones_go() {
+        let stale = Duration::from_secs(30);
+        let mut reports = Reports::default();
+        // edge-2 last reported 60 s ago: silent, not waited for.
+        let all = vec![report("edge-1", 7, 100_000), report("edge-2", 3, 40_000)];
+        reports.take(all, 100_000, true);
+        let behind = reports.verdict(9, stale).expect_err("edge-1 is behind");
+        assert_eq!(behind.names, ["edge-1 (at 7)"]);
+        assert!(behind.next_stale.is_some(), "edge-1 turns stale in 30 s");
+        reports.take(vec![report("edge-1", 9, 100_050)], 100_050, false);
+        let summary = reports.verdict(9, stale).expect("done");
+        assert!(summary.starts_with("1 proxies at revision 9"), "{summary}");
+        assert!(summary.contains("silent: edge-2 (60s ago)"), "{summary}");
+    }
+
+    #[test]
+    fn a_proxy_behind_that_falls_silent_is_let_go_once_stale() {
+        let mut reports = Reports::default();
+        reports.take(vec![report("edge-1", 1, 1_000)], 1_000, true);
+        assert!(reports.verdict(5, Duration::from_secs(30)).is_err());
+        // The same reports, judged with a stale period already passed.
+        assert!(
+            reports.verdict(5, Duration::ZERO).is_err(),
+            "age 0 is still live"
+        );
+        reports.clock = Some((40_000, Instant::now()));
+        let summary = reports.verdict(5, Duration::from_secs(30)).expect("let go");
+        assert!(summary.contains("silent: edge-1"), "{summary}");
     }
 }
