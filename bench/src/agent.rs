@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use switchyard_client::RegistryClient;
 use switchyard_model::labels::{label, meta};
 use switchyard_model::watch::{Change, WatchEvent};
 
@@ -24,13 +23,13 @@ const SERVICE: &str = "bench-agent";
 /// Starts `containers` containers of `image` with `label`, one after the
 /// other, and times each until the registry lists it.
 pub async fn measure(
-    registry: &str,
+    registry: &crate::registry::Target,
     image: &str,
     label: &str,
     agent_pid: u32,
     containers: usize,
 ) -> anyhow::Result<AgentFigures> {
-    let client = RegistryClient::new(registry)?;
+    let client = registry.client()?;
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let stream = client.watch(&[SERVICE.to_string()], 0).await?;
     let watcher = {

@@ -125,6 +125,10 @@ struct Args {
     tls_token_file: Option<PathBuf>,
     #[arg(long)]
     tls_ca: Option<PathBuf>,
+    /// How to reach the registries under test (`--ca`, `--cert`, `--key`,
+    /// `--token`, `--token-file`, as cdctl takes them).
+    #[command(flatten)]
+    access: switchyard_program::ClientAccessArgs,
     /// Run only these workloads (comma-separated), e.g. to profile one.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Workload>,
@@ -159,7 +163,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     // Rows with no etcd counterpart: the agent's, the cost of security.
     let mut single_rows: Vec<(String, &str, f64)> = Vec::new();
-    let plain = registry::Target::plain(&args.registry);
+    let options = args.access.client_options(Duration::from_secs(30))?;
+    let target = |url: &str| registry::Target {
+        url: url.to_string(),
+        options: options.clone(),
+    };
+    let plain = target(&args.registry);
 
     if args.runs(Workload::Writes) {
         eprintln!(
@@ -192,7 +201,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "watch fan-out: {} watchers, {} flips",
             sizes.watchers, sizes.flips
         );
-        let ours = registry::fan_out(&args.registry, sizes).await?;
+        let ours = registry::fan_out(&plain, sizes).await?;
         let theirs = etcd::fan_out(&args.etcd, sizes).await?;
         rows.extend(stats::latency_rows("watch", &ours, &theirs));
     }
@@ -201,7 +210,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("memory: RSS after loading {} instances", sizes.loaded);
         let registry = args.memory_registry.as_deref().unwrap_or(&args.registry);
         let etcd = args.memory_etcd.as_deref().unwrap_or(&args.etcd);
-        registry::load(registry, sizes.loaded).await?;
+        registry::load(&target(registry), sizes.loaded).await?;
         etcd::load(etcd, sizes.loaded).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let ours = stats::rss_mib(args.memory_registry_pid.unwrap_or(args.registry_pid))?;
@@ -214,12 +223,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
 
-    single_rows.extend(agent_rows(&args, sizes).await?);
+    single_rows.extend(agent_rows(&args, &plain, sizes).await?);
     print_and_write(&args, &rows, &single_rows)
 }
 
 /// The agent's rows (no etcd counterpart), when the agent flags are given.
-async fn agent_rows(args: &Args, sizes: Sizes) -> anyhow::Result<Vec<(String, &'static str, f64)>> {
+async fn agent_rows(
+    args: &Args,
+    registry: &registry::Target,
+    sizes: Sizes,
+) -> anyhow::Result<Vec<(String, &'static str, f64)>> {
     let (true, Some(pid), Some(image), Some(label)) = (
         args.runs(Workload::Agent),
         args.agent_pid,
@@ -232,7 +245,7 @@ async fn agent_rows(args: &Args, sizes: Sizes) -> anyhow::Result<Vec<(String, &'
         "agent: docker run → visible for {} containers, then 10 s idle",
         sizes.containers
     );
-    let figures = agent::measure(&args.registry, image, label, pid, sizes.containers).await?;
+    let figures = agent::measure(registry, image, label, pid, sizes.containers).await?;
     let visible = &figures.start_to_visible;
     Ok(vec![
         (

@@ -41,14 +41,7 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn plain(url: &str) -> Self {
-        Target {
-            url: url.to_string(),
-            options: ClientOptions::default(),
-        }
-    }
-
-    fn client(&self) -> anyhow::Result<RegistryClient> {
+    pub fn client(&self) -> anyhow::Result<RegistryClient> {
         Ok(RegistryClient::with_options(&self.url, &self.options)?)
     }
 }
@@ -102,15 +95,15 @@ pub async fn reads(target: &Target, sizes: Sizes) -> anyhow::Result<Samples> {
 
 /// Flips the color `flips` times while `watchers` watch the service; the
 /// latency is from each flip's acknowledgement to each watcher's receipt.
-pub async fn fan_out(url: &str, sizes: Sizes) -> anyhow::Result<Samples> {
-    let registry = RegistryClient::new(url)?;
+pub async fn fan_out(target: &Target, sizes: Sizes) -> anyhow::Result<Samples> {
+    let registry = target.client()?;
     registry
         .register(&instance("bench-f", "f0", 0, None), None)
         .await?;
     let ready = Arc::new(AtomicUsize::new(0));
     let connections = (sizes.watchers / 50).max(1);
     let clients: Vec<Arc<RegistryClient>> = (0..connections)
-        .map(|_| RegistryClient::new(url).map(Arc::new))
+        .map(|_| target.client().map(Arc::new))
         .collect::<Result<_, _>>()?;
     let mut watchers = Vec::new();
     for watcher in 0..sizes.watchers {
@@ -160,8 +153,8 @@ pub async fn fan_out(url: &str, sizes: Sizes) -> anyhow::Result<Samples> {
 }
 
 /// Loads `count` instances (1000 per node, by SyncNode) for the memory figure.
-pub async fn load(url: &str, count: usize) -> anyhow::Result<()> {
-    let registry = RegistryClient::new(url)?;
+pub async fn load(target: &Target, count: usize) -> anyhow::Result<()> {
+    let registry = target.client()?;
     let per_node = 1000;
     for node in 0..count.div_ceil(per_node) {
         let name = format!("mem-{node}");
