@@ -5,6 +5,7 @@
 
 mod backup;
 mod endpoint;
+mod proxies;
 mod tokens;
 pub mod view;
 
@@ -18,8 +19,8 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use switchyard_model::watch::WatchEvent;
 use switchyard_model::{
-    Color, Deployment, Instance, LockGrant, ProxyStatus, Service, ServiceSummary, SessionId,
-    SyncOutcome, ValidationError,
+    Color, Deployment, Instance, LockGrant, Service, ServiceSummary, SessionId, SyncOutcome,
+    ValidationError,
 };
 use switchyard_proto as wire;
 use switchyard_proto::v1;
@@ -537,33 +538,6 @@ impl RegistryClient {
         }
     }
 
-    /// Reports what this proxy applied.
-    pub async fn report_proxy(&self, status: &ProxyStatus) -> Result<u64, ClientError> {
-        let request = v1::ReportProxyRequest {
-            status: Some(wire::proxy_to_wire(status)),
-        };
-        let response = self
-            .call(|mut c| {
-                let request = request.clone();
-                async move { c.report_proxy(request).await }
-            })
-            .await?;
-        Ok(response.revision)
-    }
-
-    /// Every proxy that reported, and the registry's clock (Unix ms).
-    pub async fn list_proxies(&self) -> Result<(Vec<ProxyStatus>, u64), ClientError> {
-        let response = self
-            .call(|mut c| async move { c.list_proxies(v1::ListProxiesRequest {}).await })
-            .await?;
-        let proxies = response
-            .proxies
-            .into_iter()
-            .map(wire::proxy_from_wire)
-            .collect::<Result<_, _>>()?;
-        Ok((proxies, response.now_ms))
-    }
-
     /// Opens a watch stream (`from_revision` 0: snapshot first). The stream
     /// ends with an error when the connection breaks; resume with the last
     /// revision seen.
@@ -588,29 +562,6 @@ impl RegistryClient {
         Ok(stream.map(|message| {
             let message = message.map_err(ClientError::from)?;
             Ok(wire::watch_event_from_wire(message)?)
-        }))
-    }
-
-    /// Follows proxy reports: first every proxy's last report, then the
-    /// reports as they are written, each with the registry's clock. The
-    /// stream ends with an error when the connection breaks; open it again.
-    pub async fn watch_proxies(
-        &self,
-    ) -> Result<
-        impl Stream<Item = Result<(Vec<ProxyStatus>, u64), ClientError>> + Send + 'static + use<>,
-        ClientError,
-    > {
-        let stream = self
-            .call(|mut c| async move { c.watch_proxies(v1::WatchProxiesRequest {}).await })
-            .await?;
-        Ok(stream.map(|message| {
-            let message = message.map_err(ClientError::from)?;
-            let proxies = message
-                .proxies
-                .into_iter()
-                .map(wire::proxy_from_wire)
-                .collect::<Result<_, _>>()?;
-            Ok((proxies, message.now_ms))
         }))
     }
 }

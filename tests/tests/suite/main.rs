@@ -26,6 +26,7 @@ macro_rules! on_both_backends {
 
 mod agent;
 mod api;
+mod api_bad_input;
 mod audit;
 mod auth;
 mod backup;
