@@ -28,12 +28,7 @@ impl RegistryClient {
         let response = self
             .call(|mut c| async move { c.list_proxies(v1::ListProxiesRequest {}).await })
             .await?;
-        let proxies = response
-            .proxies
-            .into_iter()
-            .map(wire::proxy_from_wire)
-            .collect::<Result<_, _>>()?;
-        Ok((proxies, response.now_ms))
+        Ok((from_wire(response.proxies)?, response.now_ms))
     }
 
     /// Follows proxy reports: first every proxy's last report, then the
@@ -50,12 +45,12 @@ impl RegistryClient {
             .await?;
         Ok(stream.map(|message| {
             let message = message.map_err(ClientError::from)?;
-            let proxies = message
-                .proxies
-                .into_iter()
-                .map(wire::proxy_from_wire)
-                .collect::<Result<_, _>>()?;
-            Ok((proxies, message.now_ms))
+            Ok((from_wire(message.proxies)?, message.now_ms))
         }))
     }
+}
+
+fn from_wire(proxies: Vec<v1::ProxyStatus>) -> Result<Vec<ProxyStatus>, ClientError> {
+    let proxies = proxies.into_iter().map(wire::proxy_from_wire);
+    Ok(proxies.collect::<Result<_, _>>()?)
 }
