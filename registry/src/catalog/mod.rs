@@ -93,7 +93,14 @@ pub use switchyard_model::SyncOutcome;
 pub struct Catalog {
     store: Arc<dyn Store>,
     config: CatalogConfig,
+    /// Nodes of sessions read before. A session never changes node and
+    /// its id is never reused, so an answer stays true; the authorizer asks
+    /// on every agent write, and this spares it a read and a decode.
+    session_nodes: Arc<std::sync::Mutex<std::collections::HashMap<SessionId, String>>>,
 }
+
+/// Sessions whose node the catalog remembers, at most; then it starts over.
+const SESSION_NODES_KEPT: usize = 65_536;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -166,7 +173,11 @@ fn session_gone(session: SessionId) -> CatalogError {
 
 impl Catalog {
     pub fn new(store: Arc<dyn Store>, config: CatalogConfig) -> Self {
-        Catalog { store, config }
+        Catalog {
+            store,
+            config,
+            session_nodes: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -261,6 +272,13 @@ impl Catalog {
     }
 
     pub async fn session_node(&self, session: SessionId) -> Result<String, CatalogError> {
+        let remembered = match self.session_nodes.lock() {
+            Ok(nodes) => nodes.get(&session).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(&session).cloned(),
+        };
+        if let Some(node) = remembered {
+            return Ok(node);
+        }
         let (_, results) = self
             .read(vec![Op::Get {
                 key: keys::session(session),
@@ -268,6 +286,12 @@ impl Catalog {
             .await?;
         let kv = single(results.into_iter().next()).ok_or_else(|| session_gone(session))?;
         let record: SessionRecord = from_json(&kv)?;
+        if let Ok(mut nodes) = self.session_nodes.lock() {
+            if nodes.len() >= SESSION_NODES_KEPT {
+                nodes.clear();
+            }
+            nodes.insert(session, record.node.clone());
+        }
         Ok(record.node)
     }
 
