@@ -35,15 +35,25 @@ fn main() -> ExitCode {
     let config = match args.into_config() {
         Ok(config) => config,
         Err(error) => {
-            tracing::error!("{error:#}");
+            switchyard_program::report_fatal("cd-agent", &error);
             return ExitCode::from(2);
         }
     };
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
-            ExitCode::FAILURE
+            switchyard_program::report_fatal("cd-agent", &error);
+            // A registry URL, TLS file or token that cannot work is a flag
+            // mistake too, found when the client is made.
+            let misconfigured = matches!(
+                error.downcast_ref::<switchyard_client::ClientError>(),
+                Some(
+                    switchyard_client::ClientError::BadUrl { .. }
+                        | switchyard_client::ClientError::Tls(_)
+                        | switchyard_client::ClientError::BadToken(_)
+                )
+            );
+            ExitCode::from(if misconfigured { 2 } else { 1 })
         }
     }
 }

@@ -85,6 +85,16 @@ impl ClientAccessArgs {
     }
 }
 
+/// Says once why a daemon stops: as an `error` log line, or on standard
+/// error when the log filter (`--log off`) would swallow it.
+pub fn report_fatal(program: &str, error: &anyhow::Error) {
+    if tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!("{error:#}");
+    } else {
+        eprintln!("{program}: {error:#}");
+    }
+}
+
 /// Writes the man page (roff) of `command` to standard output:
 /// `cd-registry --man > cd-registry.1`. The images install them under
 /// /usr/share/man/man1.

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // Said once, through the log (standard error).
         Err(error) => {
-            tracing::error!("{error:#}");
+            switchyard_program::report_fatal("cd-registry", &error);
             ExitCode::FAILURE
         }
     }

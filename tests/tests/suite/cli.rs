@@ -304,3 +304,32 @@ fn man_pages_and_completions_describe_every_program() {
     let fish = run("cdctl", &["completion", "fish"]);
     assert!(fish.contains("complete -c cdctl"), "{fish:.200}");
 }
+
+/// The daemons say why they stop exactly once, even with `--log off`, and
+/// their exit codes tell a flag mistake (2) from a failure while running (1).
+#[test]
+fn daemons_say_why_they_stop_once_with_distinct_exit_codes() {
+    let run = |program: &str, args: &[&str]| {
+        let output = Command::new(binary(program))
+            .args(args)
+            .env_remove("SWITCHYARD_REGISTRY")
+            .output()
+            .expect("running");
+        (output.status.code(), stderr(&output))
+    };
+    let (code, said) = run("cd-agent", &["--registry", "nope", "--log", "off"]);
+    assert_eq!(code, Some(2), "{said}");
+    assert_eq!(said.matches("not a registry URL").count(), 1, "{said}");
+    let file = tempfile::NamedTempFile::new().expect("a file");
+    let data_dir = file.path().to_str().expect("UTF-8");
+    let args = ["--listen", "127.0.0.1:0", "--data-dir", data_dir];
+    for log in ["info", "off"] {
+        let (code, said) = run("cd-registry", &[&args[..], &["--log", log]].concat());
+        assert_eq!(code, Some(1), "--log {log}: {said}");
+        assert_eq!(
+            said.matches("opening the store in").count(),
+            1,
+            "--log {log}: {said}"
+        );
+    }
+}
