@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use switchyard_client::view::ServiceView;
-use switchyard_client::{ClientError, RegistryClient};
+use switchyard_client::{ClientError, Code, RegistryClient};
 use switchyard_model::{Health, Instance, ProxyStatus, Service};
 
 use super::super::report::millis;
@@ -142,6 +142,13 @@ pub(super) async fn proxies_at(
             Ok(Err(error)) if error.is_unreachable() => {
                 tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + RETRY)).await;
                 continue;
+            }
+            Ok(Err(error)) if error.code() == Some(Code::Unimplemented) => {
+                return Err(Failure::Error(anyhow::anyhow!(
+                    "the registry at {} does not stream proxy reports (WatchProxies): \
+                     upgrade cd-registry to this cdctl's version",
+                    client.current_url()
+                )));
             }
             Ok(Err(error)) => return Err(error.into()),
         };
