@@ -30,10 +30,6 @@ use crate::healthz::SharedStatus;
 
 type Events = Pin<Box<dyn Stream<Item = anyhow::Result<ContainerEvent>> + Send>>;
 
-/// How soon after a change the agent syncs: short, so a burst of events
-/// (a container's create/start/health) becomes one SyncNode.
-const SETTLE: Duration = Duration::from_millis(50);
-
 pub struct Agent {
     config: Config,
     client: RegistryClient,
@@ -114,13 +110,18 @@ impl Agent {
             }
             let docker_retry = tokio::time::sleep_until(docker_retry_at);
             let sync_due = tokio::time::sleep_until(sync_at.unwrap_or_else(far_future));
+            // A change is synced as soon as no other event is waiting: the
+            // select is biased towards events, so a burst already queued (a
+            // container's create, start and first check) is drained into
+            // one SyncNode, and nothing waits on a timer (a fixed 50 ms
+            // settle used to add 50 ms to every deploy's wait for health).
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 event = next_event(&mut self.events) => match event {
                     Some(Ok(event)) => {
                         self.refresh(&event.container_id, &event.action).await;
-                        sync_at.get_or_insert_with(|| Instant::now() + SETTLE);
+                        sync_at.get_or_insert_with(Instant::now);
                     }
                     Some(Err(error)) => self.docker_lost(&format!("{error:#}"), &mut docker_retry_at, &mut docker_backoff),
                     None => self.docker_lost("the event stream ended", &mut docker_retry_at, &mut docker_backoff),
@@ -129,7 +130,7 @@ impl Agent {
                     let previous = self.check_results.insert(result.instance_id.clone(), result.health);
                     if previous != Some(result.health) {
                         self.reasons_for_instance(&result.instance_id, format!("check {}", result.health));
-                        sync_at.get_or_insert_with(|| Instant::now() + SETTLE);
+                        sync_at.get_or_insert_with(Instant::now);
                     }
                 }
                 _ = keepalive.tick() => {

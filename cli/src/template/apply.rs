@@ -17,8 +17,10 @@ pub struct Output {
     pub path: PathBuf,
     /// The content last put in place (or found there at start).
     applied: Option<String>,
-    /// What `applied` replaced, for [`Output::revert`].
-    previous: Option<String>,
+    /// The revision `applied` was rendered from (None: found on disk).
+    applied_at: Option<u64>,
+    /// What `applied` replaced, and its revision, for [`Output::revert`].
+    previous: Option<(String, Option<u64>)>,
     /// Live instances per service in the applied configuration's view.
     applied_live: BTreeMap<String, usize>,
 }
@@ -45,20 +47,39 @@ impl Output {
             template,
             path,
             applied,
+            applied_at: None,
             previous: None,
             applied_live: BTreeMap::new(),
         }
     }
 
-    /// Applies `rendered`, made from a view with `live` instances per service.
+    /// The revision the configuration in place was rendered from, if this
+    /// process rendered it.
+    pub fn rendered_at(&self) -> Option<u64> {
+        self.applied_at
+    }
+
+    /// Whether `rendered` is exactly what is in place.
+    pub fn holds(&self, rendered: &str) -> bool {
+        self.applied.as_deref() == Some(rendered)
+    }
+
+    /// Keeps what is in place for a view with `live` instances per service.
+    pub fn keep(&mut self, live: &BTreeMap<String, usize>) {
+        self.applied_live = live.clone();
+    }
+
+    /// Applies `rendered`, made from the view at `revision` with `live`
+    /// instances per service.
     pub async fn apply(
         &mut self,
         rendered: String,
+        revision: u64,
         live: &BTreeMap<String, usize>,
         commands: &Commands<'_>,
     ) -> anyhow::Result<Applied> {
-        if self.applied.as_deref() == Some(rendered.as_str()) {
-            self.applied_live = live.clone();
+        if self.holds(&rendered) {
+            self.keep(live);
             return Ok(Applied::Unchanged);
         }
         if !commands.allow_empty {
@@ -101,21 +122,28 @@ impl Output {
                 self.path.display()
             )
         })?;
-        self.previous = self.applied.replace(rendered);
+        self.previous = self
+            .applied
+            .replace(rendered)
+            .map(|previous| (previous, self.applied_at));
+        self.applied_at = Some(revision);
         self.applied_live = live.clone();
         Ok(Applied::Replaced)
     }
 
     /// Puts back what the last replacement replaced (after a failed reload).
     pub fn revert(&mut self) {
-        let Some(previous) = self.previous.take() else {
+        let Some((previous, previous_at)) = self.previous.take() else {
             return;
         };
         let temporary = temporary_path(&self.path);
         let restored = std::fs::write(&temporary, &previous)
             .and_then(|()| std::fs::rename(&temporary, &self.path));
         match restored {
-            Ok(()) => self.applied = Some(previous),
+            Ok(()) => {
+                self.applied = Some(previous);
+                self.applied_at = previous_at;
+            }
             Err(error) => tracing::error!(
                 path = %self.path.display(),
                 %error,
@@ -182,11 +210,11 @@ mod tests {
         let mut output = Output::new("t".into(), path.clone());
         let web = live(&[("web", 1)]);
         assert_eq!(
-            output.apply("a\n".into(), &web, &NO_COMMANDS).await.ok(),
+            output.apply("a\n".into(), 1, &web, &NO_COMMANDS).await.ok(),
             Some(Applied::Replaced)
         );
         assert_eq!(
-            output.apply("a\n".into(), &web, &NO_COMMANDS).await.ok(),
+            output.apply("a\n".into(), 1, &web, &NO_COMMANDS).await.ok(),
             Some(Applied::Unchanged)
         );
         assert_eq!(std::fs::read_to_string(&path).ok().as_deref(), Some("a\n"));
@@ -201,30 +229,45 @@ mod tests {
         let mut output = Output::new("t".into(), path.clone());
         let web = live(&[("web", 1)]);
         output
-            .apply("good\n".into(), &web, &NO_COMMANDS)
+            .apply("good\n".into(), 1, &web, &NO_COMMANDS)
             .await
             .expect("first");
         let refuse = Commands {
             check: Some("grep -q good {path}"),
             allow_empty: false,
         };
-        assert!(output.apply("bad\n".into(), &web, &refuse).await.is_err());
+        assert!(
+            output
+                .apply("bad\n".into(), 1, &web, &refuse)
+                .await
+                .is_err()
+        );
         assert_eq!(
             std::fs::read_to_string(&path).ok().as_deref(),
             Some("good\n")
         );
-        // A replacement whose reload failed is reverted.
+        assert_eq!(
+            output.rendered_at(),
+            Some(1),
+            "a refused check changes nothing"
+        );
+        // A replacement whose reload failed is reverted, with its revision.
         output
-            .apply("worse\n".into(), &web, &NO_COMMANDS)
+            .apply("worse\n".into(), 2, &web, &NO_COMMANDS)
             .await
             .expect("replaced");
+        assert_eq!(output.rendered_at(), Some(2));
         output.revert();
+        assert_eq!(output.rendered_at(), Some(1));
         assert_eq!(
             std::fs::read_to_string(&path).ok().as_deref(),
             Some("good\n")
         );
         assert_eq!(
-            output.apply("good\n".into(), &web, &NO_COMMANDS).await.ok(),
+            output
+                .apply("good\n".into(), 1, &web, &NO_COMMANDS)
+                .await
+                .ok(),
             Some(Applied::Unchanged),
             "after a revert the good file counts as applied"
         );
@@ -235,11 +278,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut output = Output::new("t".into(), dir.path().join("proxy.conf"));
         output
-            .apply("one\n".into(), &live(&[("web", 1)]), &NO_COMMANDS)
+            .apply("one\n".into(), 1, &live(&[("web", 1)]), &NO_COMMANDS)
             .await
             .expect("first");
         let error = output
-            .apply("none\n".into(), &live(&[("web", 0)]), &NO_COMMANDS)
+            .apply("none\n".into(), 1, &live(&[("web", 0)]), &NO_COMMANDS)
             .await
             .expect_err("refused");
         assert!(error.to_string().contains("web"), "{error}");
@@ -249,7 +292,7 @@ mod tests {
         };
         assert_eq!(
             output
-                .apply("none\n".into(), &live(&[("web", 0)]), &allow)
+                .apply("none\n".into(), 1, &live(&[("web", 0)]), &allow)
                 .await
                 .ok(),
             Some(Applied::Replaced)

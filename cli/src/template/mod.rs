@@ -64,9 +64,31 @@ impl Proxy<'_> {
         let mut replaced = Vec::new();
         let mut failures = Vec::new();
         for (index, output) in self.outputs.iter_mut().enumerate() {
-            let result = match self.templates.render(&output.template, &context) {
-                Ok(rendered) => output.apply(rendered, &live, &commands).await,
-                Err(error) => Err(error),
+            // The same view at the revision the output in place was
+            // rendered from: when it renders exactly as it stands, the
+            // changes since touched nothing but the revision number (say,
+            // an instance of the idle color turned healthy), and the proxy
+            // is spared a reload that would delay the next real one, such
+            // as a flip right behind it.
+            let same_but_revision = output.rendered_at().is_some_and(|at| {
+                let mut as_applied = context.clone();
+                as_applied.revision = at;
+                self.templates
+                    .render(&output.template, &as_applied)
+                    .is_ok_and(|rendered| output.holds(&rendered))
+            });
+            let result = if same_but_revision {
+                output.keep(&live);
+                Ok(Applied::Unchanged)
+            } else {
+                match self.templates.render(&output.template, &context) {
+                    Ok(rendered) => {
+                        output
+                            .apply(rendered, self.view.revision, &live, &commands)
+                            .await
+                    }
+                    Err(error) => Err(error),
+                }
             };
             match result {
                 Ok(Applied::Replaced) => {

@@ -51,6 +51,33 @@ async fn until_lines(path: &Path, expected: usize) {
     .await;
 }
 
+/// `cdctl template` following `url` with `template` (its text) and `extra`
+/// flags; its reload command appends a line to `reloads`.
+struct Following {
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+    reloads: PathBuf,
+    _template: Background,
+}
+
+fn follow(url: &str, template: &str, extra: &[&str]) -> Following {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = dir.path().join("t.j2");
+    std::fs::write(&source, template).expect("template");
+    let out = dir.path().join("out");
+    let reloads = dir.path().join("reloads");
+    let reload = format!("echo reload >> {}", reloads.display());
+    let mut flags = vec!["--reload", reload.as_str()];
+    flags.extend_from_slice(extra);
+    let template = Background::spawn(template_command(url, &source, &out, &flags));
+    Following {
+        _dir: dir,
+        out,
+        reloads,
+        _template: template,
+    }
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -188,6 +215,61 @@ async fn template_renders_swaps_reloads_reports_and_guards() {
         .filter(|p| p.to_string_lossy().contains("switchyard-"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+/// A template that prints the revision (as the nginx example does) is not
+/// reloaded for a change that alters nothing else, such as an instance of
+/// the idle color arriving: that reload would only delay a flip right
+/// behind it. The proxy still reports the new revision as applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_revision_alone_is_not_reloaded() {
+    let registry = TestRegistry::start().await;
+    let url = registry.url();
+    let client = registry.client();
+    client
+        .register(&instance("web", "w1", 8001, Some(Color::Blue)), None)
+        .await
+        .expect("register");
+    client
+        .set_active_color("web", Some(Color::Blue), None, 0)
+        .await
+        .expect("flip");
+    let following = follow(
+        &url,
+        "# revision {{ revision }}\n{% for i in services.web.live %}server {{ i.target }};\n{% endfor %}",
+        &["--proxy-id", "edge-r", "--report-interval", "300ms"],
+    );
+    let (out, reloads) = (&following.out, &following.reloads);
+    until_lines(reloads, 1).await;
+    let first = read(out);
+
+    // The idle color's instance: the live set is unchanged.
+    let idle = client
+        .register(&instance("web", "g1", 8101, Some(Color::Green)), None)
+        .await
+        .expect("register");
+    let url_ref = &url;
+    eventually(patience(), || async move {
+        match proxy_status(url_ref, "edge-r").await {
+            Some(status) if status.applied_revision >= idle && status.healthy => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(lines(reloads), 1, "a revision-only change was reloaded");
+    assert_eq!(read(out), first, "a revision-only change was written");
+
+    // The flip changes the live set: written with its revision, reloaded.
+    let flip = client
+        .set_active_color("web", Some(Color::Green), Some(Color::Blue), 0)
+        .await
+        .expect("flip");
+    until_lines(reloads, 2).await;
+    let text = read(out);
+    assert!(
+        text.starts_with(&format!("# revision {flip}\n")) && text.contains(":8101;"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,29 +492,12 @@ async fn a_burst_of_changes_is_rendered_once_after_the_quiet_period() {
         .register(&instance("web", "b0", 8000, None), None)
         .await
         .expect("register");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let template = dir.path().join("t.j2");
-    std::fs::write(
-        &template,
-        "{% for i in services.web.passing %}{{ i.target }}\n{% endfor %}",
-    )
-    .expect("template");
-    let out = dir.path().join("out");
-    let reloads = dir.path().join("reloads");
-    let reload = format!("echo reload >> {}", reloads.display());
-    let _template = Background::spawn(template_command(
+    let following = follow(
         &url,
-        &template,
-        &out,
-        &[
-            "--reload",
-            &reload,
-            "--wait",
-            "1s:30s",
-            "--proxy-id",
-            "quiet-1",
-        ],
-    ));
+        "{% for i in services.web.passing %}{{ i.target }}\n{% endfor %}",
+        &["--wait", "1s:30s", "--proxy-id", "quiet-1"],
+    );
+    let (out, reloads) = (following.out.clone(), following.reloads.clone());
     let reloads_ref = &reloads;
     eventually(patience(), || async move {
         if lines(reloads_ref) == 1 {
