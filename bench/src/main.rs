@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod deploy;
 mod etcd;
 mod registry;
 mod stats;
@@ -36,6 +37,8 @@ pub enum Workload {
     Agent,
     /// Reads and writes with `--auth`, and with `--auth` and TLS.
     Security,
+    /// Deploys, flips and rollbacks through `cdctl` and nginx proxies.
+    Deploy,
 }
 
 /// Workload sizes for one scale.
@@ -48,6 +51,10 @@ pub struct Sizes {
     pub flips: usize,
     pub loaded: usize,
     pub containers: usize,
+    /// Deploys (and rollbacks) per delivery row.
+    pub deploys: usize,
+    /// Replicas of the larger deploy.
+    pub replicas: u32,
 }
 
 impl Scale {
@@ -61,6 +68,8 @@ impl Scale {
                 flips: 5,
                 loaded: 1_000,
                 containers: 3,
+                deploys: 1,
+                replicas: 2,
             },
             Scale::Full => Sizes {
                 clients: 64,
@@ -70,6 +79,8 @@ impl Scale {
                 flips: 200,
                 loaded: 100_000,
                 containers: 50,
+                deploys: 10,
+                replicas: 10,
             },
         }
     }
@@ -112,6 +123,13 @@ struct Args {
     agent_image: Option<String>,
     #[arg(long)]
     agent_label: Option<String>,
+    /// A registry of its own for the delivery rows (nginx renders every
+    /// service it holds), and the label its agent follows; the image is
+    /// `--agent-image`. Needs nginx and busybox.
+    #[arg(long, requires_all = ["deploy_label", "agent_image"])]
+    deploy_registry: Option<String>,
+    #[arg(long)]
+    deploy_label: Option<String>,
     /// A registry with --auth (plaintext) and its admin token: adds the
     /// rows that price checking a credential.
     #[arg(long, requires = "auth_token_file")]
@@ -224,6 +242,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     single_rows.extend(agent_rows(&args, &plain, sizes).await?);
+    single_rows.extend(deploy_rows(&args, sizes).await?);
     print_and_write(&args, &rows, &single_rows)
 }
 
@@ -260,6 +279,69 @@ async fn agent_rows(
         ),
         ("agent_idle_rss".into(), "MiB", figures.idle_rss_mib),
         ("agent_idle_cpu".into(), "%", figures.idle_cpu_percent),
+    ])
+}
+
+/// The delivery rows (no etcd counterpart; nginx's reload is the anchor),
+/// when a deploy registry is given.
+async fn deploy_rows(
+    args: &Args,
+    sizes: Sizes,
+) -> anyhow::Result<Vec<(String, &'static str, f64)>> {
+    let (true, Some(registry), Some(label), Some(image)) = (
+        args.runs(Workload::Deploy),
+        &args.deploy_registry,
+        &args.deploy_label,
+        &args.agent_image,
+    ) else {
+        return Ok(Vec::new());
+    };
+    eprintln!(
+        "deploy: {} deploys and rollbacks of each kind through nginx",
+        sizes.deploys
+    );
+    let setup = deploy::Setup {
+        registry: registry.clone(),
+        image: image.clone(),
+        label: label.clone(),
+        runs: sizes.deploys,
+        many: sizes.replicas,
+    };
+    let figures = tokio::task::spawn_blocking(move || deploy::measure(&setup)).await??;
+    let reload = figures.nginx_reload.percentile_ms(50.0);
+    let flip_1 = figures.flip_to_proxies_1.percentile_ms(50.0);
+    let flip_5 = figures.flip_to_proxies_5.percentile_ms(50.0);
+    Ok(vec![
+        (
+            "deploy_overhead_1_replica_p50".into(),
+            "ms",
+            figures.overhead_1.percentile_ms(50.0),
+        ),
+        (
+            format!("deploy_overhead_{}_replicas_p50", sizes.replicas),
+            "ms",
+            figures.overhead_many.percentile_ms(50.0),
+        ),
+        ("flip_to_1_nginx_p50".into(), "ms", flip_1),
+        ("flip_to_5_nginx_p50".into(), "ms", flip_5),
+        (
+            "rollback_1_nginx_p50".into(),
+            "ms",
+            figures.rollback_1.percentile_ms(50.0),
+        ),
+        ("nginx_reload_p50".into(), "ms", reload),
+        // The anchor over ours: 1 would mean a flip costs no more than
+        // nginx reloading itself.
+        (
+            "flip_to_1_nginx_vs_reload".into(),
+            "x",
+            reload / flip_1.max(0.01),
+        ),
+        (
+            "flip_to_5_nginx_vs_reload".into(),
+            "x",
+            reload / flip_5.max(0.01),
+        ),
     ])
 }
 

@@ -46,6 +46,13 @@ fn the_benchmark_runs_and_writes_its_results() {
         "reads_auth_p99",
         "reads_auth_tls",
         "reads_auth_tls_cost",
+        "deploy_overhead_1_replica_p50",
+        "deploy_overhead_2_replicas_p50",
+        "flip_to_1_nginx_p50",
+        "flip_to_5_nginx_p50",
+        "rollback_1_nginx_p50",
+        "nginx_reload_p50",
+        "flip_to_5_nginx_vs_reload",
     ] {
         assert!(
             names.contains(&expected),
@@ -54,8 +61,12 @@ fn the_benchmark_runs_and_writes_its_results() {
     }
     for row in results {
         let name = row["name"].as_str().unwrap_or_default();
-        // Rows without an etcd counterpart: the agent's, security's.
-        let single = name.starts_with("agent_") || name.contains("_auth");
+        // Rows without an etcd counterpart: the agent's, security's, and
+        // delivery's (whose anchor is nginx's own reload).
+        let single = ["agent_", "deploy_", "flip_", "rollback_", "nginx_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || name.contains("_auth");
         let fields: &[&str] = if single {
             &["switchyard"]
         } else {
