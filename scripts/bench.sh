@@ -62,7 +62,8 @@ while True:
 start_pair() {
   local name=$1 registry_port etcd_port peer_port
   registry_port=$(free_port)
-  "$bin/cd-registry" --listen "127.0.0.1:$registry_port" --data-dir "$work/$name-registry" --log warn &
+  "$bin/cd-registry" --listen "127.0.0.1:$registry_port" --data-dir "$work/$name-registry" --log warn \
+    --metrics-listen off &
   pids+=($!)
   printf -v "${name}_registry_port" %s "$registry_port"
   printf -v "${name}_registry_pid" %s "$!"
@@ -93,7 +94,7 @@ wait_registry() {
 start_secured() {
   local port
   port=$(free_port)
-  "$bin/cd-registry" --listen "127.0.0.1:$port" --data-dir "$work/auth-registry" --log warn \
+  "$bin/cd-registry" --listen "127.0.0.1:$port" --data-dir "$work/auth-registry" --log warn --metrics-listen off \
     --auth --bootstrap-token-file "$work/auth.token" &
   pids+=($!)
   auth_url="http://127.0.0.1:$port"
@@ -105,7 +106,7 @@ start_secured() {
   openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.pem" -CAkey "$work/ca-key.pem" \
     -CAcreateserial -days 2 -extfile "$work/tls.ext" -out "$work/tls.pem" 2>/dev/null
   port=$(free_port)
-  "$bin/cd-registry" --listen "127.0.0.1:$port" --data-dir "$work/tls-registry" --log warn \
+  "$bin/cd-registry" --listen "127.0.0.1:$port" --data-dir "$work/tls-registry" --log warn --metrics-listen off \
     --auth --bootstrap-token-file "$work/tls.token" --tls-cert "$work/tls.pem" --tls-key "$work/tls-key.pem" &
   pids+=($!)
   tls_url="https://127.0.0.1:$port"
@@ -145,7 +146,8 @@ if docker info >/dev/null 2>&1 && [ -x /bin/busybox ]; then
   # it holds) with an agent following the deploys' containers.
   if command -v nginx >/dev/null 2>&1; then
     deploy_port=$(free_port)
-    "$bin/cd-registry" --listen "127.0.0.1:$deploy_port" --data-dir "$work/deploy-registry" --log warn &
+    "$bin/cd-registry" --listen "127.0.0.1:$deploy_port" --data-dir "$work/deploy-registry" --log warn \
+      --metrics-listen off &
     pids+=($!)
     wait_registry "http://127.0.0.1:$deploy_port"
     "$bin/cd-agent" --registry "http://127.0.0.1:$deploy_port" --advertise-ip 127.0.0.1 \

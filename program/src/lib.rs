@@ -1,8 +1,10 @@
 //! What every Switchyard program shares at its entry point: the logging
 //! flags (flattened into each binary's clap arguments) and tracing set up
 //! from them, the flags that reach a registry (TLS, token), and a future
-//! that completes on SIGTERM or SIGINT.
+//! that completes on SIGTERM or SIGINT, and the `/metrics` endpoint.
 #![forbid(unsafe_code)]
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 

@@ -27,6 +27,19 @@ pub struct Args {
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:7400")]
     pub listen: SocketAddr,
 
+    /// Where to serve Prometheus metrics (GET /metrics); "off" disables.
+    #[arg(
+        long,
+        env = "SWITCHYARD_METRICS_LISTEN",
+        default_value = "127.0.0.1:7402"
+    )]
+    pub metrics_listen: String,
+
+    /// Services with series of their own in the metrics; the rest are summed
+    /// under service="_other".
+    #[arg(long, env = "SWITCHYARD_METRICS_MAX_SERVICES", default_value_t = crate::metrics::DEFAULT_MAX_SERVICES)]
+    pub metrics_max_services: usize,
+
     /// Where the embedded store keeps its data.
     #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./switchyard-data")]
     pub data_dir: PathBuf,
@@ -287,8 +300,12 @@ impl Args {
                 }
             }
         };
+        let metrics_listen =
+            switchyard_program::metrics::parse_listen("--metrics-listen", &self.metrics_listen)?;
         Ok(ServerConfig {
             store,
+            metrics_listen,
+            metrics_max_services: self.metrics_max_services,
             data_dir: self.data_dir,
             history_revisions: self.history_revisions,
             watch_buffer: self.watch_buffer,

@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod metrics;
 pub mod restore;
 pub mod server;
 pub mod store;

@@ -93,7 +93,10 @@ impl RegistryProcess {
         listen: &str,
         extra_args: &[&str],
     ) -> Self {
+        // Many registries run at once here: no metrics listener unless a
+        // test asks for one with --metrics-listen.
         command
+            .env("SWITCHYARD_METRICS_LISTEN", "off")
             .args(["--listen", listen, "--log-format", "json", "--data-dir"])
             .arg(data_dir)
             .args(extra_args);

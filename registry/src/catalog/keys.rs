@@ -22,6 +22,8 @@ pub const INSTANCES: &[u8] = b"v/i/";
 pub const ID_INDEX: &[u8] = b"x/id/";
 pub const NODE_INDEX: &[u8] = b"x/nd/";
 pub const DEPLOYMENTS: &[u8] = b"x/dp/";
+pub const SESSIONS: &[u8] = b"x/se/";
+pub const LOCKS: &[u8] = b"x/lk/";
 pub const TOKENS: &[u8] = b"x/tk/";
 
 pub fn token(accessor: &str) -> Vec<u8> {

@@ -15,6 +15,7 @@ pub mod keys;
 mod outbox;
 mod proxies;
 mod record;
+mod stats;
 mod sync;
 pub mod tokens;
 mod watch;
@@ -31,6 +32,7 @@ use crate::store::{Compare, KeyValue, Op, OpResult, Store, StoreError, Txn, TxnR
 pub use error::CatalogError;
 #[cfg(test)]
 pub(crate) use record::decode as decode_record;
+pub use stats::CatalogStats;
 pub use watch::{Change, ResetReason, WatchBuffer, WatchEvent};
 
 /// How often an operation re-reads and retries after losing a race.

@@ -29,6 +29,7 @@ use tonic_health::ServingStatus;
 use crate::api::{RegistryApi, WatchLimits};
 use crate::auth::Authorizer;
 use crate::catalog::{Catalog, CatalogConfig};
+use crate::metrics::{GrpcLayer, RegistryMetrics};
 use crate::store::etcd::{EtcdAccess, EtcdConfig, EtcdStore};
 use crate::store::sled::{SledConfig, SledStore};
 use crate::store::{Store, defaults};
@@ -91,6 +92,10 @@ impl Default for Limits {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub store: StoreChoice,
+    /// Where to serve `GET /metrics`; none when `None`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Services with series of their own in the metrics.
+    pub metrics_max_services: usize,
     pub data_dir: PathBuf,
     pub history_revisions: u64,
     pub watch_buffer: usize,
@@ -116,6 +121,8 @@ impl ServerConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ServerConfig {
             store: StoreChoice::Sled,
+            metrics_listen: None,
+            metrics_max_services: crate::metrics::DEFAULT_MAX_SERVICES,
             data_dir: data_dir.into(),
             history_revisions: defaults::HISTORY_REVISIONS,
             watch_buffer: defaults::WATCH_BUFFER,
@@ -246,7 +253,7 @@ async fn registry_api(
     config: &ServerConfig,
     store: Arc<dyn Store>,
     streams_end: &CancellationToken,
-) -> anyhow::Result<(RegistryApi, Authorizer)> {
+) -> anyhow::Result<(RegistryApi, Authorizer, Catalog)> {
     let catalog = Catalog::new(
         store,
         CatalogConfig {
@@ -266,7 +273,7 @@ async fn registry_api(
         Authorizer::disabled()
     };
     let api = RegistryApi::new(
-        catalog,
+        catalog.clone(),
         streams_end.clone(),
         WatchLimits {
             messages: config.watch_buffer,
@@ -275,7 +282,7 @@ async fn registry_api(
         },
         auth.clone(),
     );
-    Ok((api, auth))
+    Ok((api, auth, catalog))
 }
 
 /// The connections to serve: accepted from `listener` within the limits,
@@ -313,6 +320,23 @@ async fn set_health(health: &tonic_health::server::HealthReporter, status: Servi
     health.set_service_status("", status).await;
 }
 
+/// The registry's metrics; with `--metrics-listen`, followed from the
+/// catalog and served until `stop`.
+async fn start_metrics(
+    config: &ServerConfig,
+    catalog: Catalog,
+    stop: &CancellationToken,
+) -> anyhow::Result<RegistryMetrics> {
+    let metrics = RegistryMetrics::new(config.metrics_max_services);
+    if let Some(address) = config.metrics_listen {
+        metrics.follow(catalog, stop.clone());
+        let app = switchyard_program::metrics::router(Arc::clone(&metrics.registry));
+        let bound = switchyard_program::metrics::serve(address, app, stop.clone()).await?;
+        tracing::info!(address = %bound, "metrics listening");
+    }
+    Ok(metrics)
+}
+
 /// Serves on `listener` until `shutdown` completes, then drains and closes.
 pub async fn serve(
     config: ServerConfig,
@@ -321,7 +345,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let streams_end = CancellationToken::new();
-    let (api, auth) = registry_api(&config, Arc::clone(&store), &streams_end).await?;
+    let (api, auth, catalog) = registry_api(&config, Arc::clone(&store), &streams_end).await?;
+    let metrics = start_metrics(&config, catalog, &streams_end).await?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
@@ -363,6 +388,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
+        .layer(GrpcLayer::new(metrics.grpc.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

@@ -227,6 +227,7 @@ fn text_logs_carry_no_colour_codes_when_not_on_a_terminal() {
     use std::io::{BufRead, BufReader};
     let dir = data_dir();
     let mut child = std::process::Command::new(switchyard_tests::process::binary("cd-registry"))
+        .env("SWITCHYARD_METRICS_LISTEN", "off")
         .args([
             "--listen",
             "127.0.0.1:0",

@@ -1,0 +1,58 @@
+//! Figures about the catalog that its watch does not carry: sessions and
+//! locks open, what proxies reported, deployment records. The metrics
+//! sampler reads them on a timer in one read (one revision), so a scrape
+//! never touches the store.
+
+use switchyard_model::{Deployment, ProxyStatus};
+
+use super::{Catalog, CatalogError, from_json, keys, now_ms};
+use crate::store::{Op, OpResult};
+
+/// The catalog's bookkeeping at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogStats {
+    pub revision: u64,
+    pub sessions: usize,
+    pub locks: usize,
+    pub proxies: Vec<ProxyStatus>,
+    /// The registry's clock when read, for the age of proxy reports.
+    pub now_ms: u64,
+    /// Every deployment record kept (the newest `DEPLOYMENTS_KEPT` per
+    /// service).
+    pub deployments: Vec<Deployment>,
+}
+
+impl Catalog {
+    pub async fn stats(&self) -> Result<CatalogStats, CatalogError> {
+        let ranges = [
+            keys::SESSIONS,
+            keys::LOCKS,
+            keys::PROXIES,
+            keys::DEPLOYMENTS,
+        ];
+        let (revision, results) = self
+            .read(
+                ranges
+                    .iter()
+                    .map(|prefix| Op::Range {
+                        prefix: prefix.to_vec(),
+                    })
+                    .collect(),
+            )
+            .await?;
+        let mut results = results.into_iter().map(OpResult::into_kvs);
+        let mut next = || results.next().unwrap_or_default();
+        let (sessions, locks, proxies, deployments) = (next(), next(), next(), next());
+        Ok(CatalogStats {
+            revision,
+            sessions: sessions.len(),
+            locks: locks.len(),
+            proxies: proxies.iter().map(from_json).collect::<Result<_, _>>()?,
+            now_ms: now_ms(),
+            deployments: deployments
+                .iter()
+                .map(from_json)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}

@@ -1,0 +1,519 @@
+//! What the catalog holds, as metrics: instances by service, color and
+//! health, each service's live color, the revision, sessions, locks,
+//! proxies and their lag, deploys by outcome and their duration.
+//!
+//! Instances and colors come from the catalog's own watch (a watcher like
+//! any other: it never blocks a write, and is reset and re-snapshotted if it
+//! falls behind). The rest is read every few seconds by [`sample`]. A
+//! scrape only encodes what these two keep in memory.
+//!
+//! Cardinality is bounded: the first `max_services` services by name get
+//! series of their own; the others are summed under `service="_other"`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use switchyard_model::watch::{Change, WatchEvent};
+use switchyard_model::{Color, Health, Instance, Outcome, Service, color_name};
+
+use crate::catalog::CatalogStats;
+
+/// The series label of services past the cap.
+pub const OTHER: &str = "_other";
+/// A proxy that has not reported for this long counts as `stale`.
+const STALE_AFTER_MS: u64 = 30_000;
+
+/// One service as the watch last showed it.
+#[derive(Debug, Default, Clone)]
+struct ServiceState {
+    live: Option<Color>,
+    instances: HashMap<String, (Option<Color>, Health)>,
+}
+
+/// The catalog's figures, shared by the followers that fill it and the
+/// collector that encodes it.
+#[derive(Debug, Default)]
+pub struct CatalogFigures {
+    services: BTreeMap<String, ServiceState>,
+    /// A snapshot arriving in parts.
+    pending: Option<BTreeMap<String, ServiceState>>,
+    /// The revision of the last change to services or instances.
+    changed_at: u64,
+    stats: CatalogStats,
+}
+
+fn state_of(service: &Service) -> ServiceState {
+    ServiceState {
+        live: service.active_color,
+        instances: service
+            .instances
+            .iter()
+            .map(|i| (i.id.clone(), (i.color, i.health)))
+            .collect(),
+    }
+}
+
+fn last_change(service: &Service) -> u64 {
+    service
+        .instances
+        .iter()
+        .map(|i: &Instance| i.mod_revision)
+        .chain([service.color_revision])
+        .max()
+        .unwrap_or(0)
+}
+
+impl CatalogFigures {
+    /// Applies one event of the catalog's watch.
+    pub fn apply(&mut self, event: &WatchEvent) {
+        match event {
+            WatchEvent::Snapshot {
+                services, complete, ..
+            } => {
+                let pending = self.pending.get_or_insert_with(BTreeMap::new);
+                for service in services {
+                    pending.insert(service.name.clone(), state_of(service));
+                    self.changed_at = self.changed_at.max(last_change(service));
+                }
+                if *complete {
+                    self.services = self.pending.take().unwrap_or_default();
+                }
+            }
+            WatchEvent::Changes { revision, changes } => {
+                self.changed_at = *revision;
+                changes.iter().for_each(|change| self.apply_change(change));
+            }
+            WatchEvent::Progress { .. } => {}
+            WatchEvent::Reset { .. } => self.pending = None,
+        }
+    }
+
+    fn apply_change(&mut self, change: &Change) {
+        match change {
+            Change::ServiceUpdated(service) => {
+                self.services.entry(service.name.clone()).or_default().live = service.active_color;
+            }
+            Change::InstanceUpdated(instance) => {
+                self.services
+                    .entry(instance.service.clone())
+                    .or_default()
+                    .instances
+                    .insert(instance.id.clone(), (instance.color, instance.health));
+            }
+            Change::InstanceRemoved { service, id } => {
+                if let Some(state) = self.services.get_mut(service) {
+                    state.instances.remove(id);
+                }
+            }
+        }
+    }
+
+    pub fn set_stats(&mut self, stats: CatalogStats) {
+        self.stats = stats;
+    }
+}
+
+/// Encodes [`CatalogFigures`] on each scrape.
+#[derive(Debug, Clone)]
+pub struct CatalogCollector {
+    pub figures: Arc<Mutex<CatalogFigures>>,
+    pub max_services: usize,
+}
+
+/// `service` as a series label: itself, or `_other` past the cap.
+fn capped(index: usize, name: &str, max_services: usize) -> &str {
+    if index < max_services { name } else { OTHER }
+}
+
+type Series = Vec<(Vec<(&'static str, String)>, f64)>;
+
+impl CatalogFigures {
+    fn instances(&self, max_services: usize) -> Series {
+        let mut counts: BTreeMap<(String, &'static str, &'static str), f64> = BTreeMap::new();
+        for (index, (name, state)) in self.services.iter().enumerate() {
+            let service = capped(index, name, max_services);
+            for (color, health) in state.instances.values() {
+                *counts
+                    .entry((service.to_string(), color_name(*color), health.as_str()))
+                    .or_default() += 1.0;
+            }
+        }
+        counts
+            .into_iter()
+            .map(|((service, color, health), n)| {
+                let labels = vec![
+                    ("service", service),
+                    ("color", color.to_string()),
+                    ("health", health.to_string()),
+                ];
+                (labels, n)
+            })
+            .collect()
+    }
+
+    fn live_colors(&self, max_services: usize) -> Series {
+        self.services
+            .iter()
+            .take(max_services)
+            .filter_map(|(name, state)| {
+                let color = state.live?;
+                let labels = vec![
+                    ("service", name.clone()),
+                    ("color", color.as_str().to_string()),
+                ];
+                Some((labels, 1.0))
+            })
+            .collect()
+    }
+
+    fn proxies(&self) -> (Series, Series) {
+        let mut by_state: BTreeMap<&'static str, f64> =
+            [("healthy", 0.0), ("unhealthy", 0.0), ("stale", 0.0)].into();
+        let mut lag = Series::new();
+        for proxy in &self.stats.proxies {
+            let state = if self.stats.now_ms.saturating_sub(proxy.reported_at_ms) > STALE_AFTER_MS {
+                "stale"
+            } else if proxy.healthy {
+                "healthy"
+            } else {
+                "unhealthy"
+            };
+            *by_state.entry(state).or_default() += 1.0;
+            let behind = self.changed_at.saturating_sub(proxy.applied_revision);
+            lag.push((vec![("proxy", proxy.proxy_id.clone())], behind as f64));
+        }
+        let states = by_state
+            .into_iter()
+            .map(|(state, n)| (vec![("state", state.to_string())], n))
+            .collect();
+        (states, lag)
+    }
+
+    /// Deploys by service and outcome, and the summed duration of the
+    /// finished ones (for an average with `_count`).
+    fn deploys(&self, max_services: usize) -> (Series, Series) {
+        let names: BTreeMap<&str, usize> = self
+            .services
+            .keys()
+            .enumerate()
+            .map(|(index, name)| (name.as_str(), index))
+            .collect();
+        let mut counts: BTreeMap<(String, &'static str), f64> = BTreeMap::new();
+        let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
+        for deployment in &self.stats.deployments {
+            let index = names
+                .get(deployment.service.as_str())
+                .copied()
+                .unwrap_or(usize::MAX);
+            let service = capped(index, &deployment.service, max_services).to_string();
+            *counts
+                .entry((service.clone(), deployment.outcome.as_str()))
+                .or_default() += 1.0;
+            if !matches!(deployment.outcome, Outcome::InProgress | Outcome::Paused) {
+                let took = deployment
+                    .ended_at_ms
+                    .saturating_sub(deployment.started_at_ms);
+                *seconds.entry(service).or_default() += took as f64 / 1000.0;
+            }
+        }
+        let counts = counts
+            .into_iter()
+            .map(|((service, outcome), n)| {
+                (
+                    vec![("service", service), ("outcome", outcome.to_string())],
+                    n,
+                )
+            })
+            .collect();
+        let seconds = seconds
+            .into_iter()
+            .map(|(service, total)| (vec![("service", service)], total))
+            .collect();
+        (counts, seconds)
+    }
+}
+
+/// One family: its descriptor, then each series. Whole numbers are written
+/// as integers (counts), the rest as floats.
+fn family(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    series: &Series,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
+    if let [(labels, value)] = series.as_slice()
+        && labels.is_empty()
+    {
+        return sample(metric, metric_type, *value);
+    }
+    for (labels, value) in series {
+        sample(metric.encode_family(labels)?, metric_type, *value)?;
+    }
+    Ok(())
+}
+
+fn sample(
+    encoder: prometheus_client::encoding::MetricEncoder<'_>,
+    metric_type: MetricType,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    // Counts stay far below 2^53, where f64 holds every integer exactly.
+    let whole = value.fract() == 0.0 && value.abs() < 9.0e15;
+    match (metric_type, whole) {
+        (MetricType::Counter, true) => ConstCounter::new(value as u64).encode(encoder),
+        (MetricType::Counter, false) => ConstCounter::new(value).encode(encoder),
+        (_, true) => ConstGauge::new(value as i64).encode(encoder),
+        (_, false) => ConstGauge::new(value).encode(encoder),
+    }
+}
+
+fn single(value: f64) -> Series {
+    vec![(Vec::new(), value)]
+}
+
+impl Collector for CatalogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Ok(figures) = self.figures.lock() else {
+            return Ok(());
+        };
+        let cap = self.max_services;
+        let (proxy_states, proxy_lag) = figures.proxies();
+        let (deploys, deploy_seconds) = figures.deploys(cap);
+        let gauges: [(&str, &str, Series); 8] = [
+            (
+                "switchyard_revision",
+                "The revision of the last change to services or instances",
+                single(figures.changed_at as f64),
+            ),
+            (
+                "switchyard_services",
+                "Services in the catalog",
+                single(figures.services.len() as f64),
+            ),
+            (
+                "switchyard_instances",
+                "Instances by service, color and health",
+                figures.instances(cap),
+            ),
+            (
+                "switchyard_live_color",
+                "1 for each service's live color",
+                figures.live_colors(cap),
+            ),
+            (
+                "switchyard_sessions",
+                "Agent sessions open",
+                single(figures.stats.sessions as f64),
+            ),
+            (
+                "switchyard_locks_held",
+                "Deploy locks held",
+                single(figures.stats.locks as f64),
+            ),
+            (
+                "switchyard_proxies",
+                "Proxies by state: healthy, unhealthy (last apply failed), stale (silent for 30 s)",
+                proxy_states,
+            ),
+            (
+                "switchyard_proxy_revision_lag",
+                "Revisions a proxy's applied configuration is behind the catalog's last change",
+                proxy_lag,
+            ),
+        ];
+        for (name, help, series) in &gauges {
+            family(&mut encoder, name, help, MetricType::Gauge, series)?;
+        }
+        family(
+            &mut encoder,
+            "switchyard_deploys",
+            "Deployment records kept, by service and outcome (the newest 200 per service)",
+            MetricType::Counter,
+            &deploys,
+        )?;
+        family(
+            &mut encoder,
+            "switchyard_deploy_duration_seconds",
+            "Summed duration of the finished deploys kept, by service (divide by their count for the average)",
+            MetricType::Counter,
+            &deploy_seconds,
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+    use switchyard_model::Deployment;
+
+    fn service(name: &str, live: Option<Color>, instances: &[(&str, Color, Health)]) -> Service {
+        let mut service = Service::new(name.to_string());
+        service.active_color = live;
+        for (id, color, health) in instances {
+            service.instances.push(Instance {
+                id: id.to_string(),
+                service: name.to_string(),
+                color: Some(*color),
+                node: "n1".into(),
+                address: std::net::IpAddr::from([127, 0, 0, 1]),
+                port: 80,
+                tags: Vec::new(),
+                metadata: BTreeMap::new(),
+                health: *health,
+                session: None,
+                create_revision: 1,
+                mod_revision: 1,
+            });
+        }
+        service
+    }
+
+    fn render(figures: CatalogFigures, max_services: usize) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(CatalogCollector {
+            figures: Arc::new(Mutex::new(figures)),
+            max_services,
+        }));
+        switchyard_program::metrics::render(&registry)
+    }
+
+    #[test]
+    fn instances_and_live_colors_follow_the_watch() {
+        let mut figures = CatalogFigures::default();
+        figures.apply(&WatchEvent::Snapshot {
+            revision: 7,
+            services: vec![service(
+                "web",
+                Some(Color::Blue),
+                &[
+                    ("a", Color::Blue, Health::Passing),
+                    ("b", Color::Green, Health::Critical),
+                ],
+            )],
+            complete: true,
+        });
+        let mut flipped = Service::new("web");
+        flipped.active_color = Some(Color::Green);
+        figures.apply(&WatchEvent::Changes {
+            revision: 9,
+            changes: vec![
+                Change::ServiceUpdated(flipped),
+                Change::InstanceRemoved {
+                    service: "web".into(),
+                    id: "a".into(),
+                },
+            ],
+        });
+        let text = render(figures, 1000);
+        assert!(
+            text.contains("switchyard_live_color{service=\"web\",color=\"green\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("color=\"blue\""), "{text}");
+        assert!(
+            text.contains(
+                "switchyard_instances{service=\"web\",color=\"green\",health=\"critical\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("switchyard_revision 9"), "{text}");
+    }
+
+    #[test]
+    fn services_past_the_cap_are_summed_as_other() {
+        let mut figures = CatalogFigures::default();
+        let services = ["a", "b", "c"]
+            .iter()
+            .map(|name| {
+                service(
+                    name,
+                    Some(Color::Blue),
+                    &[("x", Color::Blue, Health::Passing)],
+                )
+            })
+            .map(|mut s| {
+                s.instances[0].id = format!("{}-x", s.name);
+                s
+            })
+            .collect();
+        figures.apply(&WatchEvent::Snapshot {
+            revision: 3,
+            services,
+            complete: true,
+        });
+        let record = Deployment {
+            service: "c".into(),
+            outcome: Outcome::Promoted,
+            ..Deployment::default()
+        };
+        figures.set_stats(CatalogStats {
+            deployments: vec![record],
+            ..CatalogStats::default()
+        });
+        let text = render(figures, 1);
+        assert!(
+            text.contains(
+                "switchyard_instances{service=\"a\",color=\"blue\",health=\"passing\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "switchyard_instances{service=\"_other\",color=\"blue\",health=\"passing\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("service=\"b\""), "{text}");
+        assert!(
+            text.contains("switchyard_deploys_total{service=\"_other\",outcome=\"promoted\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn proxies_lag_behind_the_last_change_and_go_stale() {
+        let mut figures = CatalogFigures::default();
+        figures.apply(&WatchEvent::Changes {
+            revision: 20,
+            changes: vec![],
+        });
+        let proxy = |id: &str, applied, reported_at_ms| switchyard_model::ProxyStatus {
+            proxy_id: id.into(),
+            applied_revision: applied,
+            reported_at_ms,
+            healthy: true,
+            ..Default::default()
+        };
+        figures.set_stats(CatalogStats {
+            proxies: vec![proxy("edge-1", 20, 100_000), proxy("edge-2", 15, 10_000)],
+            now_ms: 100_000,
+            ..CatalogStats::default()
+        });
+        let text = render(figures, 1000);
+        assert!(
+            text.contains("switchyard_proxy_revision_lag{proxy=\"edge-1\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("switchyard_proxy_revision_lag{proxy=\"edge-2\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("switchyard_proxies{state=\"stale\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("switchyard_proxies{state=\"healthy\"} 1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! The registry's metrics (`--metrics-listen`, `GET /metrics`): gRPC calls
+//! ([`grpc`]), and what the catalog holds ([`catalog`]), in the Prometheus
+//! text format by `prometheus-client`.
+//!
+//! **Architecture Invariant:** a scrape reads only memory. The catalog's
+//! figures are kept current by a watcher and a sampler that run beside the
+//! API, and the gRPC figures are atomics; nothing a write waits on is ever
+//! locked by a scrape.
+
+pub mod catalog;
+pub mod grpc;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{Catalog, WatchBuffer};
+use catalog::{CatalogCollector, CatalogFigures};
+pub use grpc::{GrpcLayer, GrpcMetrics};
+
+/// How often sessions, locks, proxies and deployment records are read.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// Per-service series, at most, by default (`--metrics-max-services`).
+pub const DEFAULT_MAX_SERVICES: usize = 1000;
+
+/// Everything the registry exposes, and the handles that fill it.
+pub struct RegistryMetrics {
+    pub registry: Arc<Registry>,
+    pub grpc: GrpcMetrics,
+    figures: Arc<Mutex<CatalogFigures>>,
+}
+
+impl RegistryMetrics {
+    pub fn new(max_services: usize) -> Self {
+        let mut registry = Registry::default();
+        let grpc = GrpcMetrics::register(&mut registry);
+        let figures = Arc::new(Mutex::new(CatalogFigures::default()));
+        registry.register_collector(Box::new(CatalogCollector {
+            figures: Arc::clone(&figures),
+            max_services,
+        }));
+        RegistryMetrics {
+            registry: Arc::new(registry),
+            grpc,
+            figures,
+        }
+    }
+
+    /// Keeps the catalog's figures current until `stop`.
+    pub fn follow(&self, catalog: Catalog, stop: CancellationToken) {
+        tokio::spawn(watch(
+            catalog.clone(),
+            Arc::clone(&self.figures),
+            stop.clone(),
+        ));
+        tokio::spawn(sample(catalog, Arc::clone(&self.figures), stop));
+    }
+}
+
+/// The catalog's watch of every service into `figures`; after an error it
+/// starts over from a snapshot.
+async fn watch(catalog: Catalog, figures: Arc<Mutex<CatalogFigures>>, stop: CancellationToken) {
+    let buffer = WatchBuffer {
+        messages: crate::store::defaults::WATCH_BUFFER,
+        bytes: 1024 * 1024,
+    };
+    while !stop.is_cancelled() {
+        match catalog.watch(Vec::new(), 0, buffer, stop.clone()) {
+            Ok(stream) => {
+                let mut stream = std::pin::pin!(stream);
+                while let Some(Ok(event)) = stream.next().await {
+                    if let Ok(mut figures) = figures.lock() {
+                        figures.apply(&event);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "metrics cannot watch the catalog; retrying"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Reads the catalog's bookkeeping every [`SAMPLE_EVERY`] into `figures`.
+async fn sample(catalog: Catalog, figures: Arc<Mutex<CatalogFigures>>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match catalog.stats().await {
+            Ok(stats) => {
+                if let Ok(mut figures) = figures.lock() {
+                    figures.set_stats(stats);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "metrics cannot read the catalog's figures"),
+        }
+    }
+}
