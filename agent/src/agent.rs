@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::discover::{ContainerFacts, DiscoverSettings, HealthSource, Skip, discover};
 use crate::docker::{ContainerEvent, Engine};
 use crate::healthz::SharedStatus;
+use crate::metrics::AgentMetrics;
 
 type Events = Pin<Box<dyn Stream<Item = anyhow::Result<ContainerEvent>> + Send>>;
 
@@ -48,10 +49,15 @@ pub struct Agent {
     synced: Option<BTreeMap<String, Instance>>,
     /// Containers already reported as misconfigured (reported once).
     reported: HashSet<String>,
+    metrics: AgentMetrics,
 }
 
 impl Agent {
-    pub fn new(config: Config, status: SharedStatus) -> anyhow::Result<Self> {
+    pub fn new(
+        config: Config,
+        status: SharedStatus,
+        metrics: AgentMetrics,
+    ) -> anyhow::Result<Self> {
         let client = RegistryClient::with_options(&config.registry, &config.access)?;
         let (sender, check_receiver) = mpsc::channel(256);
         Ok(Agent {
@@ -69,6 +75,7 @@ impl Agent {
             session: None,
             synced: None,
             reported: HashSet::new(),
+            metrics,
         })
     }
 
@@ -79,6 +86,12 @@ impl Agent {
     }
 
     /// Runs until `shutdown`, then deregisters (unless --keep-on-exit).
+    ///
+    /// A change is synced as soon as no other event is waiting: the select
+    /// is biased towards events, so a burst already queued (a container's
+    /// create, start and first check) is drained into one SyncNode, and
+    /// nothing waits on a timer (a fixed 50 ms settle used to add 50 ms to
+    /// every deploy's wait for healthy instances).
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut docker_backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let mut registry_backoff =
@@ -110,16 +123,13 @@ impl Agent {
             }
             let docker_retry = tokio::time::sleep_until(docker_retry_at);
             let sync_due = tokio::time::sleep_until(sync_at.unwrap_or_else(far_future));
-            // A change is synced as soon as no other event is waiting: the
-            // select is biased towards events, so a burst already queued (a
-            // container's create, start and first check) is drained into
-            // one SyncNode, and nothing waits on a timer (a fixed 50 ms
-            // settle used to add 50 ms to every deploy's wait for health).
+            // Biased to events: a queued burst becomes one SyncNode, no timer.
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 event = next_event(&mut self.events) => match event {
                     Some(Ok(event)) => {
+                        self.metrics.docker_event(&event.action);
                         self.refresh(&event.container_id, &event.action).await;
                         sync_at.get_or_insert_with(Instant::now);
                     }
@@ -129,6 +139,7 @@ impl Agent {
                 Some(result) = self.check_receiver.recv() => {
                     let previous = self.check_results.insert(result.instance_id.clone(), result.health);
                     if previous != Some(result.health) {
+                        self.metrics.check(result.health);
                         self.reasons_for_instance(&result.instance_id, format!("check {}", result.health));
                         sync_at.get_or_insert_with(Instant::now);
                     }
@@ -172,6 +183,7 @@ impl Agent {
 
     fn docker_lost(&mut self, why: &str, retry_at: &mut Instant, backoff: &mut Backoff) {
         tracing::warn!(reason = why, "lost the Docker event stream; reconnecting");
+        self.metrics.reconnect("docker");
         self.events = None;
         self.engine = None;
         self.set_status(|s| s.docker_connected = false);
@@ -333,7 +345,12 @@ impl Agent {
         for _ in 0..2 {
             let session = self.ensure_session().await?;
             let node = self.node.clone().unwrap_or_default();
-            match self.client.sync_node(session, &node, &desired).await {
+            let started = Instant::now();
+            let synced = self.client.sync_node(session, &node, &desired).await;
+            let registered = synced.as_ref().ok().map(|_| desired.as_slice());
+            self.metrics.synced(started.elapsed(), registered);
+            self.metrics.containers(self.containers.len());
+            match synced {
                 Ok(response) => {
                     let now: BTreeMap<String, Instance> =
                         desired.iter().map(|i| (i.id.clone(), i.clone())).collect();
@@ -364,6 +381,7 @@ impl Agent {
     }
 
     fn lose_session(&mut self) {
+        self.metrics.reconnect("registry");
         self.session = None;
         self.synced = None;
         self.set_status(|s| s.session = None);

@@ -55,7 +55,8 @@ pub struct Args {
     #[arg(long, env = "SWITCHYARD_KEEP_ON_EXIT")]
     pub keep_on_exit: bool,
 
-    /// Where to serve GET /healthz ("off" to disable; port 0 picks one).
+    /// Where to serve GET /healthz and GET /metrics ("off" to disable; port 0
+    /// picks one).
     #[arg(long, env = "SWITCHYARD_HEALTHZ", default_value = "127.0.0.1:7401")]
     pub healthz: String,
 
@@ -115,13 +116,7 @@ impl Args {
                 "cannot find this host's address: pass --advertise-ip (the address clients reach published ports on)",
             )?,
         };
-        let healthz = match self.healthz.as_str() {
-            "off" | "" => None,
-            text => Some(
-                text.parse()
-                    .with_context(|| format!("--healthz {text:?} is not ADDRESS:PORT or off"))?,
-            ),
-        };
+        let healthz = switchyard_program::metrics::parse_listen("--healthz", &self.healthz)?;
         let access = self.access.client_options(AGENT_CALL_TIMEOUT)?;
         Ok(Config {
             registry: self.registry,

@@ -1,5 +1,6 @@
 //! `GET /healthz` for the agent itself: 200 while it follows Docker and holds
 //! a registry session, 503 otherwise; the body says which part is down.
+//! `GET /metrics` on the same listener.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -49,10 +50,9 @@ fn report(status: &Status) -> (StatusCode, Json<Value>) {
 pub async fn serve(
     address: SocketAddr,
     status: SharedStatus,
+    metrics: Arc<prometheus_client::registry::Registry>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(address).await?;
-    let bound = listener.local_addr()?;
     let app = axum::Router::new().route(
         "/healthz",
         get(move || {
@@ -60,13 +60,6 @@ pub async fn serve(
             async move { report(&status) }
         }),
     );
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(error) = served {
-            tracing::warn!(%error, "healthz server stopped");
-        }
-    });
-    Ok(bound)
+    let app = app.merge(switchyard_program::metrics::router(metrics));
+    switchyard_program::metrics::serve(address, app, shutdown).await
 }

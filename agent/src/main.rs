@@ -9,6 +9,7 @@ mod config;
 mod discover;
 mod docker;
 mod healthz;
+mod metrics;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -68,11 +69,13 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     );
     let shutdown = CancellationToken::new();
     let status = Arc::new(Mutex::new(healthz::Status::default()));
+    let (metrics, registry) = metrics::AgentMetrics::new();
     if let Some(address) = config.healthz {
-        let bound = healthz::serve(address, Arc::clone(&status), shutdown.clone()).await?;
+        let bound =
+            healthz::serve(address, Arc::clone(&status), registry, shutdown.clone()).await?;
         tracing::info!(address = %bound, "healthz listening");
     }
-    let agent = agent::Agent::new(config, status)?;
+    let agent = agent::Agent::new(config, status, metrics)?;
     let signal = shutdown.clone();
     tokio::spawn(async move {
         switchyard_program::shutdown_signal().await;
