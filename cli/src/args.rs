@@ -256,6 +256,14 @@ pub struct TemplateArgs {
     /// How often the proxy reports even when nothing changes.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub report_interval: Duration,
+    /// Where to serve Prometheus metrics (GET /metrics), e.g. 127.0.0.1:7403;
+    /// off by default.
+    #[arg(
+        long,
+        env = "SWITCHYARD_TEMPLATE_METRICS_LISTEN",
+        default_value = "off"
+    )]
+    pub metrics_listen: String,
 }
 
 #[derive(Debug, Args)]

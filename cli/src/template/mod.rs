@@ -10,6 +10,7 @@
 //! heartbeat), which `cdctl deploy` waits for.
 
 mod apply;
+mod metrics;
 pub mod render;
 
 use std::pin::Pin;
@@ -26,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::args::TemplateArgs;
 use apply::{Applied, Commands, Output};
+use metrics::TemplateMetrics;
 use render::Templates;
 
 type Events = Pin<Box<dyn Stream<Item = Result<WatchEvent, ClientError>> + Send>>;
@@ -50,11 +52,47 @@ struct Proxy<'a> {
     applied_revision: u64,
     healthy: bool,
     message: String,
+    metrics: TemplateMetrics,
 }
 
 impl Proxy<'_> {
-    /// Renders and applies every output from the current view, then reports.
-    async fn render_all(&mut self) {
+    /// Renders and applies every output from the current view, reloads
+    /// once if any changed, then reports. `since`: when the first change
+    /// of this pass arrived.
+    async fn render_all(&mut self, since: Option<Instant>) {
+        let (replaced, mut failures) = self.apply_outputs().await;
+        if !replaced.is_empty()
+            && let Some(reload) = &self.args.reload
+        {
+            let reloaded = apply::run(reload, None, self.view.revision).await;
+            self.metrics.reloaded(reloaded.is_ok());
+            if let Err(error) = reloaded {
+                tracing::error!("{error:#}; putting the last good configuration back");
+                failures.push(format!("reload: {error:#}"));
+                for index in replaced {
+                    self.outputs[index].revert();
+                }
+                if let Err(error) = apply::run(reload, None, self.applied_revision).await {
+                    tracing::error!("reloading the last good configuration failed too: {error:#}");
+                }
+            }
+        }
+        if failures.is_empty() {
+            self.applied_revision = self.view.revision;
+            self.healthy = true;
+            self.message.clear();
+            self.metrics
+                .applied(self.applied_revision, since.map(|at| at.elapsed()));
+        } else {
+            self.healthy = false;
+            self.message = failures.join("; ");
+        }
+        self.report().await;
+    }
+
+    /// Puts each output in place: the indexes of those replaced, and what
+    /// failed.
+    async fn apply_outputs(&mut self) -> (Vec<usize>, Vec<String>) {
         let context = render::context(&self.view);
         let live = render::live_counts(&self.view);
         let commands = Commands {
@@ -92,38 +130,19 @@ impl Proxy<'_> {
             };
             match result {
                 Ok(Applied::Replaced) => {
+                    self.metrics.rendered("replaced");
                     tracing::info!(path = %output.path.display(), revision = self.view.revision, "configuration replaced");
                     replaced.push(index);
                 }
-                Ok(Applied::Unchanged) => {}
+                Ok(Applied::Unchanged) => self.metrics.rendered("unchanged"),
                 Err(error) => {
+                    self.metrics.rendered("failed");
                     tracing::error!(path = %output.path.display(), "{error:#}");
                     failures.push(format!("{}: {error:#}", output.path.display()));
                 }
             }
         }
-        if !replaced.is_empty()
-            && let Some(reload) = &self.args.reload
-            && let Err(error) = apply::run(reload, None, self.view.revision).await
-        {
-            tracing::error!("{error:#}; putting the last good configuration back");
-            failures.push(format!("reload: {error:#}"));
-            for index in replaced {
-                self.outputs[index].revert();
-            }
-            if let Err(error) = apply::run(reload, None, self.applied_revision).await {
-                tracing::error!("reloading the last good configuration failed too: {error:#}");
-            }
-        }
-        if failures.is_empty() {
-            self.applied_revision = self.view.revision;
-            self.healthy = true;
-            self.message.clear();
-        } else {
-            self.healthy = false;
-            self.message = failures.join("; ");
-        }
-        self.report().await;
+        (replaced, failures)
     }
 
     async fn report(&self) {
@@ -158,7 +177,11 @@ fn default_proxy_id() -> String {
 impl<'a> Proxy<'a> {
     /// The proxy `args` describe: its id and its templates, read and
     /// parsed, each with its output; nothing rendered yet.
-    fn from_args(client: &'a RegistryClient, args: &'a TemplateArgs) -> anyhow::Result<Self> {
+    fn from_args(
+        client: &'a RegistryClient,
+        args: &'a TemplateArgs,
+        metrics: TemplateMetrics,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             !args.template.is_empty() && args.template.len() == args.out.len(),
             "give --template and --out in pairs (got {} templates and {} outputs)",
@@ -186,6 +209,7 @@ impl<'a> Proxy<'a> {
             applied_revision: 0,
             healthy: false,
             message: String::new(),
+            metrics,
         })
     }
 }
@@ -226,7 +250,17 @@ impl Watching {
 
 pub async fn template(client: &RegistryClient, args: TemplateArgs) -> anyhow::Result<ExitCode> {
     let (quiet, longest) = parse_wait(&args.wait)?;
-    let mut proxy = Proxy::from_args(client, &args)?;
+    let listen =
+        switchyard_program::metrics::parse_listen("--metrics-listen", &args.metrics_listen)?;
+    let (metrics, registry) = TemplateMetrics::new();
+    let mut proxy = Proxy::from_args(client, &args, metrics)?;
+    let stop_metrics = tokio_util::sync::CancellationToken::new();
+    let _stop_metrics_on_return = stop_metrics.clone().drop_guard();
+    if let Some(address) = listen {
+        let app = switchyard_program::metrics::router(registry);
+        let bound = switchyard_program::metrics::serve(address, app, stop_metrics).await?;
+        tracing::info!(address = %bound, "metrics listening");
+    }
     let mut watching = Watching {
         events: None,
         backoff: Duration::from_millis(200),
@@ -268,8 +302,7 @@ pub async fn template(client: &RegistryClient, args: TemplateArgs) -> anyhow::Re
                 }
             },
             () = tokio::time::sleep_until(render_at), if first_change.is_some() => {
-                first_change = None;
-                proxy.render_all().await;
+                proxy.render_all(first_change.take()).await;
                 rendered_once = true;
                 if args.once {
                     return Ok(ExitCode::from(if proxy.healthy { 0 } else { 1 }));
