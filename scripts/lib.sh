@@ -59,5 +59,8 @@ ensure_test_tools() {
   ensure_command nginx nginx-light
   ensure_command haproxy haproxy
   ensure_command etcd etcd-server
+  # The metrics tests scrape with a real Prometheus; promtool checks rules.
+  ensure_command prometheus prometheus
+  ensure_command promtool prometheus
   ensure_docker
 }

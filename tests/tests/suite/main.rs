@@ -38,6 +38,7 @@ mod deploy;
 mod hostile;
 mod hostile_cli;
 mod hostile_records;
+mod metrics;
 mod proxy;
 mod replicas;
 mod sled_store;
