@@ -214,7 +214,7 @@ fi
   echo "The anchor is \`reload.sh\` alone on the same nginx (reload, new revision"
   echo "served, old worker gone): no flip through nginx can be faster; \`_vs_reload\`"
   echo "is that anchor over the flip (1 would mean nothing but nginx's own reload)."
-  echo "Before the event-driven waits (issue 22, same machine): wait healthy 260 ms,"
+  echo "Before the event-driven waits (same machine, earlier code): wait healthy 260 ms,"
   echo "wait proxies 200–310 ms, rollback with one nginx 210–320 ms, deploy overhead"
   echo "about 500 ms."
 } > "$out/BENCHMARKS.md"
