@@ -9,6 +9,8 @@
 //! on-disk history.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{Stream, StreamExt};
 use switchyard_model::validate;
@@ -20,6 +22,66 @@ use super::{Catalog, CatalogError, decode_instance, decode_service, keys};
 use crate::store::{EventKind, StoreError, WatchItem};
 
 type Sender = Outbox;
+
+/// Watch streams open and resets by reason, for metrics.
+#[derive(Debug, Default)]
+pub struct WatchCounters {
+    open: AtomicU64,
+    /// Indexed by [`reason_index`].
+    resets: [AtomicU64; 3],
+}
+
+/// Counts a watch stream as open while alive.
+pub struct OpenWatch(Arc<WatchCounters>);
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+const REASONS: [ResetReason; 3] = [
+    ResetReason::Compacted,
+    ResetReason::SlowConsumer,
+    ResetReason::FutureRevision,
+];
+
+fn reason_index(reason: ResetReason) -> usize {
+    match reason {
+        ResetReason::Compacted => 0,
+        ResetReason::SlowConsumer => 1,
+        ResetReason::FutureRevision => 2,
+    }
+}
+
+impl WatchCounters {
+    fn opened(self: &Arc<Self>) -> OpenWatch {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenWatch(Arc::clone(self))
+    }
+
+    pub(crate) fn reset(&self, reason: ResetReason) {
+        self.resets[reason_index(reason)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Watch streams open now (the registry's own metrics watch included).
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Resets so far, by reason.
+    pub fn resets(&self) -> Vec<(ResetReason, u64)> {
+        REASONS
+            .iter()
+            .map(|reason| {
+                (
+                    *reason,
+                    self.resets[reason_index(*reason)].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+}
 
 /// How much one watch stream may queue for its client.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +107,7 @@ impl Catalog {
         let (sender, stream) = outbox(buffer.messages, buffer.bytes);
         let catalog = self.clone();
         tokio::spawn(async move {
+            let _open = catalog.watches.opened();
             tokio::select! {
                 () = catalog.run_watch(services, from_revision, &sender) => {}
                 () = cancel.cancelled() => {}
@@ -80,7 +143,15 @@ impl Catalog {
             let mut stream = match stream {
                 Ok(stream) => stream,
                 Err(StoreError::Compacted { compacted, .. }) => {
-                    if !reset(sender, resumed_by_client, position, compacted).await {
+                    if !reset(
+                        sender,
+                        resumed_by_client,
+                        position,
+                        compacted,
+                        &self.watches,
+                    )
+                    .await
+                    {
                         return;
                     }
                     position = 0;
@@ -117,7 +188,7 @@ impl Catalog {
                         send(sender, WatchEvent::Progress { revision: position }).await
                     }
                     Err(StoreError::Compacted { compacted, .. }) => {
-                        if !reset(sender, false, position, compacted).await {
+                        if !reset(sender, false, position, compacted, &self.watches).await {
                             return;
                         }
                         position = 0;
@@ -144,7 +215,7 @@ impl Catalog {
         }
         match self.ahead_of_registry(from_revision).await {
             Ok(None) => Some(from_revision),
-            Ok(Some(current)) => reset_future(sender, from_revision, current)
+            Ok(Some(current)) => reset_future(sender, from_revision, current, &self.watches)
                 .await
                 .then_some(0),
             Err(error) => {
@@ -192,7 +263,13 @@ async fn send(sender: &Sender, event: WatchEvent) -> bool {
     sender.send(Ok(event)).await
 }
 
-async fn reset(sender: &Sender, asked_by_client: bool, position: u64, compacted: u64) -> bool {
+async fn reset(
+    sender: &Sender,
+    asked_by_client: bool,
+    position: u64,
+    compacted: u64,
+    watches: &WatchCounters,
+) -> bool {
     let (reason, message) = if asked_by_client {
         (
             ResetReason::Compacted,
@@ -211,10 +288,12 @@ async fn reset(sender: &Sender, asked_by_client: bool, position: u64, compacted:
         )
     };
     tracing::info!(reason = reason.as_str(), position, compacted, "watch reset");
+    watches.reset(reason);
     send(sender, WatchEvent::Reset { reason, message }).await
 }
 
-async fn reset_future(sender: &Sender, asked: u64, current: u64) -> bool {
+async fn reset_future(sender: &Sender, asked: u64, current: u64, watches: &WatchCounters) -> bool {
+    watches.reset(ResetReason::FutureRevision);
     let message = format!(
         "revision {asked} is ahead of this registry (at {current}): it was restored from an \
          older copy or is another registry; a fresh snapshot follows"

@@ -130,7 +130,7 @@ fn capped(index: usize, name: &str, max_services: usize) -> &str {
     if index < max_services { name } else { OTHER }
 }
 
-type Series = Vec<(Vec<(&'static str, String)>, f64)>;
+pub(super) type Series = Vec<(Vec<(&'static str, String)>, f64)>;
 
 impl CatalogFigures {
     fn instances(&self, max_services: usize) -> Series {
@@ -240,7 +240,7 @@ impl CatalogFigures {
 
 /// One family: its descriptor, then each series. Whole numbers are written
 /// as integers (counts), the rest as floats.
-fn family(
+pub(super) fn family(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,

@@ -21,7 +21,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 /// Methods that answer with a stream; every other one is unary.
-const SERVER_STREAMS: [&str; 3] = ["Watch", "WatchProxies", "SaveSnapshot"];
+const SERVER_STREAMS: [&str; 4] = ["Watch", "WatchProxies", "WatchDeployments", "SaveSnapshot"];
 const BIDI_STREAMS: [&str; 1] = ["KeepAlive"];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -1,6 +1,6 @@
 //! The registry's metrics (`--metrics-listen`, `GET /metrics`): gRPC calls
-//! ([`grpc`]), and what the catalog holds ([`catalog`]), in the Prometheus
-//! text format by `prometheus-client`.
+//! ([`grpc`]), what the catalog holds ([`catalog`]), the store and watch
+//! streams ([`store`]), in the Prometheus text format by `prometheus-client`.
 //!
 //! **Architecture Invariant:** a scrape reads only memory. The catalog's
 //! figures are kept current by a watcher and a sampler that run beside the
@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod grpc;
+pub mod store;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,9 +35,13 @@ pub struct RegistryMetrics {
 }
 
 impl RegistryMetrics {
-    pub fn new(max_services: usize) -> Self {
+    pub fn new(max_services: usize, catalog: &Catalog) -> Self {
         let mut registry = Registry::default();
         let grpc = GrpcMetrics::register(&mut registry);
+        registry.register_collector(Box::new(store::StoreCollector {
+            stats: catalog.store_stats(),
+            watches: catalog.watch_counters(),
+        }));
         let figures = Arc::new(Mutex::new(CatalogFigures::default()));
         registry.register_collector(Box::new(CatalogCollector {
             figures: Arc::clone(&figures),

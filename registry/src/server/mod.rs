@@ -327,7 +327,7 @@ async fn start_metrics(
     catalog: Catalog,
     stop: &CancellationToken,
 ) -> anyhow::Result<RegistryMetrics> {
-    let metrics = RegistryMetrics::new(config.metrics_max_services);
+    let metrics = RegistryMetrics::new(config.metrics_max_services, &catalog);
     if let Some(address) = config.metrics_listen {
         metrics.follow(catalog, stop.clone());
         let app = switchyard_program::metrics::router(Arc::clone(&metrics.registry));

@@ -87,6 +87,8 @@ impl EtcdAccess {
 pub struct EtcdStore {
     client: Client,
     closing: CancellationToken,
+    /// Request latency and retries; etcd's own `/metrics` has the rest.
+    stats: std::sync::Arc<super::stats::StoreStats>,
 }
 
 fn unavailable(error: etcd_client::Error) -> StoreError {
@@ -189,6 +191,7 @@ impl EtcdStore {
         let store = EtcdStore {
             client,
             closing: CancellationToken::new(),
+            stats: std::sync::Arc::new(super::stats::StoreStats::new("etcd")),
         };
         // Fail now, not on the first request, when etcd does not answer.
         store.current_revision().await?;
@@ -221,17 +224,22 @@ impl Store for EtcdStore {
             .and_then(txn.success.iter().map(operation).collect::<Vec<_>>())
             .or_else(txn.failure.iter().map(operation).collect::<Vec<_>>());
         let mut attempt = 0;
+        let started = std::time::Instant::now();
         let response = loop {
             attempt += 1;
             match self.client.kv_client().txn(request.clone()).await {
                 Ok(response) => break response,
                 Err(error) if attempt < ATTEMPTS && not_sent(&error) => {
+                    super::stats::StoreStats::add(&self.stats.retries, 1);
                     tracing::debug!(%error, attempt, "etcd member unreachable; retrying on another");
                     tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
                 }
                 Err(error) => return Err(classify(error, lease)),
             }
         };
+        self.stats
+            .request_seconds
+            .observe_duration(started.elapsed());
         let revision = response.header().map_or(0, |h| to_u64(h.revision()));
         let results = response
             .op_responses()
@@ -377,6 +385,10 @@ impl Store for EtcdStore {
             }
         });
         Ok(Box::pin(ReceiverStream::new(receiver)))
+    }
+
+    fn stats(&self) -> std::sync::Arc<super::stats::StoreStats> {
+        std::sync::Arc::clone(&self.stats)
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -26,6 +26,7 @@ pub mod etcd;
 #[cfg(test)]
 mod fuzz;
 pub mod sled;
+pub mod stats;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -225,6 +226,10 @@ pub trait Store: Send + Sync + 'static {
         from_revision: u64,
         progress_every: Duration,
     ) -> Result<WatchStream, StoreError>;
+
+    /// What the store measures about itself, for metrics; read without
+    /// waiting for any write.
+    fn stats(&self) -> std::sync::Arc<stats::StoreStats>;
 
     /// Makes everything durable and stops background work; later calls fail
     /// with `Closed`.

@@ -33,6 +33,7 @@ mod snapshot;
 mod watch;
 mod writer;
 
+use super::stats::StoreStats;
 use super::{Event, LeaseId, Op, OpResult, Store, StoreError, Txn, TxnResponse, WatchStream};
 use live::LiveKeys;
 use watch::{Recent, Watcher};
@@ -178,8 +179,10 @@ struct Shared {
     closing: CancellationToken,
     history_revisions: u64,
     snapshot_min_bytes: u64,
-    /// Disk flushes so far: fewer than writes when group commit works.
-    fsyncs: std::sync::atomic::AtomicU64,
+    /// Fsync and snapshot timings, group sizes, compactions, sizes.
+    stats: Arc<StoreStats>,
+    /// When the writer last read the size on disk (at most once a second).
+    sized_at: Mutex<Option<Instant>>,
 }
 
 enum Request {
@@ -286,6 +289,7 @@ impl SledStore {
             other => other,
         })?;
         let state_revision = state.revision;
+        let state_keys = state.kv.len() as u64;
         let now = Instant::now();
         let deadlines = state
             .leases
@@ -301,8 +305,10 @@ impl SledStore {
             closing: CancellationToken::new(),
             history_revisions: config.history_revisions.max(1),
             snapshot_min_bytes: config.snapshot_min_bytes,
-            fsyncs: std::sync::atomic::AtomicU64::new(0),
+            stats: Arc::new(StoreStats::new("sled")),
+            sized_at: Mutex::new(None),
         });
+        StoreStats::set(&shared.stats.live_keys, state_keys);
         let (sender, receiver) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
         let interval = config.lease_check_interval;
@@ -317,9 +323,11 @@ impl SledStore {
         })
     }
 
-    /// How many times the store has flushed to disk since it opened.
+    /// How many times the store has flushed to disk since it opened
+    /// (groups and snapshots).
     pub fn fsync_count(&self) -> u64 {
-        self.shared.fsyncs.load(Ordering::Relaxed)
+        self.shared.stats.fsync_seconds.snapshot().count
+            + self.shared.stats.snapshot_seconds.snapshot().count
     }
 
     fn send(&self, request: Request) -> Result<(), StoreError> {
@@ -436,6 +444,10 @@ impl Store for SledStore {
             watcher.run(receiver, progress_every).await;
         });
         Ok(Box::pin(ReceiverStream::new(stream)))
+    }
+
+    fn stats(&self) -> Arc<StoreStats> {
+        Arc::clone(&self.shared.stats)
     }
 
     async fn close(&self) -> Result<(), StoreError> {

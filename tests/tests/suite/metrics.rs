@@ -200,6 +200,18 @@ async fn prometheus_sees_a_blue_green_deploy() {
         .await;
     let handled = "sum(grpc_server_handled_total{grpc_method=\"SetActiveColor\",grpc_code=\"OK\"})";
     prometheus.until(handled, |v| v >= 2.0).await;
+    // The embedded store's own figures, and the watch streams (the
+    // template's and the registry's own).
+    for (query, floor) in [
+        ("switchyard_store_fsync_duration_seconds_count", 1.0),
+        ("switchyard_store_commit_group_requests_count", 1.0),
+        ("switchyard_store_keys", 1.0),
+        ("switchyard_store_size_bytes", 1.0),
+        ("switchyard_watchers", 2.0),
+        ("switchyard_store_backend{backend=\"sled\"}", 1.0),
+    ] {
+        prometheus.until(query, |v| v >= floor).await;
+    }
 
     // A deploy whose pre-test fails: recorded as failed.
     let failed = format!("switchyard_deploys_total{{service=\"{service}\",outcome=\"failed\"}}");

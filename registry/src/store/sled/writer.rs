@@ -16,6 +16,7 @@ use super::{
     Committed, LeaseInfo, MAX_GROUP, META_COMPACTED, META_REVISION, Request, Shared, State, codec,
     history_key, lease_key, lock, snapshot, storage,
 };
+use crate::store::stats::StoreStats;
 use crate::store::{
     Event, EventKind, KeyValue, LeaseId, Op, OpResult, StoreError, Txn, TxnResponse, in_prefix,
 };
@@ -115,7 +116,9 @@ pub(super) fn run_writer(
             }
         }
         if !shared.closing.is_cancelled() {
-            batch.extend(take_expired(shared).into_iter().map(|id| {
+            let expired = take_expired(shared);
+            StoreStats::add(&shared.stats.leases_expired, expired.len() as u64);
+            batch.extend(expired.into_iter().map(|id| {
                 tracing::debug!(lease = id, "lease expired");
                 Request::Revoke(id, None)
             }));
@@ -146,6 +149,10 @@ fn take_expired(shared: &Shared) -> Vec<LeaseId> {
 /// Evaluates, writes, fsyncs, publishes and answers one group. Returns true
 /// when the group closed the store.
 fn commit_group(shared: &Arc<Shared>, requests: Vec<Request>) -> bool {
+    shared
+        .stats
+        .commit_group_size
+        .observe_size(requests.len() as u64);
     let group = {
         let state = shared.read_state();
         evaluate(shared, &state, requests)
@@ -170,6 +177,7 @@ fn commit_group(shared: &Arc<Shared>, requests: Vec<Request>) -> bool {
             }
             if close.is_none() {
                 snapshot_if_due(shared);
+                measure_size(shared);
             }
         }
         Err(error) => {
@@ -426,8 +434,15 @@ fn persist(
             }
         }
         disk.tree.apply_batch(batch).map_err(storage)?;
+        let started = Instant::now();
         disk.db.flush().map_err(storage)?;
-        shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .fsync_seconds
+            .observe_duration(started.elapsed());
+        if compacted > old_compacted {
+            StoreStats::add(&shared.stats.compactions, 1);
+        }
         Ok(Written {
             compacted,
             history_bytes,
@@ -455,12 +470,29 @@ fn snapshot_if_due(shared: &Shared) {
             state.snapshot = revision;
             state.history_since_snapshot = 0;
             drop(state);
-            shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+            shared
+                .stats
+                .snapshot_seconds
+                .observe_duration(started.elapsed());
             tracing::debug!(revision, keys, elapsed = ?started.elapsed(), "snapshot written");
         }
         Err(error) => {
             tracing::warn!(%error, revision, "writing a snapshot failed; the history still has every change, will try again");
         }
+    }
+}
+
+/// Reads the data directory's size, at most once a second: a directory
+/// listing, cheap but not free on every group.
+fn measure_size(shared: &Shared) {
+    let mut sized_at = lock(&shared.sized_at);
+    if sized_at.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+        return;
+    }
+    *sized_at = Some(Instant::now());
+    drop(sized_at);
+    if let Ok(bytes) = shared.with_disk(|disk| disk.db.size_on_disk().map_err(storage)) {
+        StoreStats::set(&shared.stats.bytes_on_disk, bytes);
     }
 }
 
@@ -487,6 +519,7 @@ fn publish(shared: &Shared, overlay: Overlay, revision: u64, written: Written) {
     state.revision = revision.max(state.revision);
     state.compacted = written.compacted;
     state.history_since_snapshot += written.history_bytes;
+    StoreStats::set(&shared.stats.live_keys, state.kv.len() as u64);
     drop(state);
     let mut deadlines = lock(&shared.deadlines);
     for (id, ttl) in overlay.granted {
