@@ -105,12 +105,23 @@ pub enum Command {
     },
     /// Print cdctl's man page (roff): `cdctl man > cdctl.1`.
     Man,
-    /// List the deployment records of a service, newest first.
+    /// List the deployment records of a service, newest first; with
+    /// `--follow`, print records as JSON lines as they are written.
     History {
-        service: String,
+        /// The service (with `--follow`, optional: every service).
+        #[arg(required_unless_present = "follow")]
+        service: Option<String>,
         /// Show at most this many records (0: all).
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Print each record as it is written (a deploy starting, then its
+        /// outcome), one JSON object per line, until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// With --follow: start after this registry revision instead of now
+        /// (a pipeline resuming where it stopped).
+        #[arg(long, requires = "follow", default_value_t = 0)]
+        since: u64,
     },
 }
 

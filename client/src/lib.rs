@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod backup;
+mod deployments;
 mod endpoint;
 mod proxies;
 mod tokens;
@@ -19,8 +20,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use switchyard_model::watch::WatchEvent;
 use switchyard_model::{
-    Color, Deployment, Instance, LockGrant, Service, ServiceSummary, SessionId, SyncOutcome,
-    ValidationError,
+    Color, Instance, LockGrant, Service, ServiceSummary, SessionId, SyncOutcome, ValidationError,
 };
 use switchyard_proto as wire;
 use switchyard_proto::v1;
@@ -486,56 +486,6 @@ impl RegistryClient {
             })
             .await?;
         Ok(response.revision)
-    }
-
-    pub async fn record_deployment(&self, deployment: &Deployment) -> Result<u64, ClientError> {
-        let request = v1::RecordDeploymentRequest {
-            deployment: Some(wire::deployment_to_wire(deployment)),
-        };
-        let response = self
-            .call(|mut c| {
-                let request = request.clone();
-                async move { c.record_deployment(request).await }
-            })
-            .await?;
-        Ok(response.revision)
-    }
-
-    /// Deployment records of `service`, newest first: at most `limit` (0:
-    /// all retained), read page by page.
-    pub async fn list_deployments(
-        &self,
-        service: &str,
-        limit: u32,
-    ) -> Result<Vec<Deployment>, ClientError> {
-        let mut deployments = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let remaining = if limit == 0 {
-                0
-            } else {
-                limit.saturating_sub(u32::try_from(deployments.len()).unwrap_or(u32::MAX))
-            };
-            let request = v1::ListDeploymentsRequest {
-                service: service.to_string(),
-                limit: remaining,
-                page_token: std::mem::take(&mut page_token),
-            };
-            let response = self
-                .call(|mut c| {
-                    let request = request.clone();
-                    async move { c.list_deployments(request).await }
-                })
-                .await?;
-            for deployment in response.deployments {
-                deployments.push(wire::deployment_from_wire(deployment)?);
-            }
-            let done = limit != 0 && deployments.len() >= limit as usize;
-            if response.next_page_token.is_empty() || done {
-                return Ok(deployments);
-            }
-            page_token = response.next_page_token;
-        }
     }
 
     /// Opens a watch stream (`from_revision` 0: snapshot first). The stream

@@ -2,6 +2,7 @@
 //! (mapped to an exit code by `exit::describe`) otherwise.
 
 mod backup;
+mod follow;
 mod read;
 mod tokens;
 mod watch;
@@ -40,7 +41,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Services => read::services(&client, output).await,
         Command::Status { service } => read::status(&client, output, &service).await,
-        Command::History { service, limit } => {
+        Command::History {
+            service,
+            follow: true,
+            since,
+            ..
+        } => follow::history(&client, service.as_deref().unwrap_or(""), since).await,
+        Command::History { service, limit, .. } => {
+            let service = service.unwrap_or_default();
             read::history(&client, output, &service, limit).await
         }
         Command::Color { service } => read::color(&client, output, &service).await,

@@ -52,3 +52,17 @@ pub(super) fn within_limit<T: prost::Message>(request: Request<T>) -> Result<T, 
 pub(super) fn required<T>(field: &str, value: Option<T>) -> Result<T, Status> {
     value.ok_or_else(|| Status::invalid_argument(format!("invalid {field}: missing")))
 }
+
+/// A `ListDeployments` page token: empty for the first page, else the
+/// `next_page_token` of the previous answer.
+pub fn page_token(token: &str) -> Result<Option<u64>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token.parse::<u64>().map(Some).map_err(|_| {
+        Status::invalid_argument(format!(
+            "invalid page_token: {}; pass the next_page_token of the previous answer",
+            switchyard_model::validate::quote(token)
+        ))
+    })
+}

@@ -17,7 +17,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use switchyard_model::validate;
 use switchyard_proto as wire;
 use switchyard_proto::v1;
 use tokio::sync::Semaphore;
@@ -517,15 +516,7 @@ impl v1::registry_server::Registry for RegistryApi {
     ) -> Result<Response<v1::ListDeploymentsResponse>, Status> {
         self.check(&request, Action::Read)?;
         let request = within_limit(request)?;
-        let before = match request.page_token.as_str() {
-            "" => None,
-            token => Some(token.parse::<u64>().map_err(|_| {
-                Status::invalid_argument(format!(
-                    "invalid page_token: {}; pass the next_page_token of the previous answer",
-                    validate::quote(token)
-                ))
-            })?),
-        };
+        let before = errors::page_token(&request.page_token)?;
         let page = self
             .catalog
             .list_deployments(&request.service, request.limit as usize, before)
@@ -539,6 +530,34 @@ impl v1::registry_server::Registry for RegistryApi {
                 .collect(),
             next_page_token: page.next.map(|next| next.to_string()).unwrap_or_default(),
         }))
+    }
+
+    type WatchDeploymentsStream = BoxStream<v1::WatchDeploymentsResponse>;
+
+    async fn watch_deployments(
+        &self,
+        request: Request<v1::WatchDeploymentsRequest>,
+    ) -> Result<Response<Self::WatchDeploymentsStream>, Status> {
+        self.check(&request, Action::Read)?;
+        let permit = self.watch_permit()?;
+        let request = request.into_inner();
+        let stream = self
+            .catalog
+            .watch_deployments(
+                &request.service,
+                request.since_revision,
+                self.shutdown.clone(),
+            )
+            .map_err(status_of)?;
+        let stream = stream.map(move |written| {
+            let _held = &permit;
+            let (revision, deployments) = written.map_err(status_of)?;
+            Ok(v1::WatchDeploymentsResponse {
+                revision,
+                deployments: deployments.iter().map(wire::deployment_to_wire).collect(),
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type SaveSnapshotStream = BoxStream<v1::SnapshotChunk>;

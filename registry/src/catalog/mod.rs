@@ -10,6 +10,7 @@
 mod backup;
 mod colors;
 mod error;
+mod follow;
 mod history;
 pub mod keys;
 mod outbox;
@@ -33,7 +34,7 @@ pub use error::CatalogError;
 #[cfg(test)]
 pub(crate) use record::decode as decode_record;
 pub use stats::CatalogStats;
-pub use watch::{Change, ResetReason, WatchBuffer, WatchEvent};
+pub use watch::{Change, ResetReason, WatchBuffer, WatchCounters, WatchEvent};
 
 /// How often an operation re-reads and retries after losing a race.
 const MAX_ATTEMPTS: usize = 64;
@@ -99,6 +100,8 @@ pub struct Catalog {
     /// its id is never reused, so an answer stays true; the authorizer asks
     /// on every agent write, and this spares it a read and a decode.
     session_nodes: Arc<std::sync::Mutex<std::collections::HashMap<SessionId, String>>>,
+    /// Watch streams open and their resets, for metrics.
+    watches: Arc<watch::WatchCounters>,
 }
 
 /// Sessions whose node the catalog remembers, at most; then it starts over.
@@ -179,7 +182,18 @@ impl Catalog {
             store,
             config,
             session_nodes: Arc::default(),
+            watches: Arc::default(),
         }
+    }
+
+    /// Watch streams open and their resets.
+    pub fn watch_counters(&self) -> Arc<watch::WatchCounters> {
+        Arc::clone(&self.watches)
+    }
+
+    /// What the store measures about itself.
+    pub fn store_stats(&self) -> Arc<crate::store::stats::StoreStats> {
+        self.store.stats()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

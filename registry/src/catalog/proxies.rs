@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use super::{Catalog, CatalogError, from_json, keys, now_ms, put, to_json};
-use crate::store::{EventKind, Txn, WatchItem};
+use super::{Catalog, CatalogError, keys, now_ms, put, to_json};
+use crate::store::Txn;
 
 /// Reports and the registry's clock when they were sent.
 type Reports = Result<(Vec<ProxyStatus>, u64), CatalogError>;
@@ -69,29 +69,16 @@ impl Catalog {
         if sender.send(Ok((all, now_ms()))).await.is_err() {
             return;
         }
-        let progress = self.config().progress_interval;
-        let watched = self
-            .store()
-            .watch(keys::PROXIES.to_vec(), revision, progress)
-            .await;
-        let mut stream = match watched {
+        let stream = match self.written::<ProxyStatus>(keys::PROXIES, revision).await {
             Ok(stream) => stream,
             Err(error) => {
-                let _ = sender.send(Err(error.into())).await;
+                let _ = sender.send(Err(error)).await;
                 return;
             }
         };
+        let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
-            let reports = match item {
-                Ok(WatchItem::Events { events, .. }) => events
-                    .iter()
-                    .filter(|event| event.kind == EventKind::Put)
-                    .map(|event| from_json::<ProxyStatus>(&event.kv))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(|reports| (reports, now_ms())),
-                Ok(WatchItem::Progress { .. }) => continue,
-                Err(error) => Err(error.into()),
-            };
+            let reports = item.map(|(_, reports)| (reports, now_ms()));
             let failed = reports.is_err();
             if sender.send(reports).await.is_err() || failed {
                 return;

@@ -122,6 +122,14 @@ async fn every_rpc(
     call!("ListProxies", list_proxies, v1::ListProxiesRequest {});
     call!("WatchProxies", watch_proxies, v1::WatchProxiesRequest {});
     call!(
+        "WatchDeployments",
+        watch_deployments,
+        v1::WatchDeploymentsRequest {
+            service: "web".into(),
+            since_revision: 0
+        }
+    );
+    call!(
         "OpenSession",
         open_session,
         v1::OpenSessionRequest {
@@ -255,7 +263,7 @@ async fn every_rpc(
 
 /// Which RPCs each role may call (README "Security" has the same table).
 fn may(role: &str, rpc: &str) -> bool {
-    const READS: [&str; 7] = [
+    const READS: [&str; 8] = [
         "ListServices",
         "GetService",
         "Watch",
@@ -263,6 +271,7 @@ fn may(role: &str, rpc: &str) -> bool {
         "ListDeployments",
         "ListProxies",
         "WatchProxies",
+        "WatchDeployments",
     ];
     const AGENT: [&str; 4] = ["OpenSession", "KeepAlive", "SyncNode", "CloseSession"];
     const DEPLOYER: [&str; 7] = [

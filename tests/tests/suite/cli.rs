@@ -333,3 +333,90 @@ fn daemons_say_why_they_stop_once_with_distinct_exit_codes() {
         );
     }
 }
+
+/// `cdctl history --follow`: every write of a record, as a JSON line with
+/// its revision, from `--since` on, for one service or all of them.
+#[tokio::test]
+async fn history_follow_prints_each_record_as_it_is_written() {
+    use switchyard_model::{Deployment, Outcome};
+    use tokio::io::AsyncBufReadExt;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = RegistryProcess::start(&dir.path().join("data"), &[]);
+    let url = registry.url();
+    let client = switchyard_client::RegistryClient::new(&url).expect("url");
+    for service in ["web", "api"] {
+        client
+            .register(
+                &switchyard_tests::instance(service, service, 80, None),
+                None,
+            )
+            .await
+            .expect("register");
+    }
+    let record = |service: &str, id: &str, outcome| Deployment {
+        id: id.into(),
+        service: service.into(),
+        image: format!("{service}:2"),
+        started_at_ms: 1_000,
+        outcome,
+        ..Deployment::default()
+    };
+    let before = client
+        .record_deployment(&record("api", "a0", Outcome::Promoted))
+        .await
+        .expect("record");
+    client
+        .record_deployment(&record("web", "w1", Outcome::InProgress))
+        .await
+        .expect("record");
+    let follow = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(binary("cdctl"));
+        command
+            .args(["--registry", &url, "history", "--follow"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("cdctl history --follow");
+        let stdout = child.stdout.take().expect("stdout");
+        (child, tokio::io::BufReader::new(stdout).lines())
+    };
+    let since = before.to_string();
+    let (_web, mut web) = follow(&["web", "--since", &since]);
+    let (_all, mut all) = follow(&["--since", &since]);
+    client
+        .record_deployment(&record("api", "a2", Outcome::Failed))
+        .await
+        .expect("record");
+    let promoted = client
+        .record_deployment(&record("web", "w1", Outcome::Promoted))
+        .await
+        .expect("record");
+
+    let next = async |lines: &mut tokio::io::Lines<_>| -> serde_json::Value {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("a line within 20 s")
+            .expect("read")
+            .expect("a line");
+        serde_json::from_str(&line).expect("JSON")
+    };
+    let seen = |value: &serde_json::Value| {
+        format!("{}/{}/{}", value["service"], value["id"], value["outcome"]).replace('"', "")
+    };
+    let web_lines = [next(&mut web).await, next(&mut web).await];
+    assert_eq!(
+        web_lines.iter().map(seen).collect::<Vec<_>>(),
+        ["web/w1/in_progress", "web/w1/promoted"]
+    );
+    assert_eq!(web_lines[1]["revision"], promoted);
+    let mut all_lines = Vec::new();
+    for _ in 0..3 {
+        all_lines.push(seen(&next(&mut all).await));
+    }
+    assert_eq!(
+        all_lines,
+        ["web/w1/in_progress", "api/a2/failed", "web/w1/promoted"]
+    );
+}

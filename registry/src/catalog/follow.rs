@@ -1,0 +1,114 @@
+//! Records under a prefix followed as they are written: proxy reports (a
+//! deploy waiting for its flip to be applied) and deployment records
+//! (`cdctl history --follow`).
+
+use futures::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use switchyard_model::{Deployment, validate};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use super::{Catalog, CatalogError, from_json, keys};
+use crate::store::{EventKind, WatchItem};
+
+/// Records written at one revision (empty: where a stream starts).
+pub type Written<T> = Result<(u64, Vec<T>), CatalogError>;
+
+impl Catalog {
+    /// The records put under `prefix` after `from_revision`, one item per
+    /// revision that put any (deletions are left out). Ends after an error.
+    pub(super) async fn written<T: DeserializeOwned + Send + 'static>(
+        &self,
+        prefix: &[u8],
+        from_revision: u64,
+    ) -> Result<impl Stream<Item = Written<T>> + Send + 'static + use<T>, CatalogError> {
+        let progress = self.config.progress_interval;
+        let stream = self
+            .store
+            .watch(prefix.to_vec(), from_revision, progress)
+            .await?;
+        Ok(stream.filter_map(|item| async move {
+            match item {
+                Ok(WatchItem::Events { revision, events }) => {
+                    let records = events
+                        .iter()
+                        .filter(|event| event.kind == EventKind::Put)
+                        .map(|event| from_json::<T>(&event.kv))
+                        .collect::<Result<Vec<T>, _>>();
+                    match records {
+                        Ok(records) if records.is_empty() => None,
+                        Ok(records) => Some(Ok((revision, records))),
+                        Err(error) => Some(Err(error)),
+                    }
+                }
+                Ok(WatchItem::Progress { .. }) => None,
+                Err(error) => Some(Err(error.into())),
+            }
+        }))
+    }
+
+    /// Deployment records of `service` (every service when empty) written
+    /// after `since_revision` (0: from now on): first an empty item with the
+    /// revision the stream starts after, then the records of each revision;
+    /// until `stop`, the receiver going away, or an error (the last item).
+    pub fn watch_deployments(
+        &self,
+        service: &str,
+        since_revision: u64,
+        stop: CancellationToken,
+    ) -> Result<ReceiverStream<Written<Deployment>>, CatalogError> {
+        let prefix = if service.is_empty() {
+            keys::DEPLOYMENTS.to_vec()
+        } else {
+            validate::service_name("service", service)?;
+            keys::deployments_of(service)
+        };
+        let (sender, receiver) = mpsc::channel(16);
+        let catalog = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = catalog.follow_deployments(&prefix, since_revision, &sender) => {}
+                () = stop.cancelled() => {}
+                () = sender.closed() => {}
+            }
+        });
+        Ok(ReceiverStream::new(receiver))
+    }
+
+    async fn follow_deployments(
+        &self,
+        prefix: &[u8],
+        since_revision: u64,
+        sender: &mpsc::Sender<Written<Deployment>>,
+    ) {
+        let start = match since_revision {
+            0 => self.store.current_revision().await.map_err(Into::into),
+            since => Ok(since),
+        };
+        let stream = match start {
+            Ok(start) => self
+                .written::<Deployment>(prefix, start)
+                .await
+                .map(|s| (start, s)),
+            Err(error) => Err(error),
+        };
+        let (start, stream) = match stream {
+            Ok(started) => started,
+            Err(error) => {
+                let _ = sender.send(Err(error)).await;
+                return;
+            }
+        };
+        if sender.send(Ok((start, Vec::new()))).await.is_err() {
+            return;
+        }
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            let failed = item.is_err();
+            if sender.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    }
+}
