@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
+use tracing::Instrument;
 
 use futures::{Stream, StreamExt};
 use switchyard_client::{ClientError, Code, RegistryClient};
@@ -335,13 +336,19 @@ impl Agent {
         Ok(session)
     }
 
-    /// One SyncNode with everything; logs each registration change.
+    /// One SyncNode with everything, in a span naming the node; logs each
+    /// registration change.
     async fn sync(&mut self) -> Result<(), ClientError> {
-        if self.node.is_none() {
+        let Some(node) = self.node.clone() else {
             // Not even Docker has told us who we are yet.
             return Ok(());
-        }
+        };
         let desired = self.desired();
+        let span = tracing::info_span!("sync", node, instances = desired.len());
+        self.sync_desired(desired).instrument(span).await
+    }
+
+    async fn sync_desired(&mut self, desired: Vec<Instance>) -> Result<(), ClientError> {
         for _ in 0..2 {
             let session = self.ensure_session().await?;
             let node = self.node.clone().unwrap_or_default();

@@ -197,6 +197,8 @@ pub struct AgentProcess {
     pub child: Child,
     /// Where its /healthz answers.
     pub healthz: SocketAddr,
+    /// Every log line so far (JSON).
+    pub log: Log,
 }
 
 impl AgentProcess {
@@ -220,8 +222,12 @@ impl AgentProcess {
             .args(["--log-format", "json"])
             .args(extra_args)
             .envs(env.iter().copied());
-        let (child, healthz, _) = spawn_logging(command, "healthz listening");
-        AgentProcess { child, healthz }
+        let (child, healthz, log) = spawn_logging(command, "healthz listening");
+        AgentProcess {
+            child,
+            healthz,
+            log,
+        }
     }
 
     /// SIGKILL: no chance to flush anything.

@@ -105,6 +105,13 @@ impl Reporter {
             return;
         };
         let elapsed = started.elapsed();
+        tracing::info!(
+            step = name.as_str(),
+            result = mark,
+            elapsed_ms = millis(elapsed),
+            detail,
+            "step finished"
+        );
         self.steps.push(StepTiming {
             name: name.clone(),
             duration_ms: millis(elapsed),

@@ -195,6 +195,18 @@ impl<'a> Deploy<'a> {
         }
     }
 
+    /// The span a command's work runs in: every log line of it carries
+    /// the service, the deploy's id and the image.
+    fn span(&self, command: &'static str) -> tracing::Span {
+        tracing::info_span!(
+            "deploy",
+            command,
+            service = %self.settings.service,
+            deploy_id = %self.record.id,
+            image = %self.settings.image,
+        )
+    }
+
     fn token(&self) -> u64 {
         self.lock.map_or(0, |lock| lock.token)
     }

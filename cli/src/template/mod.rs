@@ -16,6 +16,7 @@ pub mod render;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Duration;
+use tracing::Instrument;
 
 use anyhow::Context;
 use futures::{Stream, StreamExt};
@@ -60,6 +61,15 @@ impl Proxy<'_> {
     /// once if any changed, then reports. `since`: when the first change
     /// of this pass arrived.
     async fn render_all(&mut self, since: Option<Instant>) {
+        let span = tracing::info_span!(
+            "render",
+            proxy = %self.proxy_id,
+            revision = self.view.revision,
+        );
+        self.render_all_in(since).instrument(span).await;
+    }
+
+    async fn render_all_in(&mut self, since: Option<Instant>) {
         let (replaced, mut failures) = self.apply_outputs().await;
         if !replaced.is_empty()
             && let Some(reload) = &self.args.reload

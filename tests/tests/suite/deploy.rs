@@ -180,12 +180,31 @@ async fn deploys_alternate_colors_replace_the_old_and_roll_back_to_kept_ones() {
     assert_eq!(f.live_versions().await, BTreeSet::from(["v1".to_string()]));
 
     let second = f
-        .deploy(&f.v2.tag, &["--replicas", "2", "-o", "json"], &[])
+        .deploy(
+            &f.v2.tag,
+            &["--replicas", "2", "-o", "json"],
+            &[("CDCTL_LOG", "cdctl=info")],
+        )
         .await;
     assert_eq!(code(&second), Some(0), "{}", explain(&second));
     let summary: serde_json::Value =
         serde_json::from_slice(&second.stdout).expect("one JSON object");
     assert_eq!(summary["outcome"], "promoted");
+    // Each step is logged with fields, inside a span naming the deploy.
+    let log = String::from_utf8_lossy(&second.stderr);
+    let id = summary["deployment_id"].as_str().expect("deployment_id");
+    let flip = log
+        .lines()
+        .find(|line| line.contains("step=\"flip color\""))
+        .unwrap_or_else(|| panic!("no flip step logged:\n{log}"));
+    for field in [
+        format!("service={}", f.service),
+        format!("deploy_id={id}"),
+        "result=\"ok\"".to_string(),
+        "elapsed_ms=".to_string(),
+    ] {
+        assert!(flip.contains(&field), "{field} missing from {flip}");
+    }
     assert_eq!(summary["from_color"], "blue");
     assert_eq!(summary["to_color"], "green");
     assert!(

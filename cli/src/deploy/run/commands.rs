@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 use std::time::Duration;
+use tracing::Instrument;
 
 use switchyard_client::{Code, RegistryClient};
 use switchyard_model::{Color, Deployment, Health, Instance, Outcome};
@@ -54,8 +55,11 @@ pub async fn deploy(
         return Ok(ExitCode::from(exit::USAGE));
     }
     let mut deploy = Deploy::new(client, runtime, settings, output);
-    let result = interruptible(deploy.forward()).await;
-    Ok(ExitCode::from(deploy.finish(result).await))
+    let span = deploy.span("deploy");
+    let result = interruptible(deploy.forward())
+        .instrument(span.clone())
+        .await;
+    Ok(ExitCode::from(deploy.finish(result).instrument(span).await))
 }
 
 /// Loads the paused deploy of `service` and takes the lock for it; on
@@ -152,8 +156,11 @@ pub async fn promote(
         Ok(deploy) => deploy,
         Err(code) => return Ok(code),
     };
-    let result = interruptible(deploy.promote_forward()).await;
-    Ok(ExitCode::from(deploy.finish(result).await))
+    let span = deploy.span("promote");
+    let result = interruptible(deploy.promote_forward())
+        .instrument(span.clone())
+        .await;
+    Ok(ExitCode::from(deploy.finish(result).instrument(span).await))
 }
 
 /// `cdctl abort SERVICE`: rolls a paused deploy back.
@@ -167,7 +174,8 @@ pub async fn abort(
         Err(code) => return Ok(code),
     };
     deploy.reporter.begin("abort");
-    let left = deploy.roll_back().await;
+    let span = deploy.span("abort");
+    let left = deploy.roll_back().instrument(span).await;
     let code = if left.is_empty() {
         deploy.reporter.end("everything as before the deploy");
         0
@@ -210,7 +218,10 @@ pub async fn rollback(
         }
         Err(error) => return Err(error.into()),
     };
-    let outcome = rollback_locked(client, service, grant.token, who).await;
+    let span = tracing::info_span!("rollback", service, lock = grant.token);
+    let outcome = rollback_locked(client, service, grant.token, who)
+        .instrument(span)
+        .await;
     if let Err(error) = client.release_lock(service, grant.token).await {
         tracing::warn!(%error, "could not release the lock; it expires with its TTL");
     }
