@@ -1,6 +1,7 @@
 //! Records under a prefix followed as they are written: proxy reports (a
-//! deploy waiting for its flip to be applied) and deployment records
-//! (`cdctl history --follow`).
+//! deploy waiting for its flip to be applied), deployment records
+//! (`cdctl history --follow`, and the deploy metrics, which follow
+//! deletions too).
 
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -10,19 +11,22 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{Catalog, CatalogError, from_json, keys};
-use crate::store::{EventKind, WatchItem};
+use crate::store::{EventKind, Op, OpResult, WatchItem};
 
 /// Records written at one revision (empty: where a stream starts).
 pub type Written<T> = Result<(u64, Vec<T>), CatalogError>;
+/// The keys changed at one revision: put (with the record) or deleted.
+pub type Changes<T> = Result<(u64, Vec<(Vec<u8>, Option<T>)>), CatalogError>;
 
 impl Catalog {
-    /// The records put under `prefix` after `from_revision`, one item per
-    /// revision that put any (deletions are left out). Ends after an error.
-    pub(super) async fn written<T: DeserializeOwned + Send + 'static>(
+    /// The changes under `prefix` after `from_revision`, one item per
+    /// revision: each key put (with its record) or deleted. Ends after an
+    /// error.
+    pub(super) async fn record_changes<T: DeserializeOwned + Send + 'static>(
         &self,
         prefix: &[u8],
         from_revision: u64,
-    ) -> Result<impl Stream<Item = Written<T>> + Send + 'static + use<T>, CatalogError> {
+    ) -> Result<impl Stream<Item = Changes<T>> + Send + 'static + use<T>, CatalogError> {
         let progress = self.config.progress_interval;
         let stream = self
             .store
@@ -30,22 +34,68 @@ impl Catalog {
             .await?;
         Ok(stream.filter_map(|item| async move {
             match item {
-                Ok(WatchItem::Events { revision, events }) => {
-                    let records = events
-                        .iter()
-                        .filter(|event| event.kind == EventKind::Put)
-                        .map(|event| from_json::<T>(&event.kv))
-                        .collect::<Result<Vec<T>, _>>();
-                    match records {
-                        Ok(records) if records.is_empty() => None,
-                        Ok(records) => Some(Ok((revision, records))),
-                        Err(error) => Some(Err(error)),
-                    }
-                }
+                Ok(WatchItem::Events { revision, events }) => Some(
+                    events
+                        .into_iter()
+                        .map(|event| match event.kind {
+                            EventKind::Put => {
+                                from_json::<T>(&event.kv).map(|r| (event.kv.key, Some(r)))
+                            }
+                            EventKind::Delete => Ok((event.kv.key, None)),
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(|changes| (revision, changes)),
+                ),
                 Ok(WatchItem::Progress { .. }) => None,
                 Err(error) => Some(Err(error.into())),
             }
         }))
+    }
+
+    /// The records put under `prefix` after `from_revision`, one item per
+    /// revision that put any (deletions are left out). Ends after an error.
+    pub(super) async fn written<T: DeserializeOwned + Send + 'static>(
+        &self,
+        prefix: &[u8],
+        from_revision: u64,
+    ) -> Result<impl Stream<Item = Written<T>> + Send + 'static + use<T>, CatalogError> {
+        let changes = self.record_changes::<T>(prefix, from_revision).await?;
+        Ok(changes.filter_map(|item| async move {
+            match item {
+                Ok((revision, changes)) => {
+                    let records: Vec<T> = changes.into_iter().filter_map(|(_, r)| r).collect();
+                    (!records.is_empty()).then_some(Ok((revision, records)))
+                }
+                Err(error) => Some(Err(error)),
+            }
+        }))
+    }
+
+    /// Every deployment record with its key, and the revision read at: where
+    /// [`Catalog::deployment_changes`] continues.
+    pub async fn deployment_records(
+        &self,
+    ) -> Result<(u64, Vec<(Vec<u8>, Deployment)>), CatalogError> {
+        let (revision, results) = self
+            .read(vec![Op::Range {
+                prefix: keys::DEPLOYMENTS.to_vec(),
+            }])
+            .await?;
+        let records = results
+            .into_iter()
+            .flat_map(OpResult::into_kvs)
+            .map(|kv| from_json::<Deployment>(&kv).map(|record| (kv.key, record)))
+            .collect::<Result<_, _>>()?;
+        Ok((revision, records))
+    }
+
+    /// Deployment records written or dropped after `from_revision`, by key.
+    pub async fn deployment_changes(
+        &self,
+        from_revision: u64,
+    ) -> Result<impl Stream<Item = Changes<Deployment>> + Send + 'static + use<>, CatalogError>
+    {
+        self.record_changes(keys::DEPLOYMENTS, from_revision).await
     }
 
     /// Deployment records of `service` (every service when empty) written

@@ -1,9 +1,9 @@
 //! Figures about the catalog that its watch does not carry: sessions and
-//! locks open, what proxies reported, deployment records. The metrics
-//! sampler reads them on a timer in one read (one revision), so a scrape
-//! never touches the store.
+//! locks open, what proxies reported. The metrics sampler reads them on a
+//! timer in one read (one revision), so a scrape never touches the store.
+//! (Deployment records are followed instead: see `follow.rs`.)
 
-use switchyard_model::{Deployment, ProxyStatus};
+use switchyard_model::ProxyStatus;
 
 use super::{Catalog, CatalogError, from_json, keys, now_ms};
 use crate::store::{Op, OpResult};
@@ -17,19 +17,11 @@ pub struct CatalogStats {
     pub proxies: Vec<ProxyStatus>,
     /// The registry's clock when read, for the age of proxy reports.
     pub now_ms: u64,
-    /// Every deployment record kept (the newest `DEPLOYMENTS_KEPT` per
-    /// service).
-    pub deployments: Vec<Deployment>,
 }
 
 impl Catalog {
     pub async fn stats(&self) -> Result<CatalogStats, CatalogError> {
-        let ranges = [
-            keys::SESSIONS,
-            keys::LOCKS,
-            keys::PROXIES,
-            keys::DEPLOYMENTS,
-        ];
+        let ranges = [keys::SESSIONS, keys::LOCKS, keys::PROXIES];
         let (revision, results) = self
             .read(
                 ranges
@@ -42,17 +34,13 @@ impl Catalog {
             .await?;
         let mut results = results.into_iter().map(OpResult::into_kvs);
         let mut next = || results.next().unwrap_or_default();
-        let (sessions, locks, proxies, deployments) = (next(), next(), next(), next());
+        let (sessions, locks, proxies) = (next(), next(), next());
         Ok(CatalogStats {
             revision,
             sessions: sessions.len(),
             locks: locks.len(),
             proxies: proxies.iter().map(from_json).collect::<Result<_, _>>()?,
             now_ms: now_ms(),
-            deployments: deployments
-                .iter()
-                .map(from_json)
-                .collect::<Result<_, _>>()?,
         })
     }
 }

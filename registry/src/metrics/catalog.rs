@@ -19,7 +19,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use switchyard_model::watch::{Change, WatchEvent};
-use switchyard_model::{Color, Health, Instance, Outcome, Service, color_name};
+use switchyard_model::{Color, Deployment, Health, Instance, Outcome, Service, color_name};
 
 use crate::catalog::CatalogStats;
 
@@ -28,11 +28,45 @@ pub const OTHER: &str = "_other";
 /// A proxy that has not reported for this long counts as `stale`.
 const STALE_AFTER_MS: u64 = 30_000;
 
+/// Instances of one color and health.
+type Kind = (&'static str, &'static str);
+
 /// One service as the watch last showed it.
 #[derive(Debug, Default, Clone)]
 struct ServiceState {
     live: Option<Color>,
     instances: HashMap<String, (Option<Color>, Health)>,
+    /// Instances by color and health, kept with `instances`, so a scrape
+    /// costs the number of services, not of instances.
+    counts: BTreeMap<Kind, u64>,
+}
+
+fn kind((color, health): (Option<Color>, Health)) -> Kind {
+    (color_name(color), health.as_str())
+}
+
+impl ServiceState {
+    fn put(&mut self, id: &str, now: (Option<Color>, Health)) {
+        if let Some(before) = self.instances.insert(id.to_string(), now) {
+            self.forget(before);
+        }
+        *self.counts.entry(kind(now)).or_default() += 1;
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(before) = self.instances.remove(id) {
+            self.forget(before);
+        }
+    }
+
+    fn forget(&mut self, before: (Option<Color>, Health)) {
+        if let Some(count) = self.counts.get_mut(&kind(before)) {
+            *count -= 1;
+            if *count == 0 {
+                self.counts.remove(&kind(before));
+            }
+        }
+    }
 }
 
 /// The catalog's figures, shared by the followers that fill it and the
@@ -45,17 +79,44 @@ pub struct CatalogFigures {
     /// The revision of the last change to services or instances.
     changed_at: u64,
     stats: CatalogStats,
+    /// Every deployment record kept, by key, as much as the figures need.
+    deploys: HashMap<Vec<u8>, DeployFigure>,
+}
+
+/// What the deploy figures need of one deployment record.
+#[derive(Debug, Clone)]
+struct DeployFigure {
+    service: String,
+    outcome: Outcome,
+    /// Seconds from start to end, once it ended.
+    seconds: Option<f64>,
+}
+
+impl From<&Deployment> for DeployFigure {
+    fn from(deployment: &Deployment) -> Self {
+        let ended = !matches!(deployment.outcome, Outcome::InProgress | Outcome::Paused);
+        DeployFigure {
+            service: deployment.service.clone(),
+            outcome: deployment.outcome,
+            seconds: ended.then(|| {
+                deployment
+                    .ended_at_ms
+                    .saturating_sub(deployment.started_at_ms) as f64
+                    / 1000.0
+            }),
+        }
+    }
 }
 
 fn state_of(service: &Service) -> ServiceState {
-    ServiceState {
+    let mut state = ServiceState {
         live: service.active_color,
-        instances: service
-            .instances
-            .iter()
-            .map(|i| (i.id.clone(), (i.color, i.health)))
-            .collect(),
+        ..ServiceState::default()
+    };
+    for instance in &service.instances {
+        state.put(&instance.id, (instance.color, instance.health));
     }
+    state
 }
 
 fn last_change(service: &Service) -> u64 {
@@ -102,12 +163,11 @@ impl CatalogFigures {
                 self.services
                     .entry(instance.service.clone())
                     .or_default()
-                    .instances
-                    .insert(instance.id.clone(), (instance.color, instance.health));
+                    .put(&instance.id, (instance.color, instance.health));
             }
             Change::InstanceRemoved { service, id } => {
                 if let Some(state) = self.services.get_mut(service) {
-                    state.instances.remove(id);
+                    state.remove(id);
                 }
             }
         }
@@ -115,6 +175,24 @@ impl CatalogFigures {
 
     pub fn set_stats(&mut self, stats: CatalogStats) {
         self.stats = stats;
+    }
+
+    /// Starts the deploy figures over from every record, by key.
+    pub fn load_deploys(&mut self, records: &[(Vec<u8>, Deployment)]) {
+        self.deploys = records
+            .iter()
+            .map(|(key, record)| (key.clone(), DeployFigure::from(record)))
+            .collect();
+    }
+
+    /// Applies records written (`Some`) or dropped (`None`), by key.
+    pub fn apply_deploys(&mut self, changes: Vec<(Vec<u8>, Option<Deployment>)>) {
+        for (key, record) in changes {
+            match record {
+                Some(record) => self.deploys.insert(key, DeployFigure::from(&record)),
+                None => self.deploys.remove(&key),
+            };
+        }
     }
 }
 
@@ -130,30 +208,45 @@ fn capped(index: usize, name: &str, max_services: usize) -> &str {
     if index < max_services { name } else { OTHER }
 }
 
+fn instance_series(
+    service: &str,
+    (color, health): Kind,
+    n: u64,
+) -> (Vec<(&'static str, String)>, f64) {
+    let labels = vec![
+        ("service", service.to_string()),
+        ("color", color.to_string()),
+        ("health", health.to_string()),
+    ];
+    (labels, n as f64)
+}
+
 pub(super) type Series = Vec<(Vec<(&'static str, String)>, f64)>;
 
 impl CatalogFigures {
     fn instances(&self, max_services: usize) -> Series {
-        let mut counts: BTreeMap<(String, &'static str, &'static str), f64> = BTreeMap::new();
+        let mut series = Series::new();
+        let mut other: BTreeMap<Kind, u64> = BTreeMap::new();
         for (index, (name, state)) in self.services.iter().enumerate() {
-            let service = capped(index, name, max_services);
-            for (color, health) in state.instances.values() {
-                *counts
-                    .entry((service.to_string(), color_name(*color), health.as_str()))
-                    .or_default() += 1.0;
+            if index >= max_services {
+                for (kind, n) in &state.counts {
+                    *other.entry(*kind).or_default() += n;
+                }
+                continue;
             }
+            series.extend(
+                state
+                    .counts
+                    .iter()
+                    .map(|(kind, n)| instance_series(name, *kind, *n)),
+            );
         }
-        counts
-            .into_iter()
-            .map(|((service, color, health), n)| {
-                let labels = vec![
-                    ("service", service),
-                    ("color", color.to_string()),
-                    ("health", health.to_string()),
-                ];
-                (labels, n)
-            })
-            .collect()
+        series.extend(
+            other
+                .into_iter()
+                .map(|(kind, n)| instance_series(OTHER, kind, n)),
+        );
+        series
     }
 
     fn live_colors(&self, max_services: usize) -> Series {
@@ -205,20 +298,17 @@ impl CatalogFigures {
             .collect();
         let mut counts: BTreeMap<(String, &'static str), f64> = BTreeMap::new();
         let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
-        for deployment in &self.stats.deployments {
+        for figure in self.deploys.values() {
             let index = names
-                .get(deployment.service.as_str())
+                .get(figure.service.as_str())
                 .copied()
                 .unwrap_or(usize::MAX);
-            let service = capped(index, &deployment.service, max_services).to_string();
+            let service = capped(index, &figure.service, max_services).to_string();
             *counts
-                .entry((service.clone(), deployment.outcome.as_str()))
+                .entry((service.clone(), figure.outcome.as_str()))
                 .or_default() += 1.0;
-            if !matches!(deployment.outcome, Outcome::InProgress | Outcome::Paused) {
-                let took = deployment
-                    .ended_at_ms
-                    .saturating_sub(deployment.started_at_ms);
-                *seconds.entry(service).or_default() += took as f64 / 1000.0;
+            if let Some(took) = figure.seconds {
+                *seconds.entry(service).or_default() += took;
             }
         }
         let counts = counts
@@ -353,7 +443,6 @@ impl Collector for CatalogCollector {
 mod tests {
     use super::*;
     use prometheus_client::registry::Registry;
-    use switchyard_model::Deployment;
 
     fn service(name: &str, live: Option<Color>, instances: &[(&str, Color, Health)]) -> Service {
         let mut service = Service::new(name.to_string());
@@ -455,10 +544,7 @@ mod tests {
             outcome: Outcome::Promoted,
             ..Deployment::default()
         };
-        figures.set_stats(CatalogStats {
-            deployments: vec![record],
-            ..CatalogStats::default()
-        });
+        figures.load_deploys(&[(b"x/dp/c/1".to_vec(), record)]);
         let text = render(figures, 1);
         assert!(
             text.contains(
@@ -477,6 +563,45 @@ mod tests {
             text.contains("switchyard_deploys_total{service=\"_other\",outcome=\"promoted\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn deploys_follow_each_write_and_drop_of_a_record() {
+        let mut figures = CatalogFigures::default();
+        figures.apply(&WatchEvent::Snapshot {
+            revision: 1,
+            services: vec![service("web", None, &[])],
+            complete: true,
+        });
+        let record = |id: &str, outcome, ended_at_ms| Deployment {
+            id: id.into(),
+            service: "web".into(),
+            outcome,
+            started_at_ms: 1_000,
+            ended_at_ms,
+            ..Deployment::default()
+        };
+        let key = |id: &str| format!("x/dp/web/{id}").into_bytes();
+        figures.load_deploys(&[(key("a"), record("a", Outcome::Promoted, 3_000))]);
+        figures.apply_deploys(vec![(key("b"), Some(record("b", Outcome::InProgress, 0)))]);
+        figures.apply_deploys(vec![(
+            key("b"),
+            Some(record("b", Outcome::RolledBack, 1_500)),
+        )]);
+        let text = render(figures, 1000);
+        for line in [
+            "switchyard_deploys_total{service=\"web\",outcome=\"promoted\"} 1",
+            "switchyard_deploys_total{service=\"web\",outcome=\"rolled_back\"} 1",
+            "switchyard_deploy_duration_seconds_total{service=\"web\"} 2.5",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("in_progress"), "{text}");
+
+        let mut figures = CatalogFigures::default();
+        figures.load_deploys(&[(key("a"), record("a", Outcome::Promoted, 3_000))]);
+        figures.apply_deploys(vec![(key("a"), None)]);
+        assert!(!render(figures, 1000).contains("outcome="));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::catalog::{Catalog, WatchBuffer};
 use catalog::{CatalogCollector, CatalogFigures};
 pub use grpc::{GrpcLayer, GrpcMetrics};
 
-/// How often sessions, locks, proxies and deployment records are read.
+/// How often sessions, locks and proxies are read.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 /// Per-service series, at most, by default (`--metrics-max-services`).
 pub const DEFAULT_MAX_SERVICES: usize = 1000;
@@ -61,7 +61,50 @@ impl RegistryMetrics {
             Arc::clone(&self.figures),
             stop.clone(),
         ));
+        tokio::spawn(follow_deploys(
+            catalog.clone(),
+            Arc::clone(&self.figures),
+            stop.clone(),
+        ));
         tokio::spawn(sample(catalog, Arc::clone(&self.figures), stop));
+    }
+}
+
+/// Keeps the deploy figures from the deployment records: read once, then
+/// followed write by write (a record is read again only when it changes);
+/// after an error, read again.
+async fn follow_deploys(
+    catalog: Catalog,
+    figures: Arc<Mutex<CatalogFigures>>,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let followed = async {
+            let (revision, records) = catalog.deployment_records().await?;
+            if let Ok(mut figures) = figures.lock() {
+                figures.load_deploys(&records);
+            }
+            drop(records);
+            let changes = catalog.deployment_changes(revision).await?;
+            let mut changes = std::pin::pin!(changes);
+            while let Some(item) = changes.next().await {
+                let (_, changed) = item?;
+                if let Ok(mut figures) = figures.lock() {
+                    figures.apply_deploys(changed);
+                }
+            }
+            Ok::<(), crate::catalog::CatalogError>(())
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            result = followed => if let Err(error) = result {
+                tracing::warn!(%error, "metrics cannot follow the deployment records; reading them again");
+            },
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 
