@@ -8,6 +8,7 @@ mod agent;
 mod deploy;
 mod etcd;
 mod registry;
+mod scrape;
 mod stats;
 
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ pub enum Workload {
     Security,
     /// Deploys, flips and rollbacks through `cdctl` and nginx proxies.
     Deploy,
+    /// Scrapes of a registry of many services, and what they cost.
+    Scrape,
 }
 
 /// Workload sizes for one scale.
@@ -55,6 +58,10 @@ pub struct Sizes {
     pub deploys: usize,
     /// Replicas of the larger deploy.
     pub replicas: u32,
+    /// Services the scraped registry holds (`loaded` instances among them).
+    pub services: usize,
+    /// Scrapes timed, one after the other.
+    pub scrapes: usize,
 }
 
 impl Scale {
@@ -70,6 +77,8 @@ impl Scale {
                 containers: 3,
                 deploys: 1,
                 replicas: 2,
+                services: 20,
+                scrapes: 5,
             },
             Scale::Full => Sizes {
                 clients: 64,
@@ -81,6 +90,8 @@ impl Scale {
                 containers: 50,
                 deploys: 10,
                 replicas: 10,
+                services: 1_000,
+                scrapes: 50,
             },
         }
     }
@@ -130,6 +141,12 @@ struct Args {
     deploy_registry: Option<String>,
     #[arg(long)]
     deploy_label: Option<String>,
+    /// A registry of its own for the scrape rows, and its metrics address
+    /// (`host:port`).
+    #[arg(long, requires = "scrape_metrics")]
+    scrape_registry: Option<String>,
+    #[arg(long)]
+    scrape_metrics: Option<String>,
     /// A registry with --auth (plaintext) and its admin token: adds the
     /// rows that price checking a credential.
     #[arg(long, requires = "auth_token_file")]
@@ -239,6 +256,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ours,
             theirs,
         ));
+    }
+
+    if let (true, Some(url), Some(metrics)) = (
+        args.runs(Workload::Scrape),
+        &args.scrape_registry,
+        &args.scrape_metrics,
+    ) {
+        eprintln!(
+            "scrape: {} services, {} instances, {} scrapes; throughput with a scrape a second",
+            sizes.services, sizes.loaded, sizes.scrapes
+        );
+        let (anchored, single) = scrape::rows(&target(url), metrics, &args.etcd, sizes).await?;
+        rows.extend(anchored);
+        single_rows.extend(single);
     }
 
     single_rows.extend(agent_rows(&args, &plain, sizes).await?);

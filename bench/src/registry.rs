@@ -15,7 +15,7 @@ use switchyard_model::{Color, Health, Instance};
 use crate::Sizes;
 use crate::stats::{Samples, ack_to_receipt, concurrently};
 
-fn instance(service: &str, id: &str, n: usize, session: Option<u64>) -> Instance {
+pub fn instance(service: &str, id: &str, n: usize, session: Option<u64>) -> Instance {
     Instance {
         id: id.to_string(),
         service: service.to_string(),
@@ -47,17 +47,25 @@ impl Target {
 }
 
 pub async fn writes(target: &Target, sizes: Sizes) -> anyhow::Result<Samples> {
+    writes_tagged(target, sizes, "").await
+}
+
+/// [`writes`] with `tag` in every session's node and instance id, so the
+/// workload can run again on the same registry.
+pub async fn writes_tagged(target: &Target, sizes: Sizes, tag: &str) -> anyhow::Result<Samples> {
     let target = target.clone();
+    let tag = tag.to_string();
     concurrently(sizes.clients, sizes.writes, move |client, share| {
         let target = target.clone();
+        let tag = tag.clone();
         async move {
             let registry = target.client()?;
             let (session, _) = registry
-                .open_session(&format!("bench-{client}"), 600)
+                .open_session(&format!("bench-{tag}{client}"), 600)
                 .await?;
             let mut latencies = Vec::with_capacity(share);
             for n in 0..share {
-                let one = instance("bench-w", &format!("w{client}-{n}"), n, Some(session));
+                let one = instance("bench-w", &format!("w{tag}{client}-{n}"), n, Some(session));
                 let started = Instant::now();
                 registry.register(&one, Some(session)).await?;
                 latencies.push(started.elapsed());

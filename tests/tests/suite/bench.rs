@@ -53,6 +53,11 @@ fn the_benchmark_runs_and_writes_its_results() {
         "rollback_1_nginx_p50",
         "nginx_reload_p50",
         "flip_to_5_nginx_vs_reload",
+        "scrape_20_services_p50",
+        "scrape_20_services_p99",
+        "scrape_20_services_bytes",
+        "reads_scraped_cost",
+        "writes_scraped_cost",
     ] {
         assert!(
             names.contains(&expected),
@@ -61,12 +66,15 @@ fn the_benchmark_runs_and_writes_its_results() {
     }
     for row in results {
         let name = row["name"].as_str().unwrap_or_default();
-        // Rows without an etcd counterpart: the agent's, security's, and
-        // delivery's (whose anchor is nginx's own reload).
+        // Rows without an etcd counterpart: the agent's, security's,
+        // delivery's (whose anchor is nginx's own reload), the scrape's size
+        // and costs.
         let single = ["agent_", "deploy_", "flip_", "rollback_", "nginx_"]
             .iter()
             .any(|prefix| name.starts_with(prefix))
-            || name.contains("_auth");
+            || name.contains("_auth")
+            || name.contains("_scraped_")
+            || (name.starts_with("scrape_") && name.ends_with("_bytes"));
         let fields: &[&str] = if single {
             &["switchyard"]
         } else {

@@ -144,7 +144,8 @@ async fn prometheus_sees_a_blue_green_deploy() {
     )
     .expect("template");
     let listen = proxy_metrics.to_string();
-    let _template = Background::spawn(template_command(
+    let template_log = dir.path().join("template.log");
+    let mut command = template_command(
         &url,
         &template,
         &dir.path().join("out"),
@@ -156,7 +157,15 @@ async fn prometheus_sees_a_blue_green_deploy() {
             "--metrics-listen",
             &listen,
         ],
-    ));
+    );
+    command
+        .env("CDCTL_LOG", "cdctl=info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&template_log).expect("template log"));
+    let _template = Background {
+        child: command.spawn().expect("cdctl template"),
+    };
     let prometheus = Prometheus::start(
         dir.path(),
         &[
@@ -221,6 +230,32 @@ async fn prometheus_sees_a_blue_green_deploy() {
     );
     prometheus.until(&failed, |v| v == 1.0).await;
     prometheus.until(&live, |v| v == 1.0).await;
+
+    // Logs carry their context as span fields: the agent's sync its node,
+    // the template's render its proxy and revision.
+    let registered = agent
+        .log
+        .lock()
+        .expect("log")
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["fields"]["message"] == "registered")
+        .expect("the agent logged a registration");
+    assert_eq!(registered["span"]["name"], "sync", "{registered}");
+    assert!(
+        registered["span"]["node"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty()),
+        "{registered}"
+    );
+    let rendered = std::fs::read_to_string(&template_log).expect("template log");
+    assert!(
+        rendered
+            .lines()
+            .any(|line| line.contains("render{proxy=prom-edge revision=")
+                && line.contains("configuration replaced")),
+        "{rendered}"
+    );
 
     // Every metric the shipped dashboard queries exists.
     for name in dashboard_metrics() {
