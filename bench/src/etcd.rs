@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, GetOptions, PutOptions, Txn, TxnOp};
 
 use crate::Sizes;
-use crate::stats::{Samples, ack_to_receipt, concurrently};
+use crate::stats::{FanOut, Samples, concurrently, sent_to_receipt};
 
 /// The size of the registry's stored instance record (binary, about 70
 /// bytes for the bench's instances: see the registry's `catalog::record`).
@@ -69,7 +69,7 @@ pub async fn reads(url: &str, sizes: Sizes) -> anyhow::Result<Samples> {
     .await
 }
 
-pub async fn fan_out(url: &str, sizes: Sizes) -> anyhow::Result<Samples> {
+pub async fn fan_out(url: &str, sizes: Sizes) -> anyhow::Result<FanOut> {
     let mut writer = Client::connect([url], None).await?;
     writer.put("/bench/f", "blue", None).await?;
     let ready = Arc::new(AtomicUsize::new(0));
@@ -107,14 +107,15 @@ pub async fn fan_out(url: &str, sizes: Sizes) -> anyhow::Result<Samples> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let started = Instant::now();
-    let mut acked: HashMap<u64, Instant> = HashMap::new();
+    let mut sent: HashMap<u64, Instant> = HashMap::new();
     for flip in 0..sizes.flips {
         let color = if flip % 2 == 0 { "green" } else { "blue" };
+        let sent_at = Instant::now();
         let response = writer.put("/bench/f", color, None).await?;
         let revision = response.header().map_or(0, |h| h.revision());
-        acked.insert(u64::try_from(revision).unwrap_or(0), Instant::now());
+        sent.insert(u64::try_from(revision).unwrap_or(0), sent_at);
     }
-    ack_to_receipt(watchers, &acked, started).await
+    sent_to_receipt(watchers, &sent, started).await
 }
 
 /// Loads `count` records in transactions of 100 puts.

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod ceiling;
 mod deploy;
 mod etcd;
 mod registry;
@@ -226,6 +227,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let ours = registry::reads(&plain, sizes).await?;
         let theirs = etcd::reads(&args.etcd, sizes).await?;
         rows.extend(stats::throughput_rows("reads", &ours, &theirs));
+        let ceiling = ceiling::reads(&args.registry, sizes).await?.throughput();
+        single_rows.push(("reads_ceiling".into(), "ops/s", ceiling));
+        single_rows.push((
+            "reads_of_ceiling".into(),
+            "%",
+            100.0 * ours.throughput() / ceiling.max(1e-9),
+        ));
         if args.runs(Workload::Security) {
             single_rows.extend(security_rows(&args, "reads", &ours, sizes).await?);
         }
@@ -238,7 +246,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
         let ours = registry::fan_out(&plain, sizes).await?;
         let theirs = etcd::fan_out(&args.etcd, sizes).await?;
-        rows.extend(stats::latency_rows("watch", &ours, &theirs));
+        rows.extend(stats::latency_rows("watch", &ours.each, &theirs.each));
+        rows.extend(stats::percentile_rows(
+            "watch_last",
+            &ours.last,
+            &theirs.last,
+            &[("p50", 50.0), ("p99", 99.0)],
+        ));
+        rows.extend(stats::percentile_rows(
+            "watch_spread",
+            &ours.spread,
+            &theirs.spread,
+            &[("p99", 99.0)],
+        ));
+        let ceiling = ceiling::fan_out(sizes).await?;
+        let p99 = ceiling.each.percentile_ms(99.0);
+        single_rows.push(("watch_ceiling_p99".into(), "ms", p99));
+        single_rows.push((
+            "watch_p99_vs_ceiling".into(),
+            "x",
+            ours.each.percentile_ms(99.0) / p99.max(0.01),
+        ));
     }
 
     if args.runs(Workload::Memory) {

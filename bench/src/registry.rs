@@ -13,7 +13,7 @@ use switchyard_model::watch::{Change, WatchEvent};
 use switchyard_model::{Color, Health, Instance};
 
 use crate::Sizes;
-use crate::stats::{Samples, ack_to_receipt, concurrently};
+use crate::stats::{FanOut, Samples, concurrently, sent_to_receipt};
 
 pub fn instance(service: &str, id: &str, n: usize, session: Option<u64>) -> Instance {
     Instance {
@@ -102,8 +102,8 @@ pub async fn reads(target: &Target, sizes: Sizes) -> anyhow::Result<Samples> {
 }
 
 /// Flips the color `flips` times while `watchers` watch the service; the
-/// latency is from each flip's acknowledgement to each watcher's receipt.
-pub async fn fan_out(target: &Target, sizes: Sizes) -> anyhow::Result<Samples> {
+/// latency is from each flip being sent to each watcher's receipt.
+pub async fn fan_out(target: &Target, sizes: Sizes) -> anyhow::Result<FanOut> {
     let registry = target.client()?;
     registry
         .register(&instance("bench-f", "f0", 0, None), None)
@@ -147,17 +147,18 @@ pub async fn fan_out(target: &Target, sizes: Sizes) -> anyhow::Result<Samples> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let started = Instant::now();
-    let mut acked: HashMap<u64, Instant> = HashMap::new();
+    let mut sent: HashMap<u64, Instant> = HashMap::new();
     let mut current = None;
     for _ in 0..sizes.flips {
         let next = Color::next(current);
+        let sent_at = Instant::now();
         let revision = registry
             .set_active_color("bench-f", Some(next), current, 0)
             .await?;
-        acked.insert(revision, Instant::now());
+        sent.insert(revision, sent_at);
         current = Some(next);
     }
-    ack_to_receipt(watchers, &acked, started).await
+    sent_to_receipt(watchers, &sent, started).await
 }
 
 /// Loads `count` instances (1000 per node, by SyncNode) for the memory figure.

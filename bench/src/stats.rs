@@ -85,7 +85,7 @@ pub fn latency_rows(name: &str, ours: &Samples, theirs: &Samples) -> Vec<Row> {
     percentile_rows(name, ours, theirs, &points)
 }
 
-fn percentile_rows(
+pub fn percentile_rows(
     name: &str,
     ours: &Samples,
     theirs: &Samples,
@@ -146,24 +146,54 @@ where
 /// What one watcher received: (revision, when).
 pub type Receipts = Vec<(u64, std::time::Instant)>;
 
-/// Latencies from each write's acknowledgement (`acked`, by revision) to each
-/// watcher's receipt of it; a receipt before the acknowledgement counts as 0.
-pub async fn ack_to_receipt(
+/// A fan-out as a user sees it: from each write being **sent** to each
+/// watcher's receipt, to the last watcher's receipt of each write, and the
+/// spread between the first and the last watcher of each write.
+pub struct FanOut {
+    pub each: Samples,
+    pub last: Samples,
+    pub spread: Samples,
+}
+
+/// Times every watcher's receipts against the moment each write (by the
+/// revision it got) was sent.
+pub async fn sent_to_receipt(
     watchers: Vec<tokio::task::JoinHandle<anyhow::Result<Receipts>>>,
-    acked: &std::collections::HashMap<u64, std::time::Instant>,
+    sent: &std::collections::HashMap<u64, std::time::Instant>,
     started: std::time::Instant,
-) -> anyhow::Result<Samples> {
-    let mut latencies = Vec::new();
+) -> anyhow::Result<FanOut> {
+    use std::collections::HashMap;
+    use std::time::Instant;
+    let mut each = Vec::new();
+    let mut by_write: HashMap<u64, (Instant, Instant)> = HashMap::new();
     for watcher in watchers {
         let received = tokio::time::timeout(Duration::from_secs(120), watcher).await???;
         for (revision, at) in received {
-            if let Some(ack) = acked.get(&revision) {
-                latencies.push(at.saturating_duration_since(*ack));
-            }
+            let Some(sent_at) = sent.get(&revision) else {
+                continue;
+            };
+            each.push(at.saturating_duration_since(*sent_at));
+            let (first, last) = by_write.entry(revision).or_insert((at, at));
+            *first = (*first).min(at);
+            *last = (*last).max(at);
         }
     }
-    Ok(Samples {
-        latencies,
-        elapsed: started.elapsed(),
+    let elapsed = started.elapsed();
+    let last = by_write
+        .iter()
+        .filter_map(|(revision, (_, last))| {
+            sent.get(revision)
+                .map(|s| last.saturating_duration_since(*s))
+        })
+        .collect();
+    let spread = by_write
+        .values()
+        .map(|(first, last)| last.saturating_duration_since(*first))
+        .collect();
+    let samples = |latencies| Samples { latencies, elapsed };
+    Ok(FanOut {
+        each: samples(each),
+        last: samples(last),
+        spread: samples(spread),
     })
 }

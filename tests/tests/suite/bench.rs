@@ -26,6 +26,9 @@ fn the_benchmark_runs_and_writes_its_results() {
         "reads_p99",
         "watch_p99",
         "watch_max",
+        "watch_last_p50",
+        "watch_last_p99",
+        "watch_spread_p99",
     ] {
         assert!(
             names.contains(&expected),
@@ -53,6 +56,10 @@ fn the_benchmark_runs_and_writes_its_results() {
         "rollback_1_nginx_p50",
         "nginx_reload_p50",
         "flip_to_5_nginx_vs_reload",
+        "reads_ceiling",
+        "reads_of_ceiling",
+        "watch_ceiling_p99",
+        "watch_p99_vs_ceiling",
         "scrape_20_services_p50",
         "scrape_20_services_p99",
         "scrape_20_services_bytes",
@@ -74,6 +81,7 @@ fn the_benchmark_runs_and_writes_its_results() {
             .any(|prefix| name.starts_with(prefix))
             || name.contains("_auth")
             || name.contains("_scraped_")
+            || name.contains("ceiling")
             || (name.starts_with("scrape_") && name.ends_with("_bytes"));
         let fields: &[&str] = if single {
             &["switchyard"]
