@@ -336,6 +336,16 @@ async fn agent_rows(
             "ms",
             visible.percentile_ms(99.0),
         ),
+        (
+            "agent_event_to_visible_p50".into(),
+            "ms",
+            figures.event_to_visible.percentile_ms(50.0),
+        ),
+        (
+            "agent_event_to_visible_p99".into(),
+            "ms",
+            figures.event_to_visible.percentile_ms(99.0),
+        ),
         ("agent_idle_rss".into(), "MiB", figures.idle_rss_mib),
         ("agent_idle_cpu".into(), "%", figures.idle_cpu_percent),
     ])

@@ -41,6 +41,7 @@ fn the_benchmark_runs_and_writes_its_results() {
     );
     for expected in [
         "agent_start_to_visible_p99",
+        "agent_event_to_visible_p50",
         "agent_idle_rss",
         "agent_idle_cpu",
         "writes_auth",
