@@ -127,35 +127,59 @@ async fn scrape_every_second(address: String, stop: CancellationToken) -> anyhow
     }
 }
 
-/// Reads and writes on `target`, unscraped, then with a scrape a second,
-/// then unscraped again (the two quiet runs bracket the drift of the
-/// machine): answers (quiet, scraped) throughput for reads and writes.
+/// Reads, then writes, on `target`, one round; `scraped`: with a scrape a
+/// second meanwhile. Answers their throughputs.
+async fn round(
+    target: &Target,
+    metrics: &str,
+    sizes: Sizes,
+    scraped: bool,
+    tag: &str,
+) -> anyhow::Result<(f64, f64)> {
+    let stop = CancellationToken::new();
+    let scraping =
+        scraped.then(|| tokio::spawn(scrape_every_second(metrics.to_string(), stop.clone())));
+    let reads = registry::reads(target, sizes).await?.throughput();
+    let writes = registry::writes_tagged(target, sizes, tag)
+        .await?
+        .throughput();
+    stop.cancel();
+    if let Some(scraping) = scraping {
+        anyhow::ensure!(
+            scraping.await?? > 0,
+            "no scrape happened during a scraped round"
+        );
+    }
+    Ok((reads, writes))
+}
+
+/// Read and write throughput unscraped and with a scrape a second, in the
+/// order quiet, scraped, scraped, quiet (so a steady drift of the machine
+/// cancels out): answers (quiet, scraped) means for reads and for writes.
 pub async fn throughput_under_scrape(
     target: &Target,
     metrics: &str,
     sizes: Sizes,
 ) -> anyhow::Result<[(f64, f64); 2]> {
-    let quiet_reads = registry::reads(target, sizes).await?.throughput();
-    let quiet_writes = registry::writes_tagged(target, sizes, "q")
-        .await?
-        .throughput();
-    let stop = CancellationToken::new();
-    let scraping = tokio::spawn(scrape_every_second(metrics.to_string(), stop.clone()));
-    let scraped_reads = registry::reads(target, sizes).await?.throughput();
-    let scraped_writes = registry::writes_tagged(target, sizes, "s")
-        .await?
-        .throughput();
-    stop.cancel();
-    let scrapes = scraping.await??;
-    anyhow::ensure!(scrapes > 0, "no scrape happened during the scraped runs");
-    let again_reads = registry::reads(target, sizes).await?.throughput();
-    let again_writes = registry::writes_tagged(target, sizes, "a")
-        .await?
-        .throughput();
-    Ok([
-        ((quiet_reads + again_reads) / 2.0, scraped_reads),
-        ((quiet_writes + again_writes) / 2.0, scraped_writes),
-    ])
+    let half = Sizes {
+        reads: sizes.reads / 2,
+        writes: sizes.writes / 2,
+        ..sizes
+    };
+    let mut quiet = (0.0, 0.0);
+    let mut scraped = (0.0, 0.0);
+    for (index, with_scrapes) in [false, true, true, false].into_iter().enumerate() {
+        let (reads, writes) =
+            round(target, metrics, half, with_scrapes, &format!("r{index}-")).await?;
+        let sum = if with_scrapes {
+            &mut scraped
+        } else {
+            &mut quiet
+        };
+        sum.0 += reads / 2.0;
+        sum.1 += writes / 2.0;
+    }
+    Ok([(quiet.0, scraped.0), (quiet.1, scraped.1)])
 }
 
 /// Rows with an anchor (etcd's own `/metrics`), and rows without.

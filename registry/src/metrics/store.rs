@@ -151,6 +151,13 @@ impl Collector for StoreCollector {
             MetricType::Gauge,
             &vec![(vec![("backend", self.stats.backend.to_string())], 1.0)],
         )?;
+        scalar(
+            &mut encoder,
+            "switchyard_store_revision",
+            "The store's revision (every write counts; on etcd, the last this registry saw)",
+            MetricType::Gauge,
+            StoreStats::get(&self.stats.revision),
+        )?;
         match self.stats.backend {
             "etcd" => self.encode_etcd(&mut encoder)?,
             _ => self.encode_sled(&mut encoder)?,
@@ -185,6 +192,8 @@ mod tests {
             .observe_duration(Duration::from_millis(2));
         stats.commit_group_size.observe_size(3);
         StoreStats::set(&stats.live_keys, 42);
+        StoreStats::raise(&stats.revision, 9);
+        StoreStats::raise(&stats.revision, 7);
         let watches = WatchCounters::default();
         watches.reset(ResetReason::SlowConsumer);
         watches.reset(ResetReason::SlowConsumer);
@@ -197,6 +206,7 @@ mod tests {
             "switchyard_store_fsync_duration_seconds_count 1",
             "switchyard_store_commit_group_requests_bucket{le=\"4.0\"} 1",
             "switchyard_store_keys 42",
+            "switchyard_store_revision 9",
             "switchyard_watch_resets_total{reason=\"slow_consumer\"} 2",
             "switchyard_watch_resets_total{reason=\"compacted\"} 0",
             "switchyard_watchers 0",

@@ -241,6 +241,7 @@ impl Store for EtcdStore {
             .request_seconds
             .observe_duration(started.elapsed());
         let revision = response.header().map_or(0, |h| to_u64(h.revision()));
+        super::stats::StoreStats::raise(&self.stats.revision, revision);
         let results = response
             .op_responses()
             .into_iter()

@@ -309,6 +309,7 @@ impl SledStore {
             sized_at: Mutex::new(None),
         });
         StoreStats::set(&shared.stats.live_keys, state_keys);
+        StoreStats::set(&shared.stats.revision, state_revision);
         let (sender, receiver) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
         let interval = config.lease_check_interval;

@@ -107,6 +107,9 @@ impl AtomicHistogram {
 pub struct StoreStats {
     /// `sled` or `etcd`: which figures mean something.
     pub backend: &'static str,
+    /// The store's revision: every write counts, proxy reports and
+    /// deployment records included (etcd: the last one this registry saw).
+    pub revision: AtomicU64,
     pub fsync_seconds: AtomicHistogram,
     pub commit_group_size: AtomicHistogram,
     pub snapshot_seconds: AtomicHistogram,
@@ -124,6 +127,7 @@ impl StoreStats {
     pub fn new(backend: &'static str) -> Self {
         StoreStats {
             backend,
+            revision: AtomicU64::new(0),
             fsync_seconds: AtomicHistogram::seconds(),
             commit_group_size: AtomicHistogram::sizes(GROUP_BUCKETS),
             snapshot_seconds: AtomicHistogram::seconds(),
@@ -142,6 +146,12 @@ impl StoreStats {
 
     pub fn set(gauge: &AtomicU64, value: u64) {
         gauge.store(value, Ordering::Relaxed);
+    }
+
+    /// Raises `gauge` to `value` (answers from several tasks may arrive
+    /// out of order).
+    pub fn raise(gauge: &AtomicU64, value: u64) {
+        gauge.fetch_max(value, Ordering::Relaxed);
     }
 
     pub fn get(figure: &AtomicU64) -> u64 {

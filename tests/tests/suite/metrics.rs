@@ -215,6 +215,7 @@ async fn prometheus_sees_a_blue_green_deploy() {
         ("switchyard_store_fsync_duration_seconds_count", 1.0),
         ("switchyard_store_commit_group_requests_count", 1.0),
         ("switchyard_store_keys", 1.0),
+        ("switchyard_store_revision", 2.0),
         ("switchyard_store_size_bytes", 1.0),
         ("switchyard_watchers", 2.0),
         ("switchyard_store_backend{backend=\"sled\"}", 1.0),

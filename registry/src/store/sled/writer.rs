@@ -517,6 +517,7 @@ fn publish(shared: &Shared, overlay: Overlay, revision: u64, written: Written) {
         state.leases.remove(id);
     }
     state.revision = revision.max(state.revision);
+    StoreStats::set(&shared.stats.revision, state.revision);
     state.compacted = written.compacted;
     state.history_since_snapshot += written.history_bytes;
     StoreStats::set(&shared.stats.live_keys, state.kv.len() as u64);
