@@ -4,6 +4,7 @@
 mod backup;
 mod follow;
 mod read;
+mod resume;
 mod tokens;
 mod watch;
 mod write;

@@ -8,6 +8,7 @@
 pub mod backup;
 mod errors;
 mod guard;
+mod streams;
 mod tokens;
 
 pub use errors::status_of;
@@ -299,15 +300,9 @@ impl v1::registry_server::Registry for RegistryApi {
                 self.shutdown.clone(),
             )
             .map_err(status_of)?;
-        // The permit lives as long as the stream: tonic drops the stream
-        // when the client goes away.
-        let stream = stream.map(move |event| {
-            let _held = &permit;
-            event
-                .map(|event| wire::watch_event_to_wire(&event))
-                .map_err(status_of)
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(streams::held(stream, permit, |event| {
+            wire::watch_event_to_wire(&event)
+        })))
     }
 
     async fn next_color(
@@ -499,15 +494,14 @@ impl v1::registry_server::Registry for RegistryApi {
         self.check(&request, Action::Read)?;
         let permit = self.watch_permit()?;
         let stream = self.catalog.watch_proxies(self.shutdown.clone());
-        let stream = stream.map(move |reports| {
-            let _held = &permit;
-            let (proxies, now_ms) = reports.map_err(status_of)?;
-            Ok(v1::WatchProxiesResponse {
+        Ok(Response::new(streams::held(
+            stream,
+            permit,
+            |(proxies, now_ms)| v1::WatchProxiesResponse {
                 proxies: proxies.iter().map(wire::proxy_to_wire).collect(),
                 now_ms,
-            })
-        });
-        Ok(Response::new(Box::pin(stream)))
+            },
+        )))
     }
 
     async fn list_deployments(
@@ -549,15 +543,14 @@ impl v1::registry_server::Registry for RegistryApi {
                 self.shutdown.clone(),
             )
             .map_err(status_of)?;
-        let stream = stream.map(move |written| {
-            let _held = &permit;
-            let (revision, deployments) = written.map_err(status_of)?;
-            Ok(v1::WatchDeploymentsResponse {
+        Ok(Response::new(streams::held(
+            stream,
+            permit,
+            |(revision, deployments)| v1::WatchDeploymentsResponse {
                 revision,
                 deployments: deployments.iter().map(wire::deployment_to_wire).collect(),
-            })
-        });
-        Ok(Response::new(Box::pin(stream)))
+            },
+        )))
     }
 
     type SaveSnapshotStream = BoxStream<v1::SnapshotChunk>;
@@ -569,12 +562,7 @@ impl v1::registry_server::Registry for RegistryApi {
         self.check(&request, Action::Admin)?;
         let (revision, entries) = self.catalog.backup().await.map_err(status_of)?;
         tracing::info!(revision, keys = entries.len(), "backup taken");
-        let taken_at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| {
-                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-            });
-        let parts = backup::parts(revision, taken_at_ms, entries);
+        let parts = backup::parts(revision, backup::now_ms(), entries);
         Ok(Response::new(Box::pin(futures::stream::iter(
             parts.into_iter().map(Ok),
         ))))

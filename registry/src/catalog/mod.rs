@@ -186,16 +186,6 @@ impl Catalog {
         }
     }
 
-    /// Watch streams open and their resets.
-    pub fn watch_counters(&self) -> Arc<watch::WatchCounters> {
-        Arc::clone(&self.watches)
-    }
-
-    /// What the store measures about itself.
-    pub fn store_stats(&self) -> Arc<crate::store::stats::StoreStats> {
-        self.store.stats()
-    }
-
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }

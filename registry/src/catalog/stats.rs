@@ -20,6 +20,16 @@ pub struct CatalogStats {
 }
 
 impl Catalog {
+    /// Watch streams open and their resets.
+    pub fn watch_counters(&self) -> std::sync::Arc<super::watch::WatchCounters> {
+        std::sync::Arc::clone(&self.watches)
+    }
+
+    /// What the store measures about itself.
+    pub fn store_stats(&self) -> std::sync::Arc<crate::store::stats::StoreStats> {
+        self.store.stats()
+    }
+
     pub async fn stats(&self) -> Result<CatalogStats, CatalogError> {
         let ranges = [keys::SESSIONS, keys::LOCKS, keys::PROXIES];
         let (revision, results) = self
