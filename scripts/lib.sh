@@ -58,6 +58,8 @@ ensure_test_tools() {
   [ -x /bin/busybox ] || ensure_package busybox-static
   ensure_command nginx nginx-light
   ensure_command haproxy haproxy
+  # examples/haproxy-runtime/reload.sh talks to the master socket.
+  ensure_command socat socat
   ensure_command etcd etcd-server
   # The metrics tests scrape with a real Prometheus; promtool checks rules.
   ensure_command prometheus prometheus

@@ -264,6 +264,12 @@ pub struct TemplateArgs {
     /// Name this proxy reports under (default: proxy-HOSTNAME).
     #[arg(long, env = "SWITCHYARD_PROXY_ID")]
     pub proxy_id: Option<String>,
+    /// HAProxy's Runtime API socket (a stats socket at `level admin`, or the
+    /// master socket of `haproxy -W -S`): instance changes, flips and drains
+    /// are applied through it with no reload; the configuration is still
+    /// written, and reloaded only when the set of backends changes.
+    #[arg(long, value_name = "SOCKET")]
+    pub haproxy_runtime: Option<PathBuf>,
     /// How often the proxy reports even when nothing changes.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub report_interval: Duration,

@@ -329,6 +329,35 @@ pub struct ProxyStatus {
     pub healthy: bool,
     #[serde(default)]
     pub message: String,
+    /// Requests the proxy has in flight to each color of each service, as
+    /// of this report. A service it says nothing of: unknown (a proxy that
+    /// cannot count, such as nginx without its status module).
+    #[serde(default)]
+    pub connections: Vec<ColorConnections>,
+}
+
+/// One proxy's requests in flight to one color of one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColorConnections {
+    pub service: String,
+    pub color: Color,
+    pub connections: u64,
+}
+
+impl ProxyStatus {
+    /// What this proxy has in flight to `color` of `service`: `None` when
+    /// it does not count that service's connections.
+    pub fn connections_to(&self, service: &str, color: Color) -> Option<u64> {
+        let counted = self.connections.iter().filter(|c| c.service == service);
+        let mut counted = counted.peekable();
+        counted.peek()?;
+        Some(
+            counted
+                .filter(|c| c.color == color)
+                .map(|c| c.connections)
+                .sum(),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_SYNC_INSTANCES: usize = 4096;
 /// Longest instance id, node name, lock holder or deployment id.
 pub const MAX_ID_LEN: usize = 256;
+/// Color counts one proxy report may carry (two colors of 2,048 services).
+pub const MAX_PROXY_CONNECTIONS: usize = 4096;
 /// Most tags on one instance, and the longest tag.
 pub const MAX_TAGS: usize = 64;
 pub const MAX_TAG_LEN: usize = 256;

@@ -6,8 +6,8 @@
 
 use switchyard_model::auth::{Role, TokenInfo};
 use switchyard_model::{
-    Color, Deployment, Health, Instance, Outcome, ProxyStatus, Service, ServiceSummary, StepTiming,
-    ValidationError, validate,
+    Color, ColorConnections, Deployment, Health, Instance, Outcome, ProxyStatus, Service,
+    ServiceSummary, StepTiming, ValidationError, validate,
     watch::{Change, ResetReason, WatchEvent},
 };
 
@@ -238,12 +238,54 @@ pub fn proxy_to_wire(status: &ProxyStatus) -> v1::ProxyStatus {
         reported_at_ms: status.reported_at_ms,
         healthy: status.healthy,
         message: status.message.clone(),
+        connections: status
+            .connections
+            .iter()
+            .map(|c| v1::ColorConnections {
+                service: c.service.clone(),
+                color: color_to_wire(Some(c.color)),
+                connections: c.connections,
+            })
+            .collect(),
     }
+}
+
+fn connections_from_wire(
+    wire: Vec<v1::ColorConnections>,
+) -> Result<Vec<ColorConnections>, ValidationError> {
+    if wire.len() > validate::MAX_PROXY_CONNECTIONS {
+        return Err(ValidationError::new(
+            "status.connections",
+            format!(
+                "{} entries; the limit is {}",
+                wire.len(),
+                validate::MAX_PROXY_CONNECTIONS
+            ),
+        ));
+    }
+    wire.into_iter()
+        .map(|c| {
+            validate::identifier("status.connections.service", &c.service)?;
+            let color = color_from_wire("status.connections.color", c.color)?.ok_or_else(|| {
+                ValidationError::new(
+                    "status.connections.color",
+                    "must be COLOR_BLUE or COLOR_GREEN",
+                )
+            })?;
+            Ok(ColorConnections {
+                service: c.service,
+                color,
+                connections: c.connections,
+            })
+        })
+        .collect()
 }
 
 pub fn proxy_from_wire(wire: v1::ProxyStatus) -> Result<ProxyStatus, ValidationError> {
     validate::identifier("status.proxy_id", &wire.proxy_id)?;
+    let connections = connections_from_wire(wire.connections)?;
     Ok(ProxyStatus {
+        connections,
         proxy_id: wire.proxy_id,
         applied_revision: wire.applied_revision,
         reported_at_ms: wire.reported_at_ms,

@@ -10,8 +10,11 @@
 //! heartbeat), which `cdctl deploy` waits for.
 
 mod apply;
+mod haproxy;
 mod metrics;
+mod passes;
 pub mod render;
+mod runtime;
 
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -29,7 +32,15 @@ use tokio::time::Instant;
 use crate::args::TemplateArgs;
 use apply::{Applied, Commands, Output};
 use metrics::TemplateMetrics;
+use passes::HaproxyRuntime;
 use render::Templates;
+
+/// How often runtime mode reads the requests in flight per color between
+/// passes (reported only when they change).
+const CONNECTIONS_POLL: Duration = Duration::from_millis(250);
+
+/// How soon runtime mode tries a failed pass again.
+const RUNTIME_RETRY: Duration = Duration::from_secs(1);
 
 type Events = Pin<Box<dyn Stream<Item = Result<WatchEvent, ClientError>> + Send>>;
 
@@ -54,6 +65,8 @@ struct Proxy<'a> {
     healthy: bool,
     message: String,
     metrics: TemplateMetrics,
+    /// HAProxy's runtime mode (`--haproxy-runtime`).
+    runtime: Option<HaproxyRuntime>,
 }
 
 impl Proxy<'_> {
@@ -70,23 +83,13 @@ impl Proxy<'_> {
     }
 
     async fn render_all_in(&mut self, since: Option<Instant>) {
-        let (replaced, mut failures) = self.apply_outputs().await;
-        if !replaced.is_empty()
-            && let Some(reload) = &self.args.reload
-        {
-            let reloaded = apply::run(reload, None, self.view.revision).await;
-            self.metrics.reloaded(reloaded.is_ok());
-            if let Err(error) = reloaded {
-                tracing::error!("{error:#}; putting the last good configuration back");
-                failures.push(format!("reload: {error:#}"));
-                for index in replaced {
-                    self.outputs[index].revert();
-                }
-                if let Err(error) = apply::run(reload, None, self.applied_revision).await {
-                    tracing::error!("reloading the last good configuration failed too: {error:#}");
-                }
-            }
-        }
+        let failures = if self.runtime.is_some() {
+            self.runtime_pass().await
+        } else {
+            let (replaced, mut failures) = self.apply_outputs().await;
+            self.reload(replaced, &mut failures).await;
+            failures
+        };
         if failures.is_empty() {
             self.applied_revision = self.view.revision;
             self.healthy = true;
@@ -98,6 +101,29 @@ impl Proxy<'_> {
             self.message = failures.join("; ");
         }
         self.report().await;
+    }
+
+    /// Runs `--reload` once when outputs were `replaced`; when it fails,
+    /// puts the last good files back (and reloads them).
+    async fn reload(&mut self, replaced: Vec<usize>, failures: &mut Vec<String>) {
+        let Some(reload) = &self.args.reload else {
+            return;
+        };
+        if replaced.is_empty() {
+            return;
+        }
+        let reloaded = apply::run(reload, None, self.view.revision).await;
+        self.metrics.reloaded(reloaded.is_ok());
+        if let Err(error) = reloaded {
+            tracing::error!("{error:#}; putting the last good configuration back");
+            failures.push(format!("reload: {error:#}"));
+            for index in replaced {
+                self.outputs[index].revert();
+            }
+            if let Err(error) = apply::run(reload, None, self.applied_revision).await {
+                tracing::error!("reloading the last good configuration failed too: {error:#}");
+            }
+        }
     }
 
     /// Puts each output in place: the indexes of those replaced, and what
@@ -162,6 +188,11 @@ impl Proxy<'_> {
             reported_at_ms: 0,
             healthy: self.healthy,
             message: self.message.clone(),
+            connections: self
+                .runtime
+                .as_ref()
+                .map(|runtime| runtime.connections.clone())
+                .unwrap_or_default(),
         };
         if let Err(error) = self.client.report_proxy(&status).await {
             tracing::warn!(%error, "could not report the applied revision to the registry");
@@ -220,6 +251,7 @@ impl<'a> Proxy<'a> {
             healthy: false,
             message: String::new(),
             metrics,
+            runtime: args.haproxy_runtime.clone().map(HaproxyRuntime::new),
         })
     }
 }
@@ -281,6 +313,9 @@ pub async fn template(client: &RegistryClient, args: TemplateArgs) -> anyhow::Re
     let mut rendered_once = false;
     let mut heartbeat = tokio::time::interval(args.report_interval);
     heartbeat.tick().await;
+    let mut last_retry = Instant::now();
+    let mut connections_poll = tokio::time::interval(CONNECTIONS_POLL);
+    connections_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Listen for SIGTERM/SIGINT once, for the whole run: a signal that came
     // while a render ran must not be lost.
     let shutdown = switchyard_program::shutdown_signal();
@@ -329,6 +364,16 @@ pub async fn template(client: &RegistryClient, args: TemplateArgs) -> anyhow::Re
                         proxy.applied_revision = proxy.applied_revision.max(proxy.view.revision);
                     }
                     proxy.report().await;
+                }
+            }
+            _ = connections_poll.tick(), if proxy.runtime.is_some() && rendered_once => {
+                if proxy.healthy || first_change.is_some() {
+                    proxy.poll_connections().await;
+                } else if last_retry.elapsed() >= RUNTIME_RETRY {
+                    // HAProxy was away or refused: the view has not changed,
+                    // so nothing else would try again.
+                    last_retry = Instant::now();
+                    proxy.render_all(None).await;
                 }
             }
             () = &mut shutdown => return Ok(ExitCode::SUCCESS),

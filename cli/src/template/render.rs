@@ -12,6 +12,9 @@ use switchyard_model::{Health, Instance, Service};
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceContext {
     pub id: String,
+    /// The id as a proxy server name (`@` made `_`): the name HAProxy's
+    /// runtime mode gives the instance's server.
+    pub server_name: String,
     pub address: String,
     pub port: u16,
     /// `address:port` (`[address]:port` for IPv6).
@@ -51,6 +54,7 @@ pub struct Context {
 fn instance(instance: &Instance) -> InstanceContext {
     InstanceContext {
         id: instance.id.clone(),
+        server_name: super::runtime::server_name(&instance.id),
         address: instance.address.to_string(),
         port: instance.port,
         target: instance.target(),
@@ -95,6 +99,24 @@ pub fn context(view: &ServiceView) -> Context {
             .map(|(name, s)| (name.clone(), service(s)))
             .collect(),
     }
+}
+
+/// The context with every service's instances, colors and revisions left
+/// out: what a configuration renders from when it depends only on which
+/// services exist. HAProxy's runtime mode reloads only when this renders
+/// differently.
+pub fn structure_context(view: &ServiceView) -> Context {
+    let mut context = context(view);
+    context.revision = 0;
+    for service in context.services.values_mut() {
+        service.active_color = None;
+        service.color_revision = 0;
+        service.live.clear();
+        service.passing.clear();
+        service.instances.clear();
+        service.by_color.clear();
+    }
+    context
 }
 
 /// How many live instances each service has: what the empty-backend guard
@@ -156,12 +178,17 @@ impl Templates {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use switchyard_model::Color;
     use switchyard_model::watch::WatchEvent;
 
-    fn instance_of(id: &str, port: u16, color: Option<Color>, health: Health) -> Instance {
+    pub(in crate::template) fn instance_of(
+        id: &str,
+        port: u16,
+        color: Option<Color>,
+        health: Health,
+    ) -> Instance {
         Instance {
             id: id.into(),
             service: "web".into(),
@@ -178,14 +205,11 @@ mod tests {
         }
     }
 
-    fn view() -> ServiceView {
+    /// Service `web` with `instances`, live color `active`, in a view.
+    pub(in crate::template) fn view_of(active: Color, instances: Vec<Instance>) -> ServiceView {
         let mut web = Service::new("web");
-        web.active_color = Some(Color::Blue);
-        web.instances = vec![
-            instance_of("b1", 8001, Some(Color::Blue), Health::Passing),
-            instance_of("b2", 8002, Some(Color::Blue), Health::Critical),
-            instance_of("g1", 8003, Some(Color::Green), Health::Passing),
-        ];
+        web.active_color = Some(active);
+        web.instances = instances;
         let mut view = ServiceView::default();
         view.apply(&WatchEvent::Snapshot {
             revision: 7,
@@ -193,6 +217,17 @@ mod tests {
             complete: true,
         });
         view
+    }
+
+    fn view() -> ServiceView {
+        view_of(
+            Color::Blue,
+            vec![
+                instance_of("b1", 8001, Some(Color::Blue), Health::Passing),
+                instance_of("b2", 8002, Some(Color::Blue), Health::Critical),
+                instance_of("g1", 8003, Some(Color::Green), Health::Passing),
+            ],
+        )
     }
 
     #[test]

@@ -35,6 +35,21 @@ pub(crate) async fn proxy_status_of(
     proxies.into_iter().find(|p| p.proxy_id == proxy)
 }
 
+/// Waits until proxy `proxy` has applied `service`'s last flip.
+pub(crate) async fn until_proxy_applied_flip(client: &RegistryClient, proxy: &str, service: &str) {
+    eventually(patience(), || async move {
+        let (_, live) = client
+            .get_service(service)
+            .await
+            .map_err(|e| e.to_string())?;
+        match proxy_status_of(client, proxy).await {
+            Some(status) if status.applied_revision >= live.color_revision => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
 fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
 }

@@ -16,7 +16,7 @@ use switchyard_tests::process::{AgentProcess, Background, cdctl_async};
 use switchyard_tests::tls::{Access, TestPki, env_refs};
 use switchyard_tests::{TestRegistry, body, eventually, http_get, patience, workspace_root};
 
-use super::proxy::{proxy_status_of, template_command};
+use super::proxy::{proxy_status_of, template_command, until_proxy_applied_flip};
 
 /// nginx in a prefix of its own, stopped (with its workers) when dropped.
 struct Nginx {
@@ -270,18 +270,7 @@ async fn zero_downtime_through_nginx() {
     let back = cdctl_async(&url, &["rollback", &service], &as_deployer).await;
     assert_eq!(back.status.code(), Some(0), "{}", explain(&back));
     // The rollback returns when the registry flipped; proxies follow.
-    let service_ref = &service;
-    eventually(patience(), || async move {
-        let (_, live) = admin_ref
-            .get_service(service_ref)
-            .await
-            .map_err(|e| e.to_string())?;
-        match proxy_status_of(admin_ref, "nginx-1").await {
-            Some(status) if status.applied_revision >= live.color_revision => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    until_proxy_applied_flip(admin_ref, "nginx-1", &service).await;
     load.enter(4);
     tokio::time::sleep(Duration::from_millis(500)).await;
     load.enter(5);

@@ -1,0 +1,283 @@
+//! HAProxy's runtime mode (`cdctl template --haproxy-runtime`) with a real
+//! Debian HAProxy in master-worker mode: flips, failed deploys and rollbacks
+//! under keep-alive clients that never retry drop nothing, with no reload.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use switchyard_client::RegistryClient;
+use switchyard_tests::docker::{LabelledContainers, TestImage, unique};
+use switchyard_tests::load::{Connections, Load, Tally};
+use switchyard_tests::process::{AgentProcess, Background, cdctl_async, explain};
+use switchyard_tests::{TestRegistry, body, eventually, http_get, patience, workspace_root};
+
+use super::proxy::{proxy_status_of, template_command, until_proxy_applied_flip};
+
+/// A HAProxy master (`-W -S`) and its worker, stopped when dropped.
+pub(crate) struct Haproxy {
+    master: std::process::Child,
+    pub master_socket: PathBuf,
+}
+
+impl Haproxy {
+    pub(crate) fn start(config: &Path, master_socket: PathBuf) -> Self {
+        let master = Command::new("haproxy")
+            .arg("-W")
+            .arg("-S")
+            .arg(&master_socket)
+            .arg("-f")
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting haproxy (install haproxy)");
+        Haproxy {
+            master,
+            master_socket,
+        }
+    }
+
+    /// One Runtime API command to the current worker, through the master.
+    pub(crate) fn command(&self, command: &str) -> Result<String, String> {
+        use std::io::{Read, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(&self.master_socket)
+            .map_err(|e| format!("{}: {e}", self.master_socket.display()))?;
+        stream
+            .write_all(format!("@1 {command}\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        // The master CLI answers once the client's side is closed.
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .map_err(|e| e.to_string())?;
+        Ok(answer)
+    }
+
+    /// The serving worker's process id.
+    pub(crate) fn worker_pid(&self) -> Result<u32, String> {
+        let info = self.command("show info")?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("Pid: "))
+            .and_then(|pid| pid.trim().parse().ok())
+            .ok_or_else(|| format!("no Pid in {info:?}"))
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its worker too.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.master.id().to_string()])
+            .status();
+        let _ = self.master.wait();
+    }
+}
+
+/// HAProxy configured from `examples/haproxy-runtime/`, followed by
+/// `cdctl template --haproxy-runtime` as proxy `proxy_id`.
+pub(crate) struct RuntimeProxy {
+    pub haproxy: Haproxy,
+    pub listen: std::net::SocketAddr,
+    _template: Background,
+    _dir: tempfile::TempDir,
+}
+
+impl RuntimeProxy {
+    pub(crate) async fn start(url: &str, proxy_id: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("a folder for HAProxy");
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], switchyard_tests::free_port()));
+        let conf = dir.path().join("haproxy.cfg");
+        let admin = dir.path().join("admin.sock");
+        let master = dir.path().join("master.sock");
+        let example = workspace_root().join("examples/haproxy-runtime");
+        let template = example.join("haproxy.cfg.j2");
+        let env = [
+            ("PROXY_LISTEN", listen.to_string()),
+            ("HAPROXY_SOCKET", admin.to_string_lossy().into_owned()),
+        ];
+        let mut once = template_command(url, &template, &conf, &["--once", "--proxy-id", proxy_id]);
+        once.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        assert!(once.status().expect("first render").success());
+        let haproxy = Haproxy::start(&conf, master.clone());
+        let master_text = master.to_string_lossy().into_owned();
+        let reload = format!("{} {master_text}", example.join("reload.sh").display());
+        let mut args = vec![
+            "--haproxy-runtime",
+            &master_text,
+            "--check",
+            "haproxy -c -q -f {path}",
+            "--reload",
+            &reload,
+            "--proxy-id",
+            proxy_id,
+            "--report-interval",
+            "1s",
+        ];
+        args.extend_from_slice(extra);
+        let mut follow = template_command(url, &template, &conf, &args);
+        follow.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        RuntimeProxy {
+            haproxy,
+            listen,
+            _template: Background::spawn(follow),
+            _dir: dir,
+        }
+    }
+
+    /// Waits until `path` answers `version` through HAProxy.
+    pub(crate) async fn serves(&self, path: &str, version: &str) {
+        let listen = self.listen;
+        eventually(patience(), || async move {
+            match http_get(listen, path).await {
+                Ok(response) if body(&response).trim() == version => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+}
+
+/// Every request of `tally` answered, and only `version` in each phase
+/// named.
+fn assert_clean(what: &str, tally: &Tally, phases: &[(u8, &str)]) {
+    assert!(
+        tally.failures.is_empty(),
+        "{what}: {} of {} requests failed: {:?}",
+        tally.failures.len(),
+        tally.total,
+        &tally.failures[..tally.failures.len().min(5)]
+    );
+    for (phase, version) in phases {
+        let seen = tally.versions.get(phase).cloned().unwrap_or_default();
+        assert!(!seen.is_empty(), "{what}: no traffic in phase {phase}");
+        assert_eq!(
+            seen.keys().collect::<Vec<_>>(),
+            [version],
+            "{what}, phase {phase}: {seen:?}"
+        );
+    }
+}
+
+/// Through HAProxy in runtime mode, under 4 keep-alive clients that never
+/// retry and 2 that open a connection per request: a deploy paused for
+/// promotion, its promotion, a rollback and a deploy whose post-test fails.
+/// Not one request fails, each phase sees only the version it should, and
+/// HAProxy's worker is the same process from start to end (no reload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_runtime_mode_drops_no_keep_alive_request() {
+    let registry = TestRegistry::start().await;
+    let url = format!("http://{}", registry.address);
+    let service = unique("hr");
+    let label = format!("switchyard.test={}", unique("haproxy"));
+    let _agent = AgentProcess::start(&url, &label, &["--ttl", "5s"]);
+    let _containers = LabelledContainers {
+        label: label.clone(),
+    };
+    let (v1, v2) = (TestImage::httpd("v1", false), TestImage::httpd("v2", false));
+    let deploy = |image: &str, extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "-o", "json", "deploy", &service, "--image", image, "--port", "80",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(
+            [
+                "--publish-ip",
+                "127.0.0.1",
+                "--label",
+                &label,
+                "--stop-timeout",
+                "1s",
+                "--replicas",
+                "2",
+            ]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string()),
+        );
+        let url = url.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cdctl_async(&url, &args, &[]).await
+        }
+    };
+    let first = deploy(&v1.tag, &[]).await;
+    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+    let proxy = RuntimeProxy::start(&url, "haproxy-1", &[]).await;
+    let path = format!("/{service}/");
+    proxy.serves(&path, "v1").await;
+    let client = RegistryClient::new(&url).expect("url");
+    let client_ref = &client;
+    eventually(patience(), || async move {
+        match proxy_status_of(client_ref, "haproxy-1").await {
+            Some(status) if status.healthy && !status.connections.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let pid = proxy.haproxy.worker_pid().expect("HAProxy's worker");
+
+    // Phases: 0 paused before the flip, 1 promoting, 2 promoted, 3 rolling
+    // back, 4 rolled back, 5 a deploy whose post-test fails, 6 after it.
+    let kept = Load::start_with(proxy.listen, &path, 4, Connections::KeepAlive);
+    let fresh = Load::start_with(proxy.listen, &path, 2, Connections::Fresh);
+    let enter = |phase| {
+        kept.enter(phase);
+        fresh.enter(phase);
+    };
+    let paused = deploy(&v2.tag, &["--keep-old", "--manual-promotion"]).await;
+    assert_eq!(paused.status.code(), Some(0), "{}", explain(&paused));
+    enter(1);
+    let promoted = cdctl_async(&url, &["-o", "json", "promote", &service], &[]).await;
+    assert_eq!(promoted.status.code(), Some(0), "{}", explain(&promoted));
+    enter(2);
+    tokio::time::sleep(Duration::from_millis(500)).await; // traffic on v2
+    enter(3);
+    let back = cdctl_async(&url, &["rollback", &service], &[]).await;
+    assert_eq!(back.status.code(), Some(0), "{}", explain(&back));
+    until_proxy_applied_flip(client_ref, "haproxy-1", &service).await;
+    enter(4);
+    tokio::time::sleep(Duration::from_millis(500)).await; // traffic on v1
+    enter(5);
+    let proxy_url = format!("http://{}{path}", proxy.listen);
+    let post_test = format!("busybox wget -qO- {proxy_url} | grep -q never-this-version");
+    let failing = deploy(
+        &v2.tag,
+        &["--proxy-url", &proxy_url, "--post-test", &post_test],
+    )
+    .await;
+    assert_eq!(failing.status.code(), Some(12), "{}", explain(&failing));
+    enter(6);
+    // At least 20,000 keep-alive requests in all (bounded: 120 s).
+    let kept_ref = &kept;
+    eventually(Duration::from_secs(120), || async move {
+        match kept_ref.sent() {
+            sent if sent >= 20_000 => Ok(()),
+            sent => Err(format!("{sent} keep-alive requests sent so far")),
+        }
+    })
+    .await;
+    let (kept, fresh) = (kept.finish().await, fresh.finish().await);
+    println!(
+        "haproxy runtime: {} keep-alive requests, {} failed; {} fresh-connection requests, {} \
+         failed; versions by phase {:?}",
+        kept.total,
+        kept.failures.len(),
+        fresh.total,
+        fresh.failures.len(),
+        kept.versions
+    );
+    let phases = [(0, "v1"), (2, "v2"), (4, "v1"), (6, "v1")];
+    assert_clean("keep-alive", &kept, &phases);
+    assert_clean("fresh connections", &fresh, &phases);
+    assert!(kept.total >= 20_000, "{} keep-alive requests", kept.total);
+    assert_eq!(
+        proxy.haproxy.worker_pid().expect("HAProxy's worker"),
+        pid,
+        "HAProxy reloaded (a new worker) during the deploys"
+    );
+}
