@@ -223,6 +223,11 @@ pub struct DeployArgs {
     /// Proxies that have not reported for this long are not waited for (default 30s).
     #[arg(long, value_parser = parse_duration)]
     pub proxy_stale: Option<Duration>,
+    /// How long the retiring color may keep requests in flight at proxies
+    /// that count them (HAProxy's runtime mode) before it is stopped
+    /// anyway (default 30s; 0s: do not wait).
+    #[arg(long, value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -458,6 +458,48 @@ mod tests {
     }
 
     #[test]
+    fn proxy_connections_round_trip_and_bad_ones_are_refused() {
+        let counted = |service: &str, color: i32| v1::ColorConnections {
+            service: service.into(),
+            color,
+            connections: 3,
+        };
+        let wire = v1::ProxyStatus {
+            proxy_id: "edge-1".into(),
+            connections: vec![counted("web", v1::Color::Green as i32)],
+            ..Default::default()
+        };
+        let domain = proxy_from_wire(wire.clone()).expect("valid");
+        assert_eq!(domain.connections_to("web", Color::Green), Some(3));
+        assert_eq!(domain.connections_to("web", Color::Blue), Some(0));
+        assert_eq!(
+            domain.connections_to("api", Color::Blue),
+            None,
+            "not counted"
+        );
+        assert_eq!(proxy_to_wire(&domain), wire);
+        for bad in [
+            counted("web", v1::Color::None as i32),
+            counted("web", 9),
+            counted("we b", v1::Color::Blue as i32),
+        ] {
+            let wire = v1::ProxyStatus {
+                proxy_id: "edge-1".into(),
+                connections: vec![bad],
+                ..Default::default()
+            };
+            let error = proxy_from_wire(wire).expect_err("refused");
+            assert!(error.field.starts_with("status.connections"), "{error:?}");
+        }
+        let flood = v1::ProxyStatus {
+            proxy_id: "edge-1".into(),
+            connections: vec![counted("web", 1); validate::MAX_PROXY_CONNECTIONS + 1],
+            ..Default::default()
+        };
+        assert!(proxy_from_wire(flood).is_err());
+    }
+
+    #[test]
     fn bad_fields_are_named() {
         let wire = v1::Instance {
             id: "c1".into(),

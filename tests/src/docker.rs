@@ -41,8 +41,8 @@ pub struct TestImage {
 }
 
 impl TestImage {
-    /// busybox httpd serving `version` at `/` on port 80. With a
-    /// healthcheck, the container is healthy while `/www/healthy` exists
+    /// busybox httpd serving `version` at `/` on port 80, and after N
+    /// seconds at `/cgi-bin/slow?N` (a long request). With a healthcheck, the container is healthy while `/www/healthy` exists
     /// (flip it with [`TestContainer::exec`]).
     pub fn httpd(version: &str, healthcheck: bool) -> Self {
         // One COPY of a whole root holding a file unique to this image: no
@@ -55,6 +55,18 @@ impl TestImage {
         std::fs::create_dir_all(&www).expect("www");
         std::fs::create_dir_all(root.join("bin")).expect("bin");
         std::fs::write(www.join("index.html"), format!("{version}\n")).expect("index.html");
+        let cgi = www.join("cgi-bin");
+        std::fs::create_dir_all(&cgi).expect("cgi-bin");
+        let slow = format!(
+            "#!/bin/busybox sh\n/bin/busybox sleep \"${{QUERY_STRING:-5}}\"\n\
+             echo 'Content-Type: text/plain'\necho\necho {version}\n"
+        );
+        std::fs::write(cgi.join("slow"), slow).expect("cgi-bin/slow");
+        std::fs::set_permissions(
+            cgi.join("slow"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod cgi-bin/slow");
         let name = unique("switchyard-test-httpd");
         std::fs::write(www.join(".image"), &name).expect(".image");
         std::fs::copy(BUSYBOX, root.join("bin/busybox"))

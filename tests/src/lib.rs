@@ -287,6 +287,15 @@ pub fn workspace_root() -> PathBuf {
 /// `GET path` over plain HTTP/1.1; answers the whole response (status line,
 /// headers, body).
 pub async fn http_get(address: SocketAddr, path: &str) -> Result<String, String> {
+    http_get_within(address, path, Duration::from_secs(5)).await
+}
+
+/// [`http_get`] for an answer that may take up to `patience`.
+pub async fn http_get_within(
+    address: SocketAddr,
+    path: &str,
+    patience: Duration,
+) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let connect = tokio::net::TcpStream::connect(address);
     let mut stream = tokio::time::timeout(Duration::from_secs(5), connect)
@@ -299,7 +308,7 @@ pub async fn http_get(address: SocketAddr, path: &str) -> Result<String, String>
         .await
         .map_err(|e| e.to_string())?;
     let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
+    tokio::time::timeout(patience, stream.read_to_string(&mut answer))
         .await
         .map_err(|_| format!("reading from {address} timed out"))?
         .map_err(|e| e.to_string())?;

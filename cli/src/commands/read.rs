@@ -146,6 +146,26 @@ pub async fn history(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Requests in flight per service and color (`web blue=0 green=3`), or
+/// `-` for a proxy that does not count them.
+fn in_flight(proxy: &switchyard_model::ProxyStatus) -> String {
+    if proxy.connections.is_empty() {
+        return "-".into();
+    }
+    let mut by_service: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for c in &proxy.connections {
+        by_service
+            .entry(&c.service)
+            .or_default()
+            .push(format!("{}={}", c.color, c.connections));
+    }
+    by_service
+        .into_iter()
+        .map(|(service, colors)| format!("{service} {}", colors.join(" ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub async fn proxies(client: &RegistryClient, output: Output) -> anyhow::Result<ExitCode> {
     let (proxies, now_ms) = client.list_proxies().await?;
     match output {
@@ -161,12 +181,20 @@ pub async fn proxies(client: &RegistryClient, output: Output) -> anyhow::Result<
                         "message": p.message,
                         "reported_at_ms": p.reported_at_ms,
                         "seconds_ago": now_ms.saturating_sub(p.reported_at_ms) as f64 / 1000.0,
+                        "connections": p.connections,
                     }))
                     .collect()
             )
         ),
         Output::Table => print_table(
-            &["PROXY", "APPLIED", "HEALTHY", "LAST REPORT", "MESSAGE"],
+            &[
+                "PROXY",
+                "APPLIED",
+                "HEALTHY",
+                "LAST REPORT",
+                "IN FLIGHT",
+                "MESSAGE",
+            ],
             &proxies
                 .iter()
                 .map(|p| {
@@ -178,6 +206,7 @@ pub async fn proxies(client: &RegistryClient, output: Output) -> anyhow::Result<
                             "{:.0}s ago",
                             now_ms.saturating_sub(p.reported_at_ms) as f64 / 1000.0
                         ),
+                        in_flight(p),
                         p.message.clone(),
                     ]
                 })

@@ -51,6 +51,9 @@ pub struct Settings {
     pub proxy_timeout: Duration,
     /// Proxies silent for longer are not waited for.
     pub proxy_stale: Duration,
+    /// How long a retiring color may keep requests in flight at proxies
+    /// that count them before it is stopped anyway.
+    pub drain_timeout: Duration,
     pub who: String,
     /// Containers or Swarm services (auto: Swarm on a manager).
     pub runtime: runtime::RuntimeChoice,
@@ -81,6 +84,7 @@ pub struct FileSettings {
     stop_timeout: Option<String>,
     proxy_timeout: Option<String>,
     proxy_stale: Option<String>,
+    drain_timeout: Option<String>,
     runtime: Option<String>,
 }
 
@@ -250,6 +254,12 @@ impl Settings {
                 args.proxy_stale,
                 "proxy_stale",
                 file.proxy_stale.as_deref(),
+                seconds(30),
+            )?,
+            drain_timeout: merged_duration(
+                args.drain_timeout,
+                "drain_timeout",
+                file.drain_timeout.as_deref(),
                 seconds(30),
             )?,
             who: args.who.unwrap_or_else(default_who),

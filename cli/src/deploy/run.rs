@@ -27,7 +27,7 @@ mod ending;
 mod plan;
 mod waits;
 
-use waits::proxies_at;
+use waits::{drained, proxies_at};
 
 pub use commands::{abort, deploy, promote, rollback};
 
@@ -96,6 +96,8 @@ struct Paused {
     proxy_timeout_ms: u64,
     #[serde(default = "default_proxy_ms")]
     proxy_stale_ms: u64,
+    #[serde(default = "default_proxy_ms")]
+    drain_timeout_ms: u64,
     retired: Vec<Retired>,
     #[serde(default)]
     runtime: RuntimeKind,
@@ -451,6 +453,7 @@ impl<'a> Deploy<'a> {
         if let Some(after) = self.settings.stop_old_after {
             tokio::time::sleep(after).await;
         }
+        let drained = self.drain(old).await?;
         let running: Vec<Unit> = self
             .runtime
             .units(&self.settings.service, Some(old))
@@ -478,9 +481,27 @@ impl<'a> Deploy<'a> {
         } else {
             ""
         };
-        self.reporter
-            .end(&format!("{} of {old} stopped{kept}", running.len()));
+        self.reporter.end(&format!(
+            "{} of {old} stopped{kept}; {drained}",
+            running.len()
+        ));
         Ok(())
+    }
+
+    /// Waits until the proxies that count requests have none in flight to
+    /// `color` (its servers drain once it is not live), for at most
+    /// `--drain-timeout`; answers what it saw.
+    async fn drain(&self, color: Color) -> Result<String, Failure> {
+        let summary = drained(
+            self.client,
+            &self.settings.service,
+            color,
+            self.settings.drain_timeout,
+            self.settings.proxy_stale,
+        )
+        .await?;
+        tracing::info!(%color, summary, "drain");
+        Ok(summary)
     }
 
     async fn forward(&mut self) -> Result<Forward, Failure> {

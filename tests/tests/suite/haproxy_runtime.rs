@@ -7,10 +7,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use switchyard_client::RegistryClient;
+use switchyard_model::Color;
 use switchyard_tests::docker::{LabelledContainers, TestImage, unique};
 use switchyard_tests::load::{Connections, Load, Tally};
 use switchyard_tests::process::{AgentProcess, Background, cdctl_async, explain};
-use switchyard_tests::{TestRegistry, body, eventually, http_get, patience, workspace_root};
+use switchyard_tests::{
+    TestRegistry, body, eventually, http_get, http_get_within, patience, workspace_root,
+};
 
 use super::proxy::{proxy_status_of, template_command, until_proxy_applied_flip};
 
@@ -140,6 +143,82 @@ impl RuntimeProxy {
     }
 }
 
+/// A registry, an agent, v1 of a service deployed, and HAProxy in runtime
+/// mode following it as proxy `proxy_id`, serving v1.
+struct Stage {
+    url: String,
+    service: String,
+    label: String,
+    v1: TestImage,
+    v2: TestImage,
+    proxy: RuntimeProxy,
+    client: RegistryClient,
+    _containers: LabelledContainers,
+    _agent: AgentProcess,
+    _registry: TestRegistry,
+}
+
+impl Stage {
+    async fn start(prefix: &str, proxy_id: &str) -> Self {
+        let registry = TestRegistry::start().await;
+        let url = format!("http://{}", registry.address);
+        let service = unique(prefix);
+        let label = format!("switchyard.test={}", unique(prefix));
+        let agent = AgentProcess::start(&url, &label, &["--ttl", "5s"]);
+        let containers = LabelledContainers {
+            label: label.clone(),
+        };
+        let (v1, v2) = (TestImage::httpd("v1", false), TestImage::httpd("v2", false));
+        let first = deploy(&url, &service, &label, &v1.tag, &[]).await;
+        assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+        let proxy = RuntimeProxy::start(&url, proxy_id, &[]).await;
+        proxy.serves(&format!("/{service}/"), "v1").await;
+        Stage {
+            client: RegistryClient::new(&url).expect("url"),
+            url,
+            service,
+            label,
+            v1,
+            v2,
+            proxy,
+            _containers: containers,
+            _agent: agent,
+            _registry: registry,
+        }
+    }
+}
+
+/// `cdctl deploy` of `image` as 2 replicas of `service`, published on
+/// loopback, with `extra` flags.
+async fn deploy(
+    url: &str,
+    service: &str,
+    label: &str,
+    image: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "-o",
+        "json",
+        "deploy",
+        service,
+        "--image",
+        image,
+        "--port",
+        "80",
+        "--publish-ip",
+        "127.0.0.1",
+        "--label",
+        label,
+        "--stop-timeout",
+        "1s",
+        "--replicas",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    cdctl_async(url, &args, &[]).await
+}
+
 /// Every request of `tally` answered, and only `version` in each phase
 /// named.
 fn assert_clean(what: &str, tally: &Tally, phases: &[(u8, &str)]) {
@@ -168,50 +247,18 @@ fn assert_clean(what: &str, tally: &Tally, phases: &[(u8, &str)]) {
 /// HAProxy's worker is the same process from start to end (no reload).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_runtime_mode_drops_no_keep_alive_request() {
-    let registry = TestRegistry::start().await;
-    let url = format!("http://{}", registry.address);
-    let service = unique("hr");
-    let label = format!("switchyard.test={}", unique("haproxy"));
-    let _agent = AgentProcess::start(&url, &label, &["--ttl", "5s"]);
-    let _containers = LabelledContainers {
-        label: label.clone(),
-    };
-    let (v1, v2) = (TestImage::httpd("v1", false), TestImage::httpd("v2", false));
-    let deploy = |image: &str, extra: &[&str]| {
-        let mut args: Vec<String> = [
-            "-o", "json", "deploy", &service, "--image", image, "--port", "80",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(
-            [
-                "--publish-ip",
-                "127.0.0.1",
-                "--label",
-                &label,
-                "--stop-timeout",
-                "1s",
-                "--replicas",
-                "2",
-            ]
-            .iter()
-            .chain(extra)
-            .map(|s| s.to_string()),
-        );
-        let url = url.clone();
-        async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            cdctl_async(&url, &args, &[]).await
-        }
-    };
-    let first = deploy(&v1.tag, &[]).await;
-    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
-    let proxy = RuntimeProxy::start(&url, "haproxy-1", &[]).await;
+    let stage = Stage::start("hr", "haproxy-1").await;
+    let Stage {
+        url,
+        service,
+        label,
+        v2,
+        proxy,
+        client,
+        ..
+    } = &stage;
     let path = format!("/{service}/");
-    proxy.serves(&path, "v1").await;
-    let client = RegistryClient::new(&url).expect("url");
-    let client_ref = &client;
+    let client_ref = client;
     eventually(patience(), || async move {
         match proxy_status_of(client_ref, "haproxy-1").await {
             Some(status) if status.healthy && !status.connections.is_empty() => Ok(()),
@@ -229,23 +276,33 @@ async fn haproxy_runtime_mode_drops_no_keep_alive_request() {
         kept.enter(phase);
         fresh.enter(phase);
     };
-    let paused = deploy(&v2.tag, &["--keep-old", "--manual-promotion"]).await;
+    let paused = deploy(
+        url,
+        service,
+        label,
+        &v2.tag,
+        &["--keep-old", "--manual-promotion"],
+    )
+    .await;
     assert_eq!(paused.status.code(), Some(0), "{}", explain(&paused));
     enter(1);
-    let promoted = cdctl_async(&url, &["-o", "json", "promote", &service], &[]).await;
+    let promoted = cdctl_async(url, &["-o", "json", "promote", service], &[]).await;
     assert_eq!(promoted.status.code(), Some(0), "{}", explain(&promoted));
     enter(2);
     tokio::time::sleep(Duration::from_millis(500)).await; // traffic on v2
     enter(3);
-    let back = cdctl_async(&url, &["rollback", &service], &[]).await;
+    let back = cdctl_async(url, &["rollback", service], &[]).await;
     assert_eq!(back.status.code(), Some(0), "{}", explain(&back));
-    until_proxy_applied_flip(client_ref, "haproxy-1", &service).await;
+    until_proxy_applied_flip(client_ref, "haproxy-1", service).await;
     enter(4);
     tokio::time::sleep(Duration::from_millis(500)).await; // traffic on v1
     enter(5);
     let proxy_url = format!("http://{}{path}", proxy.listen);
     let post_test = format!("busybox wget -qO- {proxy_url} | grep -q never-this-version");
     let failing = deploy(
+        url,
+        service,
+        label,
         &v2.tag,
         &["--proxy-url", &proxy_url, "--post-test", &post_test],
     )
@@ -279,5 +336,90 @@ async fn haproxy_runtime_mode_drops_no_keep_alive_request() {
         proxy.haproxy.worker_pid().expect("HAProxy's worker"),
         pid,
         "HAProxy reloaded (a new worker) during the deploys"
+    );
+}
+
+/// Waits until proxy `proxy` reports `count` requests in flight to `color`
+/// of `service`.
+async fn until_in_flight(
+    client: &RegistryClient,
+    proxy: &str,
+    service: &str,
+    color: Color,
+    count: u64,
+) {
+    eventually(patience(), || async move {
+        let status = proxy_status_of(client, proxy).await;
+        match status
+            .as_ref()
+            .and_then(|s| s.connections_to(service, color))
+        {
+            Some(n) if n == count => Ok(()),
+            other => Err(format!("{other:?} in flight to {color}: {status:?}")),
+        }
+    })
+    .await;
+}
+
+/// A request of 5 s started on the live color just before a deploy
+/// completes with 200: the old color is drained (HAProxy `drain`, counted
+/// in the proxy's reports) and stopped only once the request ended. With
+/// `--drain-timeout 2s`, a longer request does not hold the deploy: the
+/// old color is stopped at the timeout, and the deploy says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retiring_color_is_stopped_once_its_requests_finish() {
+    let stage = Stage::start("dr", "haproxy-drain").await;
+    let Stage {
+        url,
+        service,
+        label,
+        v1,
+        v2,
+        proxy,
+        client,
+        ..
+    } = &stage;
+    let live = |client: RegistryClient, service: String| async move {
+        let (_, state) = client.get_service(&service).await.expect("service");
+        state.active_color.expect("a live color")
+    };
+    let slow = |seconds: u32| {
+        let (listen, path) = (proxy.listen, format!("/{service}/cgi-bin/slow?{seconds}"));
+        tokio::spawn(async move { http_get_within(listen, &path, Duration::from_secs(60)).await })
+    };
+
+    let old = live(client.clone(), service.clone()).await;
+    let long = slow(5);
+    until_in_flight(client, "haproxy-drain", service, old, 1).await;
+    let second = deploy(url, service, label, &v2.tag, &[]).await;
+    assert_eq!(second.status.code(), Some(0), "{}", explain(&second));
+    let answer = long.await.expect("the long request");
+    let answer = answer.expect("the long request was answered");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(body(&answer).trim(), "v1", "{answer}");
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("drained in"), "{said}");
+
+    let old = live(client.clone(), service.clone()).await;
+    let longer = slow(20);
+    until_in_flight(client, "haproxy-drain", service, old, 1).await;
+    let third = deploy(url, service, label, &v1.tag, &["--drain-timeout", "2s"]).await;
+    assert_eq!(third.status.code(), Some(0), "{}", explain(&third));
+    let said = String::from_utf8_lossy(&third.stderr);
+    assert!(
+        said.contains("drain timeout 2s, stopped with requests in flight: haproxy-drain (1 to"),
+        "{said}"
+    );
+    let cut = longer.await.expect("the longer request");
+    assert!(
+        !cut.as_deref().is_ok_and(|a| a.starts_with("HTTP/1.1 200")),
+        "the request outlived its stopped color: {cut:?}"
+    );
+    let listed = switchyard_tests::process::cdctl(url, &["proxies"]);
+    let table = String::from_utf8_lossy(&listed.stdout);
+    assert!(table.contains("IN FLIGHT"), "{table}");
+    assert!(
+        table.contains(&format!("{service} blue=0 green=0")),
+        "{table}"
     );
 }

@@ -126,6 +126,7 @@ async fn load_paused<'a>(
         stop_timeout: Duration::from_millis(paused.stop_timeout_ms),
         proxy_timeout: Duration::from_millis(paused.proxy_timeout_ms),
         proxy_stale: Duration::from_millis(paused.proxy_stale_ms),
+        drain_timeout: Duration::from_millis(paused.drain_timeout_ms),
         who: record.who.clone(),
         runtime: match paused.runtime {
             RuntimeKind::Containers => RuntimeChoice::Containers,

@@ -90,6 +90,10 @@ impl Deploy<'_> {
     /// Undoes step 4: what this deploy started goes, and leaves the
     /// registry.
     async fn undo_start(&mut self, left: &mut Vec<String>) {
+        // Requests the new color took while it was live finish first.
+        if let Err(failure) = self.drain(self.next).await {
+            tracing::warn!("{}", failure.message());
+        }
         let ours = match self.runtime.deployed_by(&self.record.id).await {
             Ok(ours) => ours,
             Err(error) => {
@@ -234,6 +238,7 @@ impl Deploy<'_> {
             stop_timeout_ms: millis(self.settings.stop_timeout),
             proxy_timeout_ms: millis(self.settings.proxy_timeout),
             proxy_stale_ms: millis(self.settings.proxy_stale),
+            drain_timeout_ms: millis(self.settings.drain_timeout),
             retired: self.retired.clone(),
             runtime: self.runtime.kind(),
         };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use switchyard_client::view::ServiceView;
 use switchyard_client::{ClientError, Code, RegistryClient};
-use switchyard_model::{Health, Instance, ProxyStatus, Service};
+use switchyard_model::{Color, Health, Instance, ProxyStatus, Service};
 
 use super::super::report::millis;
 use super::{Deploy, Failure};
@@ -133,11 +133,66 @@ pub(super) async fn proxies_at(
     stale: Duration,
 ) -> Result<String, Failure> {
     let deadline = tokio::time::Instant::now() + timeout;
+    let (done, reports) = follow_reports(client, deadline, |reports| {
+        reports
+            .verdict(revision, stale)
+            .map_err(|behind| behind.next_stale)
+    })
+    .await?;
+    done.ok_or_else(|| reports.too_late(revision, timeout, stale))
+}
+
+/// Waits until no proxy that reported within `stale` has a request in
+/// flight to `color` of `service`, for at most `timeout`; answers what it
+/// saw either way (the caller stops the color then). Proxies that do not
+/// count connections (nginx) are not waited for.
+pub(super) async fn drained(
+    client: &RegistryClient,
+    service: &str,
+    color: Color,
+    timeout: Duration,
+    stale: Duration,
+) -> Result<String, Failure> {
+    if timeout.is_zero() {
+        return Ok("not drained (--drain-timeout 0s)".into());
+    }
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (done, reports) = follow_reports(client, deadline, |reports| {
+        reports
+            .in_flight(service, color, stale)
+            .map_err(|busy| busy.next_stale)
+    })
+    .await?;
+    Ok(match done {
+        Some(0) => format!("no proxy counts requests to {color}; not drained"),
+        Some(counting) => format!(
+            "drained in {} ms ({counting} proxies counting)",
+            millis(started.elapsed())
+        ),
+        None => {
+            let busy = match reports.in_flight(service, color, stale) {
+                Err(busy) => busy.names.join(", "),
+                Ok(_) => "no report arrived".into(),
+            };
+            format!("drain timeout {timeout:?}, stopped with requests in flight: {busy}")
+        }
+    })
+}
+
+/// Follows the proxies' reports (`WatchProxies`) until `judge` answers
+/// (`Ok`), or `deadline` (`None`); `judge` tells when to look again even
+/// without a new report (a proxy turning stale). Answers the reports seen.
+async fn follow_reports<T>(
+    client: &RegistryClient,
+    deadline: tokio::time::Instant,
+    mut judge: impl FnMut(&Reports) -> Result<T, Option<tokio::time::Instant>>,
+) -> Result<(Option<T>, Reports), Failure> {
     let mut reports = Reports::default();
     loop {
         let opened = tokio::time::timeout_at(deadline, client.watch_proxies()).await;
         let stream = match opened {
-            Err(_) => return Err(reports.too_late(revision, timeout, stale)),
+            Err(_) => return Ok((None, reports)),
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) if error.is_unreachable() => {
                 tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + RETRY)).await;
@@ -155,18 +210,17 @@ pub(super) async fn proxies_at(
         let mut stream = std::pin::pin!(stream);
         let mut first = true;
         loop {
-            let wake = match reports.verdict(revision, stale) {
-                Ok(summary) if !first || reports.seen => return Ok(summary),
-                Ok(_) => deadline,
-                Err(Behind { next_stale, .. }) => {
-                    next_stale.map_or(deadline, |at| at.min(deadline))
-                }
+            // Judged only once a full list arrived.
+            let wake = match reports.seen.then(|| judge(&reports)) {
+                Some(Ok(answer)) => return Ok((Some(answer), reports)),
+                Some(Err(next)) => next.map_or(deadline, |at| at.min(deadline)),
+                None => deadline,
             };
             let message = tokio::select! {
                 message = stream.next() => message,
                 () = tokio::time::sleep_until(wake) => {
                     if wake >= deadline {
-                        return Err(reports.too_late(revision, timeout, stale));
+                        return Ok((None, reports));
                     }
                     continue;
                 }
@@ -251,6 +305,34 @@ impl Reports {
         Ok(summary)
     }
 
+    /// How many live proxies count requests to `color` of `service` when
+    /// none of them has one in flight; else who still has (a proxy that
+    /// turns stale is let go).
+    fn in_flight(&self, service: &str, color: Color, stale: Duration) -> Result<usize, Behind> {
+        let (now_ms, stale_ms) = (self.now_ms(), millis(stale));
+        let age = |p: &ProxyStatus| now_ms.saturating_sub(p.reported_at_ms);
+        let counting: Vec<(&ProxyStatus, u64)> = self
+            .proxies
+            .values()
+            .filter(|p| age(p) <= stale_ms)
+            .filter_map(|p| Some((p, p.connections_to(service, color)?)))
+            .collect();
+        let busy: Vec<&(&ProxyStatus, u64)> = counting.iter().filter(|(_, n)| *n > 0).collect();
+        if busy.is_empty() {
+            return Ok(counting.len());
+        }
+        let soonest = busy.iter().map(|(p, _)| stale_ms - age(p)).min();
+        Err(Behind {
+            names: busy
+                .iter()
+                .map(|(p, n)| format!("{} ({n} to {color})", p.proxy_id))
+                .collect(),
+            next_stale: soonest.map(|ms| {
+                tokio::time::Instant::now() + Duration::from_millis(ms.saturating_add(1))
+            }),
+        })
+    }
+
     fn too_late(&self, revision: u64, timeout: Duration, stale: Duration) -> Failure {
         let behind = match self.verdict(revision, stale) {
             Err(behind) => behind.names.join(", "),
@@ -301,6 +383,35 @@ mod tests {
         let summary = reports.verdict(9, stale).expect("done");
         assert!(summary.starts_with("1 proxies at revision 9"), "{summary}");
         assert!(summary.contains("silent: edge-2 (60s ago)"), "{summary}");
+    }
+
+    #[test]
+    fn a_color_is_drained_when_no_live_proxy_that_counts_has_a_request_to_it() {
+        let stale = Duration::from_secs(30);
+        let counting = |id: &str, blue: u64, at: u64| ProxyStatus {
+            connections: vec![switchyard_model::ColorConnections {
+                service: "web".into(),
+                color: Color::Blue,
+                connections: blue,
+            }],
+            ..report(id, 9, at)
+        };
+        let mut reports = Reports::default();
+        // nginx-1 counts nothing; edge-2 is silent: neither is waited for.
+        let all = vec![
+            report("nginx-1", 9, 100_000),
+            counting("edge-1", 2, 100_000),
+            counting("edge-2", 5, 40_000),
+        ];
+        reports.take(all, 100_000, true);
+        let busy = reports
+            .in_flight("web", Color::Blue, stale)
+            .expect_err("edge-1 has 2 in flight");
+        assert_eq!(busy.names, ["edge-1 (2 to blue)"]);
+        assert_eq!(reports.in_flight("web", Color::Green, stale).ok(), Some(1));
+        assert_eq!(reports.in_flight("api", Color::Blue, stale).ok(), Some(0));
+        reports.take(vec![counting("edge-1", 0, 100_200)], 100_200, false);
+        assert_eq!(reports.in_flight("web", Color::Blue, stale).ok(), Some(1));
     }
 
     #[test]
