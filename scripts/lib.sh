@@ -60,6 +60,8 @@ ensure_test_tools() {
   ensure_command haproxy haproxy
   # examples/haproxy-runtime/reload.sh talks to the master socket.
   ensure_command socat socat
+  # The DNS tests ask the registry with dig.
+  ensure_command dig dnsutils
   ensure_command etcd etcd-server
   # The metrics tests scrape with a real Prometheus; promtool checks rules.
   ensure_command prometheus prometheus

@@ -8,7 +8,9 @@ mod deployments;
 mod endpoint;
 mod proxies;
 mod tokens;
-pub mod view;
+/// The watched services kept current from watch events (shared with the
+/// registry, whose DNS interface answers from one).
+pub use switchyard_model::view;
 
 pub use backup::SavedBackup;
 pub use endpoint::{ClientOptions, ClientTls, DEFAULT_TIMEOUT, read_token_file};

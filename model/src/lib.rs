@@ -11,6 +11,7 @@ mod fuzz;
 pub mod fuzzing;
 pub mod labels;
 pub mod validate;
+pub mod view;
 pub mod watch;
 
 use std::collections::BTreeMap;

@@ -35,6 +35,19 @@ pub struct Args {
     )]
     pub metrics_listen: String,
 
+    /// Where to answer DNS (UDP and TCP), e.g. 127.0.0.1:8600; "off"
+    /// (the default) disables it.
+    #[arg(long, env = "SWITCHYARD_DNS_LISTEN", default_value = "off")]
+    pub dns_listen: String,
+
+    /// The zone DNS answers for: SERVICE.service.ZONE and so on.
+    #[arg(long, env = "SWITCHYARD_DNS_DOMAIN", default_value = "switchyard.")]
+    pub dns_domain: String,
+
+    /// TTL of DNS answers, negative ones included (whole seconds).
+    #[arg(long, env = "SWITCHYARD_DNS_TTL", default_value = "1s", value_parser = parse_duration)]
+    pub dns_ttl: Duration,
+
     /// Services with series of their own in the metrics; the rest are summed
     /// under service="_other".
     #[arg(long, env = "SWITCHYARD_METRICS_MAX_SERVICES", default_value_t = crate::metrics::DEFAULT_MAX_SERVICES)]
@@ -271,7 +284,25 @@ impl LimitArgs {
 }
 
 impl Args {
+    /// The DNS interface the flags ask for, if any.
+    fn dns(&self) -> anyhow::Result<Option<crate::dns::DnsConfig>> {
+        if self.dns_listen.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let listen = self.dns_listen.parse().map_err(|error| {
+            anyhow::anyhow!(
+                "--dns-listen {:?}: {error}; give ADDRESS:PORT (e.g. 127.0.0.1:8600) or off",
+                self.dns_listen
+            )
+        })?;
+        let ttl = u32::try_from(self.dns_ttl.as_secs())
+            .map_err(|_| anyhow::anyhow!("--dns-ttl {:?} is too long", self.dns_ttl))?;
+        let zone = crate::dns::Zone::new(&self.dns_domain, ttl).map_err(anyhow::Error::msg)?;
+        Ok(Some(crate::dns::DnsConfig { listen, zone }))
+    }
+
     pub fn into_config(self) -> anyhow::Result<ServerConfig> {
+        let dns = self.dns()?;
         anyhow::ensure!(
             self.auth || self.insecure || self.listen.ip().is_loopback(),
             "refusing to listen on {} without --auth: anyone who reaches it could flip colors \
@@ -304,6 +335,7 @@ impl Args {
             switchyard_program::metrics::parse_listen("--metrics-listen", &self.metrics_listen)?;
         Ok(ServerConfig {
             store,
+            dns,
             metrics_listen,
             metrics_max_services: self.metrics_max_services,
             data_dir: self.data_dir,

@@ -91,6 +91,38 @@ pub struct WatchBuffer {
 }
 
 impl Catalog {
+    /// Follows every service into `apply`, event by event, until `stop`:
+    /// the in-memory views of metrics and DNS. A watcher like any other (it
+    /// never blocks a write); after an error or a reset it starts over from
+    /// a snapshot a second later. `who` names the follower in logs.
+    pub async fn follow_services(
+        &self,
+        buffer_bytes: usize,
+        stop: CancellationToken,
+        who: &'static str,
+        mut apply: impl FnMut(&switchyard_model::watch::WatchEvent) + Send,
+    ) {
+        let buffer = WatchBuffer {
+            messages: crate::store::defaults::WATCH_BUFFER,
+            bytes: buffer_bytes,
+        };
+        while !stop.is_cancelled() {
+            match self.watch(Vec::new(), 0, buffer, stop.clone()) {
+                Ok(stream) => {
+                    let mut stream = std::pin::pin!(stream);
+                    while let Some(Ok(event)) = stream.next().await {
+                        apply(&event);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, who, "cannot watch the catalog; retrying"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
     /// Watches `services` (all when empty) from `from_revision` (0: snapshot
     /// first). The stream ends when `cancel` fires.
     pub fn watch(

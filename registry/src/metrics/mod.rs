@@ -18,7 +18,7 @@ use futures::StreamExt;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{Catalog, WatchBuffer};
+use crate::catalog::Catalog;
 use catalog::{CatalogCollector, CatalogFigures};
 pub use grpc::{GrpcLayer, GrpcMetrics};
 
@@ -108,30 +108,15 @@ async fn follow_deploys(
     }
 }
 
-/// The catalog's watch of every service into `figures`; after an error it
-/// starts over from a snapshot.
+/// The catalog's watch of every service into `figures`.
 async fn watch(catalog: Catalog, figures: Arc<Mutex<CatalogFigures>>, stop: CancellationToken) {
-    let buffer = WatchBuffer {
-        messages: crate::store::defaults::WATCH_BUFFER,
-        bytes: 1024 * 1024,
-    };
-    while !stop.is_cancelled() {
-        match catalog.watch(Vec::new(), 0, buffer, stop.clone()) {
-            Ok(stream) => {
-                let mut stream = std::pin::pin!(stream);
-                while let Some(Ok(event)) = stream.next().await {
-                    if let Ok(mut figures) = figures.lock() {
-                        figures.apply(&event);
-                    }
-                }
+    catalog
+        .follow_services(1024 * 1024, stop, "metrics", |event| {
+            if let Ok(mut figures) = figures.lock() {
+                figures.apply(event);
             }
-            Err(error) => tracing::warn!(%error, "metrics cannot watch the catalog; retrying"),
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
+        })
+        .await;
 }
 
 /// Reads the catalog's bookkeeping every [`SAMPLE_EVERY`] into `figures`.

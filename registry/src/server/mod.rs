@@ -96,6 +96,8 @@ pub struct ServerConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Services with series of their own in the metrics.
     pub metrics_max_services: usize,
+    /// The DNS interface; off when `None`.
+    pub dns: Option<crate::dns::DnsConfig>,
     pub data_dir: PathBuf,
     pub history_revisions: u64,
     pub watch_buffer: usize,
@@ -123,6 +125,7 @@ impl ServerConfig {
             store: StoreChoice::Sled,
             metrics_listen: None,
             metrics_max_services: crate::metrics::DEFAULT_MAX_SERVICES,
+            dns: None,
             data_dir: data_dir.into(),
             history_revisions: defaults::HISTORY_REVISIONS,
             watch_buffer: defaults::WATCH_BUFFER,
@@ -346,6 +349,10 @@ pub async fn serve(
     let store = open_store(&config).await?;
     let streams_end = CancellationToken::new();
     let (api, auth, catalog) = registry_api(&config, Arc::clone(&store), &streams_end).await?;
+    if let Some(dns) = config.dns.clone() {
+        let bound = crate::dns::serve(dns, catalog.clone(), streams_end.clone()).await?;
+        tracing::info!(address = %bound, "DNS listening");
+    }
     let metrics = start_metrics(&config, catalog, &streams_end).await?;
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -35,6 +35,7 @@ mod cli;
 mod conformance;
 mod crash;
 mod deploy;
+mod dns;
 mod haproxy_runtime;
 mod hostile;
 mod hostile_cli;

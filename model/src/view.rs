@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use switchyard_model::Service;
-use switchyard_model::watch::{Change, WatchEvent};
+use crate::Service;
+use crate::watch::{Change, WatchEvent};
 
 /// The services as of `revision`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
