@@ -36,11 +36,16 @@ use passes::HaproxyRuntime;
 use render::Templates;
 
 /// How often runtime mode reads the requests in flight per color between
-/// passes (reported only when they change).
+/// passes (reported only when they change), and how often a failed pass is
+/// considered for another try.
 const CONNECTIONS_POLL: Duration = Duration::from_millis(250);
 
-/// How soon runtime mode tries a failed pass again.
-const RUNTIME_RETRY: Duration = Duration::from_secs(1);
+/// How soon a failed pass (a refused check, a failed reload, HAProxy away)
+/// is tried again with the same view; doubled after each failure, up to
+/// [`RETRY_LONGEST`]. Without it a proxy would stay behind until the next
+/// change in the registry, which may never come.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_LONGEST: Duration = Duration::from_secs(30);
 
 type Events = Pin<Box<dyn Stream<Item = Result<WatchEvent, ClientError>> + Send>>;
 
@@ -313,7 +318,8 @@ pub async fn template(client: &RegistryClient, args: TemplateArgs) -> anyhow::Re
     let mut rendered_once = false;
     let mut heartbeat = tokio::time::interval(args.report_interval);
     heartbeat.tick().await;
-    let mut last_retry = Instant::now();
+    let mut retry_at = Instant::now() + RETRY_FIRST;
+    let mut retry_after = RETRY_FIRST;
     let mut connections_poll = tokio::time::interval(CONNECTIONS_POLL);
     connections_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Listen for SIGTERM/SIGINT once, for the whole run: a signal that came
@@ -366,14 +372,16 @@ pub async fn template(client: &RegistryClient, args: TemplateArgs) -> anyhow::Re
                     proxy.report().await;
                 }
             }
-            _ = connections_poll.tick(), if proxy.runtime.is_some() && rendered_once => {
+            _ = connections_poll.tick(), if rendered_once => {
                 if proxy.healthy || first_change.is_some() {
+                    retry_after = RETRY_FIRST;
+                    retry_at = Instant::now() + retry_after;
                     proxy.poll_connections().await;
-                } else if last_retry.elapsed() >= RUNTIME_RETRY {
-                    // HAProxy was away or refused: the view has not changed,
-                    // so nothing else would try again.
-                    last_retry = Instant::now();
+                } else if Instant::now() >= retry_at {
+                    tracing::info!(revision = proxy.view.revision, "trying the failed pass again");
                     proxy.render_all(None).await;
+                    retry_after = (retry_after * 2).min(RETRY_LONGEST);
+                    retry_at = Instant::now() + retry_after;
                 }
             }
             () = &mut shutdown => return Ok(ExitCode::SUCCESS),

@@ -10,7 +10,7 @@ use cd_registry::server::TlsFiles;
 use switchyard_client::RegistryClient;
 use switchyard_model::{Color, Health};
 use switchyard_tests::docker::{LabelledContainers, TestImage, unique};
-use switchyard_tests::load::Load;
+use switchyard_tests::load::{Connections, Load};
 use switchyard_tests::process::explain;
 use switchyard_tests::process::{AgentProcess, Background, cdctl_async};
 use switchyard_tests::tls::{Access, TestPki, env_refs};
@@ -247,6 +247,10 @@ async fn zero_downtime_through_nginx() {
     // Phases: 0 paused before the flip, 1 promoting, 2 promoted, 3 rolling
     // back, 4 rolled back, 5 a deploy whose post-test fails, 6 after it.
     let load = Load::start(listen, &path, 4);
+    // Keep-alive clients that never retry, as connection pools are: their
+    // figure through nginx reloads is printed, not asserted (each reload
+    // closes the old workers' idle connections; see the README).
+    let kept = Load::start_with(listen, &path, 4, Connections::KeepAlive);
 
     let paused = deploy(
         v2.tag.clone(),
@@ -261,19 +265,24 @@ async fn zero_downtime_through_nginx() {
     assert_eq!(paused.status.code(), Some(0), "{}", explain(&paused));
     tokio::time::sleep(Duration::from_millis(500)).await; // traffic while paused
     load.enter(1);
+    kept.enter(1);
     let proxy_url = format!("http://{listen}{path}");
     let promoted = cdctl_async(&url, &["-o", "json", "promote", &service], &as_deployer).await;
     assert_eq!(promoted.status.code(), Some(0), "{}", explain(&promoted));
     load.enter(2);
+    kept.enter(2);
     tokio::time::sleep(Duration::from_millis(500)).await;
     load.enter(3);
+    kept.enter(3);
     let back = cdctl_async(&url, &["rollback", &service], &as_deployer).await;
     assert_eq!(back.status.code(), Some(0), "{}", explain(&back));
     // The rollback returns when the registry flipped; proxies follow.
     until_proxy_applied_flip(admin_ref, "nginx-1", &service).await;
     load.enter(4);
+    kept.enter(4);
     tokio::time::sleep(Duration::from_millis(500)).await;
     load.enter(5);
+    kept.enter(5);
     let post_test = format!("busybox wget -qO- {proxy_url} | grep -q never-this-version");
     let failing = deploy(
         v2.tag.clone(),
@@ -289,8 +298,17 @@ async fn zero_downtime_through_nginx() {
     .await;
     assert_eq!(failing.status.code(), Some(12), "{}", explain(&failing));
     load.enter(6);
+    kept.enter(6);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let tally = load.finish().await;
+    let kept = kept.finish().await;
+    println!(
+        "nginx keep-alive: {} of {} requests failed ({:?})",
+        kept.failures.len(),
+        kept.total,
+        &kept.failures[..kept.failures.len().min(3)]
+    );
+    assert!(kept.total > 0, "the keep-alive clients sent nothing");
 
     println!(
         "zero downtime: {} requests through nginx; flip to all proxies applied: {:?} ms",
