@@ -321,11 +321,12 @@ async fn haproxy_runtime_mode_drops_no_keep_alive_request() {
     let (kept, fresh) = (kept.finish().await, fresh.finish().await);
     println!(
         "haproxy runtime: {} keep-alive requests, {} failed; {} fresh-connection requests, {} \
-         failed; versions by phase {:?}",
+         failed; wait proxies {:?} ms; versions by phase {:?}",
         kept.total,
         kept.failures.len(),
         fresh.total,
         fresh.failures.len(),
+        super::zero_downtime::wait_proxies_ms(&promoted.stdout),
         kept.versions
     );
     let phases = [(0, "v1"), (2, "v2"), (4, "v1"), (6, "v1")];

@@ -53,7 +53,8 @@ impl Drop for Nginx {
     }
 }
 
-fn wait_proxies_ms(summary: &[u8]) -> Option<u64> {
+/// The duration of step 9 (wait proxies) in a deploy's JSON summary.
+pub(crate) fn wait_proxies_ms(summary: &[u8]) -> Option<u64> {
     let summary: serde_json::Value = serde_json::from_slice(summary).ok()?;
     summary["steps"]
         .as_array()?
