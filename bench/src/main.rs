@@ -7,6 +7,7 @@
 mod agent;
 mod ceiling;
 mod deploy;
+mod dns;
 mod etcd;
 mod registry;
 mod scrape;
@@ -43,6 +44,8 @@ pub enum Workload {
     Deploy,
     /// Scrapes of a registry of many services, and what they cost.
     Scrape,
+    /// DNS queries answered by the scrape rows' registry.
+    Dns,
 }
 
 /// Workload sizes for one scale.
@@ -148,6 +151,10 @@ struct Args {
     scrape_registry: Option<String>,
     #[arg(long)]
     scrape_metrics: Option<String>,
+    /// The DNS address of `--scrape-registry` (`--dns-listen`): adds the
+    /// DNS rows.
+    #[arg(long, requires = "scrape_registry")]
+    dns: Option<std::net::SocketAddr>,
     /// A registry with --auth (plaintext) and its admin token: adds the
     /// rows that price checking a credential.
     #[arg(long, requires = "auth_token_file")]
@@ -300,9 +307,44 @@ async fn run(args: Args) -> anyhow::Result<()> {
         single_rows.extend(single);
     }
 
+    single_rows.extend(dns_rows(&args, &options, sizes).await?);
     single_rows.extend(agent_rows(&args, &plain, sizes).await?);
     single_rows.extend(deploy_rows(&args, sizes).await?);
     print_and_write(&args, &rows, &single_rows)
+}
+
+/// The DNS rows (no etcd counterpart), when `--dns` is given.
+async fn dns_rows(
+    args: &Args,
+    options: &switchyard_client::ClientOptions,
+    sizes: Sizes,
+) -> anyhow::Result<Vec<(String, &'static str, f64)>> {
+    let (true, Some(server), Some(url)) =
+        (args.runs(Workload::Dns), args.dns, &args.scrape_registry)
+    else {
+        return Ok(Vec::new());
+    };
+    eprintln!(
+        "dns: {} A queries over UDP, {} clients, then as many refused (the ceiling)",
+        sizes.reads, sizes.clients
+    );
+    let target = registry::Target {
+        url: url.clone(),
+        options: options.clone(),
+    };
+    let figures = dns::measure(&target, server, sizes.clients, sizes.reads).await?;
+    let (answered, ceiling) = (figures.answered.throughput(), figures.ceiling.throughput());
+    Ok(vec![
+        ("dns_queries".into(), "ops/s", answered),
+        ("dns_p50".into(), "ms", figures.answered.percentile_ms(50.0)),
+        ("dns_p99".into(), "ms", figures.answered.percentile_ms(99.0)),
+        ("dns_ceiling".into(), "ops/s", ceiling),
+        (
+            "dns_of_ceiling".into(),
+            "%",
+            100.0 * answered / ceiling.max(1e-9),
+        ),
+    ])
 }
 
 /// The agent's rows (no etcd counterpart), when the agent flags are given.
