@@ -5,7 +5,10 @@
 //! agent following the containers, and nginx proxies rendered by
 //! `cdctl template` and reloaded by `examples/nginx/reload.sh`, the README's
 //! recipe. The anchor is nginx's own reload (`reload.sh` alone, on the same
-//! proxy): no flip through nginx can be faster.
+//! proxy): no flip through nginx can be faster. Last, the same flip through
+//! HAProxy in runtime mode (no reload), against the same anchor.
+
+mod haproxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -40,6 +43,8 @@ pub struct DeployFigures {
     pub rollback_1: Samples,
     /// `reload.sh` alone on one proxy: nginx's own reload.
     pub nginx_reload: Samples,
+    /// Flip sent → HAProxy in runtime mode applied it (the only proxy).
+    pub flip_to_haproxy_runtime: Samples,
 }
 
 /// Where and how to deploy.
@@ -95,6 +100,18 @@ fn measure_in(setup: &Setup, work: &Path) -> anyhow::Result<DeployFigures> {
     for _ in 0..setup.runs {
         flip_5.push(deployer.deploy(1, false)?.flip_to_proxies());
     }
+    // The nginx proxies go; their last reports turn stale (3 s for these
+    // deploys) and are not waited for.
+    proxies.clear();
+    let runtime = haproxy::RuntimeProxy::start(&cdctl, &setup.registry, work)?;
+    runtime.wait_serving(SERVICE)?;
+    std::thread::sleep(Duration::from_millis(3_500));
+    let mut flip_runtime = vec![];
+    for _ in 0..setup.runs {
+        let deploy = deployer.deploy_with(1, false, &["--proxy-stale", "3s"])?;
+        flip_runtime.push(deploy.flip_to_proxies());
+    }
+    drop(runtime);
     deployer.remove()?;
     Ok(DeployFigures {
         overhead_1: samples(overhead_1),
@@ -103,6 +120,7 @@ fn measure_in(setup: &Setup, work: &Path) -> anyhow::Result<DeployFigures> {
         flip_to_proxies_5: samples(flip_5),
         rollback_1: samples(rollback_1),
         nginx_reload: samples(nginx_reload),
+        flip_to_haproxy_runtime: samples(flip_runtime),
     })
 }
 
@@ -164,6 +182,16 @@ impl Deployer<'_> {
 
     /// `cdctl deploy` of the bench service; fails unless it promoted.
     fn deploy(&self, replicas: u32, keep_old: bool) -> anyhow::Result<Deployed> {
+        self.deploy_with(replicas, keep_old, &[])
+    }
+
+    /// [`Deployer::deploy`] with `extra` flags.
+    fn deploy_with(
+        &self,
+        replicas: u32,
+        keep_old: bool,
+        extra: &[&str],
+    ) -> anyhow::Result<Deployed> {
         let mut command = self.cdctl();
         command.args([
             "-o",
@@ -187,6 +215,7 @@ impl Deployer<'_> {
             "--replicas",
             &replicas.to_string(),
         ]);
+        command.args(extra);
         if keep_old {
             command.arg("--keep-old");
         }

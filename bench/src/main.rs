@@ -408,7 +408,7 @@ async fn deploy_rows(
         return Ok(Vec::new());
     };
     eprintln!(
-        "deploy: {} deploys and rollbacks of each kind through nginx",
+        "deploy: {} deploys and rollbacks of each kind through nginx, then HAProxy's runtime mode",
         sizes.deploys
     );
     let setup = deploy::Setup {
@@ -422,6 +422,7 @@ async fn deploy_rows(
     let reload = figures.nginx_reload.percentile_ms(50.0);
     let flip_1 = figures.flip_to_proxies_1.percentile_ms(50.0);
     let flip_5 = figures.flip_to_proxies_5.percentile_ms(50.0);
+    let runtime = &figures.flip_to_haproxy_runtime;
     Ok(vec![
         (
             "deploy_overhead_1_replica_p50".into(),
@@ -452,6 +453,22 @@ async fn deploy_rows(
             "flip_to_5_nginx_vs_reload".into(),
             "x",
             reload / flip_5.max(0.01),
+        ),
+        (
+            "flip_to_haproxy_runtime_p50".into(),
+            "ms",
+            runtime.percentile_ms(50.0),
+        ),
+        (
+            "flip_to_haproxy_runtime_p99".into(),
+            "ms",
+            runtime.percentile_ms(99.0),
+        ),
+        // Above 1: faster than nginx could even reload.
+        (
+            "flip_to_haproxy_runtime_vs_reload".into(),
+            "x",
+            reload / runtime.percentile_ms(50.0).max(0.01),
         ),
     ])
 }

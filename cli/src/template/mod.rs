@@ -106,6 +106,7 @@ impl Proxy<'_> {
             self.message = failures.join("; ");
         }
         self.report().await;
+        self.write_files_behind().await;
     }
 
     /// Runs `--reload` once when outputs were `replaced`; when it fails,

@@ -31,6 +31,8 @@ pub struct HaproxyRuntime {
     colors: BTreeMap<(String, String), Color>,
     /// Requests in flight per service and color, as last read.
     pub connections: Vec<ColorConnections>,
+    /// HAProxy is in step but the files are not written yet.
+    files_behind: bool,
 }
 
 impl HaproxyRuntime {
@@ -40,6 +42,7 @@ impl HaproxyRuntime {
             structure: None,
             colors: BTreeMap::new(),
             connections: Vec::new(),
+            files_behind: false,
         }
     }
 
@@ -86,15 +89,17 @@ impl Proxy<'_> {
         };
         let missing = runtime::missing_backends(&self.view, &stats);
         if !structure_changed && missing.is_empty() {
-            let mut failures = match self.runtime_sync(stats).await {
-                Ok(()) => Vec::new(),
-                Err(error) => return vec![format!("{error:#}")],
+            return match self.runtime_sync(stats).await {
+                Ok(()) => {
+                    // HAProxy is in step: the pass reports now, and the
+                    // files (for the next start or reload) follow after.
+                    if let Some(haproxy) = self.runtime.as_mut() {
+                        haproxy.files_behind = true;
+                    }
+                    Vec::new()
+                }
+                Err(error) => vec![format!("{error:#}")],
             };
-            // The files follow too, for the next start or reload; HAProxy
-            // itself is already in step.
-            let (_, refused) = self.apply_outputs().await;
-            failures.extend(refused);
-            return failures;
         }
         tracing::info!(
             ?missing,
@@ -122,6 +127,24 @@ impl Proxy<'_> {
                 .map(|error| vec![format!("{error:#}")])
                 .unwrap_or_default(),
             Err(error) => vec![format!("{error:#}")],
+        }
+    }
+
+    /// After a pass has reported: writes the files HAProxy's runtime state
+    /// already reflects (checked, never reloaded), so that a restart starts
+    /// from the same servers; a refused file makes the proxy unhealthy.
+    pub(super) async fn write_files_behind(&mut self) {
+        let Some(haproxy) = self.runtime.as_mut() else {
+            return;
+        };
+        if !std::mem::take(&mut haproxy.files_behind) {
+            return;
+        }
+        let (_, refused) = self.apply_outputs().await;
+        if !refused.is_empty() {
+            self.healthy = false;
+            self.message = refused.join("; ");
+            self.report().await;
         }
     }
 

@@ -419,8 +419,68 @@ async fn a_retiring_color_is_stopped_once_its_requests_finish() {
     let listed = switchyard_tests::process::cdctl(url, &["proxies"]);
     let table = String::from_utf8_lossy(&listed.stdout);
     assert!(table.contains("IN FLIGHT"), "{table}");
+    // The live color is counted; the retired one is not listed once its
+    // servers are gone.
+    let now_live = live(client.clone(), service.clone()).await;
     assert!(
-        table.contains(&format!("{service} blue=0 green=0")),
+        table.contains(&format!("{service} {now_live}=0")),
         "{table}"
+    );
+}
+
+/// A new service needs a backend HAProxy does not have: runtime mode
+/// reloads then (through the master, a new worker), and the new backend
+/// serves, while the existing one keeps serving throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_service_reloads_haproxy_once_and_is_served() {
+    let stage = Stage::start("nb", "haproxy-new").await;
+    let Stage {
+        service,
+        proxy,
+        client,
+        ..
+    } = &stage;
+    let before = proxy.haproxy.worker_pid().expect("HAProxy's worker");
+    let (_, state) = client.get_service(service).await.expect("service");
+    let target = state
+        .live_instances()
+        .next()
+        .expect("a live instance")
+        .clone();
+    let extra = unique("extra");
+    let mut one = target.clone();
+    one.id = format!("{extra}-1");
+    one.service = extra.clone();
+    client.register(&one, None).await.expect("register");
+    client
+        .set_active_color(&extra, one.color, None, 0)
+        .await
+        .expect("live color");
+    proxy.serves(&format!("/{extra}/"), "v1").await;
+    proxy.serves(&format!("/{service}/"), "v1").await;
+    let after = proxy.haproxy.worker_pid().expect("HAProxy's worker");
+    assert_ne!(before, after, "a new backend needs a reload (a new worker)");
+    // Instances of a known service change with no further reload.
+    client.deregister(&one.id).await.expect("deregister");
+    let mut moved = one.clone();
+    moved.id = format!("{extra}-2");
+    client.register(&moved, None).await.expect("register");
+    let listen = proxy.listen;
+    let path = format!("/{extra}/");
+    let path = &path;
+    let state_of = format!("show servers state {extra}");
+    let state_of = &state_of;
+    eventually(patience(), || async move {
+        let servers = proxy.haproxy.command(state_of)?;
+        match http_get(listen, path).await {
+            Ok(answer) if body(&answer).trim() == "v1" && servers.contains("-2 ") => Ok(()),
+            other => Err(format!("{other:?}; {servers}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        proxy.haproxy.worker_pid().expect("worker"),
+        after,
+        "no reload"
     );
 }
