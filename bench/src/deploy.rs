@@ -349,23 +349,7 @@ impl Proxy {
 
     /// Until nginx answers for `service` (the follower has started).
     fn wait_serving(&self, service: &str) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = format!("http://{}/{service}/", self.listen);
-        while Instant::now() < deadline {
-            let status = Command::new("busybox")
-                .args(["wget", "-qO-", &url])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()?;
-            if status.success() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        anyhow::bail!(
-            "nginx at {} did not serve {service} within 30 s",
-            self.listen
-        )
+        wait_serving("nginx", &self.listen, service)
     }
 
     /// `reload.sh` on the configuration already served: nginx's reload and
@@ -442,6 +426,24 @@ fn examples() -> anyhow::Result<PathBuf> {
         "run the bench from the repository's root (examples/nginx/ is not here)"
     );
     Ok(path)
+}
+
+/// Until the proxy (`what`) at `listen` answers for `service`.
+fn wait_serving(what: &str, listen: &str, service: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = format!("http://{listen}/{service}/");
+    while Instant::now() < deadline {
+        let status = Command::new("busybox")
+            .args(["wget", "-qO-", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if status.success() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!("{what} at {listen} did not serve {service} within 30 s")
 }
 
 fn free_port() -> anyhow::Result<u16> {

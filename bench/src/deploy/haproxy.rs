@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub struct RuntimeProxy {
     listen: String,
@@ -76,23 +75,7 @@ impl RuntimeProxy {
 
     /// Until HAProxy answers for `service`.
     pub fn wait_serving(&self, service: &str) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = format!("http://{}/{service}/", self.listen);
-        while Instant::now() < deadline {
-            let status = Command::new("busybox")
-                .args(["wget", "-qO-", &url])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()?;
-            if status.success() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        anyhow::bail!(
-            "HAProxy at {} did not serve {service} within 30 s",
-            self.listen
-        )
+        super::wait_serving("HAProxy", &self.listen, service)
     }
 }
 
