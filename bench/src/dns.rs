@@ -90,12 +90,19 @@ pub async fn measure(
         .set_active_color(SERVICE, Some(Color::Blue), None, 0)
         .await?;
     let name = format!("{SERVICE}.service.switchyard");
-    // Until the DNS view has the service (it follows the catalog's watch).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ask(server, &name, 0, 1, 1).await.is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "DNS never answered {name}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // Until the DNS view has the service (it follows the catalog's watch,
+    // which may still be working through the scrape rows' writes).
+    let started = Instant::now();
+    loop {
+        match ask(server, &name, 0, 1, 1).await {
+            Ok(_) => break,
+            Err(error) if started.elapsed() > Duration::from_secs(60) => {
+                anyhow::bail!("DNS never answered {name}: {error:#}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
     }
+    eprintln!("dns: view ready after {:?}", started.elapsed());
     let answered = ask(server, &name, 0, clients, total).await?;
     let ceiling = ask(server, "bench.example", 5, clients, total).await?;
     Ok(DnsFigures { answered, ceiling })

@@ -29,7 +29,13 @@ impl ServiceView {
             } => {
                 let pending = self.pending.get_or_insert_with(BTreeMap::new);
                 for service in services {
-                    pending.insert(service.name.clone(), service.clone());
+                    let mut service = service.clone();
+                    // Kept sorted by id, so a change finds its instance by
+                    // binary search (a linear find and a sort per change
+                    // made a burst of registrations quadratic in a large
+                    // service).
+                    service.instances.sort_by(|a, b| a.id.cmp(&b.id));
+                    pending.insert(service.name.clone(), service);
                 }
                 if *complete {
                     self.services = self.pending.take().unwrap_or_default();
@@ -72,19 +78,93 @@ impl ServiceView {
                     .services
                     .entry(instance.service.clone())
                     .or_insert_with(|| Service::new(instance.service.clone()));
-                match service.instances.iter_mut().find(|i| i.id == instance.id) {
-                    Some(existing) => *existing = instance.clone(),
-                    None => {
-                        service.instances.push(instance.clone());
-                        service.instances.sort_by(|a, b| a.id.cmp(&b.id));
-                    }
+                match service
+                    .instances
+                    .binary_search_by(|i| i.id.as_str().cmp(&instance.id))
+                {
+                    Ok(at) => service.instances[at] = instance.clone(),
+                    Err(at) => service.instances.insert(at, instance.clone()),
                 }
             }
             Change::InstanceRemoved { service, id } => {
-                if let Some(service) = self.services.get_mut(service) {
-                    service.instances.retain(|i| &i.id != id);
+                if let Some(service) = self.services.get_mut(service)
+                    && let Ok(at) = service
+                        .instances
+                        .binary_search_by(|i| i.id.as_str().cmp(id))
+                {
+                    service.instances.remove(at);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Health, Instance};
+
+    fn instance(id: &str, port: u16) -> Instance {
+        Instance {
+            id: id.into(),
+            service: "web".into(),
+            color: None,
+            node: "n1".into(),
+            address: "10.0.0.1".parse().expect("ip"),
+            port,
+            tags: vec![],
+            metadata: Default::default(),
+            health: Health::Passing,
+            session: None,
+            create_revision: 1,
+            mod_revision: 1,
+        }
+    }
+
+    fn ids(view: &ServiceView) -> Vec<(String, u16)> {
+        view.services["web"]
+            .instances
+            .iter()
+            .map(|i| (i.id.clone(), i.port))
+            .collect()
+    }
+
+    #[test]
+    fn changes_keep_each_service_sorted_by_id() {
+        let mut web = Service::new("web");
+        web.instances = vec![instance("c", 1), instance("a", 1)];
+        let mut view = ServiceView::default();
+        assert!(!view.apply(&WatchEvent::Snapshot {
+            revision: 5,
+            services: vec![web.clone()],
+            complete: false,
+        }));
+        assert!(view.apply(&WatchEvent::Snapshot {
+            revision: 5,
+            services: vec![],
+            complete: true,
+        }));
+        let changes = vec![
+            Change::InstanceUpdated(instance("b", 1)),
+            Change::InstanceUpdated(instance("c", 2)),
+            Change::InstanceRemoved {
+                service: "web".into(),
+                id: "a".into(),
+            },
+            Change::InstanceRemoved {
+                service: "web".into(),
+                id: "zz".into(),
+            },
+            Change::InstanceUpdated(instance("d", 1)),
+        ];
+        assert!(view.apply(&WatchEvent::Changes {
+            revision: 6,
+            changes,
+        }));
+        assert_eq!(
+            ids(&view),
+            [("b".into(), 1), ("c".into(), 2), ("d".into(), 1)]
+        );
+        assert_eq!(view.revision, 6);
     }
 }
