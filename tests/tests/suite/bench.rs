@@ -66,6 +66,13 @@ fn the_benchmark_runs_and_writes_its_results() {
         "scrape_20_services_bytes",
         "reads_scraped_cost",
         "writes_scraped_cost",
+        "flip_to_haproxy_runtime_p50",
+        "flip_to_haproxy_runtime_p99",
+        "flip_to_haproxy_runtime_vs_reload",
+        "dns_queries",
+        "dns_p99",
+        "dns_ceiling",
+        "dns_of_ceiling",
     ] {
         assert!(
             names.contains(&expected),
@@ -77,7 +84,7 @@ fn the_benchmark_runs_and_writes_its_results() {
         // Rows without an etcd counterpart: the agent's, security's,
         // delivery's (whose anchor is nginx's own reload), the scrape's size
         // and costs.
-        let single = ["agent_", "deploy_", "flip_", "rollback_", "nginx_"]
+        let single = ["agent_", "deploy_", "flip_", "rollback_", "nginx_", "dns_"]
             .iter()
             .any(|prefix| name.starts_with(prefix))
             || name.contains("_auth")
