@@ -122,7 +122,7 @@ impl RuntimeSocket {
     /// Sends one command and answers HAProxy's whole reply.
     async fn raw(&self, command: &str) -> anyhow::Result<String> {
         let exchange = async {
-            let mut stream = UnixStream::connect(&self.path).await?;
+            let mut stream = connect(&self.path).await?;
             stream.write_all(format!("{command}\n").as_bytes()).await?;
             // The master CLI answers once the client's side is closed.
             stream.shutdown().await?;
@@ -182,6 +182,22 @@ impl RuntimeSocket {
     /// may have been replaced by another kind).
     pub fn forget(&mut self) {
         self.master = None;
+    }
+}
+
+/// Connects to `path`; a refused connection is tried again for up to a
+/// second, as HAProxy's master refuses for a moment while it re-executes
+/// itself (at start and on every reload).
+async fn connect(path: &std::path::Path) -> std::io::Result<UnixStream> {
+    let mut tries = 0;
+    loop {
+        match UnixStream::connect(path).await {
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -59,13 +59,18 @@ impl Haproxy {
         Ok(answer)
     }
 
-    /// The serving worker's process id.
-    pub(crate) fn worker_pid(&self) -> Result<u32, String> {
-        let info = self.command("show info")?;
-        info.lines()
-            .find_map(|line| line.strip_prefix("Pid: "))
-            .and_then(|pid| pid.trim().parse().ok())
-            .ok_or_else(|| format!("no Pid in {info:?}"))
+    /// The serving worker's process id, asked until the master answers (its
+    /// socket refuses connections for a moment while it re-executes itself
+    /// after starting a worker).
+    pub(crate) async fn worker_pid(&self) -> u32 {
+        eventually(patience(), || async {
+            let info = self.command("show info")?;
+            info.lines()
+                .find_map(|line| line.strip_prefix("Pid: "))
+                .and_then(|pid| pid.trim().parse().ok())
+                .ok_or_else(|| format!("no Pid in {info:?}"))
+        })
+        .await
     }
 }
 
@@ -266,7 +271,7 @@ async fn haproxy_runtime_mode_drops_no_keep_alive_request() {
         }
     })
     .await;
-    let pid = proxy.haproxy.worker_pid().expect("HAProxy's worker");
+    let pid = proxy.haproxy.worker_pid().await;
 
     // Phases: 0 paused before the flip, 1 promoting, 2 promoted, 3 rolling
     // back, 4 rolled back, 5 a deploy whose post-test fails, 6 after it.
@@ -334,7 +339,7 @@ async fn haproxy_runtime_mode_drops_no_keep_alive_request() {
     assert_clean("fresh connections", &fresh, &phases);
     assert!(kept.total >= 20_000, "{} keep-alive requests", kept.total);
     assert_eq!(
-        proxy.haproxy.worker_pid().expect("HAProxy's worker"),
+        proxy.haproxy.worker_pid().await,
         pid,
         "HAProxy reloaded (a new worker) during the deploys"
     );
@@ -440,7 +445,7 @@ async fn a_new_service_reloads_haproxy_once_and_is_served() {
         client,
         ..
     } = &stage;
-    let before = proxy.haproxy.worker_pid().expect("HAProxy's worker");
+    let before = proxy.haproxy.worker_pid().await;
     let (_, state) = client.get_service(service).await.expect("service");
     let target = state
         .live_instances()
@@ -458,7 +463,7 @@ async fn a_new_service_reloads_haproxy_once_and_is_served() {
         .expect("live color");
     proxy.serves(&format!("/{extra}/"), "v1").await;
     proxy.serves(&format!("/{service}/"), "v1").await;
-    let after = proxy.haproxy.worker_pid().expect("HAProxy's worker");
+    let after = proxy.haproxy.worker_pid().await;
     assert_ne!(before, after, "a new backend needs a reload (a new worker)");
     // Instances of a known service change with no further reload.
     client.deregister(&one.id).await.expect("deregister");
@@ -478,9 +483,5 @@ async fn a_new_service_reloads_haproxy_once_and_is_served() {
         }
     })
     .await;
-    assert_eq!(
-        proxy.haproxy.worker_pid().expect("worker"),
-        after,
-        "no reload"
-    );
+    assert_eq!(proxy.haproxy.worker_pid().await, after, "no reload");
 }
