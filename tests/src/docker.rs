@@ -270,6 +270,23 @@ pub struct TestSwarm {
 
 static SWARM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Held by the tests that load the machine for a minute (the zero-downtime
+/// loads through nginx and HAProxy): they run one at a time, and never
+/// beside a swarm test, whose agent must follow Docker's events on time on
+/// two cores. (Not with [`TestSwarm`] in the same test: one lock.)
+pub fn exclusive() -> Exclusive {
+    Exclusive {
+        _guard: SWARM.lock().unwrap_or_else(|p| p.into_inner()),
+    }
+}
+
+/// The machine to one heavy test (see [`exclusive`]) until dropped. Each
+/// test runs on a runtime of its own, so holding it across awaits blocks
+/// no other test's runtime.
+pub struct Exclusive {
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
 impl TestSwarm {
     pub fn start() -> Self {
         let exclusive = SWARM.lock().unwrap_or_else(|p| p.into_inner());

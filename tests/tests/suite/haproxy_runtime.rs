@@ -252,6 +252,7 @@ fn assert_clean(what: &str, tally: &Tally, phases: &[(u8, &str)]) {
 /// HAProxy's worker is the same process from start to end (no reload).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_runtime_mode_drops_no_keep_alive_request() {
+    let _heavy = switchyard_tests::docker::exclusive();
     let stage = Stage::start("hr", "haproxy-1").await;
     let Stage {
         url,

@@ -143,6 +143,7 @@ async fn holding(
 /// failed requests and the right version in every phase.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_downtime_through_nginx() {
+    let _heavy = switchyard_tests::docker::exclusive();
     let service = unique("z");
     let secured = Secured::start(&service).await;
     let url = secured.url.clone();
