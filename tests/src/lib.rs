@@ -8,6 +8,7 @@ pub mod docker;
 pub mod etcd;
 pub mod load;
 pub mod process;
+pub mod upstream;
 pub mod tls;
 
 use std::future::Future;
@@ -296,13 +297,26 @@ pub async fn http_get_within(
     path: &str,
     patience: Duration,
 ) -> Result<String, String> {
+    http_request(address, "GET", path, patience).await
+}
+
+/// `METHOD path` with no body over plain HTTP/1.1, answered within
+/// `patience`.
+pub async fn http_request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    patience: Duration,
+) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let connect = tokio::net::TcpStream::connect(address);
     let mut stream = tokio::time::timeout(Duration::from_secs(5), connect)
         .await
         .map_err(|_| format!("connecting to {address} timed out"))?
         .map_err(|e| format!("connecting to {address}: {e}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     stream
         .write_all(request.as_bytes())
         .await

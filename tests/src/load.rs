@@ -142,14 +142,11 @@ async fn load(
                             .entry(version)
                             .or_default() += 1;
                     }
-                    Ok(response) => tally.failures.push(
-                        response
-                            .lines()
-                            .next()
-                            .unwrap_or("empty response")
-                            .to_string(),
-                    ),
-                    Err(error) => tally.failures.push(error),
+                    Ok(response) => tally.failures.push(format!(
+                        "phase {sent_in}: {}",
+                        response.lines().next().unwrap_or("empty response")
+                    )),
+                    Err(error) => tally.failures.push(format!("phase {sent_in}: {error}")),
                 }
             }
             tally

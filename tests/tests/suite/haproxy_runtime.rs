@@ -31,7 +31,6 @@ impl Haproxy {
             .arg(&master_socket)
             .arg("-f")
             .arg(config)
-            .stdout(std::process::Stdio::null())
             .spawn()
             .expect("starting haproxy (install haproxy)");
         Haproxy {

@@ -36,6 +36,7 @@ mod conformance;
 mod crash;
 mod deploy;
 mod dns;
+mod examples;
 mod haproxy_runtime;
 mod hostile;
 mod hostile_cli;

@@ -19,13 +19,13 @@ use switchyard_tests::{TestRegistry, body, eventually, http_get, patience, works
 use super::proxy::{proxy_status_of, template_command, until_proxy_applied_flip};
 
 /// nginx in a prefix of its own, stopped (with its workers) when dropped.
-struct Nginx {
+pub(crate) struct Nginx {
     prefix: PathBuf,
     master: std::process::Child,
 }
 
 impl Nginx {
-    fn start(prefix: &Path) -> Self {
+    pub(crate) fn start(prefix: &Path) -> Self {
         let conf = prefix.join("nginx.conf");
         let master = Command::new("nginx")
             .arg("-p")
