@@ -71,6 +71,9 @@ pub enum Command {
     Color { service: String },
     /// Compare-and-swap the live color: succeeds only if it is still --expect.
     SetColor(SetColorArgs),
+    /// Compare-and-swap a canary's weight: the percent of requests the color
+    /// that is not live takes (0 ends the canary; 100 is `set-color`).
+    SetWeight(SetWeightArgs),
     /// Blue-green release: start IMAGE beside the live color, test, flip, stop the old.
     Deploy(DeployArgs),
     /// Continue a deploy paused by --manual-promotion (flip, post-test, stop old).
@@ -339,4 +342,21 @@ pub struct SetColorArgs {
     /// dark (proxies route it nowhere).
     #[arg(long)]
     pub offline: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SetWeightArgs {
+    pub service: String,
+    /// 0 to 99: the percent of requests the color that is not live takes.
+    pub weight: u8,
+    /// The weight you believe is set now; the change is refused if it is not.
+    #[arg(long)]
+    pub expect: u8,
+    /// The color you believe is live now (blue or green); the change is
+    /// refused if it is not.
+    #[arg(long)]
+    pub expect_color: String,
+    /// Fencing token of a deploy lock you hold.
+    #[arg(long, default_value_t = 0)]
+    pub lock_token: u64,
 }

@@ -26,12 +26,24 @@ pub fn instance_json(instance: &Instance) -> Value {
     })
 }
 
+/// The share of requests (percent) each color takes: `{"blue": 90,
+/// "green": 10}` during a canary, 100 for the live color otherwise.
+pub fn weights_json(service: &Service) -> Value {
+    json!({
+        "blue": service.weight_of(Some(Color::Blue)),
+        "green": service.weight_of(Some(Color::Green)),
+    })
+}
+
 /// `cdctl status -o json`.
 pub fn status_json(revision: u64, service: &Service) -> Value {
     json!({
         "service": service.name,
         "active_color": color_json(service.active_color),
         "color_revision": service.color_revision,
+        "weights": weights_json(service),
+        "canary_weight": service.canary_weight,
+        "weights_revision": service.weights_revision,
         // Who set the live color, as the registry knows them (with --auth).
         "color_set_by": service.metadata.get(switchyard_model::auth::PRINCIPAL_KEY),
         "revision": revision,
@@ -74,6 +86,9 @@ fn service_json(service: &Service) -> Value {
         "service": service.name,
         "active_color": color_json(service.active_color),
         "color_revision": service.color_revision,
+        "weights": weights_json(service),
+        "canary_weight": service.canary_weight,
+        "weights_revision": service.weights_revision,
         "instances": service.instances.iter().map(instance_json).collect::<Vec<_>>(),
     })
 }

@@ -439,6 +439,34 @@ impl RegistryClient {
         Ok(response.revision)
     }
 
+    /// Sends `weight` percent of the requests of `service` to the color that
+    /// is not live (0: end the canary), if the weight is `expected_weight`
+    /// and `expected_color` is live now; `lock_token` is the caller's deploy
+    /// lock (0: none).
+    pub async fn set_canary_weight(
+        &self,
+        service: &str,
+        weight: u8,
+        expected_weight: u8,
+        expected_color: Option<Color>,
+        lock_token: u64,
+    ) -> Result<u64, ClientError> {
+        let request = v1::SetCanaryWeightRequest {
+            service: service.to_string(),
+            weight: u32::from(weight),
+            expected_weight: u32::from(expected_weight),
+            expected_color: wire::color_to_wire(expected_color),
+            lock_token,
+        };
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.set_canary_weight(request).await }
+            })
+            .await?;
+        Ok(response.revision)
+    }
+
     pub async fn acquire_lock(
         &self,
         service: &str,

@@ -197,6 +197,15 @@ pub struct Service {
     /// Revision at which the active color last changed; 0 when never set.
     #[serde(default)]
     pub color_revision: u64,
+    /// The share of requests (percent, 0–99) a canary sends to the color
+    /// that is not live; the live color takes the rest. 0 when no canary
+    /// runs, and always 0 while no color is live. A flip resets it.
+    #[serde(default)]
+    pub canary_weight: u8,
+    /// Revision at which the weights last changed (a flip or a canary
+    /// step); 0 when never set.
+    #[serde(default)]
+    pub weights_revision: u64,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
     #[serde(skip)]
@@ -209,6 +218,36 @@ impl Service {
             name: name.into(),
             ..Service::default()
         }
+    }
+
+    /// The color a running canary sends its share to: the one not live,
+    /// while the canary weight is above 0.
+    pub fn canary_color(&self) -> Option<Color> {
+        match self.active_color {
+            Some(live) if self.canary_weight > 0 => Some(live.other()),
+            _ => None,
+        }
+    }
+
+    /// The share of requests (percent) `color` takes: 100 for the live
+    /// color without a canary, 0 for a color that is neither live nor the
+    /// canary, and for colorless instances.
+    pub fn weight_of(&self, color: Option<Color>) -> u8 {
+        match (color, self.active_color) {
+            (Some(c), Some(live)) if c == live => 100 - self.canary_weight.min(99),
+            (Some(c), Some(_)) if Some(c) == self.canary_color() => self.canary_weight,
+            _ => 0,
+        }
+    }
+
+    /// Passing instances of every color with a weight above 0, each with its
+    /// color's weight: what a proxy routes to during a canary. Without a
+    /// canary, exactly [`Service::live_instances`] at weight 100.
+    pub fn routes(&self) -> impl Iterator<Item = (&Instance, u8)> {
+        self.instances.iter().filter_map(move |i| {
+            let weight = self.weight_of(i.color);
+            (weight > 0 && i.health == Health::Passing).then_some((i, weight))
+        })
     }
 
     /// Instances of the live color that pass their checks: what a proxy

@@ -182,6 +182,21 @@ pub fn ip_address(field: &str, text: &str) -> Result<IpAddr, ValidationError> {
     Ok(address)
 }
 
+/// The share of a canary: 0 (no canary) to 99 percent. 100 is not a weight
+/// but a flip: the canary color becomes the live one.
+pub fn canary_weight(field: &str, weight: u32) -> Result<u8, ValidationError> {
+    match u8::try_from(weight) {
+        Ok(weight) if weight < 100 => Ok(weight),
+        _ => Err(ValidationError::new(
+            field,
+            format!(
+                "{weight}% is out of range: use 0 to 99 (100% is a flip: `cdctl set-color`, or a \
+                 canary's last step)"
+            ),
+        )),
+    }
+}
+
 /// Session and lock TTLs.
 pub fn ttl_seconds(field: &str, ttl: u32) -> Result<u32, ValidationError> {
     if (MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&ttl) {

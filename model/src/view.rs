@@ -71,6 +71,8 @@ impl ServiceView {
                     .or_insert_with(|| Service::new(updated.name.clone()));
                 service.active_color = updated.active_color;
                 service.color_revision = updated.color_revision;
+                service.canary_weight = updated.canary_weight;
+                service.weights_revision = updated.weights_revision;
                 service.metadata = updated.metadata.clone();
             }
             Change::InstanceUpdated(instance) => {

@@ -139,6 +139,8 @@ pub fn service_to_wire(service: &Service) -> v1::Service {
         color_revision: service.color_revision,
         metadata: service.metadata.clone().into_iter().collect(),
         instances: service.instances.iter().map(instance_to_wire).collect(),
+        canary_weight: u32::from(service.canary_weight),
+        weights_revision: service.weights_revision,
     }
 }
 
@@ -149,8 +151,21 @@ pub fn service_from_wire(wire: v1::Service) -> Result<Service, ValidationError> 
         .enumerate()
         .map(|(index, instance)| instance_from_wire(&format!("instances[{index}]."), instance))
         .collect::<Result<Vec<_>, _>>()?;
+    let active_color = color_from_wire("active_color", wire.active_color)?;
+    let canary_weight = match active_color {
+        Some(_) => validate::canary_weight("canary_weight", wire.canary_weight)?,
+        None if wire.canary_weight == 0 => 0,
+        None => {
+            return Err(ValidationError::new(
+                "canary_weight",
+                "a canary needs a live color: the weight must be 0 while none is live",
+            ));
+        }
+    };
     Ok(Service {
-        active_color: color_from_wire("active_color", wire.active_color)?,
+        active_color,
+        canary_weight,
+        weights_revision: wire.weights_revision,
         name: wire.name,
         color_revision: wire.color_revision,
         metadata: wire.metadata.into_iter().collect(),

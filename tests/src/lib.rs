@@ -8,8 +8,8 @@ pub mod docker;
 pub mod etcd;
 pub mod load;
 pub mod process;
-pub mod upstream;
 pub mod tls;
+pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -308,14 +308,30 @@ pub async fn http_request(
     path: &str,
     patience: Duration,
 ) -> Result<String, String> {
+    http_request_with(address, method, path, &[], patience).await
+}
+
+/// [`http_request`] with extra `headers`.
+pub async fn http_request_with(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    patience: Duration,
+) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let connect = tokio::net::TcpStream::connect(address);
     let mut stream = tokio::time::timeout(Duration::from_secs(5), connect)
         .await
         .map_err(|_| format!("connecting to {address} timed out"))?
         .map_err(|e| format!("connecting to {address}: {e}"))?;
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{extra}Content-Length: 0\r\n\
+         Connection: close\r\n\r\n"
     );
     stream
         .write_all(request.as_bytes())

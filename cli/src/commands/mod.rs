@@ -57,6 +57,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Register(args) => write::register(&client, output, args).await,
         Command::Deregister { id } => write::deregister(&client, output, &id).await,
         Command::SetColor(args) => write::set_color(&client, output, args).await,
+        Command::SetWeight(args) => write::set_weight(&client, output, args).await,
         Command::Template(args) => crate::template::template(&client, args).await,
         Command::Proxies => read::proxies(&client, output).await,
         Command::Completion { .. } | Command::Man => Ok(ExitCode::SUCCESS),

@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use serde_json::json;
 use switchyard_client::RegistryClient;
-use switchyard_model::color_name;
+use switchyard_model::{Color, Service, color_name};
 
 use crate::args::Output;
-use crate::output::{deployment_json, print_table, status_json, summary_json};
+use crate::output::{deployment_json, print_table, status_json, summary_json, weights_json};
 
 pub async fn services(client: &RegistryClient, output: Output) -> anyhow::Result<ExitCode> {
     let (_, services) = client.list_services().await?;
@@ -49,9 +49,10 @@ pub async fn status(
                 .map(|name| format!(" (set by {name} at revision {})", service.color_revision))
                 .unwrap_or_default();
             println!(
-                "service {}  active color {}{set_by}  revision {}",
+                "service {}  active color {}{set_by}{}  revision {}",
                 service.name,
                 color_name(service.active_color),
+                canary_text(&service),
                 revision
             );
             print_table(
@@ -80,20 +81,42 @@ pub async fn color(
     output: Output,
     service: &str,
 ) -> anyhow::Result<ExitCode> {
-    let (active, next, revision) = client.next_color(service).await?;
+    // A service no instance has registered yet has no color: the next
+    // deploy gets blue.
+    let (revision, service) = match client.get_service(service).await {
+        Err(error) if error.code() == Some(switchyard_client::Code::NotFound) => {
+            (client.next_color(service).await?.2, Service::new(service))
+        }
+        other => other?,
+    };
+    let (active, next) = (service.active_color, Color::next(service.active_color));
     match output {
         Output::Json => println!(
             "{}",
             json!({
-                "service": service,
+                "service": service.name,
                 "active_color": active.map(|c| c.as_str()),
                 "next_color": next.as_str(),
+                "weights": weights_json(&service),
+                "canary_weight": service.canary_weight,
                 "revision": revision,
             })
         ),
-        Output::Table => println!("{}  (next deploy: {next})", color_name(active)),
+        Output::Table => println!(
+            "{}{}  (next deploy: {next})",
+            color_name(active),
+            canary_text(&service)
+        ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `, canary green 10%` while a canary runs; nothing otherwise.
+fn canary_text(service: &Service) -> String {
+    match service.canary_color() {
+        Some(canary) => format!(", canary {canary} {}%", service.canary_weight),
+        None => String::new(),
+    }
 }
 
 pub async fn history(

@@ -7,7 +7,7 @@ use serde_json::json;
 use switchyard_client::RegistryClient;
 use switchyard_model::{Color, Health, Instance, color_name, validate};
 
-use crate::args::{Output, RegisterArgs, SetColorArgs};
+use crate::args::{Output, RegisterArgs, SetColorArgs, SetWeightArgs};
 use crate::exit::UsageError;
 
 fn print_revision(output: Output, what: &str, revision: u64) {
@@ -89,6 +89,36 @@ pub async fn set_color(
     print_revision(
         output,
         &format!("{} is now {}", args.service, color_name(color)),
+        revision,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn set_weight(
+    client: &RegistryClient,
+    output: Output,
+    args: SetWeightArgs,
+) -> anyhow::Result<ExitCode> {
+    let live = Color::parse_optional(&args.expect_color).context("reading --expect-color")?;
+    let revision = client
+        .set_canary_weight(
+            &args.service,
+            args.weight,
+            args.expect,
+            live,
+            args.lock_token,
+        )
+        .await?;
+    let canary = live.map_or("none", |c| c.other().as_str());
+    print_revision(
+        output,
+        &format!(
+            "{} sends {}% to {canary} and {}% to {}",
+            args.service,
+            args.weight,
+            100u8.saturating_sub(args.weight),
+            color_name(live)
+        ),
         revision,
     );
     Ok(ExitCode::SUCCESS)

@@ -56,6 +56,8 @@ pub struct ServerStat {
     pub state: ServerState,
     /// Current sessions using the server (`scur`): requests in flight.
     pub sessions: u64,
+    /// The server's weight (`weight`; 0 while it drains).
+    pub weight: u16,
 }
 
 /// What the running HAProxy has: its backends, each with its servers.
@@ -80,6 +82,7 @@ pub fn parse_stats(csv: &str) -> anyhow::Result<Stats> {
     };
     let (px, sv, typ) = (at("pxname")?, at("svname")?, at("type")?);
     let (status, scur, addr) = (at("status")?, at("scur")?, at("addr")?);
+    let weight = at("weight")?;
     let mut stats = Stats::default();
     for line in lines.filter(|l| !l.is_empty()) {
         let fields: Vec<&str> = line.split(',').collect();
@@ -93,6 +96,7 @@ pub fn parse_stats(csv: &str) -> anyhow::Result<Stats> {
                     addr: field(addr).to_string(),
                     state: ServerState::from_status(field(status)),
                     sessions: field(scur).parse().unwrap_or(0),
+                    weight: field(weight).parse().unwrap_or(0),
                 };
                 stats
                     .backends
@@ -236,7 +240,8 @@ mod tests {
             ServerStat {
                 addr: "10.0.0.1:80".into(),
                 state: ServerState::Ready,
-                sessions: 2
+                sessions: 2,
+                weight: 100,
             }
         );
         assert_eq!(web["g1"].state, ServerState::Drain);

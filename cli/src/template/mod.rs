@@ -14,6 +14,7 @@ mod haproxy;
 mod metrics;
 mod passes;
 pub mod render;
+mod routes;
 mod runtime;
 
 use std::pin::Pin;

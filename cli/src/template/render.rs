@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use minijinja::Environment;
 use serde::Serialize;
 use switchyard_client::view::ServiceView;
-use switchyard_model::{Health, Instance, Service};
+use switchyard_model::{Color, Health, Instance, Service};
+
+use super::routes::Route;
 
 /// One instance as templates see it.
 #[derive(Debug, Clone, Serialize)]
@@ -24,6 +26,12 @@ pub struct InstanceContext {
     pub health: &'static str,
     pub tags: Vec<String>,
     pub metadata: BTreeMap<String, String>,
+    /// The share of requests (percent) of the instance's color, and the
+    /// instance's relative server weight (1–256, for nginx's and HAProxy's
+    /// `weight`): 0 and 0 when it is not routed to (not passing, or of a
+    /// color with no weight).
+    pub share: u8,
+    pub weight: u16,
 }
 
 /// One service as templates see it.
@@ -33,8 +41,17 @@ pub struct ServiceContext {
     /// `blue`, `green`, or none.
     pub active_color: Option<&'static str>,
     pub color_revision: u64,
-    /// Passing instances of the live color: what to route to.
+    /// Passing instances of the live color: what to route to without
+    /// weights.
     pub live: Vec<InstanceContext>,
+    /// The share of requests (percent) each color takes: `blue` and
+    /// `green`. During a canary both are above 0; otherwise the live color
+    /// has 100.
+    pub weights: BTreeMap<&'static str, u8>,
+    /// Passing instances of every color with a share above 0, each with its
+    /// server weight: what to route to when the proxy honours canaries.
+    /// Without a canary, the same servers as `live`.
+    pub routes: Vec<InstanceContext>,
     /// Every passing instance, whatever its color (for services that do not
     /// use colors).
     pub passing: Vec<InstanceContext>,
@@ -51,8 +68,15 @@ pub struct Context {
     pub services: BTreeMap<String, ServiceContext>,
 }
 
-fn instance(instance: &Instance) -> InstanceContext {
+/// `instance` as templates see it, with `routes`' share and weight for it.
+fn instance(instance: &Instance, routes: &[Route<'_>]) -> InstanceContext {
+    let (share, weight) = routes
+        .iter()
+        .find(|route| route.instance.id == instance.id)
+        .map_or((0, 0), |route| (route.share, route.weight));
     InstanceContext {
+        share,
+        weight,
         id: instance.id.clone(),
         server_name: super::runtime::server_name(&instance.id),
         address: instance.address.to_string(),
@@ -67,6 +91,8 @@ fn instance(instance: &Instance) -> InstanceContext {
 }
 
 fn service(service: &Service) -> ServiceContext {
+    let routes = super::routes::routes(service);
+    let instance = |i: &Instance| instance(i, &routes);
     let mut by_color: BTreeMap<&'static str, Vec<InstanceContext>> = BTreeMap::new();
     for i in &service.instances {
         by_color
@@ -79,6 +105,14 @@ fn service(service: &Service) -> ServiceContext {
         active_color: service.active_color.map(|c| c.as_str()),
         color_revision: service.color_revision,
         live: service.live_instances().map(instance).collect(),
+        weights: [Color::Blue, Color::Green]
+            .into_iter()
+            .map(|color| (color.as_str(), service.weight_of(Some(color))))
+            .collect(),
+        routes: routes
+            .iter()
+            .map(|route| instance(route.instance))
+            .collect(),
         passing: service
             .instances
             .iter()
@@ -112,6 +146,8 @@ pub fn structure_context(view: &ServiceView) -> Context {
         service.active_color = None;
         service.color_revision = 0;
         service.live.clear();
+        service.weights.clear();
+        service.routes.clear();
         service.passing.clear();
         service.instances.clear();
         service.by_color.clear();
@@ -180,7 +216,6 @@ impl Templates {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use switchyard_model::Color;
     use switchyard_model::watch::WatchEvent;
 
     pub(in crate::template) fn instance_of(

@@ -3,8 +3,9 @@
 //!
 //! Convention (shared with `examples/haproxy-runtime/`): each service is a
 //! backend of the same name, each passing instance a server named by
-//! [`server_name`]. The live color's servers are `ready`; passing servers
-//! of another color are `drain` (no new requests, those in flight finish);
+//! [`server_name`]. Servers of a color with a weight (the live color, and
+//! a canary's) are `ready` at their server weight; passing servers of
+//! another color are `drain` (no new requests, those in flight finish);
 //! servers of instances gone or failing are put in `maint` and deleted
 //! (a server still busy is deleted on a later pass). Every pass reads what
 //! HAProxy has (`show stat`) and sends only the difference, so a restarted
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 use switchyard_client::view::ServiceView;
 use switchyard_model::{Color, Health, Service};
 
-use super::haproxy::{RuntimeSocket, ServerState, Stats};
+use super::haproxy::{RuntimeSocket, ServerStat, ServerState, Stats};
 
 /// A server name HAProxy accepts for an instance id: ids may hold `@`,
 /// which HAProxy refuses in names.
@@ -28,30 +29,67 @@ pub fn server_name(id: &str) -> String {
 struct Wanted {
     addr: String,
     state: ServerState,
+    /// The server weight while ready.
+    weight: u16,
 }
 
-/// Servers each service's backend should have.
+/// Servers each service's backend should have: routed instances ready at
+/// their weight, other passing ones draining.
 fn wanted(service: &Service) -> BTreeMap<String, Wanted> {
+    let routes = super::routes::routes(service);
     service
         .instances
         .iter()
         .filter(|i| i.health == Health::Passing)
         .map(|i| {
-            let live = service.active_color.is_some() && i.color == service.active_color;
-            let state = if live {
-                ServerState::Ready
-            } else {
-                ServerState::Drain
+            let route = routes.iter().find(|route| route.instance.id == i.id);
+            let (state, weight) = match route {
+                Some(route) => (ServerState::Ready, route.weight),
+                None => (ServerState::Drain, 0),
             };
             (
                 server_name(&i.id),
                 Wanted {
                     addr: i.target(),
                     state,
+                    weight,
                 },
             )
         })
         .collect()
+}
+
+/// The commands that make server `id` (now `current`, if it exists) what
+/// `want` says: into `adds` what puts it in rotation or changes it, into
+/// `drains` what takes it out.
+fn server_commands(
+    id: &str,
+    want: &Wanted,
+    current: Option<&ServerStat>,
+    adds: &mut Vec<String>,
+    drains: &mut Vec<String>,
+) {
+    let ready = want.state == ServerState::Ready;
+    let Some(current) = current else {
+        adds.push(format!("add server {id} {}", want.addr));
+        if ready {
+            adds.push(format!("set weight {id} {}", want.weight));
+        }
+        adds.push(format!("set server {id} state {}", want.state.as_str()));
+        return;
+    };
+    if current.addr != want.addr {
+        let (host, port) = split_target(&want.addr);
+        adds.push(format!("set server {id} addr {host} port {port}"));
+    }
+    // A draining server shows weight 0: its weight is set as it comes back.
+    if ready && (current.state != ServerState::Ready || current.weight != want.weight) {
+        adds.push(format!("set weight {id} {}", want.weight));
+    }
+    if current.state != want.state {
+        let into = if ready { adds } else { drains };
+        into.push(format!("set server {id} state {}", want.state.as_str()));
+    }
 }
 
 /// The commands that bring `stats` to what `view` wants, in an order that
@@ -59,43 +97,19 @@ fn wanted(service: &Service) -> BTreeMap<String, Wanted> {
 /// changed servers first, then drains, then removals.
 pub fn plan(view: &ServiceView, stats: &Stats) -> anyhow::Result<Vec<String>> {
     let mut missing = Vec::new();
-    let (mut adds, mut drains, mut removals) = (Vec::new(), Vec::new(), Vec::new());
+    let mut commands = Commands::default();
     for (name, service) in &view.services {
         let Some(has) = stats.backends.get(name) else {
             missing.push(name.as_str());
             continue;
         };
-        let wants = wanted(service);
-        for (server, want) in &wants {
-            let id = format!("{name}/{server}");
-            match has.get(server) {
-                None => {
-                    adds.push(format!("add server {id} {}", want.addr));
-                    adds.push(format!("set server {id} state {}", want.state.as_str()));
-                }
-                Some(current) => {
-                    if current.addr != want.addr {
-                        let (host, port) = split_target(&want.addr);
-                        adds.push(format!("set server {id} addr {host} port {port}"));
-                    }
-                    if current.state != want.state {
-                        let into = if want.state == ServerState::Ready {
-                            &mut adds
-                        } else {
-                            &mut drains
-                        };
-                        into.push(format!("set server {id} state {}", want.state.as_str()));
-                    }
-                }
-            }
-        }
-        for (server, current) in has {
-            if !wants.contains_key(server) {
-                let id = format!("{name}/{server}");
-                if current.state != ServerState::Maint {
-                    removals.push(format!("set server {id} state maint"));
-                }
-                removals.push(format!("del server {id}"));
+        commands.backend(name, &wanted(service), has);
+        // Preview backends are optional: managed where the configuration
+        // has them.
+        for color in [Color::Blue, Color::Green] {
+            let preview = preview_backend(name, color);
+            if let Some(has) = stats.backends.get(&preview) {
+                commands.backend(&preview, &preview_wanted(service, color), has);
             }
         }
     }
@@ -105,9 +119,79 @@ pub fn plan(view: &ServiceView, stats: &Stats) -> anyhow::Result<Vec<String>> {
          named after it (a reload adds it)",
         missing.join(", ")
     );
+    let Commands {
+        mut adds,
+        drains,
+        removals,
+    } = commands;
     adds.extend(drains);
     adds.extend(removals);
     Ok(adds)
+}
+
+/// A plan's commands by kind, sent in this order.
+#[derive(Default)]
+struct Commands {
+    adds: Vec<String>,
+    drains: Vec<String>,
+    removals: Vec<String>,
+}
+
+impl Commands {
+    /// What makes backend `name` (which `has` these servers) hold `wants`.
+    fn backend(
+        &mut self,
+        name: &str,
+        wants: &BTreeMap<String, Wanted>,
+        has: &BTreeMap<String, ServerStat>,
+    ) {
+        for (server, want) in wants {
+            let id = format!("{name}/{server}");
+            server_commands(&id, want, has.get(server), &mut self.adds, &mut self.drains);
+        }
+        for (server, current) in has {
+            if !wants.contains_key(server) {
+                let id = format!("{name}/{server}");
+                if current.state != ServerState::Maint {
+                    self.removals.push(format!("set server {id} state maint"));
+                }
+                self.removals.push(format!("del server {id}"));
+            }
+        }
+    }
+}
+
+/// The backend that previews `color` of `service` (a request with header
+/// `X-Switchyard-Color` or cookie `switchyard-color`): `SERVICE__COLOR`.
+/// Service names have no `_`, so it never names a service.
+pub fn preview_backend(service: &str, color: Color) -> String {
+    format!("{service}__{color}")
+}
+
+/// The service a backend serves: itself, or the service it previews.
+fn service_of(backend: &str) -> &str {
+    backend
+        .strip_suffix("__blue")
+        .or_else(|| backend.strip_suffix("__green"))
+        .unwrap_or(backend)
+}
+
+/// Servers a preview backend should have: every passing instance of
+/// `color`, whatever the weights.
+fn preview_wanted(service: &Service, color: Color) -> BTreeMap<String, Wanted> {
+    service
+        .instances
+        .iter()
+        .filter(|i| i.health == Health::Passing && i.color == Some(color))
+        .map(|i| {
+            let want = Wanted {
+                addr: i.target(),
+                state: ServerState::Ready,
+                weight: 1,
+            };
+            (server_name(&i.id), want)
+        })
+        .collect()
 }
 
 /// `host` and `port` of an `address:port` target (`[v6]:port` too).
@@ -153,9 +237,10 @@ pub fn sessions_by_color(
 ) -> BTreeMap<(String, Color), u64> {
     let mut counts = BTreeMap::new();
     for (backend, servers) in &stats.backends {
+        let service = service_of(backend).to_string();
         for (server, stat) in servers {
-            if let Some(color) = colors.get(&(backend.clone(), server.clone())) {
-                *counts.entry((backend.clone(), *color)).or_default() += stat.sessions;
+            if let Some(color) = colors.get(&(service.clone(), server.clone())) {
+                *counts.entry((service.clone(), *color)).or_default() += stat.sessions;
             }
         }
     }
@@ -194,7 +279,6 @@ pub async fn apply(socket: &mut RuntimeSocket, plan: &[String]) -> anyhow::Resul
 
 #[cfg(test)]
 mod tests {
-    use super::super::haproxy::ServerStat;
     use super::super::render::tests::{instance_of, view_of};
     use super::*;
     use switchyard_model::Instance;
@@ -212,6 +296,7 @@ mod tests {
             addr: format!("10.0.0.1:{}", 8000 + last),
             state,
             sessions,
+            weight: if state == ServerState::Ready { 256 } else { 0 },
         }
     }
 
@@ -243,6 +328,7 @@ mod tests {
         assert_eq!(
             plan(&flipped, &before).expect("plan"),
             [
+                "set weight web/g_1 256",
                 "set server web/g_1 state ready",
                 "set server web/b1 state drain"
             ]
@@ -275,6 +361,7 @@ mod tests {
             [
                 "set server web/b1 addr 10.0.0.1 port 8009",
                 "add server web/b2 10.0.0.1:8002",
+                "set weight web/b2 256",
                 "set server web/b2 state ready",
                 "set server web/b3 state maint",
                 "del server web/b3",
@@ -283,6 +370,81 @@ mod tests {
         );
         assert!(plan(&now, &Stats::default()).is_err(), "no backend: reload");
         assert_eq!(missing_backends(&now, &Stats::default()), ["web"]);
+    }
+
+    #[test]
+    fn a_canary_step_sets_weights_and_readies_the_canary_color() {
+        let mut canary = view(
+            Color::Blue,
+            vec![
+                instance("b1", 1, Color::Blue, Health::Passing),
+                instance("g1", 2, Color::Green, Health::Passing),
+            ],
+        );
+        if let Some(web) = canary.services.get_mut("web") {
+            web.canary_weight = 20;
+        }
+        let before = stats(vec![
+            ("b1", server(1, ServerState::Ready, 0)),
+            ("g1", server(2, ServerState::Drain, 0)),
+        ]);
+        assert_eq!(
+            plan(&canary, &before).expect("plan"),
+            ["set weight web/g1 64", "set server web/g1 state ready"]
+        );
+        // At 20%, green is ready at 64; the step to 50% evens the weights.
+        let mut at_twenty = server(2, ServerState::Ready, 0);
+        at_twenty.weight = 64;
+        let during = stats(vec![
+            ("b1", server(1, ServerState::Ready, 0)),
+            ("g1", at_twenty),
+        ]);
+        assert!(plan(&canary, &during).expect("plan").is_empty());
+        if let Some(web) = canary.services.get_mut("web") {
+            web.canary_weight = 50;
+        }
+        assert_eq!(
+            plan(&canary, &during).expect("plan"),
+            ["set weight web/g1 256"]
+        );
+    }
+
+    #[test]
+    fn preview_backends_hold_every_passing_instance_of_their_color() {
+        let web = view(
+            Color::Blue,
+            vec![
+                instance("b1", 1, Color::Blue, Health::Passing),
+                instance("g1", 2, Color::Green, Health::Passing),
+                instance("g2", 3, Color::Green, Health::Critical),
+            ],
+        );
+        let mut has = stats(vec![("b1", server(1, ServerState::Ready, 0))]);
+        has.backends.insert("web__green".into(), BTreeMap::new());
+        let mut old = server(9, ServerState::Ready, 2);
+        old.weight = 1;
+        has.backends
+            .insert("web__blue".into(), [("gone".to_string(), old)].into());
+        assert_eq!(
+            plan(&web, &has).expect("plan"),
+            [
+                "add server web/g1 10.0.0.1:8002",
+                "set server web/g1 state drain",
+                "add server web__blue/b1 10.0.0.1:8001",
+                "set weight web__blue/b1 1",
+                "set server web__blue/b1 state ready",
+                "add server web__green/g1 10.0.0.1:8002",
+                "set weight web__green/g1 1",
+                "set server web__green/g1 state ready",
+                "set server web__blue/gone state maint",
+                "del server web__blue/gone",
+            ]
+        );
+        // Requests previewing a color count as in flight to it.
+        let mut colors = BTreeMap::new();
+        colors.insert(("web".to_string(), "gone".to_string()), Color::Blue);
+        let counts = sessions_by_color(&has, &colors);
+        assert_eq!(counts[&("web".to_string(), Color::Blue)], 2);
     }
 
     #[test]

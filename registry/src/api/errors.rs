@@ -16,6 +16,7 @@ pub fn status_of(error: CatalogError) -> Status {
             Status::not_found(message)
         }
         CatalogError::ColorMismatch { .. }
+        | CatalogError::WeightMismatch { .. }
         | CatalogError::LockLost { .. }
         | CatalogError::Conflict(_) => Status::failed_precondition(message),
         CatalogError::LockHeld { .. } | CatalogError::Contention(_) => Status::aborted(message),

@@ -39,6 +39,24 @@ impl RegistryApi {
             })
     }
 
+    /// Who is calling and what they sent (within the size limit), once
+    /// they may deploy the service `service` names in it.
+    pub(super) fn deployer<T: prost::Message>(
+        &self,
+        request: Request<T>,
+        service: impl Fn(&T) -> &str,
+    ) -> Result<(Principal, T), Status> {
+        let who = self.caller(&request)?;
+        let request = super::errors::within_limit(request)?;
+        self.auth.allow(
+            &who,
+            Action::Deploy {
+                service: service(&request),
+            },
+        )?;
+        Ok((who, request))
+    }
+
     /// `caller`, then `action`.
     pub(super) fn check<T>(
         &self,

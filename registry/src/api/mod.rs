@@ -6,6 +6,7 @@
 //! protobuf types; the catalog and the store never do.
 
 pub mod backup;
+mod colors;
 mod errors;
 mod guard;
 mod streams;
@@ -324,61 +325,21 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::SetActiveColorRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
-        let who = self.caller(&request)?;
-        let request = within_limit(request)?;
-        self.auth.allow(
-            &who,
-            Action::Deploy {
-                service: &request.service,
-            },
-        )?;
-        let color = wire::color_from_wire("color", request.color).map_err(invalid)?;
-        let expected =
-            wire::color_from_wire("expected_color", request.expected_color).map_err(invalid)?;
-        if color.is_none() && !request.take_offline {
-            return Err(Status::invalid_argument(format!(
-                "invalid color: none clears the live color of {} and takes it dark; to do \
-                 that on purpose set take_offline (`cdctl set-color {} none --offline`)",
-                request.service, request.service
-            )));
-        }
-        let revision = self
-            .catalog
-            .set_active_color(
-                &request.service,
-                color,
-                expected,
-                request.lock_token,
-                self.principal_name(&who),
-            )
-            .await
-            .map_err(status_of)?;
-        if color.is_none() {
-            tracing::warn!(principal = %who.name, service = %request.service, revision, "live color cleared: the service is offline");
-        } else {
-            tracing::info!(
-                principal = %who.name,
-                service = %request.service,
-                color = switchyard_model::color_name(color),
-                revision,
-                "active color set"
-            );
-        }
-        Ok(Response::new(v1::WriteResponse { revision }))
+        self.flip(request).await
+    }
+
+    async fn set_canary_weight(
+        &self,
+        request: Request<v1::SetCanaryWeightRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
+        self.weigh(request).await
     }
 
     async fn acquire_lock(
         &self,
         request: Request<v1::AcquireLockRequest>,
     ) -> Result<Response<v1::AcquireLockResponse>, Status> {
-        let who = self.caller(&request)?;
-        let request = within_limit(request)?;
-        self.auth.allow(
-            &who,
-            Action::Deploy {
-                service: &request.service,
-            },
-        )?;
+        let (who, request) = self.deployer(request, |r| &r.service)?;
         let grant = self
             .catalog
             .acquire_lock(
@@ -400,14 +361,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::RenewLockRequest>,
     ) -> Result<Response<v1::RenewLockResponse>, Status> {
-        let who = self.caller(&request)?;
-        let request = within_limit(request)?;
-        self.auth.allow(
-            &who,
-            Action::Deploy {
-                service: &request.service,
-            },
-        )?;
+        let (_, request) = self.deployer(request, |r| &r.service)?;
         let ttl_seconds = self
             .catalog
             .renew_lock(&request.service, request.token)
@@ -420,14 +374,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::ReleaseLockRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
-        let who = self.caller(&request)?;
-        let request = within_limit(request)?;
-        self.auth.allow(
-            &who,
-            Action::Deploy {
-                service: &request.service,
-            },
-        )?;
+        let (_, request) = self.deployer(request, |r| &r.service)?;
         let revision = self
             .catalog
             .release_lock(&request.service, request.token)

@@ -37,6 +37,7 @@ impl Catalog {
     /// `by` is who flips it as the registry knows them (with `--auth`); it
     /// is kept in the service's metadata under [`PRINCIPAL_KEY`], and cleared
     /// by a flip without one so an old name is never shown for a new flip.
+    /// A flip ends any canary: the new live color takes every request.
     pub async fn set_active_color(
         &self,
         service: &str,
@@ -44,6 +45,78 @@ impl Catalog {
         expected: Option<Color>,
         lock_token: u64,
         by: Option<&str>,
+    ) -> Result<u64, CatalogError> {
+        self.change_service_record(service, lock_token, |record, _| {
+            if record.active_color != expected {
+                return Err(CatalogError::ColorMismatch {
+                    service: service.to_string(),
+                    current: record.active_color,
+                    expected,
+                });
+            }
+            if record.active_color == color && record.canary_weight == 0 {
+                return Ok(false);
+            }
+            record.active_color = color;
+            record.color_set = true;
+            record.canary_weight = 0;
+            record.color_revision = 0;
+            match by {
+                Some(name) => record.metadata.insert(PRINCIPAL_KEY.into(), name.into()),
+                None => record.metadata.remove(PRINCIPAL_KEY),
+            };
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Compare-and-swap of a canary's weight: the share (0–99 percent) of
+    /// requests the color that is not live takes. Succeeds only when the
+    /// live color is `expected_color` (a canary needs one), the weight is
+    /// `expected_weight`, and `lock_token` is the live lock (0: none held).
+    pub async fn set_canary_weight(
+        &self,
+        service: &str,
+        weight: u8,
+        expected_weight: u8,
+        expected_color: Option<Color>,
+        lock_token: u64,
+    ) -> Result<u64, CatalogError> {
+        let weight = validate::canary_weight("weight", u32::from(weight))?;
+        self.change_service_record(service, lock_token, |record, kv| {
+            let live = record.active_color;
+            if live != expected_color || live.is_none() {
+                return Err(CatalogError::ColorMismatch {
+                    service: service.to_string(),
+                    current: live,
+                    expected: expected_color,
+                });
+            }
+            if record.canary_weight != expected_weight {
+                return Err(CatalogError::WeightMismatch {
+                    service: service.to_string(),
+                    current: record.canary_weight,
+                    expected: expected_weight,
+                });
+            }
+            if record.canary_weight == weight {
+                return Ok(false);
+            }
+            record.color_revision = record.color_revision(kv);
+            record.canary_weight = weight;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Reads the record of `service`, checks the lock, lets `change` edit
+    /// it (answering whether it changed anything) and commits it if the
+    /// record and the lock are still those read; tries again otherwise.
+    async fn change_service_record(
+        &self,
+        service: &str,
+        lock_token: u64,
+        mut change: impl FnMut(&mut ServiceRecord, &KeyValue) -> Result<bool, CatalogError>,
     ) -> Result<u64, CatalogError> {
         validate::service_name("service", service)?;
         for _ in 0..MAX_ATTEMPTS {
@@ -67,22 +140,9 @@ impl Catalog {
             let lock_kv = single(results.next());
             let mut record: ServiceRecord = from_json(&service_kv)?;
             check_lock(service, lock_kv.as_ref(), lock_token)?;
-            if record.active_color != expected {
-                return Err(CatalogError::ColorMismatch {
-                    service: service.to_string(),
-                    current: record.active_color,
-                    expected,
-                });
-            }
-            if record.active_color == color {
+            if !change(&mut record, &service_kv)? {
                 return Ok(revision);
             }
-            record.active_color = color;
-            record.color_set = true;
-            match by {
-                Some(name) => record.metadata.insert(PRINCIPAL_KEY.into(), name.into()),
-                None => record.metadata.remove(PRINCIPAL_KEY),
-            };
             let txn = Txn {
                 compares: vec![
                     guard(keys::service(service), Some(&service_kv)),

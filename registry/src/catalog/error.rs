@@ -25,6 +25,16 @@ pub enum CatalogError {
         expected: Option<Color>,
     },
 
+    #[error(
+        "the canary weight of {service} is {current}%, not {expected}% as expected: read it \
+         again (`cdctl color {service}`) and retry"
+    )]
+    WeightMismatch {
+        service: String,
+        current: u8,
+        expected: u8,
+    },
+
     /// The holder's fencing token is deliberately not in the message: with
     /// it anyone could release the lock or flip the color under the holder.
     #[error(

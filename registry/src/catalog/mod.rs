@@ -66,11 +66,34 @@ struct ServiceRecord {
     #[serde(default)]
     active_color: Option<Color>,
     /// Whether the color was ever set: the service key changes only when the
-    /// color does, so its mod revision is then the color's revision.
+    /// color or the canary weight does, so its mod revision is then the
+    /// weights' revision (and the color's, unless `color_revision` is kept).
     #[serde(default)]
     color_set: bool,
+    /// A canary's share of requests (percent) to the color not live.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    canary_weight: u8,
+    /// The revision of the last flip, kept once a canary step has changed
+    /// the key since (0: the key's mod revision is the flip's).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    color_revision: u64,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
+}
+
+fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+impl ServiceRecord {
+    /// The revision of the last flip, the record read at `kv`.
+    fn color_revision(&self, kv: &KeyValue) -> u64 {
+        match (self.color_set, self.color_revision) {
+            (false, _) => 0,
+            (true, 0) => kv.mod_revision,
+            (true, kept) => kept,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,7 +156,14 @@ fn decode_service(name: &str, kv: &KeyValue) -> Result<Service, CatalogError> {
     Ok(Service {
         name: name.to_string(),
         active_color: record.active_color,
-        color_revision: if record.color_set { kv.mod_revision } else { 0 },
+        color_revision: record.color_revision(kv),
+        // The key changes only on a flip or a canary step.
+        weights_revision: if record.color_set { kv.mod_revision } else { 0 },
+        canary_weight: if record.active_color.is_some() {
+            record.canary_weight.min(99)
+        } else {
+            0
+        },
         metadata: record.metadata,
         instances: Vec::new(),
     })

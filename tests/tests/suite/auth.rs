@@ -190,6 +190,17 @@ async fn every_rpc(
         }
     );
     call!(
+        "SetCanaryWeight",
+        set_canary_weight,
+        v1::SetCanaryWeightRequest {
+            service: "web".into(),
+            weight: 10,
+            expected_weight: 0,
+            expected_color: v1::Color::Blue as i32,
+            lock_token: 0
+        }
+    );
+    call!(
         "AcquireLock",
         acquire_lock,
         v1::AcquireLockRequest {
@@ -274,10 +285,11 @@ fn may(role: &str, rpc: &str) -> bool {
         "WatchDeployments",
     ];
     const AGENT: [&str; 4] = ["OpenSession", "KeepAlive", "SyncNode", "CloseSession"];
-    const DEPLOYER: [&str; 7] = [
+    const DEPLOYER: [&str; 8] = [
         "Register",
         "Deregister",
         "SetActiveColor",
+        "SetCanaryWeight",
         "AcquireLock",
         "RenewLock",
         "ReleaseLock",

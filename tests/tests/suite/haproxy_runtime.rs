@@ -12,7 +12,7 @@ use switchyard_tests::docker::{LabelledContainers, TestImage, unique};
 use switchyard_tests::load::{Connections, Load, Tally};
 use switchyard_tests::process::{AgentProcess, Background, cdctl_async, explain};
 use switchyard_tests::{
-    TestRegistry, body, eventually, http_get, http_get_within, patience, workspace_root,
+    TestRegistry, body, eventually, http_get, http_request, patience, workspace_root,
 };
 
 use super::proxy::{proxy_status_of, template_command, until_proxy_applied_flip};
@@ -371,7 +371,8 @@ async fn until_in_flight(
 /// completes with 200: the old color is drained (HAProxy `drain`, counted
 /// in the proxy's reports) and stopped only once the request ended. With
 /// `--drain-timeout 2s`, a longer request does not hold the deploy: the
-/// old color is stopped at the timeout, and the deploy says so.
+/// old color is stopped at the timeout, and the deploy says so (the
+/// request is a POST, which the example never sends twice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retiring_color_is_stopped_once_its_requests_finish() {
     let stage = Stage::start("dr", "haproxy-drain").await;
@@ -389,13 +390,14 @@ async fn a_retiring_color_is_stopped_once_its_requests_finish() {
         let (_, state) = client.get_service(&service).await.expect("service");
         state.active_color.expect("a live color")
     };
-    let slow = |seconds: u32| {
+    let slow = |method: &'static str, seconds: u32| {
         let (listen, path) = (proxy.listen, format!("/{service}/cgi-bin/slow?{seconds}"));
-        tokio::spawn(async move { http_get_within(listen, &path, Duration::from_secs(60)).await })
+        let patience = Duration::from_secs(60);
+        tokio::spawn(async move { http_request(listen, method, &path, patience).await })
     };
 
     let old = live(client.clone(), service.clone()).await;
-    let long = slow(5);
+    let long = slow("GET", 5);
     until_in_flight(client, "haproxy-drain", service, old, 1).await;
     let second = deploy(url, service, label, &v2.tag, &[]).await;
     assert_eq!(second.status.code(), Some(0), "{}", explain(&second));
@@ -407,7 +409,8 @@ async fn a_retiring_color_is_stopped_once_its_requests_finish() {
     assert!(said.contains("drained in"), "{said}");
 
     let old = live(client.clone(), service.clone()).await;
-    let longer = slow(20);
+    // A POST: HAProxy would retry a GET cut this way on the new color.
+    let longer = slow("POST", 20);
     until_in_flight(client, "haproxy-drain", service, old, 1).await;
     let third = deploy(url, service, label, &v1.tag, &["--drain-timeout", "2s"]).await;
     assert_eq!(third.status.code(), Some(0), "{}", explain(&third));

@@ -48,4 +48,5 @@ mod sled_store;
 mod swarm;
 mod tls;
 mod watch;
+mod weights;
 mod zero_downtime;
