@@ -75,7 +75,7 @@ pub enum Command {
     /// that is not live takes (0 ends the canary; 100 is `set-color`).
     SetWeight(SetWeightArgs),
     /// Blue-green release: start IMAGE beside the live color, test, flip, stop the old.
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// Continue a deploy paused by --manual-promotion (flip, post-test, stop old).
     Promote { service: String },
     /// Undo a deploy paused by --manual-promotion.
@@ -243,6 +243,31 @@ pub struct DeployArgs {
     /// Who is deploying (recorded); default: the CI actor or $USER@host.
     #[arg(long, env = "SWITCHYARD_WHO")]
     pub who: Option<String>,
+    #[command(flatten)]
+    pub canary: CanaryArgs,
+}
+
+/// How traffic moves: `--strategy canary` and its steps.
+#[derive(Debug, Clone, Args)]
+pub struct CanaryArgs {
+    /// blue-green (every request at once, the default) or canary (a growing
+    /// share, step by step).
+    #[arg(long, value_enum)]
+    pub strategy: Option<crate::deploy::strategy::Strategy>,
+    /// A canary's shares for the new color, rising to 100 (the flip)
+    /// (default 10,25,50,100).
+    #[arg(long)]
+    pub steps: Option<String>,
+    /// How long each canary step runs before the next (default 60s).
+    #[arg(long, value_parser = parse_duration)]
+    pub bake: Option<Duration>,
+    /// Run by `sh -c` during each bake; a failure puts every request back
+    /// on the old color and removes the new one (exit 12).
+    #[arg(long)]
+    pub analysis: Option<String>,
+    /// How often the analysis runs during a bake (default 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub analysis_interval: Option<Duration>,
 }
 
 #[derive(Debug, Args)]

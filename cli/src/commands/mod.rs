@@ -65,7 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshot {
             command: SnapshotCommand::Save { file },
         } => backup::save(&client, output, &file).await,
-        Command::Deploy(args) => crate::deploy::deploy(&client, output, args).await,
+        Command::Deploy(args) => crate::deploy::deploy(&client, output, *args).await,
         Command::Promote { service } => crate::deploy::promote(&client, output, &service).await,
         Command::Abort { service } => crate::deploy::abort(&client, output, &service).await,
         Command::Rollback { service, who } => {

@@ -8,6 +8,7 @@ pub mod docker;
 mod report;
 mod run;
 pub mod runtime;
+pub mod strategy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -57,6 +58,8 @@ pub struct Settings {
     pub who: String,
     /// Containers or Swarm services (auto: Swarm on a manager).
     pub runtime: runtime::RuntimeChoice,
+    /// The canary's steps with `--strategy canary`; none for blue-green.
+    pub canary: Option<strategy::Canary>,
 }
 
 /// One service's table in `switchyard.toml`; every key is optional and a
@@ -86,6 +89,11 @@ pub struct FileSettings {
     proxy_stale: Option<String>,
     drain_timeout: Option<String>,
     runtime: Option<String>,
+    strategy: Option<strategy::Strategy>,
+    steps: Option<Vec<u8>>,
+    bake: Option<String>,
+    analysis: Option<String>,
+    analysis_interval: Option<String>,
 }
 
 fn read_file(path: &Path, service: &str) -> anyhow::Result<FileSettings> {
@@ -183,6 +191,7 @@ impl Settings {
             Some(path) => read_file(path, &args.service)?,
             None => FileSettings::default(),
         };
+        let canary = canary_setting(&args.canary, &file)?;
         let image = args
             .image
             .or(file.image)
@@ -194,6 +203,11 @@ impl Settings {
             None => duration_setting("stop_old_after", file.stop_old_after.as_deref())?,
         };
         let keep_old = args.keep_old || file.keep_old.unwrap_or(false);
+        let manual = args.manual_promotion || file.manual_promotion.unwrap_or(false);
+        anyhow::ensure!(
+            !(manual && args.canary.strategy.or(file.strategy) == Some(strategy::Strategy::Canary)),
+            "--manual-promotion does not pause a canary's steps yet: drop one of them"
+        );
         anyhow::ensure!(
             !(keep_old && stop_old_after.is_some()),
             "--keep-old and --stop-old-after exclude each other: choose one"
@@ -235,7 +249,7 @@ impl Settings {
             proxy_url: args.proxy_url.or(file.proxy_url),
             keep_old,
             stop_old_after,
-            manual_promotion: args.manual_promotion || file.manual_promotion.unwrap_or(false),
+            manual_promotion: manual,
             dry_run: args.dry_run,
             lock_ttl,
             stop_timeout: merged_duration(
@@ -264,8 +278,49 @@ impl Settings {
             )?,
             who: args.who.unwrap_or_else(default_who),
             runtime: runtime_setting(args.runtime, file.runtime.as_deref())?,
+            canary,
         })
     }
+}
+
+/// The canary from its flags over the file, when the strategy is canary.
+fn canary_setting(
+    flags: &crate::args::CanaryArgs,
+    file: &FileSettings,
+) -> anyhow::Result<Option<strategy::Canary>> {
+    let chosen = flags.strategy.or(file.strategy).unwrap_or_default();
+    let canary_flags = flags.steps.is_some() || flags.bake.is_some() || flags.analysis.is_some();
+    if chosen != strategy::Strategy::Canary {
+        anyhow::ensure!(
+            !canary_flags,
+            "--steps, --bake and --analysis belong to --strategy canary"
+        );
+        return Ok(None);
+    }
+    let steps = match (&flags.steps, &file.steps) {
+        (Some(text), _) => strategy::parse_steps(text)?,
+        (None, Some(steps)) => {
+            strategy::check_steps(steps).context("steps in the file")?;
+            steps.clone()
+        }
+        (None, None) => strategy::DEFAULT_STEPS.to_vec(),
+    };
+    Ok(Some(strategy::Canary {
+        steps,
+        bake: merged_duration(
+            flags.bake,
+            "bake",
+            file.bake.as_deref(),
+            Duration::from_secs(60),
+        )?,
+        analysis: flags.analysis.clone().or(file.analysis.clone()),
+        analysis_interval: merged_duration(
+            flags.analysis_interval,
+            "analysis_interval",
+            file.analysis_interval.as_deref(),
+            Duration::from_secs(10),
+        )?,
+    }))
 }
 
 /// Who is deploying: the CI's actor or the local user, and the host.

@@ -22,6 +22,7 @@ use super::runtime::{Retired, Runtime, RuntimeKind, Unit};
 use crate::args::Output;
 use crate::exit;
 
+mod canary;
 mod commands;
 mod ending;
 mod plan;
@@ -40,6 +41,8 @@ pub enum Failure {
     HealthTimeout(String),
     PreTest(String),
     PostTest(String),
+    /// A canary's analysis failed.
+    Analysis(String),
     Interrupted,
     Error(anyhow::Error),
 }
@@ -50,7 +53,7 @@ impl Failure {
             Failure::Busy(_) => exit::LOCK_HELD,
             Failure::HealthTimeout(_) => exit::HEALTH_TIMEOUT,
             Failure::PreTest(_) => exit::PRE_TEST_FAILED,
-            Failure::PostTest(_) => exit::POST_TEST_FAILED,
+            Failure::PostTest(_) | Failure::Analysis(_) => exit::POST_TEST_FAILED,
             Failure::Interrupted => exit::INTERRUPTED,
             Failure::Error(_) => exit::DEPLOY_FAILED,
         }
@@ -61,7 +64,8 @@ impl Failure {
             Failure::Busy(m)
             | Failure::HealthTimeout(m)
             | Failure::PreTest(m)
-            | Failure::PostTest(m) => m.clone(),
+            | Failure::PostTest(m)
+            | Failure::Analysis(m) => m.clone(),
             Failure::Interrupted => "interrupted (Ctrl-C or SIGTERM)".into(),
             Failure::Error(error) => format!("{error:#}"),
         }
@@ -149,6 +153,8 @@ pub struct Deploy<'a> {
     next: Color,
     retired: Vec<Retired>,
     flipped: bool,
+    /// The share a canary step gave the new color (0: none, or flipped).
+    canary_weight: u8,
     stopped_old: Vec<Unit>,
 }
 
@@ -193,6 +199,7 @@ impl<'a> Deploy<'a> {
             next: Color::Blue,
             retired: Vec::new(),
             flipped: false,
+            canary_weight: 0,
             stopped_old: Vec::new(),
         }
     }
@@ -342,25 +349,9 @@ impl<'a> Deploy<'a> {
         command: &str,
         targets: &[String],
     ) -> Result<(), String> {
-        let mut child = tokio::process::Command::new("sh");
-        child
-            .args(["-c", command])
-            .env("SWITCHYARD_SERVICE", &self.settings.service)
-            .env("SWITCHYARD_COLOR", self.next.as_str())
+        let status = self
+            .hook(command, phase)
             .env("SWITCHYARD_TARGETS", targets.join(","))
-            .env("SWITCHYARD_PHASE", phase)
-            .env("SWITCHYARD_DEPLOY_ID", &self.record.id)
-            .env(
-                "SWITCHYARD_PROXY_URL",
-                self.settings.proxy_url.clone().unwrap_or_default(),
-            )
-            .stdin(std::process::Stdio::null())
-            // Standard output carries cdctl's own result (one JSON object
-            // with -o json), so the test's output goes to standard error.
-            .stdout(stderr_for_child())
-            .stderr(std::process::Stdio::inherit())
-            .kill_on_drop(true);
-        let status = child
             .status()
             .await
             .map_err(|error| format!("cannot run {command:?}: {error}"))?;
@@ -369,6 +360,29 @@ impl<'a> Deploy<'a> {
         } else {
             Err(format!("{phase}-test {command:?} failed ({status})"))
         }
+    }
+
+    /// `sh -c command` with what every hook (tests, analyses) is told in
+    /// its environment.
+    fn hook(&self, command: &str, phase: &str) -> tokio::process::Command {
+        let mut child = tokio::process::Command::new("sh");
+        child
+            .args(["-c", command])
+            .env("SWITCHYARD_SERVICE", &self.settings.service)
+            .env("SWITCHYARD_COLOR", self.next.as_str())
+            .env("SWITCHYARD_PHASE", phase)
+            .env("SWITCHYARD_DEPLOY_ID", &self.record.id)
+            .env(
+                "SWITCHYARD_PROXY_URL",
+                self.settings.proxy_url.clone().unwrap_or_default(),
+            )
+            .stdin(std::process::Stdio::null())
+            // Standard output carries cdctl's own result (one JSON object
+            // with -o json), so the hook's output goes to standard error.
+            .stdout(stderr_for_child())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        child
     }
 
     async fn pre_test(&mut self, targets: &[String]) -> Result<(), Failure> {
@@ -395,6 +409,8 @@ impl<'a> Deploy<'a> {
             )
             .await?;
         self.flipped = true;
+        // The flip ends any canary (the registry resets the weight).
+        self.canary_weight = 0;
         failpoint("flip")?;
         self.reporter.end(&format!(
             "{} → {} at revision {revision}",
@@ -519,6 +535,7 @@ impl<'a> Deploy<'a> {
 
     /// Steps 8–11, shared by `deploy` and `promote`.
     async fn promote_forward(&mut self) -> Result<Forward, Failure> {
+        self.canary_steps().await?;
         let revision = self.flip().await?;
         self.wait_proxies(revision).await?;
         self.post_test().await?;

@@ -149,21 +149,21 @@ impl RuntimeProxy {
 
 /// A registry, an agent, v1 of a service deployed, and HAProxy in runtime
 /// mode following it as proxy `proxy_id`, serving v1.
-struct Stage {
-    url: String,
-    service: String,
-    label: String,
-    v1: TestImage,
-    v2: TestImage,
-    proxy: RuntimeProxy,
-    client: RegistryClient,
+pub(crate) struct Stage {
+    pub url: String,
+    pub service: String,
+    pub label: String,
+    pub v1: TestImage,
+    pub v2: TestImage,
+    pub proxy: RuntimeProxy,
+    pub client: RegistryClient,
     _containers: LabelledContainers,
     _agent: AgentProcess,
     _registry: TestRegistry,
 }
 
 impl Stage {
-    async fn start(prefix: &str, proxy_id: &str) -> Self {
+    pub(crate) async fn start(prefix: &str, proxy_id: &str) -> Self {
         let registry = TestRegistry::start().await;
         let url = format!("http://{}", registry.address);
         let service = unique(prefix);
@@ -194,7 +194,7 @@ impl Stage {
 
 /// `cdctl deploy` of `image` as 2 replicas of `service`, published on
 /// loopback, with `extra` flags.
-async fn deploy(
+pub(crate) async fn deploy(
     url: &str,
     service: &str,
     label: &str,

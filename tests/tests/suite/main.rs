@@ -31,6 +31,7 @@ mod audit;
 mod auth;
 mod backup;
 mod bench;
+mod canary;
 mod cli;
 mod conformance;
 mod crash;

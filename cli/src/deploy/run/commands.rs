@@ -132,6 +132,8 @@ async fn load_paused<'a>(
             RuntimeKind::Containers => RuntimeChoice::Containers,
             RuntimeKind::Swarm => RuntimeChoice::Swarm,
         },
+        // A paused deploy is blue-green: a canary cannot be paused yet.
+        canary: None,
     };
     let mut deploy = Deploy::new(client, runtime, settings, output);
     deploy.active = record.from_color;

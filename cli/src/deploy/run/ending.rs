@@ -17,6 +17,7 @@ impl Deploy<'_> {
         let mut left = Vec::new();
         self.undo_stop_old(&mut left).await;
         self.undo_flip(&mut left).await;
+        self.undo_canary(&mut left).await;
         self.undo_start(&mut left).await;
         self.undo_clear_leftovers(&mut left).await;
         left
@@ -266,11 +267,13 @@ impl Deploy<'_> {
         let step = self.reporter.current_step().unwrap_or("deploy").to_string();
         let message = failure.message();
         self.reporter.fail(&message);
-        let was_live = self.flipped;
+        // A canary step counts: the new color took requests.
+        let was_live = self.flipped || self.canary_weight > 0;
         self.reporter.begin("roll back");
         let left = self.roll_back().await;
-        // Rolled back: it was live and is not any more. Failed: it never
-        // went live, or the rollback is incomplete.
+        // Rolled back: it was live (or took a canary's share) and is not
+        // any more. Failed: it never went live, or the rollback is
+        // incomplete.
         let outcome = if was_live && left.is_empty() {
             Outcome::RolledBack
         } else {

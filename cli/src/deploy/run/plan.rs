@@ -70,8 +70,23 @@ pub(super) async fn plan(
             ));
         }
     }
+    let canary = match (&settings.canary, active) {
+        (Some(canary), Some(_)) => format!(
+            "canary {} of requests to {next} (each baked {:?}, analysis {}), ",
+            canary
+                .steps
+                .iter()
+                .filter(|step| **step < 100)
+                .map(|step| format!("{step}%"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            canary.bake,
+            canary.analysis.as_deref().unwrap_or("(none)")
+        ),
+        _ => String::new(),
+    };
     say(format!(
-        "  then: wait for {} passing, pre-test {}, flip {} → {next}, post-test {}",
+        "  then: wait for {} passing, pre-test {}, {canary}flip {} → {next}, post-test {}",
         settings.replicas,
         settings.pre_test.as_deref().unwrap_or("(none)"),
         color_name(active),

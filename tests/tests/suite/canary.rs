@@ -1,0 +1,255 @@
+//! `cdctl deploy --strategy canary` through HAProxy in runtime mode under
+//! keep-alive clients that never retry: each step's share of requests, the
+//! history of steps, and an analysis that fails and puts everything back.
+
+use std::path::Path;
+use std::time::Duration;
+
+use switchyard_model::Color;
+use switchyard_tests::eventually;
+use switchyard_tests::load::{Connections, Load, Tally};
+use switchyard_tests::process::{cdctl_async, explain};
+
+use super::haproxy_runtime::{Stage, deploy};
+
+/// Phases of the load: 0 before, a step's weight while it bakes, 100 after
+/// the flip, 200 after a failed canary, and [`BETWEEN`] while a step is
+/// being applied (not counted).
+const BETWEEN: u8 = 255;
+const AFTER_FAILURE: u8 = 200;
+
+/// Waits until the analysis has written `step` to `steps` (it runs only
+/// once every proxy applied the step).
+async fn until_step(steps: &Path, step: u8) {
+    eventually(Duration::from_secs(60), || async move {
+        let written = std::fs::read_to_string(steps).unwrap_or_default();
+        match written.lines().any(|line| line.trim() == step.to_string()) {
+            true => Ok(()),
+            false => Err(format!("step {step} not reached: {written:?}")),
+        }
+    })
+    .await;
+}
+
+/// The percent of phase `phase`'s answers that were `version`, and how many
+/// answers it had.
+fn share(tally: &Tally, phase: u8, version: &str) -> (f64, u64) {
+    let seen = tally.versions.get(&phase).cloned().unwrap_or_default();
+    let total: u64 = seen.values().sum();
+    let of = seen.get(version).copied().unwrap_or(0);
+    (100.0 * of as f64 / total.max(1) as f64, total)
+}
+
+/// The analysis command: notes the step it ran at, and fails at `fail_at`.
+fn analysis(steps: &Path, fail_at: Option<u8>) -> String {
+    let note = format!("echo $SWITCHYARD_WEIGHT >> {}", steps.display());
+    match fail_at {
+        Some(step) => format!("{note}; test $SWITCHYARD_WEIGHT != {step}"),
+        None => note,
+    }
+}
+
+/// A canary 10 % → 50 % → 100 % of v2 under 4 keep-alive clients: each
+/// bake sees v2 within 5 points of its weight, after the flip only v2, the
+/// history names each step. Then a canary of v1 whose analysis fails at
+/// 50 %: exit 12, every request back on v2, the new color gone, recorded
+/// rolled back at `canary 50%`. Not one request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_moves_traffic_step_by_step_and_a_failed_analysis_reverts_it() {
+    let _heavy = switchyard_tests::docker::exclusive();
+    let stage = Stage::start("cn", "haproxy-canary").await;
+    let Stage {
+        url,
+        service,
+        label,
+        v1,
+        v2,
+        proxy,
+        client,
+        ..
+    } = &stage;
+    let dir = tempfile::tempdir().expect("a folder for the analysis");
+    let path = format!("/{service}/");
+    let load = Load::start_with(proxy.listen, &path, 4, Connections::KeepAlive);
+    let canary = |image: String, steps_file: std::path::PathBuf, fail_at: Option<u8>| {
+        let (url, service, label) = (url.clone(), service.clone(), label.clone());
+        // Long enough for 2,000 requests per step on a busy machine.
+        let bake = if fail_at.is_some() { "3s" } else { "12s" };
+        tokio::spawn(async move {
+            let analysis = analysis(&steps_file, fail_at);
+            let flags = [
+                "--strategy",
+                "canary",
+                "--steps",
+                "10,50,100",
+                "--bake",
+                bake,
+                "--analysis-interval",
+                "1s",
+                "--analysis",
+                &analysis,
+            ];
+            deploy(&url, &service, &label, &image, &flags).await
+        })
+    };
+
+    let steps = dir.path().join("steps");
+    let first = canary(v2.tag.clone(), steps.clone(), None);
+    for step in [10, 50] {
+        until_step(&steps, step).await;
+        load.enter(step);
+        // 2,200 requests or 10 s, well inside the 12 s bake.
+        let (from, started) = (load.sent(), std::time::Instant::now());
+        while load.sent() < from + 2_200 && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        load.enter(BETWEEN);
+    }
+    let first = first.await.expect("the first canary");
+    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+    load.enter(100);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.enter(BETWEEN);
+
+    let failing_steps = dir.path().join("failing");
+    let second = canary(v1.tag.clone(), failing_steps.clone(), Some(50));
+    until_step(&failing_steps, 10).await;
+    let second = second.await.expect("the failing canary");
+    assert_eq!(second.status.code(), Some(12), "{}", explain(&second));
+    load.enter(AFTER_FAILURE);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tally = load.finish().await;
+    println!(
+        "canary: {} keep-alive requests, {} failed; by phase {:?}",
+        tally.total,
+        tally.failures.len(),
+        tally.versions
+    );
+
+    assert!(
+        tally.failures.is_empty(),
+        "{:?}",
+        &tally.failures[..tally.failures.len().min(5)]
+    );
+    for step in [10_u8, 50] {
+        let (seen, answers) = share(&tally, step, "v2");
+        assert!(answers >= 2_000, "step {step}: only {answers} answers");
+        assert!(
+            (seen - f64::from(step)).abs() <= 5.0,
+            "step {step}: v2 answered {seen:.1}%"
+        );
+    }
+    assert_eq!(share(&tally, 100, "v2").0, 100.0, "after the flip");
+    assert_eq!(
+        share(&tally, AFTER_FAILURE, "v2").0,
+        100.0,
+        "after the failed canary"
+    );
+
+    let history = cdctl_async(url, &["-o", "json", "history", service], &[]).await;
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).expect("json");
+    let (failed, promoted) = (&history[0], &history[1]);
+    let names = |record: &serde_json::Value| -> Vec<String> {
+        record["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|step| step["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(promoted["outcome"], "promoted", "{history}");
+    assert!(names(promoted).contains(&"canary 10%".into()), "{history}");
+    assert!(names(promoted).contains(&"canary 50%".into()), "{history}");
+    assert_eq!(failed["outcome"], "rolled_back", "{history}");
+    assert_eq!(failed["failed_step"], "canary 50%", "{history}");
+    let (_, now) = client.get_service(service).await.expect("service");
+    assert_eq!(
+        (now.active_color, now.canary_weight),
+        (Some(Color::Green), 0)
+    );
+    assert!(
+        now.instances.iter().all(|i| i.color == Some(Color::Green)),
+        "the failed canary's color is gone: {:?}",
+        now.instances
+    );
+}
+
+/// Canary flags are checked before anything changes (exit 2), and a dry
+/// run says the steps it would take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_flags_are_checked_and_a_dry_run_lists_the_steps() {
+    let registry = switchyard_tests::TestRegistry::start().await;
+    let client = registry.client();
+    client
+        .register(
+            &switchyard_tests::instance("web", "b1", 8001, Some(Color::Blue)),
+            None,
+        )
+        .await
+        .expect("register");
+    client
+        .set_active_color("web", Some(Color::Blue), None, 0)
+        .await
+        .expect("blue live");
+    let url = registry.url();
+    let base = ["deploy", "web", "--image", "web:2", "--dry-run"];
+    for (extra, says) in [
+        (&["--steps", "10,100"][..], "belong to --strategy canary"),
+        (
+            &["--strategy", "canary", "--steps", "50,10,100"][..],
+            "must rise",
+        ),
+        (
+            &["--strategy", "canary", "--steps", "10,50"][..],
+            "must be 100",
+        ),
+        (
+            &["--strategy", "canary", "--manual-promotion"][..],
+            "does not pause a canary",
+        ),
+    ] {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let refused = cdctl_async(&url, &args, &[]).await;
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{extra:?}: {}",
+            explain(&refused)
+        );
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(said.contains(says), "{extra:?}: {said}");
+    }
+    let args: Vec<&str> = base
+        .iter()
+        .chain(&[
+            "--strategy",
+            "canary",
+            "--steps",
+            "5,50,100",
+            "--bake",
+            "30s",
+        ])
+        .copied()
+        .collect();
+    let plan = cdctl_async(&url, &args, &[]).await;
+    assert_eq!(plan.status.code(), Some(0), "{}", explain(&plan));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&plan.stdout),
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(
+        said.contains("canary 5%, 50% of requests to green (each baked 30s"),
+        "{said}"
+    );
+    assert_eq!(
+        client
+            .get_service("web")
+            .await
+            .expect("web")
+            .1
+            .canary_weight,
+        0,
+        "a dry run changes nothing"
+    );
+}
