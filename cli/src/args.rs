@@ -268,6 +268,18 @@ pub struct CanaryArgs {
     /// How often the analysis runs during a bake (default 10s).
     #[arg(long, value_parser = parse_duration)]
     pub analysis_interval: Option<Duration>,
+    /// A Prometheus (http://HOST:PORT) asked --analysis-query during each
+    /// bake.
+    #[arg(long)]
+    pub analysis_prometheus: Option<String>,
+    /// PromQL that fails a step when it answers any sample (or one above
+    /// --analysis-threshold); ${SERVICE}, ${COLOR}, ${LIVE_COLOR} and
+    /// ${WEIGHT} are replaced.
+    #[arg(long)]
+    pub analysis_query: Option<String>,
+    /// With --analysis-query: only samples above this fail.
+    #[arg(long)]
+    pub analysis_threshold: Option<f64>,
 }
 
 #[derive(Debug, Args)]

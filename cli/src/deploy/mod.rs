@@ -5,6 +5,7 @@
 //! every step done so far when any fails (or on Ctrl-C / SIGTERM).
 
 pub mod docker;
+pub mod prometheus;
 mod report;
 mod run;
 pub mod runtime;
@@ -94,6 +95,9 @@ pub struct FileSettings {
     bake: Option<String>,
     analysis: Option<String>,
     analysis_interval: Option<String>,
+    analysis_prometheus: Option<String>,
+    analysis_query: Option<String>,
+    analysis_threshold: Option<f64>,
 }
 
 fn read_file(path: &Path, service: &str) -> anyhow::Result<FileSettings> {
@@ -289,7 +293,10 @@ fn canary_setting(
     file: &FileSettings,
 ) -> anyhow::Result<Option<strategy::Canary>> {
     let chosen = flags.strategy.or(file.strategy).unwrap_or_default();
-    let canary_flags = flags.steps.is_some() || flags.bake.is_some() || flags.analysis.is_some();
+    let canary_flags = flags.steps.is_some()
+        || flags.bake.is_some()
+        || flags.analysis.is_some()
+        || flags.analysis_prometheus.is_some();
     if chosen != strategy::Strategy::Canary {
         anyhow::ensure!(
             !canary_flags,
@@ -297,6 +304,24 @@ fn canary_setting(
         );
         return Ok(None);
     }
+    let prometheus = match (
+        flags
+            .analysis_prometheus
+            .as_ref()
+            .or(file.analysis_prometheus.as_ref()),
+        flags
+            .analysis_query
+            .as_ref()
+            .or(file.analysis_query.as_ref()),
+    ) {
+        (Some(url), Some(query)) => Some(prometheus::PrometheusCheck::new(
+            url,
+            query.clone(),
+            flags.analysis_threshold.or(file.analysis_threshold),
+        )?),
+        (None, None) => None,
+        _ => anyhow::bail!("--analysis-prometheus and --analysis-query go together"),
+    };
     let steps = match (&flags.steps, &file.steps) {
         (Some(text), _) => strategy::parse_steps(text)?,
         (None, Some(steps)) => {
@@ -314,6 +339,7 @@ fn canary_setting(
             Duration::from_secs(60),
         )?,
         analysis: flags.analysis.clone().or(file.analysis.clone()),
+        prometheus,
         analysis_interval: merged_duration(
             flags.analysis_interval,
             "analysis_interval",

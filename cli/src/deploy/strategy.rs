@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
+use super::prometheus::PrometheusCheck;
+
 /// `--strategy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -19,7 +21,7 @@ pub enum Strategy {
 }
 
 /// A canary's steps and checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Canary {
     /// Shares (percent) of requests for the new color, rising, ending at
     /// 100: every step below 100 is a weight, 100 is the flip.
@@ -28,8 +30,17 @@ pub struct Canary {
     pub bake: Duration,
     /// A command run by `sh -c` during each bake; a failure reverts.
     pub analysis: Option<String>,
+    /// A Prometheus query asked during each bake; a bad answer reverts.
+    pub prometheus: Option<PrometheusCheck>,
     /// How often the analysis runs during a bake.
     pub analysis_interval: Duration,
+}
+
+impl Canary {
+    /// Whether anything judges the bakes.
+    pub fn analyses(&self) -> bool {
+        self.analysis.is_some() || self.prometheus.is_some()
+    }
 }
 
 /// The steps cdctl takes when none are given.

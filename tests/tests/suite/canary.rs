@@ -253,3 +253,69 @@ async fn canary_flags_are_checked_and_a_dry_run_lists_the_steps() {
         "a dry run changes nothing"
     );
 }
+
+/// `--analysis-prometheus` asks a real Prometheus at each step: a query
+/// that answers nothing lets the canary through (promoted); one whose
+/// sample (`${WEIGHT}`, replaced by the step's weight) passes the threshold
+/// at 60 % reverts it there (exit 12, rolled back at `canary 60%`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_query_judges_each_canary_step() {
+    use switchyard_tests::docker::{LabelledContainers, TestImage, unique};
+    use switchyard_tests::process::AgentProcess;
+    let registry = switchyard_tests::TestRegistry::start().await;
+    let url = registry.url();
+    let service = unique("pq");
+    let label = format!("switchyard.test={}", unique("pq"));
+    let _agent = AgentProcess::start(&url, &label, &["--ttl", "5s"]);
+    let _containers = LabelledContainers {
+        label: label.clone(),
+    };
+    let (v1, v2) = (TestImage::httpd("v1", false), TestImage::httpd("v2", false));
+    let dir = tempfile::tempdir().expect("a folder for Prometheus");
+    let prometheus = super::metrics::Prometheus::start(dir.path(), &[]);
+    prometheus.until("vector(1)", |v| v == 1.0).await;
+    let at = format!("http://{}", prometheus.address);
+
+    let first = deploy(&url, &service, &label, &v1.tag, &[]).await;
+    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+    let canary = |query: &'static str, image: String| {
+        let (url, service, label, at) = (url.clone(), service.clone(), label.clone(), at.clone());
+        async move {
+            let flags = [
+                "--strategy",
+                "canary",
+                "--steps",
+                "20,60,100",
+                "--bake",
+                "1s",
+                "--analysis-interval",
+                "500ms",
+                "--analysis-prometheus",
+                &at,
+                "--analysis-query",
+                query,
+                "--analysis-threshold",
+                "50",
+            ];
+            deploy(&url, &service, &label, &image, &flags).await
+        }
+    };
+    let quiet = canary("vector(${WEIGHT}) > 1000", v2.tag.clone()).await;
+    assert_eq!(quiet.status.code(), Some(0), "{}", explain(&quiet));
+    let failing = canary("vector(${WEIGHT})", v1.tag.clone()).await;
+    assert_eq!(failing.status.code(), Some(12), "{}", explain(&failing));
+    let said = String::from_utf8_lossy(&failing.stderr);
+    assert!(said.contains("is above 50: [60.0]"), "{said}");
+
+    let history = cdctl_async(&url, &["-o", "json", "history", &service], &[]).await;
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).expect("json");
+    assert_eq!(history[0]["outcome"], "rolled_back", "{history}");
+    assert_eq!(history[0]["failed_step"], "canary 60%", "{history}");
+    assert_eq!(history[1]["outcome"], "promoted", "{history}");
+    let client = registry.client();
+    let (_, now) = client.get_service(&service).await.expect("service");
+    assert_eq!(
+        (now.active_color, now.canary_weight),
+        (Some(Color::Green), 0)
+    );
+}

@@ -14,13 +14,13 @@ use switchyard_tests::{eventually, free_port, patience, workspace_root};
 use super::proxy::template_command;
 
 /// Prometheus on loopback with its own data, scraping every second.
-struct Prometheus {
-    address: SocketAddr,
+pub(crate) struct Prometheus {
+    pub address: SocketAddr,
     _process: Background,
 }
 
 impl Prometheus {
-    fn start(dir: &Path, targets: &[(&str, SocketAddr)]) -> Self {
+    pub(crate) fn start(dir: &Path, targets: &[(&str, SocketAddr)]) -> Self {
         let jobs: String = targets
             .iter()
             .map(|(job, address)| {
@@ -80,7 +80,7 @@ impl Prometheus {
         }
     }
 
-    async fn until(&self, query: &str, wanted: impl Fn(f64) -> bool) -> f64 {
+    pub(crate) async fn until(&self, query: &str, wanted: impl Fn(f64) -> bool) -> f64 {
         eventually(patience(), || {
             let got = self.value(query);
             let ok = got.as_ref().is_ok_and(|v| wanted(*v));

@@ -11,6 +11,7 @@ use switchyard_model::Color;
 use tokio::time::Instant;
 
 use super::{Deploy, Failure, failpoint};
+use crate::deploy::prometheus::Placeholders;
 use crate::deploy::strategy::Canary;
 
 impl Deploy<'_> {
@@ -59,15 +60,26 @@ impl Deploy<'_> {
         loop {
             if let Some(command) = &canary.analysis {
                 self.analyse(command, live, step).await?;
-                checks += 1;
             }
+            if let Some(check) = &canary.prometheus {
+                let with = Placeholders {
+                    service: &self.settings.service,
+                    color: self.next.as_str(),
+                    live_color: live.as_str(),
+                    weight: step.1,
+                };
+                check.judge(&with).await.map_err(|why| {
+                    Failure::Analysis(format!("analysis failed at {}%: {why}", step.1))
+                })?;
+            }
+            checks += u32::from(canary.analyses());
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Ok(checks);
             }
-            let pause = match canary.analysis {
-                Some(_) => canary.analysis_interval.min(left),
-                None => left,
+            let pause = match canary.analyses() {
+                true => canary.analysis_interval.min(left),
+                false => left,
             };
             tokio::time::sleep(pause.max(Duration::from_millis(1))).await;
         }

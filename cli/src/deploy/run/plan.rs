@@ -81,7 +81,11 @@ pub(super) async fn plan(
                 .collect::<Vec<_>>()
                 .join(", "),
             canary.bake,
-            canary.analysis.as_deref().unwrap_or("(none)")
+            match (&canary.analysis, &canary.prometheus) {
+                (Some(command), _) => command.clone(),
+                (None, Some(check)) => format!("{} at {}", check.query, check.url),
+                (None, None) => "(none)".into(),
+            }
         ),
         _ => String::new(),
     };
