@@ -280,6 +280,10 @@ pub struct CanaryArgs {
     /// With --analysis-query: only samples above this fail.
     #[arg(long)]
     pub analysis_threshold: Option<f64>,
+    /// Keep each client on the color it was first sent to while the canary
+    /// runs (proxies pin it by cookie).
+    #[arg(long)]
+    pub sticky: bool,
 }
 
 #[derive(Debug, Args)]
@@ -396,4 +400,7 @@ pub struct SetWeightArgs {
     /// Fencing token of a deploy lock you hold.
     #[arg(long, default_value_t = 0)]
     pub lock_token: u64,
+    /// Keep each client on the color it was first sent to (a cookie).
+    #[arg(long)]
+    pub sticky: bool,
 }

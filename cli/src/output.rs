@@ -43,6 +43,7 @@ pub fn status_json(revision: u64, service: &Service) -> Value {
         "color_revision": service.color_revision,
         "weights": weights_json(service),
         "canary_weight": service.canary_weight,
+        "canary_sticky": service.canary_sticky,
         "weights_revision": service.weights_revision,
         // Who set the live color, as the registry knows them (with --auth).
         "color_set_by": service.metadata.get(switchyard_model::auth::PRINCIPAL_KEY),
@@ -88,6 +89,7 @@ fn service_json(service: &Service) -> Value {
         "color_revision": service.color_revision,
         "weights": weights_json(service),
         "canary_weight": service.canary_weight,
+        "canary_sticky": service.canary_sticky,
         "weights_revision": service.weights_revision,
         "instances": service.instances.iter().map(instance_json).collect::<Vec<_>>(),
     })

@@ -442,17 +442,19 @@ impl RegistryClient {
     /// Sends `weight` percent of the requests of `service` to the color that
     /// is not live (0: end the canary), if the weight is `expected_weight`
     /// and `expected_color` is live now; `lock_token` is the caller's deploy
-    /// lock (0: none).
+    /// lock (0: none). With `sticky`, proxies keep each client on the color
+    /// it was first sent to while the canary runs.
     pub async fn set_canary_weight(
         &self,
         service: &str,
-        weight: u8,
+        (weight, sticky): (u8, bool),
         expected_weight: u8,
         expected_color: Option<Color>,
         lock_token: u64,
     ) -> Result<u64, ClientError> {
         let request = v1::SetCanaryWeightRequest {
             service: service.to_string(),
+            sticky,
             weight: u32::from(weight),
             expected_weight: u32::from(expected_weight),
             expected_color: wire::color_to_wire(expected_color),

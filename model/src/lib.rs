@@ -206,6 +206,10 @@ pub struct Service {
     /// step); 0 when never set.
     #[serde(default)]
     pub weights_revision: u64,
+    /// During a canary, whether each client keeps the color it was first
+    /// sent to (proxies pin clients by cookie). False without a canary.
+    #[serde(default)]
+    pub canary_sticky: bool,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
     #[serde(skip)]

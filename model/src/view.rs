@@ -73,6 +73,7 @@ impl ServiceView {
                 service.color_revision = updated.color_revision;
                 service.canary_weight = updated.canary_weight;
                 service.weights_revision = updated.weights_revision;
+                service.canary_sticky = updated.canary_sticky;
                 service.metadata = updated.metadata.clone();
             }
             Change::InstanceUpdated(instance) => {

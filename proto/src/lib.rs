@@ -141,6 +141,7 @@ pub fn service_to_wire(service: &Service) -> v1::Service {
         instances: service.instances.iter().map(instance_to_wire).collect(),
         canary_weight: u32::from(service.canary_weight),
         weights_revision: service.weights_revision,
+        canary_sticky: service.canary_sticky,
     }
 }
 
@@ -164,6 +165,7 @@ pub fn service_from_wire(wire: v1::Service) -> Result<Service, ValidationError> 
     };
     Ok(Service {
         active_color,
+        canary_sticky: wire.canary_sticky && canary_weight > 0,
         canary_weight,
         weights_revision: wire.weights_revision,
         name: wire.name,

@@ -103,7 +103,7 @@ pub async fn set_weight(
     let revision = client
         .set_canary_weight(
             &args.service,
-            args.weight,
+            (args.weight, args.sticky),
             args.expect,
             live,
             args.lock_token,

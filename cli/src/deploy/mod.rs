@@ -98,6 +98,7 @@ pub struct FileSettings {
     analysis_prometheus: Option<String>,
     analysis_query: Option<String>,
     analysis_threshold: Option<f64>,
+    sticky: Option<bool>,
 }
 
 fn read_file(path: &Path, service: &str) -> anyhow::Result<FileSettings> {
@@ -296,7 +297,8 @@ fn canary_setting(
     let canary_flags = flags.steps.is_some()
         || flags.bake.is_some()
         || flags.analysis.is_some()
-        || flags.analysis_prometheus.is_some();
+        || flags.analysis_prometheus.is_some()
+        || flags.sticky;
     if chosen != strategy::Strategy::Canary {
         anyhow::ensure!(
             !canary_flags,
@@ -340,6 +342,7 @@ fn canary_setting(
         )?,
         analysis: flags.analysis.clone().or(file.analysis.clone()),
         prometheus,
+        sticky: flags.sticky || file.sticky.unwrap_or(false),
         analysis_interval: merged_duration(
             flags.analysis_interval,
             "analysis_interval",

@@ -34,6 +34,8 @@ pub struct Canary {
     pub prometheus: Option<PrometheusCheck>,
     /// How often the analysis runs during a bake.
     pub analysis_interval: Duration,
+    /// Each client keeps the color it was first sent to.
+    pub sticky: bool,
 }
 
 impl Canary {

@@ -52,6 +52,9 @@ pub struct ServiceContext {
     /// server weight: what to route to when the proxy honours canaries.
     /// Without a canary, the same servers as `live`.
     pub routes: Vec<InstanceContext>,
+    /// During a canary, whether each client keeps the color it was first
+    /// sent to (route by a client cookie's hash, not round robin).
+    pub sticky: bool,
     /// Every passing instance, whatever its color (for services that do not
     /// use colors).
     pub passing: Vec<InstanceContext>,
@@ -113,6 +116,7 @@ fn service(service: &Service) -> ServiceContext {
             .iter()
             .map(|route| instance(route.instance))
             .collect(),
+        sticky: service.canary_sticky,
         passing: service
             .instances
             .iter()
@@ -148,6 +152,8 @@ pub fn structure_context(view: &ServiceView) -> Context {
         service.live.clear();
         service.weights.clear();
         service.routes.clear();
+        // `sticky` stays: it changes the balancing, which only a reload
+        // changes in HAProxy's runtime mode.
         service.passing.clear();
         service.instances.clear();
         service.by_color.clear();

@@ -65,7 +65,7 @@ impl RegistryApi {
             .catalog
             .set_canary_weight(
                 &request.service,
-                weight,
+                (weight, request.sticky),
                 expected_weight,
                 expected_color,
                 request.lock_token,

@@ -60,6 +60,7 @@ impl Catalog {
             record.active_color = color;
             record.color_set = true;
             record.canary_weight = 0;
+            record.canary_sticky = false;
             record.color_revision = 0;
             match by {
                 Some(name) => record.metadata.insert(PRINCIPAL_KEY.into(), name.into()),
@@ -74,14 +75,16 @@ impl Catalog {
     /// requests the color that is not live takes. Succeeds only when the
     /// live color is `expected_color` (a canary needs one), the weight is
     /// `expected_weight`, and `lock_token` is the live lock (0: none held).
+    /// `sticky` pins each client to its first color while the canary runs.
     pub async fn set_canary_weight(
         &self,
         service: &str,
-        weight: u8,
+        (weight, sticky): (u8, bool),
         expected_weight: u8,
         expected_color: Option<Color>,
         lock_token: u64,
     ) -> Result<u64, CatalogError> {
+        let sticky = sticky && weight > 0;
         let weight = validate::canary_weight("weight", u32::from(weight))?;
         self.change_service_record(service, lock_token, |record, kv| {
             let live = record.active_color;
@@ -99,11 +102,12 @@ impl Catalog {
                     expected: expected_weight,
                 });
             }
-            if record.canary_weight == weight {
+            if record.canary_weight == weight && record.canary_sticky == sticky {
                 return Ok(false);
             }
             record.color_revision = record.color_revision(kv);
             record.canary_weight = weight;
+            record.canary_sticky = sticky;
             Ok(true)
         })
         .await

@@ -73,6 +73,9 @@ struct ServiceRecord {
     /// A canary's share of requests (percent) to the color not live.
     #[serde(default, skip_serializing_if = "is_zero")]
     canary_weight: u8,
+    /// Whether the canary pins each client to its first color.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    canary_sticky: bool,
     /// The revision of the last flip, kept once a canary step has changed
     /// the key since (0: the key's mod revision is the flip's).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -164,6 +167,9 @@ fn decode_service(name: &str, kv: &KeyValue) -> Result<Service, CatalogError> {
         } else {
             0
         },
+        canary_sticky: record.canary_sticky
+            && record.active_color.is_some()
+            && record.canary_weight > 0,
         metadata: record.metadata,
         instances: Vec::new(),
     })

@@ -197,7 +197,8 @@ async fn every_rpc(
             weight: 10,
             expected_weight: 0,
             expected_color: v1::Color::Blue as i32,
-            lock_token: 0
+            lock_token: 0,
+            sticky: false
         }
     );
     call!(

@@ -209,7 +209,7 @@ async fn every_example_splits_by_canary_weight_and_previews_a_color() {
     let client = registry.client();
     let _upstreams = two_colors(&client, "web").await;
     client
-        .set_canary_weight("web", 10, 0, Some(Color::Blue), 0)
+        .set_canary_weight("web", (10, false), 0, Some(Color::Blue), 0)
         .await
         .expect("10% to green");
     for example in [Example::Nginx, Example::Haproxy, Example::HaproxyRuntime] {
@@ -260,7 +260,7 @@ async fn haproxy_runtime_mode_follows_canary_steps_without_a_reload() {
     let mut weight = 0;
     for step in [10_u8, 50] {
         let revision = client
-            .set_canary_weight("web", step, weight, Some(Color::Blue), 0)
+            .set_canary_weight("web", (step, false), weight, Some(Color::Blue), 0)
             .await
             .expect("a canary step");
         weight = step;
@@ -279,4 +279,71 @@ async fn haproxy_runtime_mode_follows_canary_steps_without_a_reload() {
     until_applied(&client, "canary-proxy", flip).await;
     assert_eq!(green_share(proxy.listen, "/web/", 200).await, 100.0);
     assert_eq!(proxy.haproxy.worker_pid().await, pid, "HAProxy reloaded");
+}
+
+/// One client with a cookie jar of one cookie: `count` GETs of `path`,
+/// sending back the `switchyard-client` cookie the proxy set; answers the
+/// versions it saw.
+async fn client_versions(listen: SocketAddr, path: &str, count: usize) -> Vec<String> {
+    let mut cookie: Option<String> = None;
+    let mut seen = Vec::new();
+    for _ in 0..count {
+        let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("Cookie", c.as_str())).collect();
+        let answer = http_request_with(listen, "GET", path, &headers, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("{listen}{path}: {e}"));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        if cookie.is_none() {
+            cookie = answer
+                .lines()
+                .filter_map(|line| line.split_once(':'))
+                .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
+                .filter_map(|(_, value)| value.trim().split(';').next())
+                .find(|pair| pair.starts_with("switchyard-client="))
+                .map(str::to_string);
+            assert!(cookie.is_some(), "no switchyard-client cookie: {answer}");
+        }
+        seen.push(body(&answer).trim().to_string());
+    }
+    seen
+}
+
+/// A sticky canary at 50 % through each example: each of 20 clients sees
+/// one version on all its 10 requests (its cookie is hashed), and the
+/// clients between them see both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_canary_keeps_each_client_on_one_version_in_every_example() {
+    let registry = TestRegistry::start().await;
+    let client = registry.client();
+    let _upstreams = two_colors(&client, "web").await;
+    client
+        .set_canary_weight("web", (50, true), 0, Some(Color::Blue), 0)
+        .await
+        .expect("a sticky 50% canary");
+    assert!(
+        client
+            .get_service("web")
+            .await
+            .expect("web")
+            .1
+            .canary_sticky
+    );
+    for example in [Example::Nginx, Example::Haproxy, Example::HaproxyRuntime] {
+        let proxy = ExampleProxy::start(&registry.url(), example).await;
+        proxy.until_serving("/web/").await;
+        let mut versions = std::collections::BTreeSet::new();
+        for n in 0..20 {
+            let seen = client_versions(proxy.listen, "/web/", 10).await;
+            assert!(
+                seen.iter().all(|v| *v == seen[0]),
+                "{example:?}: client {n} saw {seen:?}"
+            );
+            versions.insert(seen[0].clone());
+        }
+        assert_eq!(
+            versions.len(),
+            2,
+            "{example:?}: 20 clients saw only {versions:?}"
+        );
+    }
 }

@@ -28,7 +28,11 @@ async fn canary_weights_are_fenced_compare_and_swaps_that_a_flip_ends() {
     }
     // No canary without a live color.
     assert_eq!(
-        code_of(client.set_canary_weight("web", 10, 0, None, 0).await),
+        code_of(
+            client
+                .set_canary_weight("web", (10, false), 0, None, 0)
+                .await
+        ),
         tonic::Code::FailedPrecondition
     );
     let flipped = client
@@ -37,7 +41,7 @@ async fn canary_weights_are_fenced_compare_and_swaps_that_a_flip_ends() {
         .expect("flip");
     let mut events = client.watch(&["web".into()], flipped).await.expect("watch");
     let ten = client
-        .set_canary_weight("web", 10, 0, Some(Color::Blue), 0)
+        .set_canary_weight("web", (10, false), 0, Some(Color::Blue), 0)
         .await
         .expect("10% to green");
     let service = web(&client).await;
@@ -76,7 +80,7 @@ async fn canary_weights_are_fenced_compare_and_swaps_that_a_flip_ends() {
     assert_eq!(
         code_of(
             client
-                .set_canary_weight("web", 50, 0, Some(Color::Blue), 0)
+                .set_canary_weight("web", (50, false), 0, Some(Color::Blue), 0)
                 .await
         ),
         tonic::Code::FailedPrecondition
@@ -84,7 +88,7 @@ async fn canary_weights_are_fenced_compare_and_swaps_that_a_flip_ends() {
     assert_eq!(
         code_of(
             client
-                .set_canary_weight("web", 50, 10, Some(Color::Green), 0)
+                .set_canary_weight("web", (50, false), 10, Some(Color::Green), 0)
                 .await
         ),
         tonic::Code::FailedPrecondition
@@ -92,14 +96,14 @@ async fn canary_weights_are_fenced_compare_and_swaps_that_a_flip_ends() {
     assert_eq!(
         code_of(
             client
-                .set_canary_weight("web", 100, 10, Some(Color::Blue), 0)
+                .set_canary_weight("web", (100, false), 10, Some(Color::Blue), 0)
                 .await
         ),
         tonic::Code::InvalidArgument
     );
     // The same weight again changes nothing.
     let again = client
-        .set_canary_weight("web", 10, 10, Some(Color::Blue), 0)
+        .set_canary_weight("web", (10, false), 10, Some(Color::Blue), 0)
         .await
         .expect("idempotent");
     assert_eq!(web(&client).await.weights_revision, ten);
@@ -110,13 +114,13 @@ async fn canary_weights_are_fenced_compare_and_swaps_that_a_flip_ends() {
     assert_eq!(
         code_of(
             client
-                .set_canary_weight("web", 50, 10, Some(Color::Blue), 0)
+                .set_canary_weight("web", (50, false), 10, Some(Color::Blue), 0)
                 .await
         ),
         tonic::Code::Aborted
     );
     client
-        .set_canary_weight("web", 50, 10, Some(Color::Blue), grant.token)
+        .set_canary_weight("web", (50, true), 10, Some(Color::Blue), grant.token)
         .await
         .expect("the holder moves it");
     assert_eq!(web(&client).await.canary_weight, 50);
@@ -128,6 +132,7 @@ async fn canary_weights_are_fenced_compare_and_swaps_that_a_flip_ends() {
         .expect("flip to green");
     let service = web(&client).await;
     assert_eq!(service.canary_weight, 0);
+    assert!(!service.canary_sticky, "a flip ends a sticky canary too");
     assert_eq!(
         (
             service.weight_of(Some(Color::Blue)),
@@ -146,7 +151,7 @@ async fn canary_weights_are_fenced_compare_and_swaps_that_a_flip_ends() {
 
     // A weight outlives a restart of the registry.
     client
-        .set_canary_weight("web", 25, 0, Some(Color::Green), 0)
+        .set_canary_weight("web", (25, false), 0, Some(Color::Green), 0)
         .await
         .expect("25% to blue");
     let mut registry = registry;
@@ -182,6 +187,7 @@ async fn cdctl_sets_and_shows_canary_weights() {
             "0",
             "--expect-color",
             "blue",
+            "--sticky",
         ],
         &[],
     )
@@ -222,6 +228,7 @@ async fn cdctl_sets_and_shows_canary_weights() {
     let status = cdctl_async(&url, &["-o", "json", "status", "web"], &[]).await;
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
     assert_eq!(status["canary_weight"], 20);
+    assert_eq!(status["canary_sticky"], true);
     assert_eq!(status["weights"]["green"], 20);
     // A service nobody registered still has a color to show: none.
     let ghost = cdctl_async(&url, &["color", "ghost"], &[]).await;

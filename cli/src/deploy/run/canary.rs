@@ -28,7 +28,7 @@ impl Deploy<'_> {
                 .client
                 .set_canary_weight(
                     &self.settings.service,
-                    step,
+                    (step, canary.sticky),
                     self.canary_weight,
                     Some(live),
                     self.token(),
@@ -115,7 +115,7 @@ impl Deploy<'_> {
             .client
             .set_canary_weight(
                 &self.settings.service,
-                0,
+                (0, false),
                 self.canary_weight,
                 self.active,
                 self.token(),
