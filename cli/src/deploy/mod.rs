@@ -210,10 +210,6 @@ impl Settings {
         let keep_old = args.keep_old || file.keep_old.unwrap_or(false);
         let manual = args.manual_promotion || file.manual_promotion.unwrap_or(false);
         anyhow::ensure!(
-            !(manual && args.canary.strategy.or(file.strategy) == Some(strategy::Strategy::Canary)),
-            "--manual-promotion does not pause a canary's steps yet: drop one of them"
-        );
-        anyhow::ensure!(
             !(keep_old && stop_old_after.is_some()),
             "--keep-old and --stop-old-after exclude each other: choose one"
         );

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A query and how to judge its answer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PrometheusCheck {
     /// `http://host:port` (and any path prefix), without a trailing `/`.
     pub url: String,

@@ -105,6 +105,11 @@ struct Paused {
     retired: Vec<Retired>,
     #[serde(default)]
     runtime: RuntimeKind,
+    /// A canary paused between steps: its steps and the weight it is at.
+    #[serde(default)]
+    canary: Option<crate::deploy::strategy::Canary>,
+    #[serde(default)]
+    canary_weight: u8,
 }
 
 fn default_stop_timeout_ms() -> u64 {
@@ -118,6 +123,7 @@ fn default_proxy_ms() -> u64 {
 const PAUSED_KEY: &str = "paused";
 
 /// How the forward path ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Forward {
     Promoted,
     Paused,
@@ -533,9 +539,12 @@ impl<'a> Deploy<'a> {
         self.promote_forward().await
     }
 
-    /// Steps 8–11, shared by `deploy` and `promote`.
+    /// Steps 8–11, shared by `deploy` and `promote`. A canary with
+    /// `--manual-promotion` takes one step and pauses again.
     async fn promote_forward(&mut self) -> Result<Forward, Failure> {
-        self.canary_steps().await?;
+        if self.canary_steps().await? == Forward::Paused {
+            return Ok(Forward::Paused);
+        }
         let revision = self.flip().await?;
         self.wait_proxies(revision).await?;
         self.post_test().await?;

@@ -20,8 +20,8 @@ pub enum Strategy {
     Canary,
 }
 
-/// A canary's steps and checks.
-#[derive(Debug, Clone, PartialEq)]
+/// A canary's steps and checks (kept in a paused deploy's record).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub struct Canary {
     /// Shares (percent) of requests for the new color, rising, ending at
     /// 100: every step below 100 is a weight, 100 is the flip.
@@ -35,6 +35,7 @@ pub struct Canary {
     /// How often the analysis runs during a bake.
     pub analysis_interval: Duration,
     /// Each client keeps the color it was first sent to.
+    #[serde(default)]
     pub sticky: bool,
 }
 

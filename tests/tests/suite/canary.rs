@@ -204,8 +204,15 @@ async fn canary_flags_are_checked_and_a_dry_run_lists_the_steps() {
             "must be 100",
         ),
         (
-            &["--strategy", "canary", "--manual-promotion"][..],
-            "does not pause a canary",
+            &[
+                "--strategy",
+                "canary",
+                "--analysis-prometheus",
+                "https://p:9090",
+                "--analysis-query",
+                "up",
+            ][..],
+            "https is not supported",
         ),
     ] {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
@@ -318,4 +325,79 @@ async fn a_prometheus_query_judges_each_canary_step() {
         (now.active_color, now.canary_weight),
         (Some(Color::Green), 0)
     );
+}
+
+/// `--manual-promotion` pauses a canary before each step: `cdctl promote`
+/// takes the next step and pauses again, the last one flips; `cdctl abort`
+/// at any step puts every request back and removes the new color.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_canary_goes_one_step_per_promote_and_abort_undoes_it() {
+    use switchyard_tests::docker::{LabelledContainers, TestImage, unique};
+    use switchyard_tests::process::AgentProcess;
+    let registry = switchyard_tests::TestRegistry::start().await;
+    let (url, client) = (registry.url(), registry.client());
+    let service = unique("mc");
+    let label = format!("switchyard.test={}", unique("mc"));
+    let _agent = AgentProcess::start(&url, &label, &["--ttl", "5s"]);
+    let _containers = LabelledContainers {
+        label: label.clone(),
+    };
+    let (v1, v2) = (TestImage::httpd("v1", false), TestImage::httpd("v2", false));
+    let first = deploy(&url, &service, &label, &v1.tag, &[]).await;
+    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+    let manual = ["--strategy", "canary", "--bake", "0s", "--manual-promotion"];
+    let state = || async {
+        let (_, now) = client.get_service(&service).await.expect("service");
+        let colors: std::collections::BTreeSet<_> =
+            now.instances.iter().filter_map(|i| i.color).collect();
+        (now.active_color, now.canary_weight, colors)
+    };
+    let cdctl = |verb: &'static str| {
+        let (url, service) = (url.clone(), service.clone());
+        async move { cdctl_async(&url, &[verb, &service], &[]).await }
+    };
+    let (blue, green) = (Color::Blue, Color::Green);
+
+    let steps: Vec<&str> = manual
+        .iter()
+        .copied()
+        .chain(["--steps", "20,60,100"])
+        .collect();
+    let paused = deploy(&url, &service, &label, &v2.tag, &steps).await;
+    assert_eq!(paused.status.code(), Some(0), "{}", explain(&paused));
+    assert_eq!(state().await, (Some(blue), 0, [blue, green].into()));
+    for weight in [20, 60] {
+        let promoted = cdctl("promote").await;
+        assert_eq!(promoted.status.code(), Some(0), "{}", explain(&promoted));
+        let said = explain(&promoted);
+        assert!(
+            said.contains(&format!("sends {weight}% of its requests to green")),
+            "{said}"
+        );
+        assert_eq!(state().await, (Some(blue), weight, [blue, green].into()));
+    }
+    let aborted = cdctl("abort").await;
+    assert_eq!(aborted.status.code(), Some(0), "{}", explain(&aborted));
+    assert_eq!(
+        state().await,
+        (Some(blue), 0, [blue].into()),
+        "as before the deploy"
+    );
+
+    let steps: Vec<&str> = manual
+        .iter()
+        .copied()
+        .chain(["--steps", "50,100"])
+        .collect();
+    let paused = deploy(&url, &service, &label, &v2.tag, &steps).await;
+    assert_eq!(paused.status.code(), Some(0), "{}", explain(&paused));
+    assert_eq!(cdctl("promote").await.status.code(), Some(0));
+    assert_eq!(state().await, (Some(blue), 50, [blue, green].into()));
+    let flipped = cdctl("promote").await;
+    assert_eq!(flipped.status.code(), Some(0), "{}", explain(&flipped));
+    assert_eq!(state().await, (Some(green), 0, [green].into()));
+    let history = cdctl_async(&url, &["-o", "json", "history", &service], &[]).await;
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).expect("json");
+    assert_eq!(history[0]["outcome"], "promoted", "{history}");
+    assert_eq!(history[1]["outcome"], "rolled_back", "{history}");
 }

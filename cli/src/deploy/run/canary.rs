@@ -10,19 +10,22 @@ use std::time::Duration;
 use switchyard_model::Color;
 use tokio::time::Instant;
 
-use super::{Deploy, Failure, failpoint};
+use super::{Deploy, Failure, Forward, failpoint};
 use crate::deploy::prometheus::Placeholders;
 use crate::deploy::strategy::Canary;
 
 impl Deploy<'_> {
-    /// Every canary step below 100; the flip (100) follows as in blue-green.
-    /// Nothing to share while no color is live: a first deploy flips.
-    pub(super) async fn canary_steps(&mut self) -> Result<(), Failure> {
+    /// The canary steps below 100 not taken yet; the flip (100) follows as
+    /// in blue-green. With `--manual-promotion`, only the next step, then
+    /// `Paused`. Nothing to share while no color is live: a first deploy
+    /// flips.
+    pub(super) async fn canary_steps(&mut self) -> Result<Forward, Failure> {
         let (Some(canary), Some(live)) = (self.settings.canary.clone(), self.active) else {
-            return Ok(());
+            return Ok(Forward::Promoted);
         };
         let weights = canary.steps.iter().copied().filter(|step| *step < 100);
-        for (index, step) in (1..).zip(weights) {
+        let taken = self.canary_weight;
+        for (index, step) in (1..).zip(weights).filter(|(_, step)| *step > taken) {
             self.reporter.begin(&format!("canary {step}%"));
             let revision = self
                 .client
@@ -42,8 +45,11 @@ impl Deploy<'_> {
                 "{step}% to {} at revision {revision}; {proxies}; baked {:?} ({checks} analyses)",
                 self.next, canary.bake
             ));
+            if self.settings.manual_promotion {
+                return Ok(Forward::Paused);
+            }
         }
-        Ok(())
+        Ok(Forward::Promoted)
     }
 
     /// Runs the analysis every interval until the bake time has passed;

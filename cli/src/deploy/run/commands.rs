@@ -120,7 +120,8 @@ async fn load_paused<'a>(
         proxy_url: paused.proxy_url,
         keep_old: paused.keep_old,
         stop_old_after: paused.stop_old_after_ms.map(Duration::from_millis),
-        manual_promotion: false,
+        // A paused canary pauses again after its next step.
+        manual_promotion: paused.canary.is_some(),
         dry_run: false,
         lock_ttl: Duration::from_secs(30),
         stop_timeout: Duration::from_millis(paused.stop_timeout_ms),
@@ -132,8 +133,7 @@ async fn load_paused<'a>(
             RuntimeKind::Containers => RuntimeChoice::Containers,
             RuntimeKind::Swarm => RuntimeChoice::Swarm,
         },
-        // A paused deploy is blue-green: a canary cannot be paused yet.
-        canary: None,
+        canary: paused.canary,
     };
     let mut deploy = Deploy::new(client, runtime, settings, output);
     deploy.active = record.from_color;
@@ -141,6 +141,7 @@ async fn load_paused<'a>(
         .to_color
         .unwrap_or_else(|| Color::next(record.from_color));
     deploy.retired = paused.retired;
+    deploy.canary_weight = paused.canary_weight;
     deploy.record = record;
     deploy.record.metadata.remove(PAUSED_KEY);
     if let Err(failure) = deploy.take_lock().await {

@@ -242,6 +242,8 @@ impl Deploy<'_> {
             drain_timeout_ms: millis(self.settings.drain_timeout),
             retired: self.retired.clone(),
             runtime: self.runtime.kind(),
+            canary: self.settings.canary.clone(),
+            canary_weight: self.canary_weight,
         };
         // Plain fields always serialize; were it ever to fail, the record
         // says so instead of carrying an empty value.
@@ -252,11 +254,17 @@ impl Deploy<'_> {
         self.release().await;
         self.reporter.end("");
         let service = &self.settings.service;
+        let at = match self.canary_weight {
+            0 => format!(
+                "{} is running beside {} and passed its pre-test",
+                self.next,
+                color_name(self.active)
+            ),
+            weight => format!("{service} sends {weight}% of its requests to {}", self.next),
+        };
         self.reporter.say(&format!(
-            "{} is running beside {} and passed its pre-test. Go on with `cdctl promote {service}` \
-             or undo with `cdctl abort {service}` (from any machine).",
-            self.next,
-            color_name(self.active)
+            "{at}. Go on with `cdctl promote {service}` or undo with `cdctl abort {service}` \
+             (from any machine)."
         ));
         self.reporter.summary(&self.record, 0);
         0
