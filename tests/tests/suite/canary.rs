@@ -261,30 +261,68 @@ async fn canary_flags_are_checked_and_a_dry_run_lists_the_steps() {
     );
 }
 
+/// A registry, an agent and v1 of a service deployed, with v2 built: a
+/// canary's stage without a proxy (no proxy reports, so no waits for one).
+struct Bare {
+    url: String,
+    service: String,
+    label: String,
+    v1: switchyard_tests::docker::TestImage,
+    v2: switchyard_tests::docker::TestImage,
+    client: switchyard_client::RegistryClient,
+    _containers: switchyard_tests::docker::LabelledContainers,
+    _agent: switchyard_tests::process::AgentProcess,
+    _registry: switchyard_tests::TestRegistry,
+}
+
+impl Bare {
+    async fn start(prefix: &str) -> Self {
+        use switchyard_tests::docker::{LabelledContainers, TestImage, unique};
+        let registry = switchyard_tests::TestRegistry::start().await;
+        let url = registry.url();
+        let service = unique(prefix);
+        let label = format!("switchyard.test={}", unique(prefix));
+        let agent = switchyard_tests::process::AgentProcess::start(&url, &label, &["--ttl", "5s"]);
+        let containers = LabelledContainers {
+            label: label.clone(),
+        };
+        let (v1, v2) = (TestImage::httpd("v1", false), TestImage::httpd("v2", false));
+        let first = deploy(&url, &service, &label, &v1.tag, &[]).await;
+        assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+        Bare {
+            client: registry.client(),
+            url,
+            service,
+            label,
+            v1,
+            v2,
+            _containers: containers,
+            _agent: agent,
+            _registry: registry,
+        }
+    }
+}
+
 /// `--analysis-prometheus` asks a real Prometheus at each step: a query
 /// that answers nothing lets the canary through (promoted); one whose
 /// sample (`${WEIGHT}`, replaced by the step's weight) passes the threshold
 /// at 60 % reverts it there (exit 12, rolled back at `canary 60%`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prometheus_query_judges_each_canary_step() {
-    use switchyard_tests::docker::{LabelledContainers, TestImage, unique};
-    use switchyard_tests::process::AgentProcess;
-    let registry = switchyard_tests::TestRegistry::start().await;
-    let url = registry.url();
-    let service = unique("pq");
-    let label = format!("switchyard.test={}", unique("pq"));
-    let _agent = AgentProcess::start(&url, &label, &["--ttl", "5s"]);
-    let _containers = LabelledContainers {
-        label: label.clone(),
-    };
-    let (v1, v2) = (TestImage::httpd("v1", false), TestImage::httpd("v2", false));
+    let bare = Bare::start("pq").await;
+    let Bare {
+        url,
+        service,
+        label,
+        v1,
+        v2,
+        client,
+        ..
+    } = &bare;
     let dir = tempfile::tempdir().expect("a folder for Prometheus");
     let prometheus = super::metrics::Prometheus::start(dir.path(), &[]);
     prometheus.until("vector(1)", |v| v == 1.0).await;
     let at = format!("http://{}", prometheus.address);
-
-    let first = deploy(&url, &service, &label, &v1.tag, &[]).await;
-    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
     let canary = |query: &'static str, image: String| {
         let (url, service, label, at) = (url.clone(), service.clone(), label.clone(), at.clone());
         async move {
@@ -314,13 +352,12 @@ async fn a_prometheus_query_judges_each_canary_step() {
     let said = String::from_utf8_lossy(&failing.stderr);
     assert!(said.contains("is above 50: [60.0]"), "{said}");
 
-    let history = cdctl_async(&url, &["-o", "json", "history", &service], &[]).await;
+    let history = cdctl_async(url, &["-o", "json", "history", service], &[]).await;
     let history: serde_json::Value = serde_json::from_slice(&history.stdout).expect("json");
     assert_eq!(history[0]["outcome"], "rolled_back", "{history}");
     assert_eq!(history[0]["failed_step"], "canary 60%", "{history}");
     assert_eq!(history[1]["outcome"], "promoted", "{history}");
-    let client = registry.client();
-    let (_, now) = client.get_service(&service).await.expect("service");
+    let (_, now) = client.get_service(service).await.expect("service");
     assert_eq!(
         (now.active_color, now.canary_weight),
         (Some(Color::Green), 0)
@@ -332,22 +369,18 @@ async fn a_prometheus_query_judges_each_canary_step() {
 /// at any step puts every request back and removes the new color.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_canary_goes_one_step_per_promote_and_abort_undoes_it() {
-    use switchyard_tests::docker::{LabelledContainers, TestImage, unique};
-    use switchyard_tests::process::AgentProcess;
-    let registry = switchyard_tests::TestRegistry::start().await;
-    let (url, client) = (registry.url(), registry.client());
-    let service = unique("mc");
-    let label = format!("switchyard.test={}", unique("mc"));
-    let _agent = AgentProcess::start(&url, &label, &["--ttl", "5s"]);
-    let _containers = LabelledContainers {
-        label: label.clone(),
-    };
-    let (v1, v2) = (TestImage::httpd("v1", false), TestImage::httpd("v2", false));
-    let first = deploy(&url, &service, &label, &v1.tag, &[]).await;
-    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+    let bare = Bare::start("mc").await;
+    let Bare {
+        url,
+        service,
+        label,
+        v2,
+        client,
+        ..
+    } = &bare;
     let manual = ["--strategy", "canary", "--bake", "0s", "--manual-promotion"];
     let state = || async {
-        let (_, now) = client.get_service(&service).await.expect("service");
+        let (_, now) = client.get_service(service).await.expect("service");
         let colors: std::collections::BTreeSet<_> =
             now.instances.iter().filter_map(|i| i.color).collect();
         (now.active_color, now.canary_weight, colors)
@@ -363,7 +396,7 @@ async fn a_manual_canary_goes_one_step_per_promote_and_abort_undoes_it() {
         .copied()
         .chain(["--steps", "20,60,100"])
         .collect();
-    let paused = deploy(&url, &service, &label, &v2.tag, &steps).await;
+    let paused = deploy(url, service, label, &v2.tag, &steps).await;
     assert_eq!(paused.status.code(), Some(0), "{}", explain(&paused));
     assert_eq!(state().await, (Some(blue), 0, [blue, green].into()));
     for weight in [20, 60] {
@@ -389,14 +422,14 @@ async fn a_manual_canary_goes_one_step_per_promote_and_abort_undoes_it() {
         .copied()
         .chain(["--steps", "50,100"])
         .collect();
-    let paused = deploy(&url, &service, &label, &v2.tag, &steps).await;
+    let paused = deploy(url, service, label, &v2.tag, &steps).await;
     assert_eq!(paused.status.code(), Some(0), "{}", explain(&paused));
     assert_eq!(cdctl("promote").await.status.code(), Some(0));
     assert_eq!(state().await, (Some(blue), 50, [blue, green].into()));
     let flipped = cdctl("promote").await;
     assert_eq!(flipped.status.code(), Some(0), "{}", explain(&flipped));
     assert_eq!(state().await, (Some(green), 0, [green].into()));
-    let history = cdctl_async(&url, &["-o", "json", "history", &service], &[]).await;
+    let history = cdctl_async(url, &["-o", "json", "history", service], &[]).await;
     let history: serde_json::Value = serde_json::from_slice(&history.stdout).expect("json");
     assert_eq!(history[0]["outcome"], "promoted", "{history}");
     assert_eq!(history[1]["outcome"], "rolled_back", "{history}");
