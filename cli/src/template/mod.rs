@@ -14,7 +14,6 @@ mod haproxy;
 mod metrics;
 mod passes;
 pub mod render;
-mod routes;
 mod runtime;
 
 use std::pin::Pin;

@@ -8,7 +8,7 @@ use serde::Serialize;
 use switchyard_client::view::ServiceView;
 use switchyard_model::{Color, Health, Instance, Service};
 
-use super::routes::Route;
+use switchyard_model::routes::Route;
 
 /// One instance as templates see it.
 #[derive(Debug, Clone, Serialize)]
@@ -94,7 +94,7 @@ fn instance(instance: &Instance, routes: &[Route<'_>]) -> InstanceContext {
 }
 
 fn service(service: &Service) -> ServiceContext {
-    let routes = super::routes::routes(service);
+    let routes = switchyard_model::routes::routes(service);
     let instance = |i: &Instance| instance(i, &routes);
     let mut by_color: BTreeMap<&'static str, Vec<InstanceContext>> = BTreeMap::new();
     for i in &service.instances {

@@ -36,7 +36,7 @@ struct Wanted {
 /// Servers each service's backend should have: routed instances ready at
 /// their weight, other passing ones draining.
 fn wanted(service: &Service) -> BTreeMap<String, Wanted> {
-    let routes = super::routes::routes(service);
+    let routes = switchyard_model::routes::routes(service);
     service
         .instances
         .iter()

@@ -95,7 +95,7 @@ impl Zone {
                 (addresses(&owner, &instances, kind, self.ttl), vec![])
             }
             Target::Srv(_) if kind != RecordType::SRV => (vec![], vec![]),
-            Target::Srv(service) => self.srv(&owner, &live(&view.services[service])),
+            Target::Srv(service) => self.srv(&owner, &weighted(&view.services[service])),
             Target::Addr(address) => (address_records(&owner, address, kind, self.ttl), vec![]),
         };
         if answers.is_empty() {
@@ -136,15 +136,16 @@ impl Zone {
         Record::from_rdata(apex, self.ttl, RData::SOA(soa))
     }
 
-    /// SRV records for `instances`, and the address of each target.
-    fn srv(&self, owner: &Name, instances: &[&Instance]) -> (Vec<Record>, Vec<Record>) {
+    /// SRV records for `instances` at their weights, and the address of
+    /// each target.
+    fn srv(&self, owner: &Name, instances: &[(&Instance, u16)]) -> (Vec<Record>, Vec<Record>) {
         let mut answers = Vec::new();
         let mut additionals = Vec::new();
-        for instance in instances {
+        for (instance, weight) in instances {
             let Ok(target) = self.addr_name(instance.address) else {
                 continue;
             };
-            let srv = SRV::new(1, 1, instance.port, target.clone());
+            let srv = SRV::new(1, *weight, instance.port, target.clone());
             answers.push(Record::from_rdata(owner.clone(), self.ttl, RData::SRV(srv)));
             additionals.extend(address_records(
                 &target,
@@ -194,6 +195,22 @@ fn address_of_hex(hex: &str) -> Option<IpAddr> {
 
 fn live(service: &Service) -> Vec<&Instance> {
     service.live_instances().collect()
+}
+
+/// What SRV answers: the instances of every color with a weight, at their
+/// server weights times 256 (a canary's share included; without one, the
+/// live color at 65535 each). HAProxy divides SRV weights by 256 to get its
+/// own (1–256), so a weight under 256 would reach it as 1; clients that
+/// follow RFC 2782 see the same ratios. A and AAAA answers cannot carry
+/// weights, so they stay the live color's.
+fn weighted(service: &Service) -> Vec<(&Instance, u16)> {
+    switchyard_model::routes::routes(service)
+        .into_iter()
+        .map(|route| {
+            let scaled = u16::try_from(u32::from(route.weight) * 256).unwrap_or(u16::MAX);
+            (route.instance, scaled)
+        })
+        .collect()
 }
 
 fn of_color(service: &Service, color: Color) -> Vec<&Instance> {

@@ -10,6 +10,7 @@ use std::process::Command;
 use cd_registry::dns::{DnsConfig, Zone};
 use switchyard_client::RegistryClient;
 use switchyard_model::{Color, Instance};
+use switchyard_tests::upstream::Upstream;
 use switchyard_tests::{TestRegistry, eventually, free_port, instance, patience};
 
 /// A registry answering DNS for `switchyard.` with a TTL of 1 s.
@@ -74,7 +75,8 @@ async fn expected(client: &RegistryClient, service: &str) -> (BTreeSet<String>, 
                 panic!("IPv4 in this test")
             };
             let hex: String = v4.octets().iter().map(|b| format!("{b:02x}")).collect();
-            format!("1 1 {} {hex}.addr.switchyard.", i.port)
+            // Without a canary every live server weighs the most (65535).
+            format!("1 65535 {} {hex}.addr.switchyard.", i.port)
         })
         .collect();
     (a, srv)
@@ -234,47 +236,22 @@ async fn random_packets_never_stop_the_dns_interface() {
         .expect("the registry still serves");
 }
 
-/// A tiny HTTP server on loopback answering `body` to every request.
-async fn answering(body: &'static str) -> SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buffer = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buffer[..n]),
-                    }
-                }
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    address
-}
-
 /// HAProxy's `server-template … resolvers` pointed at the registry's DNS
-/// (SRV records: address and port) follows a flip with no reload and no
-/// cdctl: the time from the flip to HAProxy serving only the new color is
-/// printed (TTL 1 s, HAProxy `hold valid 1s`: 3 s at most by the
-/// arithmetic of both caches).
+/// (SRV records: address, port and weight) follows a canary and a flip with
+/// no reload and no cdctl: at 25 % green takes its share of 2,000 requests
+/// (within 5 points), and the time from the flip to HAProxy serving only
+/// the new color is printed (TTL 1 s, HAProxy `hold valid 1s`: 3 s at most
+/// by the arithmetic of both caches).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn haproxy_resolvers_follow_a_flip_through_dns() {
+async fn haproxy_resolvers_follow_a_canary_and_a_flip_through_dns() {
     let (registry, dns) = registry_with_dns().await;
     let client = registry.client();
-    let (blue, green) = (answering("blue\n").await, answering("green\n").await);
-    for (id, color, address) in [("b", Color::Blue, blue), ("g", Color::Green, green)] {
-        let one = instance("web", id, address.port(), Some(color));
+    let upstreams = [
+        ("b", Color::Blue, Upstream::answering("blue\n").await),
+        ("g", Color::Green, Upstream::answering("green\n").await),
+    ];
+    for (id, color, upstream) in &upstreams {
+        let one = instance("web", id, upstream.address.port(), Some(*color));
         client.register(&one, None).await.expect("register");
     }
     client
@@ -308,6 +285,20 @@ async fn haproxy_resolvers_follow_a_flip_through_dns() {
         Ok(())
     };
     eventually(patience(), || only("blue")).await;
+    client
+        .set_canary_weight("web", (25, false), 0, Some(Color::Blue), 0)
+        .await
+        .expect("25% to green");
+    eventually(patience(), || async move {
+        match switchyard_tests::http_get(listen, "/").await {
+            Ok(answer) if switchyard_tests::body(&answer).trim() == "green" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let share = super::examples::green_share(listen, "/", 2_000).await;
+    println!("HAProxy resolvers: canary 25%, green answered {share:.1}% of 2,000");
+    assert!((share - 25.0).abs() <= 5.0, "green {share:.1}%");
     let flipped = std::time::Instant::now();
     client
         .set_active_color("web", Some(Color::Green), Some(Color::Blue), 0)

@@ -89,8 +89,8 @@ fn srv_gives_ports_and_targets_that_resolve_to_the_instances() {
     assert_eq!(
         data(&answer),
         [
-            "1 1 8001 0a000001.addr.switchyard.",
-            "1 1 8003 fd000000000000000000000000000003.addr.switchyard."
+            "1 65535 8001 0a000001.addr.switchyard.",
+            "1 65535 8003 fd000000000000000000000000000003.addr.switchyard."
         ]
     );
     let Answer::Found { additionals, .. } = answer else {
@@ -100,6 +100,31 @@ fn srv_gives_ports_and_targets_that_resolve_to_the_instances() {
     assert_eq!(
         data(&ask("0a000001.addr.switchyard.", RecordType::A)),
         ["10.0.0.1"]
+    );
+}
+
+#[test]
+fn during_a_canary_srv_weights_give_each_color_its_share_and_a_stays_live() {
+    let mut view = view();
+    if let Some(web) = view.services.get_mut("web") {
+        web.canary_weight = 20;
+    }
+    let name = LowerName::new(&Name::from_ascii("_web._tcp.service.switchyard.").expect("name"));
+    // 80% over 2 blue servers, 20% over 1 green: server weights 256 each
+    // for blue and 128 for green (a fifth of 640), times 256 in SRV.
+    assert_eq!(
+        data(&zone().answer(&view, &name, RecordType::SRV)),
+        [
+            "1 65535 8001 0a000001.addr.switchyard.",
+            "1 65535 8003 fd000000000000000000000000000003.addr.switchyard.",
+            "1 32768 8004 0a000004.addr.switchyard."
+        ]
+    );
+    let live = LowerName::new(&Name::from_ascii("web.service.switchyard.").expect("name"));
+    assert_eq!(
+        data(&zone().answer(&view, &live, RecordType::A)),
+        ["10.0.0.1"],
+        "A answers cannot weigh: the live color only"
     );
 }
 

@@ -1,4 +1,5 @@
-//! From a service's color weights to per-server weights a proxy takes.
+//! From a service's color weights to per-server weights a proxy (or a DNS
+//! SRV answer) takes.
 //!
 //! nginx and HAProxy spread requests by server weight, not by color, and
 //! HAProxy takes weights from 0 to 256 only. A color's share is therefore
@@ -8,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use switchyard_model::{Color, Instance, Service};
+use crate::{Color, Instance, Service};
 
 /// HAProxy's largest server weight (nginx takes any positive integer).
 pub const MAX_SERVER_WEIGHT: u16 = 256;
@@ -57,7 +58,7 @@ pub fn routes(service: &Service) -> Vec<Route<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard_model::Health;
+    use crate::Health;
 
     fn service(live: Color, canary_weight: u8, blue: usize, green: usize) -> Service {
         let mut service = Service::new("web");
@@ -65,14 +66,20 @@ mod tests {
         service.canary_weight = canary_weight;
         let mut add = |color: Color, count: usize| {
             for n in 0..count {
-                let mut instance = crate::template::render::tests::instance_of(
-                    &format!("{color}{n}"),
-                    8000,
-                    Some(color),
-                    Health::Passing,
-                );
-                instance.service = "web".into();
-                service.instances.push(instance);
+                service.instances.push(Instance {
+                    id: format!("{color}{n}"),
+                    service: "web".into(),
+                    color: Some(color),
+                    node: "n1".into(),
+                    address: "10.0.0.1".parse().expect("ip"),
+                    port: 8000,
+                    tags: vec![],
+                    metadata: Default::default(),
+                    health: Health::Passing,
+                    session: None,
+                    create_revision: 1,
+                    mod_revision: 1,
+                });
             }
         };
         add(Color::Blue, blue);
