@@ -17,6 +17,7 @@ mod outbox;
 mod proxies;
 mod record;
 mod stats;
+mod stored;
 mod sync;
 pub mod tokens;
 mod watch;
@@ -25,8 +26,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use switchyard_model::{Color, Health, Instance, Service, ServiceSummary, SessionId, validate};
+use serde::{Serialize, de::DeserializeOwned};
+use switchyard_model::{Health, Instance, Service, ServiceSummary, SessionId, validate};
 
 use crate::store::{Compare, KeyValue, Op, OpResult, Store, StoreError, Txn, TxnResponse};
 
@@ -34,6 +35,7 @@ pub use error::CatalogError;
 #[cfg(test)]
 pub(crate) use record::decode as decode_record;
 pub use stats::CatalogStats;
+use stored::{LockRecord, ServiceRecord, SessionRecord, decode_instance, decode_service};
 pub use watch::{Change, ResetReason, WatchBuffer, WatchCounters, WatchEvent};
 
 /// How often an operation re-reads and retries after losing a race.
@@ -58,61 +60,6 @@ impl Default for CatalogConfig {
             snapshot_chunk: 256,
         }
     }
-}
-
-/// The stored form of a service; instances are stored separately.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct ServiceRecord {
-    #[serde(default)]
-    active_color: Option<Color>,
-    /// Whether the color was ever set: the service key changes only when the
-    /// color or the canary weight does, so its mod revision is then the
-    /// weights' revision (and the color's, unless `color_revision` is kept).
-    #[serde(default)]
-    color_set: bool,
-    /// A canary's share of requests (percent) to the color not live.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    canary_weight: u8,
-    /// Whether the canary pins each client to its first color.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    canary_sticky: bool,
-    /// The revision of the last flip, kept once a canary step has changed
-    /// the key since (0: the key's mod revision is the flip's).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    color_revision: u64,
-    #[serde(default)]
-    metadata: BTreeMap<String, String>,
-}
-
-fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
-    *value == T::default()
-}
-
-impl ServiceRecord {
-    /// The revision of the last flip, the record read at `kv`.
-    fn color_revision(&self, kv: &KeyValue) -> u64 {
-        match (self.color_set, self.color_revision) {
-            (false, _) => 0,
-            (true, 0) => kv.mod_revision,
-            (true, kept) => kept,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SessionRecord {
-    node: String,
-    ttl_seconds: u32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct LockRecord {
-    holder: String,
-    /// Who took the lock as the registry knows them (with `--auth`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    principal: Option<String>,
-    lease: u64,
-    ttl_seconds: u32,
 }
 
 pub use switchyard_model::SyncOutcome;
@@ -152,37 +99,6 @@ fn from_json<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, CatalogError> {
         key: String::from_utf8_lossy(&kv.key).into_owned(),
         reason: error.to_string(),
     })
-}
-
-fn decode_service(name: &str, kv: &KeyValue) -> Result<Service, CatalogError> {
-    let record: ServiceRecord = from_json(kv)?;
-    Ok(Service {
-        name: name.to_string(),
-        active_color: record.active_color,
-        color_revision: record.color_revision(kv),
-        // The key changes only on a flip or a canary step.
-        weights_revision: if record.color_set { kv.mod_revision } else { 0 },
-        canary_weight: if record.active_color.is_some() {
-            record.canary_weight.min(99)
-        } else {
-            0
-        },
-        canary_sticky: record.canary_sticky
-            && record.active_color.is_some()
-            && record.canary_weight > 0,
-        metadata: record.metadata,
-        instances: Vec::new(),
-    })
-}
-
-fn decode_instance(kv: &KeyValue) -> Result<Instance, CatalogError> {
-    let mut instance = record::decode(&kv.value).map_err(|reason| CatalogError::CorruptRecord {
-        key: String::from_utf8_lossy(&kv.key).into_owned(),
-        reason,
-    })?;
-    instance.create_revision = kv.create_revision;
-    instance.mod_revision = kv.mod_revision;
-    Ok(instance)
 }
 
 fn mod_revision(kv: Option<&KeyValue>) -> u64 {
