@@ -469,6 +469,31 @@ impl RegistryClient {
         Ok(response.revision)
     }
 
+    /// Marks instances `ids` of `service` draining (`reason` says why:
+    /// proxies send them no new requests), or with `None` routable again;
+    /// `lock_token` is the caller's deploy lock (0: none).
+    pub async fn set_draining(
+        &self,
+        service: &str,
+        ids: &[String],
+        reason: Option<&str>,
+        lock_token: u64,
+    ) -> Result<u64, ClientError> {
+        let request = v1::SetDrainingRequest {
+            service: service.to_string(),
+            instance_ids: ids.to_vec(),
+            reason: reason.unwrap_or_default().to_string(),
+            lock_token,
+        };
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.set_draining(request).await }
+            })
+            .await?;
+        Ok(response.revision)
+    }
+
     pub async fn acquire_lock(
         &self,
         service: &str,

@@ -63,4 +63,8 @@ pub mod meta {
     pub const SWARM_SERVICE_ID: &str = "swarm_service_id";
     pub const SWARM_SERVICE: &str = "swarm_service";
     pub const SWARM_TASK_ID: &str = "swarm_task_id";
+    /// Written by the registry only (`SetDraining`): the instance takes no
+    /// new requests; the value says why (a rolling deploy's id). Clients
+    /// cannot set it by registering, and re-registering keeps it.
+    pub const DRAINING: &str = "draining";
 }

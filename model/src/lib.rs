@@ -183,6 +183,20 @@ impl Instance {
             && self.session == other.session
     }
 
+    /// Whether the registry has marked the instance draining: it is up, but
+    /// proxies send it no new requests (a rolling deploy is about to stop
+    /// it). The mark is the registry's, kept in [`labels::meta::DRAINING`];
+    /// an agent's re-registration keeps it and cannot set it.
+    pub fn is_draining(&self) -> bool {
+        self.metadata.contains_key(labels::meta::DRAINING)
+    }
+
+    /// Whether proxies route to the instance: it passes its checks and is
+    /// not draining.
+    pub fn takes_requests(&self) -> bool {
+        self.health == Health::Passing && !self.is_draining()
+    }
+
     /// `ip:port`, with brackets for IPv6, as proxies and test commands want it.
     pub fn target(&self) -> String {
         std::net::SocketAddr::new(self.address, self.port).to_string()
@@ -245,24 +259,23 @@ impl Service {
         }
     }
 
-    /// Passing instances of every color with a weight above 0, each with its
+    /// Passing instances (not draining) of every color with a weight above 0, each with its
     /// color's weight: what a proxy routes to during a canary. Without a
     /// canary, exactly [`Service::live_instances`] at weight 100.
     pub fn routes(&self) -> impl Iterator<Item = (&Instance, u8)> {
         self.instances.iter().filter_map(move |i| {
             let weight = self.weight_of(i.color);
-            (weight > 0 && i.health == Health::Passing).then_some((i, weight))
+            (weight > 0 && i.takes_requests()).then_some((i, weight))
         })
     }
 
-    /// Instances of the live color that pass their checks: what a proxy
+    /// Instances of the live color that pass their checks and are not
+    /// draining: what a proxy
     /// routes to. None while no color is live: colorless instances are never
     /// live.
     pub fn live_instances(&self) -> impl Iterator<Item = &Instance> {
         self.instances.iter().filter(move |i| {
-            self.active_color.is_some()
-                && i.color == self.active_color
-                && i.health == Health::Passing
+            self.active_color.is_some() && i.color == self.active_color && i.takes_requests()
         })
     }
 }

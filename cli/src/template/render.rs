@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use minijinja::Environment;
 use serde::Serialize;
 use switchyard_client::view::ServiceView;
-use switchyard_model::{Color, Health, Instance, Service};
+use switchyard_model::{Color, Instance, Service};
 
 use switchyard_model::routes::Route;
 
@@ -55,8 +55,8 @@ pub struct ServiceContext {
     /// During a canary, whether each client keeps the color it was first
     /// sent to (route by a client cookie's hash, not round robin).
     pub sticky: bool,
-    /// Every passing instance, whatever its color (for services that do not
-    /// use colors).
+    /// Every passing instance that is not draining, whatever its color (for
+    /// services that do not use colors).
     pub passing: Vec<InstanceContext>,
     /// Every instance.
     pub instances: Vec<InstanceContext>,
@@ -120,7 +120,7 @@ fn service(service: &Service) -> ServiceContext {
         passing: service
             .instances
             .iter()
-            .filter(|i| i.health == Health::Passing)
+            .filter(|i| i.takes_requests())
             .map(instance)
             .collect(),
         instances: service.instances.iter().map(instance).collect(),
@@ -222,6 +222,7 @@ impl Templates {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use switchyard_model::Health;
     use switchyard_model::watch::WatchEvent;
 
     pub(in crate::template) fn instance_of(

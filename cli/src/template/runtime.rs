@@ -182,7 +182,7 @@ fn preview_wanted(service: &Service, color: Color) -> BTreeMap<String, Wanted> {
     service
         .instances
         .iter()
-        .filter(|i| i.health == Health::Passing && i.color == Some(color))
+        .filter(|i| i.takes_requests() && i.color == Some(color))
         .map(|i| {
             let want = Wanted {
                 addr: i.target(),

@@ -1,5 +1,5 @@
-//! Flips and canary weights: compare-and-swap writes fenced by the deploy
-//! lock, allowed for deployers of the service.
+//! Flips, canary weights and draining instances: writes fenced by the
+//! deploy lock, allowed for deployers of the service.
 
 use switchyard_proto as wire;
 use switchyard_proto::v1;
@@ -78,6 +78,33 @@ impl RegistryApi {
             weight,
             revision,
             "canary weight set"
+        );
+        Ok(Response::new(v1::WriteResponse { revision }))
+    }
+
+    pub(super) async fn drain(
+        &self,
+        request: Request<v1::SetDrainingRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
+        let (who, request) = self.deployer(request, |r| &r.service)?;
+        let reason = Some(request.reason.as_str()).filter(|r| !r.is_empty());
+        let revision = self
+            .catalog
+            .set_draining(
+                &request.service,
+                &request.instance_ids,
+                reason,
+                request.lock_token,
+            )
+            .await
+            .map_err(status_of)?;
+        tracing::info!(
+            principal = %who.name,
+            service = %request.service,
+            instances = request.instance_ids.len(),
+            draining = reason.is_some(),
+            revision,
+            "draining set"
         );
         Ok(Response::new(v1::WriteResponse { revision }))
     }

@@ -335,6 +335,13 @@ impl v1::registry_server::Registry for RegistryApi {
         self.weigh(request).await
     }
 
+    async fn set_draining(
+        &self,
+        request: Request<v1::SetDrainingRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
+        self.drain(request).await
+    }
+
     async fn acquire_lock(
         &self,
         request: Request<v1::AcquireLockRequest>,

@@ -272,7 +272,11 @@ fn lock_held(service: &str, kv: &KeyValue) -> CatalogError {
     }
 }
 
-fn check_lock(service: &str, lock: Option<&KeyValue>, token: u64) -> Result<(), CatalogError> {
+pub(super) fn check_lock(
+    service: &str,
+    lock: Option<&KeyValue>,
+    token: u64,
+) -> Result<(), CatalogError> {
     match (lock, token) {
         (None, 0) => Ok(()),
         (Some(kv), 0) => Err(lock_held(service, kv)),

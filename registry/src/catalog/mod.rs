@@ -9,6 +9,8 @@
 
 mod backup;
 mod colors;
+mod drain;
+pub use drain::MAX_DRAINING_PER_CALL;
 mod error;
 mod follow;
 mod history;
@@ -312,8 +314,9 @@ impl Catalog {
                 ],
                 ..Txn::default()
             };
-            if let Some(kv) = &existing {
-                let current = decode_instance(kv)?;
+            let current = existing.as_ref().map(decode_instance).transpose()?;
+            let instance = drain::carry_mark(instance.clone(), current.as_ref());
+            if let Some(current) = &current {
                 if current.same_registration(&instance) {
                     return Ok(revision);
                 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use switchyard_model::{Instance, SessionId, ValidationError, validate};
 
+use super::drain::carry_mark;
 use super::{
     Catalog, CatalogError, MAX_ATTEMPTS, ServiceRecord, SyncOutcome, decode_instance, guard,
     instance_puts, keys, put, session_gone, single, to_json,
@@ -229,16 +230,24 @@ fn plan(
     }
     for (id, instance) in wanted {
         match existing.get(id.as_str()) {
-            Some((service, Some(current)))
-                if *service == instance.service && current.same_registration(instance) => {}
+            Some((service, Some(current))) if *service == instance.service => {
+                // The registry's draining mark stays whatever the agent sends.
+                let instance = carry_mark(instance.clone(), Some(current));
+                if !current.same_registration(&instance) {
+                    outcome.updated += 1;
+                    txn.success.extend(instance_puts(&instance)?);
+                }
+            }
             // Changed, or moved to another service: written again.
             Some(_) => {
                 outcome.updated += 1;
-                txn.success.extend(instance_puts(instance)?);
+                txn.success
+                    .extend(instance_puts(&carry_mark(instance.clone(), None))?);
             }
             None => {
                 outcome.added += 1;
-                txn.success.extend(instance_puts(instance)?);
+                txn.success
+                    .extend(instance_puts(&carry_mark(instance.clone(), None))?);
             }
         }
     }

@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use hickory_server::proto::rr::rdata::{A, AAAA, SOA, SRV};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 use switchyard_model::view::ServiceView;
-use switchyard_model::{Color, Health, Instance, Service};
+use switchyard_model::{Color, Instance, Service};
 
 /// The zone's names and the TTL of every answer.
 #[derive(Debug, Clone)]
@@ -217,7 +217,7 @@ fn of_color(service: &Service, color: Color) -> Vec<&Instance> {
     service
         .instances
         .iter()
-        .filter(|i| i.color == Some(color) && i.health == Health::Passing)
+        .filter(|i| i.color == Some(color) && i.takes_requests())
         .collect()
 }
 

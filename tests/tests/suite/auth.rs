@@ -202,6 +202,16 @@ async fn every_rpc(
         }
     );
     call!(
+        "SetDraining",
+        set_draining,
+        v1::SetDrainingRequest {
+            service: "web".into(),
+            instance_ids: vec!["w1".into()],
+            reason: "a test".into(),
+            lock_token: 0
+        }
+    );
+    call!(
         "AcquireLock",
         acquire_lock,
         v1::AcquireLockRequest {
@@ -286,11 +296,12 @@ fn may(role: &str, rpc: &str) -> bool {
         "WatchDeployments",
     ];
     const AGENT: [&str; 4] = ["OpenSession", "KeepAlive", "SyncNode", "CloseSession"];
-    const DEPLOYER: [&str; 8] = [
+    const DEPLOYER: [&str; 9] = [
         "Register",
         "Deregister",
         "SetActiveColor",
         "SetCanaryWeight",
+        "SetDraining",
         "AcquireLock",
         "RenewLock",
         "ReleaseLock",

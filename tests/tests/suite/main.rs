@@ -37,6 +37,7 @@ mod conformance;
 mod crash;
 mod deploy;
 mod dns;
+mod draining;
 mod examples;
 mod haproxy_runtime;
 mod hostile;

@@ -1,6 +1,7 @@
 //! The answers of [`Zone::answer`] for each kind of name.
 
 use super::*;
+use switchyard_model::Health;
 use switchyard_model::watch::WatchEvent;
 
 fn instance(id: &str, address: &str, port: u16, color: Color, health: Health) -> Instance {
