@@ -247,11 +247,13 @@ pub struct DeployArgs {
     pub canary: CanaryArgs,
 }
 
-/// How traffic moves: `--strategy canary` and its steps.
+/// How traffic moves: `--strategy canary` and its steps, or
+/// `--strategy rolling` and its batches.
 #[derive(Debug, Clone, Args)]
 pub struct CanaryArgs {
-    /// blue-green (every request at once, the default) or canary (a growing
-    /// share, step by step).
+    /// blue-green (every request at once, the default), canary (a growing
+    /// share, step by step) or rolling (instances replaced within the live
+    /// color, a batch at a time).
     #[arg(long, value_enum)]
     pub strategy: Option<crate::deploy::strategy::Strategy>,
     /// A canary's shares for the new color, rising to 100 (the flip)
@@ -284,6 +286,13 @@ pub struct CanaryArgs {
     /// runs (proxies pin it by cookie).
     #[arg(long)]
     pub sticky: bool,
+    /// With --strategy rolling: new instances per batch (default 1).
+    #[arg(long)]
+    pub batch: Option<u32>,
+    /// With --strategy rolling: old instances of a batch stopped before its
+    /// new ones start (default 0: new ones start first).
+    #[arg(long)]
+    pub max_unavailable: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -61,6 +61,8 @@ pub struct Settings {
     pub runtime: runtime::RuntimeChoice,
     /// The canary's steps with `--strategy canary`; none for blue-green.
     pub canary: Option<strategy::Canary>,
+    /// The batches with `--strategy rolling`.
+    pub rolling: Option<strategy::Rolling>,
 }
 
 /// One service's table in `switchyard.toml`; every key is optional and a
@@ -99,6 +101,8 @@ pub struct FileSettings {
     analysis_query: Option<String>,
     analysis_threshold: Option<f64>,
     sticky: Option<bool>,
+    batch: Option<u32>,
+    max_unavailable: Option<u32>,
 }
 
 fn read_file(path: &Path, service: &str) -> anyhow::Result<FileSettings> {
@@ -197,6 +201,7 @@ impl Settings {
             None => FileSettings::default(),
         };
         let canary = canary_setting(&args.canary, &file)?;
+        let rolling = rolling_setting(&args.canary, &file)?;
         let image = args
             .image
             .or(file.image)
@@ -209,6 +214,11 @@ impl Settings {
         };
         let keep_old = args.keep_old || file.keep_old.unwrap_or(false);
         let manual = args.manual_promotion || file.manual_promotion.unwrap_or(false);
+        anyhow::ensure!(
+            rolling.is_none() || !(keep_old || manual || stop_old_after.is_some()),
+            "--keep-old, --stop-old-after and --manual-promotion belong to blue-green and \
+             canary deploys: a rolling deploy replaces the live color's instances"
+        );
         anyhow::ensure!(
             !(keep_old && stop_old_after.is_some()),
             "--keep-old and --stop-old-after exclude each other: choose one"
@@ -280,6 +290,7 @@ impl Settings {
             who: args.who.unwrap_or_else(default_who),
             runtime: runtime_setting(args.runtime, file.runtime.as_deref())?,
             canary,
+            rolling,
         })
     }
 }
@@ -345,6 +356,39 @@ fn canary_setting(
             file.analysis_interval.as_deref(),
             Duration::from_secs(10),
         )?,
+    }))
+}
+
+/// The batches from their flags over the file, when the strategy is
+/// rolling.
+fn rolling_setting(
+    flags: &crate::args::CanaryArgs,
+    file: &FileSettings,
+) -> anyhow::Result<Option<strategy::Rolling>> {
+    let chosen = flags.strategy.or(file.strategy).unwrap_or_default();
+    let batch = flags.batch.or(file.batch);
+    let max_unavailable = flags.max_unavailable.or(file.max_unavailable);
+    if chosen != strategy::Strategy::Rolling {
+        anyhow::ensure!(
+            batch.is_none() && max_unavailable.is_none(),
+            "--batch and --max-unavailable belong to --strategy rolling"
+        );
+        return Ok(None);
+    }
+    let batch = batch.unwrap_or(1);
+    anyhow::ensure!(
+        (1..=100).contains(&batch),
+        "--batch must be 1 to 100 (instances per batch)"
+    );
+    let max_unavailable = max_unavailable.unwrap_or(0);
+    anyhow::ensure!(
+        max_unavailable <= batch,
+        "--max-unavailable {max_unavailable} is above --batch {batch}: a batch stops at most \
+         its own old instances early"
+    );
+    Ok(Some(strategy::Rolling {
+        batch,
+        max_unavailable,
     }))
 }
 

@@ -26,6 +26,7 @@ mod canary;
 mod commands;
 mod ending;
 mod plan;
+mod rolling;
 mod waits;
 
 use waits::{drained, proxies_at};
@@ -162,6 +163,10 @@ pub struct Deploy<'a> {
     /// The share a canary step gave the new color (0: none, or flipped).
     canary_weight: u8,
     stopped_old: Vec<Unit>,
+    /// A rolling deploy's new instances took requests.
+    rolled: bool,
+    /// Old instances a rolling deploy marked draining.
+    drained_old: Vec<String>,
 }
 
 impl Drop for Deploy<'_> {
@@ -207,6 +212,8 @@ impl<'a> Deploy<'a> {
             flipped: false,
             canary_weight: 0,
             stopped_old: Vec::new(),
+            rolled: false,
+            drained_old: Vec::new(),
         }
     }
 
@@ -527,6 +534,9 @@ impl<'a> Deploy<'a> {
     }
 
     async fn forward(&mut self) -> Result<Forward, Failure> {
+        if self.settings.rolling.is_some() {
+            return self.roll_forward().await;
+        }
         self.take_lock().await?;
         self.read_colors().await?;
         self.clear_leftovers().await?;

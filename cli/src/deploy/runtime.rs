@@ -257,8 +257,7 @@ impl Runtime {
 
     /// Starts the new color: containers, or one Swarm service (redefining
     /// a retired one of the same name, which cannot be renamed away).
-    /// Starts the replicas of `color`; for containers, answers how long
-    /// the slowest took to start.
+    /// For containers, answers how long the slowest took to start.
     pub async fn start_color(
         &self,
         settings: &Settings,
@@ -266,32 +265,14 @@ impl Runtime {
         deploy_id: &str,
         retired: &mut [Retired],
     ) -> anyhow::Result<Option<Duration>> {
-        let mut labels = settings.labels.clone();
-        labels.insert(SERVICE_LABEL.into(), settings.service.clone());
-        labels.insert(COLOR_LABEL.into(), color.to_string());
-        labels.insert(DEPLOY_LABEL.into(), deploy_id.to_string());
-        if let Some(network) = &settings.network {
-            labels.insert(NETWORK_LABEL.into(), network.clone());
-            if let Some(port) = settings.port {
-                labels.insert(label::PORT.into(), port.to_string());
-            }
-        }
+        let labels = unit_labels(settings, color, deploy_id);
         match self.kind {
             RuntimeKind::Containers => {
-                let specs: Vec<ContainerSpec> = self
-                    .new_names(settings, color)
-                    .into_iter()
-                    .map(|name| ContainerSpec {
-                        name,
-                        image: settings.image.clone(),
-                        env: settings.env.clone(),
-                        labels: labels.clone(),
-                        port: settings.port,
-                        publish_ip: settings.publish_ip.clone(),
-                        network: settings.network.clone(),
-                    })
-                    .collect();
-                return self.run_concurrently(specs).await.map(Some);
+                let names = self.new_names(settings, color);
+                return self
+                    .start_containers(settings, labels, names)
+                    .await
+                    .map(Some);
             }
             RuntimeKind::Swarm => {
                 let network = settings.network.clone().ok_or_else(|| {
@@ -321,6 +302,67 @@ impl Runtime {
             }
         }
         Ok(None)
+    }
+
+    /// Starts one rolling batch: containers `names` of `color`, labelled
+    /// with the deploy; answers how long the slowest took.
+    pub async fn start_batch(
+        &self,
+        settings: &Settings,
+        color: Color,
+        deploy_id: &str,
+        names: Vec<String>,
+    ) -> anyhow::Result<Duration> {
+        anyhow::ensure!(
+            self.kind == RuntimeKind::Containers,
+            "a rolling deploy starts containers; Swarm services roll with `docker service \
+             update` (use --runtime containers, or --strategy blue-green on Swarm)"
+        );
+        let labels = unit_labels(settings, color, deploy_id);
+        self.start_containers(settings, labels, names).await
+    }
+
+    /// Names for `count` more containers of `color`: `SERVICE-COLOR-N` with
+    /// the smallest numbers no container of the service has.
+    pub async fn free_names(
+        &self,
+        service: &str,
+        color: Color,
+        count: u32,
+    ) -> anyhow::Result<Vec<String>> {
+        let taken: HashSet<String> = self
+            .engine
+            .containers(service, None)
+            .await?
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        Ok((1..)
+            .map(|n| format!("{service}-{color}-{n}"))
+            .filter(|name| !taken.contains(name))
+            .take(count as usize)
+            .collect())
+    }
+
+    async fn start_containers(
+        &self,
+        settings: &Settings,
+        labels: HashMap<String, String>,
+        names: Vec<String>,
+    ) -> anyhow::Result<Duration> {
+        let specs: Vec<ContainerSpec> = names
+            .into_iter()
+            .map(|name| ContainerSpec {
+                name,
+                image: settings.image.clone(),
+                env: settings.env.clone(),
+                labels: labels.clone(),
+                port: settings.port,
+                publish_ip: settings.publish_ip.clone(),
+                network: settings.network.clone(),
+            })
+            .collect();
+        self.run_concurrently(specs).await
     }
 
     /// Runs the containers at most [`START_CONCURRENCY`] at a time; answers
@@ -413,6 +455,23 @@ impl Runtime {
             .filter(|unit| !unit.running && unit.replicas > 0)
             .collect())
     }
+}
+
+/// The labels a deploy puts on what it starts: the user's, then the
+/// service, color and deploy id (and the network and port the agent
+/// registers).
+fn unit_labels(settings: &Settings, color: Color, deploy_id: &str) -> HashMap<String, String> {
+    let mut labels = settings.labels.clone();
+    labels.insert(SERVICE_LABEL.into(), settings.service.clone());
+    labels.insert(COLOR_LABEL.into(), color.to_string());
+    labels.insert(DEPLOY_LABEL.into(), deploy_id.to_string());
+    if let Some(network) = &settings.network {
+        labels.insert(NETWORK_LABEL.into(), network.clone());
+        if let Some(port) = settings.port {
+            labels.insert(label::PORT.into(), port.to_string());
+        }
+    }
+    labels
 }
 
 fn into_units<T: Into<Unit>>(items: Vec<T>) -> Vec<Unit> {

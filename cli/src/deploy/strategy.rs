@@ -1,6 +1,7 @@
-//! How a deploy moves traffic: all at once (blue-green, the default) or a
+//! How a deploy moves traffic: all at once (blue-green, the default), a
 //! canary that sends a growing share to the new color, baking (and
-//! analysing) at each step before the last step, the flip.
+//! analysing) at each step before the last step, the flip, or a rolling
+//! replacement of the live color's instances a batch at a time.
 
 use std::time::Duration;
 
@@ -18,6 +19,38 @@ pub enum Strategy {
     BlueGreen,
     /// The new color takes a growing share, step by step.
     Canary,
+    /// New instances replace old ones within the live color, a batch at a
+    /// time (for services that cannot run twice their capacity).
+    Rolling,
+}
+
+/// A rolling deploy's batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rolling {
+    /// New instances started per batch (and old ones stopped).
+    pub batch: u32,
+    /// Old instances of a batch stopped before its new ones start (the
+    /// rest are stopped once the new ones pass): how far below its count
+    /// the service may go. 0 starts every new instance first.
+    pub max_unavailable: u32,
+}
+
+impl Rolling {
+    /// The batches that replace `old` running instances by `new` ones:
+    /// each batch's (old to stop, new to start).
+    pub fn batches(&self, old: u32, new: u32) -> Vec<(u32, u32)> {
+        let batch = self.batch.max(1);
+        let count = old.max(new).div_ceil(batch);
+        (0..count)
+            .map(|k| {
+                let done = k * batch;
+                (
+                    batch.min(old.saturating_sub(done)),
+                    batch.min(new.saturating_sub(done)),
+                )
+            })
+            .collect()
+    }
 }
 
 /// A canary's steps and checks (kept in a paused deploy's record).
@@ -85,6 +118,21 @@ pub fn check_steps(steps: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_replace_every_old_instance_and_start_every_new_one() {
+        let one = Rolling {
+            batch: 1,
+            max_unavailable: 0,
+        };
+        assert_eq!(one.batches(4, 4), [(1, 1); 4]);
+        let two = Rolling {
+            batch: 2,
+            max_unavailable: 1,
+        };
+        assert_eq!(two.batches(3, 5), [(2, 2), (1, 2), (0, 1)]);
+        assert_eq!(two.batches(4, 1), [(2, 1), (2, 0)]);
+    }
 
     #[test]
     fn steps_rise_to_one_hundred() {

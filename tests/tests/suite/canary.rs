@@ -49,6 +49,23 @@ fn analysis(steps: &Path, fail_at: Option<u8>) -> String {
     }
 }
 
+/// Each of `cases` (flags after `base`, and what stderr says) is refused
+/// as a usage error (exit 2).
+pub(crate) async fn assert_refused(url: &str, base: &[&str], cases: &[(&[&str], &str)]) {
+    for (extra, says) in cases {
+        let args: Vec<&str> = base.iter().chain(extra.iter()).copied().collect();
+        let refused = cdctl_async(url, &args, &[]).await;
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{extra:?}: {}",
+            explain(&refused)
+        );
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(said.contains(says), "{extra:?}: {said}");
+    }
+}
+
 /// A canary 10 % → 50 % → 100 % of v2 under 4 keep-alive clients: each
 /// bake sees v2 within 5 points of its weight, after the flip only v2, the
 /// history names each step. Then a canary of v1 whose analysis fails at
@@ -193,7 +210,7 @@ async fn canary_flags_are_checked_and_a_dry_run_lists_the_steps() {
         .expect("blue live");
     let url = registry.url();
     let base = ["deploy", "web", "--image", "web:2", "--dry-run"];
-    for (extra, says) in [
+    let cases = [
         (&["--steps", "10,100"][..], "belong to --strategy canary"),
         (
             &["--strategy", "canary", "--steps", "50,10,100"][..],
@@ -214,18 +231,8 @@ async fn canary_flags_are_checked_and_a_dry_run_lists_the_steps() {
             ][..],
             "https is not supported",
         ),
-    ] {
-        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
-        let refused = cdctl_async(&url, &args, &[]).await;
-        assert_eq!(
-            refused.status.code(),
-            Some(2),
-            "{extra:?}: {}",
-            explain(&refused)
-        );
-        let said = String::from_utf8_lossy(&refused.stderr);
-        assert!(said.contains(says), "{extra:?}: {said}");
-    }
+    ];
+    assert_refused(&url, &base, &cases).await;
     let args: Vec<&str> = base
         .iter()
         .chain(&[

@@ -136,14 +136,7 @@ impl RuntimeProxy {
 
     /// Waits until `path` answers `version` through HAProxy.
     pub(crate) async fn serves(&self, path: &str, version: &str) {
-        let listen = self.listen;
-        eventually(patience(), || async move {
-            match http_get(listen, path).await {
-                Ok(response) if body(&response).trim() == version => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
+        until_serving(self.listen, path, version).await;
     }
 }
 
@@ -192,8 +185,19 @@ impl Stage {
     }
 }
 
-/// `cdctl deploy` of `image` as 2 replicas of `service`, published on
-/// loopback, with `extra` flags.
+/// Waits until `path` answers `version` through the proxy at `listen`.
+pub(crate) async fn until_serving(listen: std::net::SocketAddr, path: &str, version: &str) {
+    eventually(patience(), || async move {
+        match http_get(listen, path).await {
+            Ok(response) if body(&response).trim() == version => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+/// `cdctl deploy` of `image` as 2 replicas of `service` (unless `extra`
+/// says `--replicas`), published on loopback, with `extra` flags.
 pub(crate) async fn deploy(
     url: &str,
     service: &str,
@@ -216,16 +220,17 @@ pub(crate) async fn deploy(
         label,
         "--stop-timeout",
         "1s",
-        "--replicas",
-        "2",
     ];
+    if !extra.contains(&"--replicas") {
+        args.extend_from_slice(&["--replicas", "2"]);
+    }
     args.extend_from_slice(extra);
     cdctl_async(url, &args, &[]).await
 }
 
 /// Every request of `tally` answered, and only `version` in each phase
 /// named.
-fn assert_clean(what: &str, tally: &Tally, phases: &[(u8, &str)]) {
+pub(crate) fn assert_clean(what: &str, tally: &Tally, phases: &[(u8, &str)]) {
     assert!(
         tally.failures.is_empty(),
         "{what}: {} of {} requests failed: {:?}",

@@ -46,6 +46,7 @@ mod hostile_records;
 mod metrics;
 mod proxy;
 mod replicas;
+mod rolling;
 mod sled_store;
 mod swarm;
 mod tls;

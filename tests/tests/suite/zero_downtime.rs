@@ -53,6 +53,57 @@ impl Drop for Nginx {
     }
 }
 
+/// nginx configured by `cdctl template` from the shipped example, following
+/// the registry (reloaded on every change) and reporting as `proxy_id`.
+pub(crate) struct FollowingNginx {
+    pub listen: std::net::SocketAddr,
+    _template: Background,
+    _nginx: Nginx,
+    _prefix: tempfile::TempDir,
+}
+
+impl FollowingNginx {
+    /// `env` is given to `cdctl template` (credentials, TLS files).
+    pub(crate) fn start(url: &str, proxy_id: &str, mut env: Vec<(&'static str, String)>) -> Self {
+        let prefix = tempfile::tempdir().expect("prefix");
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], switchyard_tests::free_port()));
+        let conf = prefix.path().join("nginx.conf");
+        let template = workspace_root().join("examples/nginx/nginx.conf.j2");
+        env.extend([
+            ("NGINX_PREFIX", prefix.path().to_string_lossy().into_owned()),
+            ("PROXY_LISTEN", listen.to_string()),
+        ]);
+        let mut once = template_command(url, &template, &conf, &["--once", "--proxy-id", proxy_id]);
+        once.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        assert!(once.status().expect("first render").success());
+        let nginx = Nginx::start(prefix.path());
+        let prefix_text = prefix.path().to_string_lossy().into_owned();
+        let check = format!("nginx -t -q -p {prefix_text} -c {{path}}");
+        let reload = format!(
+            "{} {prefix_text} {listen}",
+            workspace_root().join("examples/nginx/reload.sh").display()
+        );
+        let flags = [
+            "--check",
+            &check,
+            "--reload",
+            &reload,
+            "--proxy-id",
+            proxy_id,
+            "--report-interval",
+            "1s",
+        ];
+        let mut follow = template_command(url, &template, &conf, &flags);
+        follow.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        FollowingNginx {
+            listen,
+            _template: Background::spawn(follow),
+            _nginx: nginx,
+            _prefix: prefix,
+        }
+    }
+}
+
 /// The duration of step 9 (wait proxies) in a deploy's JSON summary.
 pub(crate) fn wait_proxies_ms(summary: &[u8]) -> Option<u64> {
     let summary: serde_json::Value = serde_json::from_slice(summary).ok()?;
@@ -188,43 +239,8 @@ async fn zero_downtime_through_nginx() {
     let first = deploy(v1.tag.clone(), vec!["--replicas".into(), "2".into()]).await;
     assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
 
-    // nginx, configured by cdctl template.
-    let prefix = tempfile::tempdir().expect("prefix");
-    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], switchyard_tests::free_port()));
-    let conf = prefix.path().join("nginx.conf");
-    let template = workspace_root().join("examples/nginx/nginx.conf.j2");
-    let mut env = secured.proxy.env();
-    env.extend([
-        ("NGINX_PREFIX", prefix.path().to_string_lossy().into_owned()),
-        ("PROXY_LISTEN", listen.to_string()),
-    ]);
-    let mut once = template_command(&url, &template, &conf, &["--once", "--proxy-id", "nginx-1"]);
-    once.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-    assert!(once.status().expect("first render").success());
-    let _nginx = Nginx::start(prefix.path());
-    let prefix_text = prefix.path().to_string_lossy().into_owned();
-    let check = format!("nginx -t -q -p {prefix_text} -c {{path}}");
-    let reload = format!(
-        "{} {prefix_text} {listen}",
-        workspace_root().join("examples/nginx/reload.sh").display()
-    );
-    let mut follow = template_command(
-        &url,
-        &template,
-        &conf,
-        &[
-            "--check",
-            &check,
-            "--reload",
-            &reload,
-            "--proxy-id",
-            "nginx-1",
-            "--report-interval",
-            "1s",
-        ],
-    );
-    follow.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-    let _template = Background::spawn(follow);
+    let nginx = FollowingNginx::start(&url, "nginx-1", secured.proxy.env());
+    let listen = nginx.listen;
     let path = format!("/{service}/");
     eventually(patience(), || {
         let path = path.clone();

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use switchyard_model::{Outcome, color_name};
 
 use super::super::report::millis;
+use super::super::runtime::Unit;
 use super::DEPLOY_LABEL;
 use super::{Deploy, Failure, Forward, PAUSED_KEY, Paused, now_ms};
 use crate::exit;
@@ -15,6 +16,10 @@ impl Deploy<'_> {
     /// not be undone.
     pub(super) async fn roll_back(&mut self) -> Vec<String> {
         let mut left = Vec::new();
+        if self.settings.rolling.is_some() {
+            self.undo_rollout(&mut left).await;
+            return left;
+        }
         self.undo_stop_old(&mut left).await;
         self.undo_flip(&mut left).await;
         self.undo_canary(&mut left).await;
@@ -24,7 +29,7 @@ impl Deploy<'_> {
     }
 
     /// Undoes step 11: the old color runs and passes again.
-    async fn undo_stop_old(&mut self, left: &mut Vec<String>) {
+    pub(super) async fn undo_stop_old(&mut self, left: &mut Vec<String>) {
         if self.stopped_old.is_empty() {
             return;
         }
@@ -105,7 +110,13 @@ impl Deploy<'_> {
                 return;
             }
         };
-        for unit in &ours {
+        self.remove_new(left, &ours).await;
+    }
+
+    /// Removes the units this deploy started, and waits until the registry
+    /// no longer lists them.
+    pub(super) async fn remove_new(&mut self, left: &mut Vec<String>, ours: &[Unit]) {
+        for unit in ours {
             if let Err(error) = self.runtime.discard_new(unit, &self.retired).await {
                 left.push(format!("new {} remains: {error:#}", unit.name));
             }
@@ -276,7 +287,7 @@ impl Deploy<'_> {
         let message = failure.message();
         self.reporter.fail(&message);
         // A canary step counts: the new color took requests.
-        let was_live = self.flipped || self.canary_weight > 0;
+        let was_live = self.flipped || self.canary_weight > 0 || self.rolled;
         self.reporter.begin("roll back");
         let left = self.roll_back().await;
         // Rolled back: it was live (or took a canary's share) and is not

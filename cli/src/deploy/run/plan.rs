@@ -10,6 +10,7 @@ use switchyard_model::{Health, Instance, color_name};
 use super::super::Settings;
 use super::super::report::Reporter;
 use super::super::runtime::{Runtime, RuntimeKind, Unit};
+use super::super::strategy::Rolling;
 
 /// Prints the plan for `settings`; `runtime` is Docker, or why it did not
 /// answer.
@@ -33,6 +34,10 @@ pub(super) async fn plan(
         .collect();
     let say = |text: String| reporter.say(&text);
     say(format!("plan for {service} (dry run: nothing changes)"));
+    if let Some(rolling) = settings.rolling {
+        rolling_plan(runtime, settings, active, rolling, &say).await?;
+        return Ok(());
+    }
     say(format!(
         "  live color: {}; deploying {} as {next}",
         color_name(active),
@@ -105,6 +110,58 @@ pub(super) async fn plan(
             live.join(", ")
         }
     ));
+    Ok(())
+}
+
+/// A rolling deploy's batches: which old containers each stops, how many
+/// new ones it starts.
+async fn rolling_plan(
+    runtime: Result<&Runtime, String>,
+    settings: &Settings,
+    active: Option<switchyard_model::Color>,
+    rolling: Rolling,
+    say: &impl Fn(String),
+) -> anyhow::Result<()> {
+    let Some(live) = active else {
+        say(
+            "  nothing is live: a rolling deploy needs a live color (deploy with \
+             --strategy blue-green first)"
+                .into(),
+        );
+        return Ok(());
+    };
+    let old: Vec<Unit> = match runtime {
+        Ok(runtime) => runtime
+            .units(&settings.service, Some(live))
+            .await?
+            .into_iter()
+            .filter(|unit| unit.running)
+            .collect(),
+        Err(why) => {
+            say(format!(
+                "  Docker did not answer ({why}): containers unknown"
+            ));
+            return Ok(());
+        }
+    };
+    say(format!(
+        "  rolling {} within {live}: {} old replaced by {} new, {} at a time, at most {} \
+         stopped before its replacement passes",
+        settings.image,
+        old.len(),
+        settings.replicas,
+        rolling.batch,
+        rolling.max_unavailable
+    ));
+    let count = u32::try_from(old.len()).unwrap_or(u32::MAX);
+    let mut waiting = old.iter();
+    for (number, (stop, start)) in (1..).zip(rolling.batches(count, settings.replicas)) {
+        let stopped: Vec<Unit> = waiting.by_ref().take(stop as usize).cloned().collect();
+        say(format!(
+            "  batch {number}: start {start}, wait until passing and applied, drain and stop {}",
+            names_or_none(&stopped)
+        ));
+    }
     Ok(())
 }
 

@@ -17,8 +17,14 @@ impl Deploy<'_> {
     /// Step 5: follows the service on the registry's watch until every
     /// replica this deploy started passes; answers their targets.
     pub(super) async fn new_targets_when_healthy(&mut self) -> Result<Vec<String>, Failure> {
+        self.targets_when_passing(self.settings.replicas as usize)
+            .await
+    }
+
+    /// Follows the service until `wanted` instances of what this deploy
+    /// started pass; answers their targets.
+    pub(super) async fn targets_when_passing(&self, wanted: usize) -> Result<Vec<String>, Failure> {
         let deadline = Instant::now() + self.settings.health_timeout;
-        let wanted = self.settings.replicas as usize;
         let ours: HashSet<String> = self
             .runtime
             .deployed_by(&self.record.id)
