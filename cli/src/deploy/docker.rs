@@ -19,7 +19,9 @@ use bollard::query_parameters::{
 use switchyard_model::Color;
 use switchyard_model::labels::label;
 
-pub use swarm::{REPLICAS_LABEL, ServiceDefinition, SwarmService};
+pub use swarm::{
+    REPLICAS_LABEL, RollingUpdate, ServiceDefinition, SwarmService, UpdateProgress, UpdateState,
+};
 
 /// Labels every deployed container carries (`switchyard_model::labels`).
 pub const SERVICE_LABEL: &str = label::SERVICE;

@@ -167,6 +167,8 @@ pub struct Deploy<'a> {
     rolled: bool,
     /// Old instances a rolling deploy marked draining.
     drained_old: Vec<String>,
+    /// The Swarm service a rolling deploy asked Swarm to roll.
+    swarm_rolled: Option<Unit>,
 }
 
 impl Drop for Deploy<'_> {
@@ -214,6 +216,7 @@ impl<'a> Deploy<'a> {
             stopped_old: Vec::new(),
             rolled: false,
             drained_old: Vec::new(),
+            swarm_rolled: None,
         }
     }
 

@@ -17,6 +17,8 @@ use switchyard_model::{Color, Health, Instance};
 
 use super::Settings;
 
+mod rolling;
+
 /// How many containers of one deploy start at once: enough that ten
 /// replicas take about as long as three, few enough not to swamp a small
 /// engine.
@@ -304,47 +306,7 @@ impl Runtime {
         Ok(None)
     }
 
-    /// Starts one rolling batch: containers `names` of `color`, labelled
-    /// with the deploy; answers how long the slowest took.
-    pub async fn start_batch(
-        &self,
-        settings: &Settings,
-        color: Color,
-        deploy_id: &str,
-        names: Vec<String>,
-    ) -> anyhow::Result<Duration> {
-        anyhow::ensure!(
-            self.kind == RuntimeKind::Containers,
-            "a rolling deploy starts containers; Swarm services roll with `docker service \
-             update` (use --runtime containers, or --strategy blue-green on Swarm)"
-        );
-        let labels = unit_labels(settings, color, deploy_id);
-        self.start_containers(settings, labels, names).await
-    }
-
-    /// Names for `count` more containers of `color`: `SERVICE-COLOR-N` with
-    /// the smallest numbers no container of the service has.
-    pub async fn free_names(
-        &self,
-        service: &str,
-        color: Color,
-        count: u32,
-    ) -> anyhow::Result<Vec<String>> {
-        let taken: HashSet<String> = self
-            .engine
-            .containers(service, None)
-            .await?
-            .into_iter()
-            .map(|c| c.name)
-            .collect();
-        Ok((1..)
-            .map(|n| format!("{service}-{color}-{n}"))
-            .filter(|name| !taken.contains(name))
-            .take(count as usize)
-            .collect())
-    }
-
-    async fn start_containers(
+    pub(super) async fn start_containers(
         &self,
         settings: &Settings,
         labels: HashMap<String, String>,
@@ -460,7 +422,11 @@ impl Runtime {
 /// The labels a deploy puts on what it starts: the user's, then the
 /// service, color and deploy id (and the network and port the agent
 /// registers).
-fn unit_labels(settings: &Settings, color: Color, deploy_id: &str) -> HashMap<String, String> {
+pub(super) fn unit_labels(
+    settings: &Settings,
+    color: Color,
+    deploy_id: &str,
+) -> HashMap<String, String> {
     let mut labels = settings.labels.clone();
     labels.insert(SERVICE_LABEL.into(), settings.service.clone());
     labels.insert(COLOR_LABEL.into(), color.to_string());

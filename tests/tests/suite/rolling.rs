@@ -21,14 +21,14 @@ use super::zero_downtime::FollowingNginx;
 
 /// The fewest routed instances the registry listed, sampled every 100 ms
 /// until dropped.
-struct InService {
+pub(crate) struct InService {
     fewest: Arc<AtomicUsize>,
     samples: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
 impl InService {
-    fn sample(client: RegistryClient, service: String) -> Self {
+    pub(crate) fn sample(client: RegistryClient, service: String) -> Self {
         let fewest = Arc::new(AtomicUsize::new(usize::MAX));
         let samples = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -50,7 +50,7 @@ impl InService {
     }
 
     /// (fewest routed instances seen, samples taken) since the last call.
-    fn take(&self) -> (usize, usize) {
+    pub(crate) fn take(&self) -> (usize, usize) {
         (
             self.fewest.swap(usize::MAX, Ordering::Relaxed),
             self.samples.swap(0, Ordering::Relaxed),
@@ -267,4 +267,53 @@ async fn rolling_flags_are_checked_and_a_dry_run_lists_the_batches() {
     );
     assert!(said.contains("batch 2: start 1,"), "{said}");
     assert!(!said.contains("batch 3"), "{said}");
+}
+
+/// On Swarm, Swarm rolls the live color's service over itself (start-first,
+/// one task at a time): three v1 tasks become three v2 tasks, never more
+/// than one batch short in the registry. v3, whose health check never
+/// passes, is rolled back by Swarm: exit 10, three v2 tasks passing again,
+/// the deploy recorded rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_deploy_on_swarm_lets_swarm_roll_tasks_over_and_back() {
+    let f = super::swarm::HostFixture::start().await;
+    let (url, network, label) = (f.registry.url(), &f.network.name, f.label.as_str());
+    let client = f.registry.client();
+    let (v1, v2, v3) = (
+        TestImage::httpd("v1", false),
+        TestImage::httpd("v2", false),
+        TestImage::httpd("v3", true),
+    );
+    let service = unique("srl");
+    let swarm = [("SWITCHYARD_RUNTIME", "swarm")];
+    let three = ["--label", label, "--replicas", "3"];
+    let first = super::swarm::deploy(&url, &service, &v1.tag, network, &three, &swarm).await;
+    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+    let in_service = InService::sample(client.clone(), service.clone());
+    let rolling: Vec<&str> = three
+        .iter()
+        .chain(&["--strategy", "rolling", "--batch", "1"])
+        .copied()
+        .collect();
+    let rolled = super::swarm::deploy(&url, &service, &v2.tag, network, &rolling, &swarm).await;
+    assert_eq!(rolled.status.code(), Some(0), "{}", explain(&rolled));
+    let (fewest, samples) = in_service.take();
+    assert_eq!(live_images(&client, &service).await, [v2.tag.as_str(); 3]);
+
+    let failed = super::swarm::deploy(&url, &service, &v3.tag, network, &rolling, &swarm).await;
+    assert_eq!(failed.status.code(), Some(10), "{}", explain(&failed));
+    let (fewest_failing, samples_failing) = in_service.take();
+    assert_eq!(live_images(&client, &service).await, [v2.tag.as_str(); 3]);
+    let history = client.list_deployments(&service, 1).await.expect("history");
+    assert_eq!(history[0].outcome, Outcome::RolledBack, "{:?}", history[0]);
+    println!(
+        "swarm rolling: fewest in service {fewest} of {samples} samples; {fewest_failing} of \
+         {samples_failing} while Swarm rolled v3 back"
+    );
+    assert!(samples > 5 && samples_failing > 5, "too few samples");
+    assert!(fewest >= 2, "{fewest} of 3 tasks in service while rolling");
+    assert!(
+        fewest_failing >= 2,
+        "{fewest_failing} of 3 while rolling back"
+    );
 }

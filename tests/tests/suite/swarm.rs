@@ -40,7 +40,7 @@ async fn state_of(client: &RegistryClient, service: &str) -> (Option<Color>, Vec
 
 /// `cdctl deploy` of `service` on `network`, 2 replicas unless `extra`
 /// says otherwise, with the runtime left to `SWITCHYARD_RUNTIME` in `env`.
-async fn deploy(
+pub(crate) async fn deploy(
     url: &str,
     service: &str,
     image: &str,
@@ -347,18 +347,18 @@ async fn the_stack_serves_blue_green_swarm_deploys_through_its_proxy() {
 /// label, an overlay network, and guards for what the test deploys.
 /// Fields drop in order: what was deployed, then the agent, the network,
 /// the registry, and last the swarm.
-struct HostFixture {
+pub(crate) struct HostFixture {
     _services: LabelledServices,
     _containers: LabelledContainers,
     _agent: AgentProcess,
-    network: TestNetwork,
-    label: String,
-    registry: TestRegistry,
+    pub network: TestNetwork,
+    pub label: String,
+    pub registry: TestRegistry,
     _swarm: TestSwarm,
 }
 
 impl HostFixture {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let swarm = TestSwarm::start();
         let registry = TestRegistry::start().await;
         let network = TestNetwork::create(&["--driver", "overlay", "--attachable"]);

@@ -8,7 +8,11 @@ use std::collections::HashMap;
 use anyhow::Context;
 use bollard::models::{
     LocalNodeState, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode,
-    ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec,
+    ServiceSpecModeReplicated, ServiceSpecRollbackConfig,
+    ServiceSpecRollbackConfigFailureActionEnum, ServiceSpecRollbackConfigOrderEnum,
+    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
+    ServiceSpecUpdateConfigOrderEnum, ServiceUpdateStatusStateEnum, TaskSpec,
+    TaskSpecContainerSpec,
 };
 use bollard::query_parameters::{ListServicesOptionsBuilder, UpdateServiceOptionsBuilder};
 
@@ -67,6 +71,67 @@ impl ServiceDefinition {
             ..ServiceSpec::default()
         }
     }
+}
+
+/// How Swarm rolls a service's tasks to a new spec (`update_config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollingUpdate {
+    /// Tasks replaced at a time.
+    pub parallelism: u32,
+    /// Start each new task before its old one stops (else stop first).
+    pub start_first: bool,
+    /// How long Swarm watches each replaced task for a failure.
+    pub monitor: std::time::Duration,
+}
+
+impl RollingUpdate {
+    /// Rolls back on the first failed task, and rolls back the same way
+    /// it rolled forward.
+    fn apply(&self, spec: &mut ServiceSpec) {
+        let monitor = i64::try_from(self.monitor.as_nanos()).unwrap_or(i64::MAX);
+        spec.update_config = Some(ServiceSpecUpdateConfig {
+            parallelism: Some(i64::from(self.parallelism)),
+            delay: Some(0),
+            failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK),
+            monitor: Some(monitor),
+            max_failure_ratio: Some(0.0),
+            order: Some(match self.start_first {
+                true => ServiceSpecUpdateConfigOrderEnum::START_FIRST,
+                false => ServiceSpecUpdateConfigOrderEnum::STOP_FIRST,
+            }),
+        });
+        spec.rollback_config = Some(ServiceSpecRollbackConfig {
+            parallelism: Some(i64::from(self.parallelism)),
+            delay: Some(0),
+            failure_action: Some(ServiceSpecRollbackConfigFailureActionEnum::PAUSE),
+            monitor: Some(monitor),
+            max_failure_ratio: Some(0.0),
+            order: Some(match self.start_first {
+                true => ServiceSpecRollbackConfigOrderEnum::START_FIRST,
+                false => ServiceSpecRollbackConfigOrderEnum::STOP_FIRST,
+            }),
+        });
+    }
+}
+
+/// Where a service's last rolling update is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateState {
+    /// No update, or one still going (forward or back).
+    Running,
+    Completed,
+    /// Swarm rolled it back (a task failed).
+    RolledBack,
+    /// Swarm stopped half-way (paused).
+    Paused,
+}
+
+/// A service's last update: `started` tells one update from the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateProgress {
+    pub started: String,
+    pub state: UpdateState,
+    pub message: String,
 }
 
 fn replicated(replicas: u32) -> ServiceSpecMode {
@@ -194,6 +259,58 @@ impl Engine {
         }
         spec.mode = Some(replicated(replicas));
         self.update(id, spec, version).await
+    }
+
+    /// Redefines the service and lets Swarm roll its tasks over as
+    /// `rolling` says (keeping its id and name).
+    pub async fn roll_service(
+        &self,
+        id: &str,
+        definition: &ServiceDefinition,
+        rolling: RollingUpdate,
+    ) -> anyhow::Result<()> {
+        let (_, version) = self.spec_and_version(id).await?;
+        let mut spec = definition.spec();
+        rolling.apply(&mut spec);
+        self.update(id, spec, version).await
+    }
+
+    /// Asks Swarm to roll the service back to its previous spec.
+    pub async fn roll_back_service(&self, id: &str) -> anyhow::Result<()> {
+        let (spec, version) = self.spec_and_version(id).await?;
+        let options = UpdateServiceOptionsBuilder::default()
+            .version(version)
+            .rollback("previous")
+            .build();
+        self.docker
+            .update_service(id, spec, options, None)
+            .await
+            .with_context(|| format!("rolling back Swarm service {id}"))?;
+        Ok(())
+    }
+
+    /// Where the service's last update is.
+    pub async fn update_progress(&self, id: &str) -> anyhow::Result<UpdateProgress> {
+        let service = self
+            .docker
+            .inspect_service(id, None)
+            .await
+            .with_context(|| format!("inspecting Swarm service {id}"))?;
+        let status = service.update_status.unwrap_or_default();
+        let state = match status.state {
+            Some(ServiceUpdateStatusStateEnum::COMPLETED) => UpdateState::Completed,
+            Some(ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED) => UpdateState::RolledBack,
+            Some(
+                ServiceUpdateStatusStateEnum::PAUSED
+                | ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED,
+            ) => UpdateState::Paused,
+            _ => UpdateState::Running,
+        };
+        Ok(UpdateProgress {
+            started: format!("{:?}", status.started_at),
+            state,
+            message: status.message.unwrap_or_default(),
+        })
     }
 
     /// Removes a service; a missing one is fine.

@@ -47,13 +47,6 @@ pub async fn deploy(
         );
         return Ok(ExitCode::from(exit::USAGE));
     }
-    if runtime.kind() == RuntimeKind::Swarm && settings.rolling.is_some() {
-        eprintln!(
-            "cdctl: --strategy rolling replaces containers (--runtime containers); on Swarm \
-             deploy with --strategy blue-green or canary"
-        );
-        return Ok(ExitCode::from(exit::USAGE));
-    }
     if !runtime.has_image(&settings.image).await? {
         eprintln!(
             "cdctl: image {} is not on this Docker engine: build or pull it first (deploys never pull)",

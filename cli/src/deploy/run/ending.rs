@@ -48,7 +48,7 @@ impl Deploy<'_> {
 
     /// Waits (as long as instances may take to pass) until `done` holds in
     /// the registry; if it never does, notes what is left behind.
-    async fn wait_or_leave(
+    pub(super) async fn wait_or_leave(
         &self,
         left: &mut Vec<String>,
         what: &str,

@@ -144,6 +144,23 @@ async fn rolling_plan(
             return Ok(());
         }
     };
+    if let (Ok(runtime), [unit]) = (runtime, old.as_slice())
+        && runtime.kind() == RuntimeKind::Swarm
+    {
+        say(format!(
+            "  Swarm rolls {} ({} tasks) to {} with {} task(s), {} at a time, {}",
+            unit.name,
+            unit.replicas,
+            settings.image,
+            settings.replicas,
+            rolling.batch,
+            match rolling.max_unavailable {
+                0 => "each new task started before an old one stops",
+                _ => "each old task stopped before its new one starts",
+            }
+        ));
+        return Ok(());
+    }
     say(format!(
         "  rolling {} within {live}: {} old replaced by {} new, {} at a time, at most {} \
          stopped before its replacement passes",

@@ -17,7 +17,9 @@ use std::collections::HashSet;
 use switchyard_model::Instance;
 
 use super::{Deploy, Failure, Forward, failpoint};
-use crate::deploy::runtime::Unit;
+use crate::deploy::runtime::{RuntimeKind, Unit};
+
+mod swarm;
 
 impl Deploy<'_> {
     /// The forward path of a rolling deploy.
@@ -36,6 +38,9 @@ impl Deploy<'_> {
         // The new instances join the live color.
         self.next = live;
         self.record.to_color = Some(live);
+        if self.runtime.kind() == RuntimeKind::Swarm {
+            return self.roll_swarm(live, rolling).await;
+        }
         let mut old: Vec<Unit> = self
             .runtime
             .units(&self.settings.service, Some(live))
@@ -138,6 +143,10 @@ impl Deploy<'_> {
     /// pass), those drained take requests again, then the new ones drain
     /// and go.
     pub(super) async fn undo_rollout(&mut self, left: &mut Vec<String>) {
+        if let Some(unit) = self.swarm_rolled.take() {
+            self.undo_swarm(left, &unit).await;
+            return;
+        }
         self.undo_stop_old(left).await;
         let drained = std::mem::take(&mut self.drained_old);
         self.set_routable(left, &drained, None).await;
