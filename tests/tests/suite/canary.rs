@@ -1,6 +1,7 @@
 //! `cdctl deploy --strategy canary` through HAProxy in runtime mode under
-//! keep-alive clients that never retry: each step's share of requests, the
-//! history of steps, and an analysis that fails and puts everything back.
+//! keep-alive clients that never retry, and nginx under fresh-connection
+//! clients: each step's share of requests, the history of steps, and an
+//! analysis that fails and puts everything back.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,7 +11,8 @@ use switchyard_tests::eventually;
 use switchyard_tests::load::{Connections, Load, Tally};
 use switchyard_tests::process::{cdctl_async, explain};
 
-use super::haproxy_runtime::{Stage, deploy};
+use super::haproxy_runtime::{Stage, assert_clean, deploy, until_serving};
+use super::zero_downtime::FollowingNginx;
 
 /// Phases of the load: 0 before, a step's weight while it bakes, 100 after
 /// the flip, 200 after a failed canary, and [`BETWEEN`] while a step is
@@ -87,7 +89,16 @@ async fn a_canary_moves_traffic_step_by_step_and_a_failed_analysis_reverts_it() 
     } = &stage;
     let dir = tempfile::tempdir().expect("a folder for the analysis");
     let path = format!("/{service}/");
+    // nginx follows too (reloading): clients with a fresh connection per
+    // request go through it.
+    let nginx = FollowingNginx::start(url, "nginx-canary", Vec::new());
+    until_serving(nginx.listen, &path, "v1").await;
     let load = Load::start_with(proxy.listen, &path, 4, Connections::KeepAlive);
+    let through_nginx = Load::start_with(nginx.listen, &path, 2, Connections::Fresh);
+    let enter = |phase: u8| {
+        load.enter(phase);
+        through_nginx.enter(phase);
+    };
     let canary = |image: String, steps_file: std::path::PathBuf, fail_at: Option<u8>| {
         let (url, service, label) = (url.clone(), service.clone(), label.clone());
         // Long enough for 2,000 requests per step on a busy machine.
@@ -114,34 +125,48 @@ async fn a_canary_moves_traffic_step_by_step_and_a_failed_analysis_reverts_it() 
     let first = canary(v2.tag.clone(), steps.clone(), None);
     for step in [10, 50] {
         until_step(&steps, step).await;
-        load.enter(step);
+        enter(step);
         // 2,200 requests or 10 s, well inside the 12 s bake.
         let (from, started) = (load.sent(), std::time::Instant::now());
         while load.sent() < from + 2_200 && started.elapsed() < Duration::from_secs(10) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        load.enter(BETWEEN);
+        enter(BETWEEN);
     }
     let first = first.await.expect("the first canary");
     assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
-    load.enter(100);
+    enter(100);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    load.enter(BETWEEN);
+    enter(BETWEEN);
 
     let failing_steps = dir.path().join("failing");
     let second = canary(v1.tag.clone(), failing_steps.clone(), Some(50));
     until_step(&failing_steps, 10).await;
     let second = second.await.expect("the failing canary");
     assert_eq!(second.status.code(), Some(12), "{}", explain(&second));
-    load.enter(AFTER_FAILURE);
+    enter(AFTER_FAILURE);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let tally = load.finish().await;
+    let nginx_tally = through_nginx.finish().await;
     println!(
-        "canary: {} keep-alive requests, {} failed; by phase {:?}",
+        "canary: {} keep-alive requests through HAProxy, {} failed; by phase {:?}; {} fresh \
+         requests through nginx, {} failed; by phase {:?}",
         tally.total,
         tally.failures.len(),
-        tally.versions
+        tally.versions,
+        nginx_tally.total,
+        nginx_tally.failures.len(),
+        nginx_tally.versions
     );
+    assert_clean("nginx", &nginx_tally, &[]);
+    for step in [10_u8, 50] {
+        let (seen, answers) = share(&nginx_tally, step, "v2");
+        assert!(answers >= 500, "nginx, step {step}: only {answers} answers");
+        assert!(
+            (seen - f64::from(step)).abs() <= 5.0,
+            "nginx, step {step}: v2 answered {seen:.1}%"
+        );
+    }
 
     assert!(
         tally.failures.is_empty(),
