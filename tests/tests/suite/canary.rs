@@ -42,13 +42,40 @@ fn share(tally: &Tally, phase: u8, version: &str) -> (f64, u64) {
     (100.0 * of as f64 / total.max(1) as f64, total)
 }
 
-/// The analysis command: notes the step it ran at, and fails at `fail_at`.
+/// The analysis command: notes the step it ran at, and fails at `fail_at`
+/// (writing the time it failed, in ms since the epoch, beside `steps`).
 fn analysis(steps: &Path, fail_at: Option<u8>) -> String {
     let note = format!("echo $SWITCHYARD_WEIGHT >> {}", steps.display());
     match fail_at {
-        Some(step) => format!("{note}; test $SWITCHYARD_WEIGHT != {step}"),
+        Some(step) => format!(
+            "{note}; if [ $SWITCHYARD_WEIGHT = {step} ]; then echo $(($(date +%s%N) / 1000000)) \
+             > {}.failed; exit 1; fi",
+            steps.display()
+        ),
         None => note,
     }
+}
+
+/// Answers through the proxy at `listen` (one request at a time, a fresh
+/// connection each), with the time each was answered, until `stop`.
+fn answers_over_time(
+    listen: std::net::SocketAddr,
+    path: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<(u128, String)>> {
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(answer) = switchyard_tests::http_get(listen, &path).await {
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                seen.push((at, switchyard_tests::body(&answer).trim().to_string()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        seen
+    })
 }
 
 /// Each of `cases` (flags after `base`, and what stderr says) is refused
@@ -142,8 +169,34 @@ async fn a_canary_moves_traffic_step_by_step_and_a_failed_analysis_reverts_it() 
     let failing_steps = dir.path().join("failing");
     let second = canary(v1.tag.clone(), failing_steps.clone(), Some(50));
     until_step(&failing_steps, 10).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampled = answers_over_time(proxy.listen, path.clone(), stop.clone());
     let second = second.await.expect("the failing canary");
     assert_eq!(second.status.code(), Some(12), "{}", explain(&second));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sampled = sampled.await.expect("the sampler");
+    let failed_at: u128 = std::fs::read_to_string(failing_steps.with_extension("failed"))
+        .expect("the analysis wrote when it failed")
+        .trim()
+        .parse()
+        .expect("ms");
+    let last_canary = sampled
+        .iter()
+        .filter(|(at, version)| *at >= failed_at && version == "v1")
+        .map(|(at, _)| at - failed_at)
+        .max();
+    let first_sample = sampled
+        .iter()
+        .find(|(at, _)| *at >= failed_at)
+        .map(|(at, _)| at - failed_at);
+    println!(
+        "canary: the canary's last answer through HAProxy came {} after its analysis failed \
+         (first of {} samples after it: {first_sample:?} ms)",
+        last_canary.map_or("no later than the first sample".into(), |ms| format!(
+            "{ms} ms"
+        )),
+        sampled.iter().filter(|(at, _)| *at >= failed_at).count()
+    );
     enter(AFTER_FAILURE);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let tally = load.finish().await;
