@@ -126,6 +126,15 @@ pub enum Command {
         #[arg(long, requires = "follow", default_value_t = 0)]
         since: u64,
     },
+    /// The delivery figures from the deployment records: deploys per day,
+    /// lead time, change failure rate, time to restore.
+    Stats {
+        /// One service (default: every service, and the total).
+        service: Option<String>,
+        /// The window: records started this long ago or later.
+        #[arg(long, default_value = "30d", value_parser = parse_duration)]
+        since: std::time::Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -68,3 +68,18 @@ pub mod meta {
     /// cannot set it by registering, and re-registering keeps it.
     pub const DRAINING: &str = "draining";
 }
+
+/// Metadata keys of deployment records (beside the paused state and the
+/// principal, which their modules own).
+pub mod record {
+    /// The image's id (`sha256:…`) the deploy ran: the same artifact
+    /// whatever its tag says later.
+    pub const IMAGE_ID: &str = "image_id";
+    /// When the image was built (Unix ms, Docker's `Created`): where lead
+    /// time starts.
+    pub const IMAGE_CREATED_MS: &str = "image_created_ms";
+    /// What kind of record it is when not a deploy: [`ROLLBACK`].
+    pub const KIND: &str = "kind";
+    /// A `cdctl rollback` (a flip back to the kept color).
+    pub const ROLLBACK: &str = "rollback";
+}

@@ -5,6 +5,7 @@ mod backup;
 mod follow;
 mod read;
 mod resume;
+mod stats;
 mod tokens;
 mod watch;
 mod write;
@@ -53,6 +54,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             read::history(&client, output, &service, limit).await
         }
         Command::Color { service } => read::color(&client, output, &service).await,
+        Command::Stats { service, since } => {
+            stats::stats(&client, output, service.as_deref(), since).await
+        }
         Command::Watch(args) => watch::watch(&client, args).await,
         Command::Register(args) => write::register(&client, output, args).await,
         Command::Deregister { id } => write::deregister(&client, output, &id).await,

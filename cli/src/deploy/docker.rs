@@ -78,10 +78,14 @@ impl Engine {
     }
 
     /// Whether `image` is present on the engine (deploys never pull).
-    pub async fn has_image(&self, image: &str) -> anyhow::Result<bool> {
+    /// The image's id and build time; `None` when the engine lacks it.
+    pub async fn image(&self, image: &str) -> anyhow::Result<Option<ImageFacts>> {
         match self.docker.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(error) if not_found(&error) => Ok(false),
+            Ok(found) => Ok(Some(ImageFacts {
+                id: found.id.unwrap_or_default(),
+                created_ms: found.created.as_deref().and_then(rfc3339_ms),
+            })),
+            Err(error) if not_found(&error) => Ok(None),
             Err(error) => Err(error).with_context(|| format!("inspecting image {image}")),
         }
     }
@@ -215,4 +219,20 @@ impl Engine {
             Err(error) => Err(error).with_context(|| format!("removing container {id}")),
         }
     }
+}
+
+/// What a deploy records of its image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFacts {
+    /// `sha256:…`: the same artifact whatever its tags.
+    pub id: String,
+    /// When it was built (Unix ms), when the engine says.
+    pub created_ms: Option<u64>,
+}
+
+/// Unix ms of an RFC 3339 timestamp (Docker's `Created`).
+fn rfc3339_ms(text: &str) -> Option<u64> {
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
 }

@@ -25,7 +25,7 @@ use switchyard_model::validate;
 
 use crate::args::{DeployArgs, Output};
 
-pub use run::{abort, promote, rollback};
+pub use run::{abort, now_ms, promote, rollback};
 
 /// Everything a deploy needs, merged from flags, file and defaults.
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use switchyard_client::{ClientError, Code, RegistryClient};
+use switchyard_model::labels::record;
 use switchyard_model::{Color, Deployment, LockGrant, Outcome, color_name};
 use tokio::task::JoinHandle;
 
@@ -130,7 +131,7 @@ enum Forward {
     Paused,
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(millis)
@@ -217,6 +218,16 @@ impl<'a> Deploy<'a> {
             rolled: false,
             drained_old: Vec::new(),
             swarm_rolled: None,
+        }
+    }
+
+    /// Keeps the image's id and build time in the record: which artifact
+    /// ran, and where its lead time starts.
+    fn record_image(&mut self, image: &super::docker::ImageFacts) {
+        let metadata = &mut self.record.metadata;
+        metadata.insert(record::IMAGE_ID.into(), image.id.clone());
+        if let Some(created) = image.created_ms {
+            metadata.insert(record::IMAGE_CREATED_MS.into(), created.to_string());
         }
     }
 

@@ -24,8 +24,8 @@ mod rolling;
 /// engine.
 const START_CONCURRENCY: usize = 4;
 use super::docker::{
-    COLOR_LABEL, ContainerSpec, DEPLOY_LABEL, Engine, NETWORK_LABEL, REPLICAS_LABEL, SERVICE_LABEL,
-    ServiceContainer, ServiceDefinition, SwarmService,
+    COLOR_LABEL, ContainerSpec, DEPLOY_LABEL, Engine, ImageFacts, NETWORK_LABEL, REPLICAS_LABEL,
+    SERVICE_LABEL, ServiceContainer, ServiceDefinition, SwarmService,
 };
 
 /// `--runtime`: what a deploy starts.
@@ -182,8 +182,9 @@ impl Runtime {
         self.kind
     }
 
-    pub async fn has_image(&self, image: &str) -> anyhow::Result<bool> {
-        self.engine.has_image(image).await
+    /// The image's id and build time; `None` when the engine lacks it.
+    pub async fn image(&self, image: &str) -> anyhow::Result<Option<ImageFacts>> {
+        self.engine.image(image).await
     }
 
     /// Whether `instance` belongs to one of `units` (by id).

@@ -48,6 +48,7 @@ mod proxy;
 mod replicas;
 mod rolling;
 mod sled_store;
+mod stats;
 mod swarm;
 mod tls;
 mod watch;

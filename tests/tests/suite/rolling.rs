@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use switchyard_client::RegistryClient;
-use switchyard_model::labels::meta;
+use switchyard_model::labels::{meta, record};
 use switchyard_model::{Outcome, Service};
 use switchyard_tests::docker::{LabelledContainers, TestImage, docker, docker_ok, unique};
 use switchyard_tests::load::{Connections, Load};
@@ -153,6 +153,10 @@ async fn a_rolling_deploy_keeps_three_of_four_in_service_and_a_failed_batch_puts
     let history = client.list_deployments(&service, 1).await.expect("history");
     let steps: Vec<&str> = history[0].steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(history[0].outcome, Outcome::Promoted);
+    // The record names the artifact by id, and when it was built.
+    let kept = &history[0].metadata;
+    assert!(kept[record::IMAGE_ID].starts_with("sha256:"), "{kept:?}");
+    assert!(kept[record::IMAGE_CREATED_MS].parse::<u64>().is_ok(), "{kept:?}");
     for batch in 1..=4 {
         assert!(
             steps.contains(&format!("batch {batch}/4").as_str()),

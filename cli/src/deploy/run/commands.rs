@@ -6,6 +6,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use switchyard_client::{Code, RegistryClient};
+use switchyard_model::labels::record;
 use switchyard_model::{Color, Deployment, Health, Instance, Outcome};
 
 use super::super::Settings;
@@ -47,14 +48,15 @@ pub async fn deploy(
         );
         return Ok(ExitCode::from(exit::USAGE));
     }
-    if !runtime.has_image(&settings.image).await? {
+    let Some(image) = runtime.image(&settings.image).await? else {
         eprintln!(
             "cdctl: image {} is not on this Docker engine: build or pull it first (deploys never pull)",
             settings.image
         );
         return Ok(ExitCode::from(exit::USAGE));
-    }
+    };
     let mut deploy = Deploy::new(client, runtime, settings, output);
+    deploy.record_image(&image);
     let span = deploy.span("deploy");
     let result = interruptible(deploy.forward())
         .instrument(span.clone())
@@ -315,6 +317,7 @@ async fn rollback_locked(
         outcome: Outcome::RolledBack,
         failed_step: String::new(),
         error: "rollback".into(),
+        metadata: [(record::KIND.to_string(), record::ROLLBACK.to_string())].into(),
         ..Deployment::default()
     };
     client.record_deployment(&record).await?;
