@@ -17,14 +17,25 @@ pub enum Output {
 #[derive(Debug, Parser)]
 #[command(name = "cdctl", version, about)]
 pub struct Cli {
-    /// Registry URL; several comma-separated URLs are tried in turn.
+    /// Registry URL; several comma-separated URLs are tried in turn
+    /// (default: --env's, else http://127.0.0.1:7400).
+    #[arg(long, global = true, env = "SWITCHYARD_REGISTRY")]
+    pub registry: Option<String>,
+
+    /// The named environment (`[environments.NAME]` in --config) whose
+    /// registry, credentials and Docker engine to use. Before the
+    /// subcommand (after it, `deploy --env` is a container's variable).
+    #[arg(long, env = "SWITCHYARD_ENV")]
+    pub env: Option<String>,
+
+    /// The file --env reads.
     #[arg(
         long,
         global = true,
-        env = "SWITCHYARD_REGISTRY",
-        default_value = "http://127.0.0.1:7400"
+        env = "SWITCHYARD_CONFIG",
+        default_value = "switchyard.toml"
     )]
-    pub registry: String,
+    pub config: PathBuf,
 
     /// Output format.
     #[arg(
@@ -189,6 +200,11 @@ pub struct DeployArgs {
     /// auto: Swarm when the engine is a Swarm manager).
     #[arg(long, value_enum, env = "SWITCHYARD_RUNTIME")]
     pub runtime: Option<crate::deploy::runtime::RuntimeChoice>,
+    /// Refuse the image (exit 5) unless each of these environments (from
+    /// --config) promoted this very image (same id) with a passed
+    /// post-test.
+    #[arg(long, value_delimiter = ',')]
+    pub require: Vec<String>,
     /// Container port to publish and register.
     #[arg(long)]
     pub port: Option<u16>,

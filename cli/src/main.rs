@@ -6,6 +6,7 @@
 mod args;
 mod commands;
 mod deploy;
+mod environments;
 mod exit;
 mod output;
 mod template;

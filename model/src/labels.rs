@@ -82,4 +82,9 @@ pub mod record {
     pub const KIND: &str = "kind";
     /// A `cdctl rollback` (a flip back to the kept color).
     pub const ROLLBACK: &str = "rollback";
+    /// The tests that ran and passed, comma-separated: [`PRE_TEST`],
+    /// [`POST_TEST`].
+    pub const TESTS_PASSED: &str = "tests_passed";
+    pub const PRE_TEST: &str = "pre-test";
+    pub const POST_TEST: &str = "post-test";
 }

@@ -16,6 +16,9 @@ use anyhow::Context;
 use switchyard_client::RegistryClient;
 
 use crate::args::{Cli, Command, SnapshotCommand};
+use crate::deploy::Required;
+use crate::deploy::runtime::RuntimeChoice;
+use crate::environments::Environment;
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Generated from the flags themselves; no registry involved.
@@ -36,9 +39,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         _ => {}
     }
+    let mut cli = cli;
+    let environment = match &cli.env {
+        Some(name) => Some(crate::environments::load(&cli.config, name).map_err(usage)?),
+        None => None,
+    };
+    if let Some(environment) = &environment {
+        apply(&mut cli, environment);
+    }
+    let registry = cli
+        .registry
+        .clone()
+        .unwrap_or_else(|| DEFAULT_REGISTRY.into());
     let options = cli.access.client_options(cli.timeout)?;
-    let client = RegistryClient::with_options(&cli.registry, &options)
-        .with_context(|| format!("using --registry {:?}", cli.registry))?;
+    let client = RegistryClient::with_options(&registry, &options)
+        .with_context(|| format!("using --registry {registry:?}"))?;
     let output = cli.output;
     match cli.command {
         Command::Services => read::services(&client, output).await,
@@ -69,7 +84,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshot {
             command: SnapshotCommand::Save { file },
         } => backup::save(&client, output, &file).await,
-        Command::Deploy(args) => crate::deploy::deploy(&client, output, *args).await,
+        Command::Deploy(args) => {
+            let required = required(&cli.config, &args.require, cli.timeout)?;
+            crate::deploy::deploy(&client, output, *args, required).await
+        }
         Command::Promote { service } => crate::deploy::promote(&client, output, &service).await,
         Command::Abort { service } => crate::deploy::abort(&client, output, &service).await,
         Command::Rollback { service, who } => {
@@ -77,4 +95,67 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::deploy::rollback(&client, output, &service, who).await
         }
     }
+}
+
+/// Where cdctl looks for the registry when nothing says.
+const DEFAULT_REGISTRY: &str = "http://127.0.0.1:7400";
+
+fn usage(error: anyhow::Error) -> anyhow::Error {
+    crate::exit::UsageError(format!("{error:#}")).into()
+}
+
+/// Fills what the command line left unsaid from `environment`.
+fn apply(cli: &mut Cli, environment: &Environment) {
+    let access = &mut cli.access;
+    cli.registry = cli.registry.take().or(environment.registry.clone());
+    access.ca = access.ca.take().or(environment.ca.clone());
+    access.cert = access.cert.take().or(environment.cert.clone());
+    access.key = access.key.take().or(environment.key.clone());
+    if access.token.is_none() {
+        access.token_file = access.token_file.take().or(environment.token_file.clone());
+    }
+    if let Some(host) = &environment.docker_host {
+        crate::deploy::docker::use_host(host);
+    }
+    if let Command::Deploy(args) = &mut cli.command {
+        args.network = args.network.take().or(environment.network.clone());
+        if args.runtime.is_none()
+            && let Some(runtime) = &environment.runtime
+        {
+            args.runtime = <RuntimeChoice as clap::ValueEnum>::from_str(runtime, true).ok();
+        }
+    }
+}
+
+/// A client for each environment `--require` names.
+fn required(
+    config: &std::path::Path,
+    names: &[String],
+    timeout: std::time::Duration,
+) -> anyhow::Result<Vec<Required>> {
+    names
+        .iter()
+        .map(|name| {
+            let environment = crate::environments::load(config, name).map_err(usage)?;
+            let registry = environment.registry.clone().ok_or_else(|| {
+                usage(anyhow::anyhow!(
+                    "--require {name}: [environments.{name}] in {} names no registry",
+                    config.display()
+                ))
+            })?;
+            let access = switchyard_program::ClientAccessArgs {
+                ca: environment.ca,
+                cert: environment.cert,
+                key: environment.key,
+                token: None,
+                token_file: environment.token_file,
+            };
+            let client = RegistryClient::with_options(&registry, &access.client_options(timeout)?)
+                .with_context(|| format!("using the registry of environment {name}"))?;
+            Ok(Required {
+                environment: name.clone(),
+                client,
+            })
+        })
+        .collect()
 }

@@ -67,17 +67,29 @@ fn not_found(error: &DockerError) -> bool {
     )
 }
 
+/// The engine `--env`'s environment names (`docker_host`); without one,
+/// `DOCKER_HOST` or the local socket.
+static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes every later connection go to `host` (set once, before any).
+pub fn use_host(host: &str) {
+    let _ = HOST.set(host.to_string());
+}
+
 impl Engine {
     pub async fn connect() -> anyhow::Result<Self> {
-        let docker = Docker::connect_with_defaults()
-            .context("connecting to Docker (DOCKER_HOST or /var/run/docker.sock)")?
+        let docker = match HOST.get() {
+            Some(host) => Docker::connect_with_host(host),
+            None => Docker::connect_with_defaults(),
+        };
+        let docker = docker
+            .context("connecting to Docker (the environment's docker_host, DOCKER_HOST or /var/run/docker.sock)")?
             .negotiate_version()
             .await
             .context("cannot reach Docker: is the daemon running and DOCKER_HOST right?")?;
         Ok(Engine { docker })
     }
 
-    /// Whether `image` is present on the engine (deploys never pull).
     /// The image's id and build time; `None` when the engine lacks it.
     pub async fn image(&self, image: &str) -> anyhow::Result<Option<ImageFacts>> {
         match self.docker.inspect_image(image).await {

@@ -7,6 +7,7 @@
 pub mod docker;
 pub mod prometheus;
 mod report;
+mod require;
 mod run;
 pub mod runtime;
 pub mod strategy;
@@ -25,6 +26,7 @@ use switchyard_model::validate;
 
 use crate::args::{DeployArgs, Output};
 
+pub use require::Required;
 pub use run::{abort, now_ms, promote, rollback};
 
 /// Everything a deploy needs, merged from flags, file and defaults.
@@ -63,6 +65,8 @@ pub struct Settings {
     pub canary: Option<strategy::Canary>,
     /// The batches with `--strategy rolling`.
     pub rolling: Option<strategy::Rolling>,
+    /// Environments that must have promoted this image (`--require`).
+    pub require: Vec<Required>,
 }
 
 /// One service's table in `switchyard.toml`; every key is optional and a
@@ -108,7 +112,12 @@ pub struct FileSettings {
 fn read_file(path: &Path, service: &str) -> anyhow::Result<FileSettings> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut services: BTreeMap<String, FileSettings> = toml::from_str(&text)
+    let mut table: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("{} is not valid: fix the TOML", path.display()))?;
+    // Environments sit beside the services' tables (crate::environments).
+    table.remove(crate::environments::TABLE);
+    let mut services: BTreeMap<String, FileSettings> = table
+        .try_into()
         .with_context(|| format!("{} is not valid: fix the TOML", path.display()))?;
     services.remove(service).with_context(|| {
         format!(
@@ -291,6 +300,7 @@ impl Settings {
             runtime: runtime_setting(args.runtime, file.runtime.as_deref())?,
             canary,
             rolling,
+            require: Vec::new(),
         })
     }
 }
@@ -412,10 +422,12 @@ pub async fn deploy(
     client: &RegistryClient,
     output: Output,
     args: DeployArgs,
+    require: Vec<Required>,
 ) -> anyhow::Result<ExitCode> {
     // Every way the flags and the settings file can be wrong is a usage
     // error (exit 2), found before anything changes.
-    let settings =
+    let mut settings =
         Settings::from_args(args).map_err(|error| crate::exit::UsageError(format!("{error:#}")))?;
+    settings.require = require;
     run::deploy(client, output, settings).await
 }

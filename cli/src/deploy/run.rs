@@ -231,6 +231,22 @@ impl<'a> Deploy<'a> {
         }
     }
 
+    /// Notes in the record that `test` ran and passed (what `--require`
+    /// asks of an environment).
+    fn test_passed(&mut self, test: &str) {
+        let tests = self
+            .record
+            .metadata
+            .entry(record::TESTS_PASSED.into())
+            .or_default();
+        if !tests.split(',').any(|t| t == test) {
+            if !tests.is_empty() {
+                tests.push(',');
+            }
+            tests.push_str(test);
+        }
+    }
+
     /// The span a command's work runs in: every log line of it carries
     /// the service, the deploy's id and the image.
     fn span(&self, command: &'static str) -> tracing::Span {
@@ -418,6 +434,7 @@ impl<'a> Deploy<'a> {
             self.run_test("pre", &command, targets)
                 .await
                 .map_err(Failure::PreTest)?;
+            self.test_passed(record::PRE_TEST);
         }
         self.reporter.end("");
         Ok(())
@@ -474,6 +491,7 @@ impl<'a> Deploy<'a> {
             self.run_test("post", &command, &targets)
                 .await
                 .map_err(Failure::PostTest)?;
+            self.test_passed(record::POST_TEST);
         }
         self.reporter.end("");
         Ok(())

@@ -38,6 +38,7 @@ mod crash;
 mod deploy;
 mod dns;
 mod draining;
+mod environments;
 mod examples;
 mod haproxy_runtime;
 mod hostile;

@@ -156,7 +156,10 @@ async fn a_rolling_deploy_keeps_three_of_four_in_service_and_a_failed_batch_puts
     // The record names the artifact by id, and when it was built.
     let kept = &history[0].metadata;
     assert!(kept[record::IMAGE_ID].starts_with("sha256:"), "{kept:?}");
-    assert!(kept[record::IMAGE_CREATED_MS].parse::<u64>().is_ok(), "{kept:?}");
+    assert!(
+        kept[record::IMAGE_CREATED_MS].parse::<u64>().is_ok(),
+        "{kept:?}"
+    );
     for batch in 1..=4 {
         assert!(
             steps.contains(&format!("batch {batch}/4").as_str()),

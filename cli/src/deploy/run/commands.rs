@@ -55,6 +55,17 @@ pub async fn deploy(
         );
         return Ok(ExitCode::from(exit::USAGE));
     };
+    if let Some(why) = super::super::require::missing(
+        &settings.require,
+        &settings.service,
+        &settings.image,
+        &image,
+    )
+    .await?
+    {
+        eprintln!("cdctl: --require: {why}");
+        return Ok(ExitCode::from(exit::PRECONDITION));
+    }
     let mut deploy = Deploy::new(client, runtime, settings, output);
     deploy.record_image(&image);
     let span = deploy.span("deploy");
@@ -137,6 +148,7 @@ async fn load_paused<'a>(
         },
         canary: paused.canary,
         rolling: None,
+        require: Vec::new(),
     };
     let mut deploy = Deploy::new(client, runtime, settings, output);
     deploy.active = record.from_color;
