@@ -32,6 +32,10 @@ pub struct Environment {
     /// Deploy defaults: `auto`, `containers` or `swarm`, and the network.
     pub runtime: Option<String>,
     pub network: Option<String>,
+    /// `KEY=VALUE`: keeps this environment's containers apart on an engine
+    /// others share (deploys add it, see only what carries it, and prefix
+    /// names with VALUE; its agent runs with `--only-label KEY=VALUE`).
+    pub label: Option<String>,
 }
 
 /// The environment `name` of the file at `path`.
@@ -60,7 +64,7 @@ pub fn parse(text: &str) -> anyhow::Result<BTreeMap<String, Environment>> {
     match table.remove(TABLE) {
         Some(value) => value
             .try_into()
-            .with_context(|| format!("[{TABLE}.NAME] tables take registry, ca, cert, key, token_file, docker_host, runtime, network")),
+            .with_context(|| format!("[{TABLE}.NAME] tables take registry, ca, cert, key, token_file, docker_host, runtime, network, label")),
         None => Ok(BTreeMap::new()),
     }
 }

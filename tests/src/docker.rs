@@ -45,6 +45,14 @@ impl TestImage {
     /// seconds at `/cgi-bin/slow?N` (a long request). With a healthcheck, the container is healthy while `/www/healthy` exists
     /// (flip it with [`TestContainer::exec`]).
     pub fn httpd(version: &str, healthcheck: bool) -> Self {
+        let name = unique("switchyard-test-httpd");
+        let context = Self::httpd_context(version, healthcheck, &name);
+        Self::build(context.path(), &name)
+    }
+
+    /// The build context of [`Self::httpd`]'s image, for tests whose code
+    /// under test builds it (`name` makes it unique).
+    pub fn httpd_context(version: &str, healthcheck: bool, name: &str) -> tempfile::TempDir {
         // One COPY of a whole root holding a file unique to this image: no
         // two tests share an image id or any intermediate image, so one
         // test's cleanup never touches another's containers or the build
@@ -67,8 +75,7 @@ impl TestImage {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .expect("chmod cgi-bin/slow");
-        let name = unique("switchyard-test-httpd");
-        std::fs::write(www.join(".image"), &name).expect(".image");
+        std::fs::write(www.join(".image"), name).expect(".image");
         std::fs::copy(BUSYBOX, root.join("bin/busybox"))
             .expect("copying /bin/busybox (install busybox-static)");
         let health = if healthcheck {
@@ -82,7 +89,7 @@ impl TestImage {
              ENTRYPOINT [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n"
         );
         std::fs::write(context.path().join("Dockerfile"), dockerfile).expect("Dockerfile");
-        Self::build(context.path(), &name)
+        context
     }
 
     /// Builds the Dockerfile in `context` as `name:test`.

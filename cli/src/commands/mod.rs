@@ -46,6 +46,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     if let Some(environment) = &environment {
         apply(&mut cli, environment);
+        if let Some(label) = &environment.label {
+            crate::deploy::docker::use_scope(label).map_err(usage)?;
+        }
     }
     let registry = cli
         .registry

@@ -76,6 +76,58 @@ pub fn use_host(host: &str) {
     let _ = HOST.set(host.to_string());
 }
 
+/// The label keeping one environment's containers apart from another's on
+/// a shared engine (`label` of `[environments.NAME]`): deploys put it on
+/// what they start, list only what carries it, and prefix names with its
+/// value.
+static SCOPE: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Scopes every later deploy to `label` (`KEY=VALUE`; set once, before any).
+pub fn use_scope(label: &str) -> anyhow::Result<()> {
+    let (key, value) = label
+        .split_once('=')
+        .filter(|(key, value)| !key.is_empty() && !value.is_empty())
+        .with_context(|| format!("an environment's label is KEY=VALUE, not {label:?}"))?;
+    let _ = SCOPE.set((key.to_string(), value.to_string()));
+    Ok(())
+}
+
+/// The scope's label, when an environment set one.
+pub fn scope_label() -> Option<(&'static str, &'static str)> {
+    SCOPE
+        .get()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+}
+
+/// `name` as the scope names it: prefixed with the scope's value (what
+/// Docker allows in a name of it), so two environments' `web-blue-1` differ.
+pub fn scoped_name(name: &str) -> String {
+    match scope_label() {
+        Some((_, value)) => {
+            let prefix: String = value
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            format!("{prefix}-{name}")
+        }
+        None => name.to_string(),
+    }
+}
+
+/// `labels` and the scope's, for a listing.
+fn within_scope(mut labels: Vec<String>) -> Vec<String> {
+    if let Some((key, value)) = scope_label() {
+        labels.push(format!("{key}={value}"));
+    }
+    labels
+}
+
 impl Engine {
     pub async fn connect() -> anyhow::Result<Self> {
         let docker = match HOST.get() {
@@ -122,7 +174,7 @@ impl Engine {
 
     async fn list(&self, labels: Vec<String>) -> anyhow::Result<Vec<ServiceContainer>> {
         let mut filters: HashMap<String, Vec<String>> = HashMap::new();
-        filters.insert("label".into(), labels);
+        filters.insert("label".into(), within_scope(labels));
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)

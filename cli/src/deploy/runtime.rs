@@ -25,7 +25,7 @@ mod rolling;
 const START_CONCURRENCY: usize = 4;
 use super::docker::{
     COLOR_LABEL, ContainerSpec, DEPLOY_LABEL, Engine, ImageFacts, NETWORK_LABEL, REPLICAS_LABEL,
-    SERVICE_LABEL, ServiceContainer, ServiceDefinition, SwarmService,
+    SERVICE_LABEL, ServiceContainer, ServiceDefinition, SwarmService, scope_label, scoped_name,
 };
 
 /// `--runtime`: what a deploy starts.
@@ -217,7 +217,7 @@ impl Runtime {
     pub fn new_names(&self, settings: &Settings, color: Color) -> Vec<String> {
         match self.kind {
             RuntimeKind::Containers => (1..=settings.replicas)
-                .map(|n| format!("{}-{color}-{n}", settings.service))
+                .map(|n| scoped_name(&format!("{}-{color}-{n}", settings.service)))
                 .collect(),
             RuntimeKind::Swarm => vec![format!(
                 "{}-{color} ({} replicas)",
@@ -282,7 +282,7 @@ impl Runtime {
                     anyhow::anyhow!("a Swarm deploy needs --network (an overlay network)")
                 })?;
                 let definition = ServiceDefinition {
-                    name: format!("{}-{color}", settings.service),
+                    name: scoped_name(&format!("{}-{color}", settings.service)),
                     image: settings.image.clone(),
                     replicas: settings.replicas,
                     env: settings.env.clone(),
@@ -432,6 +432,9 @@ pub(super) fn unit_labels(
     labels.insert(SERVICE_LABEL.into(), settings.service.clone());
     labels.insert(COLOR_LABEL.into(), color.to_string());
     labels.insert(DEPLOY_LABEL.into(), deploy_id.to_string());
+    if let Some((key, value)) = scope_label() {
+        labels.insert(key.into(), value.into());
+    }
     if let Some(network) = &settings.network {
         labels.insert(NETWORK_LABEL.into(), network.clone());
         if let Some(port) = settings.port {

@@ -60,12 +60,15 @@ async fn production_takes_only_the_image_staging_promoted_and_tested() {
     let _containers = labels.clone().map(|label| LabelledContainers { label });
     let dir = tempfile::tempdir().expect("a folder for the config");
     let config = dir.path().join("switchyard.toml");
+    // Each environment's label keeps its containers apart on this engine.
     let text = format!(
         "[web]\nreplicas = 1\n\n[environments.staging]\nregistry = \"{}\"\nruntime = \
-         \"containers\"\n\n[environments.production]\nregistry = \"{}\"\nruntime = \
-         \"containers\"\n",
+         \"containers\"\nlabel = \"{}\"\n\n[environments.production]\nregistry = \"{}\"\n\
+         runtime = \"containers\"\nlabel = \"{}\"\n",
         staging.url(),
-        production.url()
+        labels[0],
+        production.url(),
+        labels[1]
     );
     std::fs::write(&config, text).expect("switchyard.toml");
     let (v1, v2) = (TestImage::httpd("v1", false), TestImage::httpd("v2", false));
@@ -108,6 +111,11 @@ async fn production_takes_only_the_image_staging_promoted_and_tested() {
     );
     let v1_live = to_production(v1.tag.clone()).await;
     assert_eq!(v1_live.status.code(), Some(0), "{}", explain(&v1_live));
+    let said = String::from_utf8_lossy(&v1_live.stdout);
+    assert!(
+        said.contains("0 set aside"),
+        "staging's containers are not production's: {said}"
+    );
     let (_, web) = production.client().get_service("web").await.expect("web");
     assert_eq!(web.active_color, Some(Color::Blue));
 

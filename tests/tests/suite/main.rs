@@ -45,6 +45,7 @@ mod hostile;
 mod hostile_cli;
 mod hostile_records;
 mod metrics;
+mod pipeline;
 mod proxy;
 mod replicas;
 mod rolling;

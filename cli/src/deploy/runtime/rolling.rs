@@ -9,7 +9,7 @@ use std::time::Duration;
 use switchyard_model::Color;
 
 use super::super::Settings;
-use super::super::docker::{RollingUpdate, ServiceDefinition, UpdateProgress};
+use super::super::docker::{RollingUpdate, ServiceDefinition, UpdateProgress, scoped_name};
 use super::super::strategy::Rolling;
 use super::{Runtime, RuntimeKind, Unit, unit_labels};
 
@@ -48,7 +48,7 @@ impl Runtime {
             .map(|c| c.name)
             .collect();
         Ok((1..)
-            .map(|n| format!("{service}-{color}-{n}"))
+            .map(|n| scoped_name(&format!("{service}-{color}-{n}")))
             .filter(|name| !taken.contains(name))
             .take(count as usize)
             .collect())
