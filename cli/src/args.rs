@@ -190,6 +190,9 @@ pub enum SnapshotCommand {
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     pub service: String,
+    /// `--env`'s `[environments.NAME.deploy]`: settings under the file's.
+    #[arg(skip)]
+    pub environment_defaults: Option<toml::Table>,
     /// Image to deploy (must be on the Docker engine; deploys never pull).
     #[arg(long)]
     pub image: Option<String>,

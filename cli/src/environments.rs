@@ -17,7 +17,7 @@ use serde::Deserialize;
 pub const TABLE: &str = "environments";
 
 /// One environment.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Environment {
     /// Registry URLs, comma-separated.
@@ -36,6 +36,9 @@ pub struct Environment {
     /// others share (deploys add it, see only what carries it, and prefix
     /// names with VALUE; its agent runs with `--only-label KEY=VALUE`).
     pub label: Option<String>,
+    /// Deploy settings for every service in this environment (the keys of
+    /// a service's table); a service's own table and flags win.
+    pub deploy: Option<toml::Table>,
 }
 
 /// The environment `name` of the file at `path`.
@@ -64,7 +67,7 @@ pub fn parse(text: &str) -> anyhow::Result<BTreeMap<String, Environment>> {
     match table.remove(TABLE) {
         Some(value) => value
             .try_into()
-            .with_context(|| format!("[{TABLE}.NAME] tables take registry, ca, cert, key, token_file, docker_host, runtime, network, label")),
+            .with_context(|| format!("[{TABLE}.NAME] tables take registry, ca, cert, key, token_file, docker_host, runtime, network, label, deploy")),
         None => Ok(BTreeMap::new()),
     }
 }
@@ -88,6 +91,10 @@ mod tests {
             ca = "/etc/switchyard/ca.pem"
             token_file = "/run/secrets/deployer"
             network = "edge"
+
+            [environments.production.deploy]
+            replicas = 4
+            health_timeout = "90s"
         "#;
         let all = parse(text).expect("valid");
         assert_eq!(all.len(), 2);
@@ -96,6 +103,8 @@ mod tests {
             Some("tcp://staging:2375")
         );
         assert_eq!(all["production"].network.as_deref(), Some("edge"));
+        let deploy = all["production"].deploy.as_ref().expect("deploy defaults");
+        assert_eq!(deploy["replicas"].as_integer(), Some(4));
         assert!(parse("[environments.x]\nregistr = 'typo'").is_err());
         assert!(parse("[web]\nimage = 'w'").expect("none").is_empty());
     }

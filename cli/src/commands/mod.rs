@@ -121,6 +121,7 @@ fn apply(cli: &mut Cli, environment: &Environment) {
         crate::deploy::docker::use_host(host);
     }
     if let Command::Deploy(args) = &mut cli.command {
+        args.environment_defaults = environment.deploy.clone();
         args.network = args.network.take().or(environment.network.clone());
         if args.runtime.is_none()
             && let Some(runtime) = &environment.runtime

@@ -109,23 +109,38 @@ pub struct FileSettings {
     max_unavailable: Option<u32>,
 }
 
-fn read_file(path: &Path, service: &str) -> anyhow::Result<FileSettings> {
+/// The `[service]` table of the file at `path`.
+fn read_table(path: &Path, service: &str) -> anyhow::Result<toml::Table> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut table: toml::Table = toml::from_str(&text)
         .with_context(|| format!("{} is not valid: fix the TOML", path.display()))?;
     // Environments sit beside the services' tables (crate::environments).
     table.remove(crate::environments::TABLE);
-    let mut services: BTreeMap<String, FileSettings> = table
+    let names = table.keys().cloned().collect::<Vec<_>>().join(", ");
+    match table.remove(service) {
+        Some(toml::Value::Table(settings)) => Ok(settings),
+        Some(_) => anyhow::bail!("[{service}] in {} is not a table", path.display()),
+        None => anyhow::bail!(
+            "{} has no [{service}] table (it has: {names})",
+            path.display()
+        ),
+    }
+}
+
+/// The service's settings from `--file`, over the environment's deploy
+/// defaults (`[environments.NAME.deploy]`), which fill what it leaves out.
+fn file_settings(args: &DeployArgs) -> anyhow::Result<FileSettings> {
+    let mut table = match &args.file {
+        Some(path) => read_table(path, &args.service)?,
+        None => toml::Table::new(),
+    };
+    for (key, value) in args.environment_defaults.clone().unwrap_or_default() {
+        table.entry(key).or_insert(value);
+    }
+    table
         .try_into()
-        .with_context(|| format!("{} is not valid: fix the TOML", path.display()))?;
-    services.remove(service).with_context(|| {
-        format!(
-            "{} has no [{service}] table (it has: {})",
-            path.display(),
-            services.keys().cloned().collect::<Vec<_>>().join(", ")
-        )
-    })
+        .context("the deploy settings are not valid (the service's table or the environment's deploy defaults)")
 }
 
 fn duration_setting(name: &str, text: Option<&str>) -> anyhow::Result<Option<Duration>> {
@@ -205,10 +220,7 @@ impl Settings {
     /// Flags over the file over defaults, validated.
     pub fn from_args(args: DeployArgs) -> anyhow::Result<Self> {
         validate::service_name("SERVICE", &args.service)?;
-        let file = match &args.file {
-            Some(path) => read_file(path, &args.service)?,
-            None => FileSettings::default(),
-        };
+        let file = file_settings(&args)?;
         let canary = canary_setting(&args.canary, &file)?;
         let rolling = rolling_setting(&args.canary, &file)?;
         let image = args

@@ -64,7 +64,8 @@ async fn production_takes_only_the_image_staging_promoted_and_tested() {
     let text = format!(
         "[web]\nreplicas = 1\n\n[environments.staging]\nregistry = \"{}\"\nruntime = \
          \"containers\"\nlabel = \"{}\"\n\n[environments.production]\nregistry = \"{}\"\n\
-         runtime = \"containers\"\nlabel = \"{}\"\n",
+         runtime = \"containers\"\nlabel = \"{}\"\n\n[environments.production.deploy]\n\
+         replicas = 2\n",
         staging.url(),
         labels[0],
         production.url(),
@@ -118,6 +119,11 @@ async fn production_takes_only_the_image_staging_promoted_and_tested() {
     );
     let (_, web) = production.client().get_service("web").await.expect("web");
     assert_eq!(web.active_color, Some(Color::Blue));
+    assert_eq!(
+        web.instances.len(),
+        2,
+        "production's deploy defaults: 2 replicas"
+    );
 
     // The same tag moved to another build is not what staging tested.
     let moving = format!("{}:test", unique("switchyard-test-moving"));
