@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Builds Switchyard, starts cd-registry on its embedded store and walks a
-# short quickstart against it; then leaves the registry running (Ctrl-C
-# stops it). Settings come from the same SWITCHYARD_* variables as the flags.
-# SWITCHYARD_QUICKSTART_EXIT=1 stops the registry after the quickstart.
+# short quickstart against it; when a Docker engine answers, also the main
+# job (scripts/demo.sh): an agent, nginx following the registry on
+# SWITCHYARD_DEMO_LISTEN (127.0.0.1:8080) and two blue-green deploys of a
+# demo service. Then leaves it all running (Ctrl-C stops it and removes
+# what it started). Settings come from the same SWITCHYARD_* variables as
+# the flags. SWITCHYARD_QUICKSTART_EXIT=1 stops after the quickstart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -39,8 +42,19 @@ run set-color web "$next" --expect "${current:-none}"
 run status web
 run services
 
+. scripts/demo.sh
+if docker info >/dev/null 2>&1; then
+  trap 'demo_stop; stop' EXIT
+  demo_run
+else
+  echo "==> no Docker engine answers: the deploy demo is skipped (start dockerd to see it)"
+fi
+
 if [ "${SWITCHYARD_QUICKSTART_EXIT:-0}" = 1 ]; then
   exit 0
 fi
 echo "==> cd-registry is serving on $listen (data in $data_dir); Ctrl-C stops it"
+if [ "${#demo_pids[@]}" -gt 0 ]; then
+  echo "==> the demo service answers at http://$demo_listen/demo/"
+fi
 wait "$registry"

@@ -246,6 +246,8 @@ fn watch_prints_one_json_object_per_line() {
 /// temporary data directory, and told to stop after the quickstart).
 #[test]
 fn the_readme_run_command_works() {
+    // With Docker, run.sh also deploys a demo service through nginx.
+    let _heavy = switchyard_tests::docker::exclusive();
     let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
     assert!(
         readme.contains("./scripts/run.sh"),
@@ -260,6 +262,10 @@ fn the_readme_run_command_works() {
         .env("SWITCHYARD_DATA_DIR", dir.path().join("data"))
         .env("SWITCHYARD_REGISTRY", format!("http://127.0.0.1:{port}"))
         .env("SWITCHYARD_QUICKSTART_EXIT", "1")
+        .env(
+            "SWITCHYARD_DEMO_LISTEN",
+            format!("127.0.0.1:{}", switchyard_tests::free_port()),
+        )
         .stdin(Stdio::null())
         .output()
         .expect("running scripts/run.sh");
@@ -271,6 +277,11 @@ fn the_readme_run_command_works() {
     );
     assert!(stdout.contains("active color blue"), "{stdout}");
     assert!(stdout.contains("web-blue-1"), "{stdout}");
+    // The main job: v1, then v2, answered through nginx.
+    assert!(stdout.contains("/demo/ answers v1"), "{stdout}");
+    assert!(stdout.contains("/demo/ answers v2"), "{stdout}");
+    let left = switchyard_tests::docker::docker(&["images", "-q", "switchyard-demo"]);
+    assert!(left.stdout.is_empty(), "run.sh removes its demo images");
 }
 
 /// Man pages and completions come from the flags themselves, with no
