@@ -142,6 +142,9 @@ pub enum Command {
     Stats {
         /// One service (default: every service, and the total).
         service: Option<String>,
+        /// The environment to read (as `cdctl --env NAME stats`).
+        #[arg(long = "env", value_name = "NAME")]
+        environment: Option<String>,
         /// The window: records started this long ago or later.
         #[arg(long, default_value = "30d", value_parser = parse_duration)]
         since: std::time::Duration,

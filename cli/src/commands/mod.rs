@@ -40,6 +40,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     let mut cli = cli;
+    if let Command::Stats { environment, .. } = &cli.command
+        && cli.env.is_none()
+    {
+        cli.env = environment.clone();
+    }
     let environment = match &cli.env {
         Some(name) => Some(crate::environments::load(&cli.config, name).map_err(usage)?),
         None => None,
@@ -72,7 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             read::history(&client, output, &service, limit).await
         }
         Command::Color { service } => read::color(&client, output, &service).await,
-        Command::Stats { service, since } => {
+        Command::Stats { service, since, .. } => {
             stats::stats(&client, output, service.as_deref(), since).await
         }
         Command::Watch(args) => watch::watch(&client, args).await,

@@ -35,6 +35,9 @@ pub struct Settings {
     pub service: String,
     pub image: String,
     pub replicas: u32,
+    /// Whether `--replicas` (or the file) said it: a rolling deploy keeps
+    /// the count it finds unless told otherwise.
+    pub replicas_given: bool,
     pub port: Option<u16>,
     pub env: Vec<String>,
     pub labels: HashMap<String, String>,
@@ -227,6 +230,7 @@ impl Settings {
             .image
             .or(file.image)
             .context("no image: pass --image IMAGE or set image in the file")?;
+        let replicas_given = args.replicas.or(file.replicas).is_some();
         let replicas = args.replicas.or(file.replicas).unwrap_or(1);
         anyhow::ensure!((1..=100).contains(&replicas), "--replicas must be 1 to 100");
         let stop_old_after = match args.stop_old_after {
@@ -265,6 +269,7 @@ impl Settings {
             service: args.service,
             image,
             replicas,
+            replicas_given,
             port: args.port.or(file.port),
             env: merged_env(file.env, &args.env)?,
             labels: merged_labels(file.labels, &args.label)?,

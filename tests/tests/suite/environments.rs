@@ -149,4 +149,16 @@ async fn production_takes_only_the_image_staging_promoted_and_tested() {
     assert_eq!(color.status.code(), Some(0), "{}", explain(&color));
     let said: serde_json::Value = serde_json::from_slice(&color.stdout).expect("json");
     assert_eq!(said["active_color"], "blue", "{said}");
+
+    // `stats` also takes the environment after the subcommand.
+    let stats = std::process::Command::new(binary("cdctl"))
+        .env_remove("SWITCHYARD_REGISTRY")
+        .arg("--config")
+        .arg(&config)
+        .args(["-o", "json", "stats", "web", "--env", "production"])
+        .output()
+        .expect("cdctl stats");
+    assert_eq!(stats.status.code(), Some(0), "{}", explain(&stats));
+    let said: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("json");
+    assert_eq!(said["services"]["web"]["promoted"], 1, "{said}");
 }

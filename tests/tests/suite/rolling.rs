@@ -277,7 +277,8 @@ async fn rolling_flags_are_checked_and_a_dry_run_lists_the_batches() {
 }
 
 /// On Swarm, Swarm rolls the live color's service over itself (start-first,
-/// one task at a time): three v1 tasks become three v2 tasks, never more
+/// one task at a time, as many as it has without --replicas): three v1
+/// tasks become three v2 tasks, never more
 /// than one batch short in the registry. v3, whose health check never
 /// passes, is rolled back by Swarm: exit 10, three v2 tasks passing again,
 /// the deploy recorded rolled back.
@@ -297,11 +298,8 @@ async fn a_rolling_deploy_on_swarm_lets_swarm_roll_tasks_over_and_back() {
     let first = super::swarm::deploy(&url, &service, &v1.tag, network, &three, &swarm).await;
     assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
     let in_service = InService::sample(client.clone(), service.clone());
-    let rolling: Vec<&str> = three
-        .iter()
-        .chain(&["--strategy", "rolling", "--batch", "1"])
-        .copied()
-        .collect();
+    // Without --replicas a rolling deploy keeps the count it finds.
+    let rolling = ["--label", label, "--strategy", "rolling", "--batch", "1"];
     let rolled = super::swarm::deploy(&url, &service, &v2.tag, network, &rolling, &swarm).await;
     assert_eq!(rolled.status.code(), Some(0), "{}", explain(&rolled));
     let (fewest, samples) = in_service.take();

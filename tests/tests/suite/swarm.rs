@@ -39,7 +39,8 @@ async fn state_of(client: &RegistryClient, service: &str) -> (Option<Color>, Vec
 }
 
 /// `cdctl deploy` of `service` on `network`, 2 replicas unless `extra`
-/// says otherwise, with the runtime left to `SWITCHYARD_RUNTIME` in `env`.
+/// says otherwise (or rolls), with the runtime left to `SWITCHYARD_RUNTIME`
+/// in `env`.
 pub(crate) async fn deploy(
     url: &str,
     service: &str,
@@ -62,7 +63,8 @@ pub(crate) async fn deploy(
         "--health-timeout",
         "60s",
     ];
-    if !extra.contains(&"--replicas") {
+    // A rolling deploy keeps the count it finds unless told otherwise.
+    if !extra.contains(&"--replicas") && !extra.contains(&"rolling") {
         args.extend(["--replicas", "2"]);
     }
     args.extend_from_slice(extra);

@@ -122,6 +122,7 @@ async fn load_paused<'a>(
         service: service.to_string(),
         image: record.image.clone(),
         replicas: paused.replicas,
+        replicas_given: true,
         port: None,
         env: Vec::new(),
         labels: Default::default(),

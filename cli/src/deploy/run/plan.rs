@@ -144,6 +144,12 @@ async fn rolling_plan(
             return Ok(());
         }
     };
+    let count = u32::try_from(old.len()).unwrap_or(u32::MAX);
+    // Without --replicas, as many as run now (a Swarm service's tasks).
+    let keep = |now: u32| match settings.replicas_given {
+        true => settings.replicas,
+        false => now.max(1),
+    };
     if let (Ok(runtime), [unit]) = (runtime, old.as_slice())
         && runtime.kind() == RuntimeKind::Swarm
     {
@@ -152,7 +158,7 @@ async fn rolling_plan(
             unit.name,
             unit.replicas,
             settings.image,
-            settings.replicas,
+            keep(unit.replicas),
             rolling.batch,
             match rolling.max_unavailable {
                 0 => "each new task started before an old one stops",
@@ -161,18 +167,17 @@ async fn rolling_plan(
         ));
         return Ok(());
     }
+    let new = keep(count);
     say(format!(
-        "  rolling {} within {live}: {} old replaced by {} new, {} at a time, at most {} \
+        "  rolling {} within {live}: {} old replaced by {new} new, {} at a time, at most {} \
          stopped before its replacement passes",
         settings.image,
         old.len(),
-        settings.replicas,
         rolling.batch,
         rolling.max_unavailable
     ));
-    let count = u32::try_from(old.len()).unwrap_or(u32::MAX);
     let mut waiting = old.iter();
-    for (number, (stop, start)) in (1..).zip(rolling.batches(count, settings.replicas)) {
+    for (number, (stop, start)) in (1..).zip(rolling.batches(count, new)) {
         let stopped: Vec<Unit> = waiting.by_ref().take(stop as usize).cloned().collect();
         say(format!(
             "  batch {number}: start {start}, wait until passing and applied, drain and stop {}",

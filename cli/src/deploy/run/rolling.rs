@@ -48,6 +48,10 @@ impl Deploy<'_> {
             .into_iter()
             .filter(|unit| unit.running)
             .collect();
+        if !self.settings.replicas_given {
+            // As many as run now, unless --replicas says otherwise.
+            self.settings.replicas = len(&old).max(1);
+        }
         let batches = rolling.batches(len(&old), self.settings.replicas);
         let count = batches.len();
         for (number, (stop, start)) in (1..).zip(batches) {

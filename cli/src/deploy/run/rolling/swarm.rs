@@ -47,6 +47,10 @@ impl Deploy<'_> {
                      --strategy blue-green first"
                 )
             })?;
+        if !self.settings.replicas_given {
+            // As many tasks as it has now, unless --replicas says otherwise.
+            self.settings.replicas = unit.replicas.max(1);
+        }
         let before = self.runtime.swarm_progress(&unit).await?;
         self.swarm_rolled = Some(unit.clone());
         self.runtime
