@@ -8,7 +8,7 @@
 //! reopens its session and syncs everything. It never exits because a stream
 //! ended; only a shutdown signal ends it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
@@ -40,6 +40,10 @@ pub struct Agent {
     engine: Option<Engine>,
     events: Option<Events>,
     containers: BTreeMap<String, ContainerFacts>,
+    /// Containers sent their stop signal and not yet dead: no longer
+    /// registered, so proxies stop sending them requests while they finish
+    /// what they have (`docker stop`, Swarm replacing a task).
+    stopping: BTreeSet<String>,
     /// Why each container last changed, for the registration log lines.
     reasons: HashMap<String, String>,
     check_results: HashMap<String, Health>,
@@ -69,6 +73,7 @@ impl Agent {
             engine: None,
             events: None,
             containers: BTreeMap::new(),
+            stopping: BTreeSet::new(),
             reasons: HashMap::new(),
             check_results: HashMap::new(),
             checks: Checks::new(sender),
@@ -131,7 +136,7 @@ impl Agent {
                 event = next_event(&mut self.events) => match event {
                     Some(Ok(event)) => {
                         self.metrics.docker_event(&event.action);
-                        self.refresh(&event.container_id, &event.action).await;
+                        self.on_event(&event).await;
                         sync_at.get_or_insert_with(Instant::now);
                     }
                     Some(Err(error)) => self.docker_lost(&format!("{error:#}"), &mut docker_retry_at, &mut docker_backoff),
@@ -221,7 +226,14 @@ impl Agent {
             return Ok(());
         };
         let mut fresh = BTreeMap::new();
-        for id in engine.running(self.config.only_label.as_deref()).await? {
+        let running = engine.running(self.config.only_label.as_deref()).await?;
+        // A stopping container stays out until it dies; one that died
+        // while events were lost is forgotten.
+        self.stopping.retain(|id| running.contains(id));
+        for id in running {
+            if self.stopping.contains(&id) {
+                continue;
+            }
             if let Some(facts) = engine.inspect(&id).await? {
                 fresh.insert(id, facts);
             }
@@ -238,6 +250,37 @@ impl Agent {
         }
         self.containers = fresh;
         Ok(())
+    }
+
+    /// Follows one event: a container sent its stop signal leaves the
+    /// registry at once (it may take its stop timeout to exit); any other
+    /// event re-reads the container, unless it is stopping.
+    async fn on_event(&mut self, event: &ContainerEvent) {
+        let id = event.container_id.as_str();
+        match event.action.as_str() {
+            "kill" if self.is_stop_signal(event).await => {
+                self.stopping.insert(id.to_string());
+                if self.containers.remove(id).is_some() {
+                    self.reasons
+                        .insert(id.to_string(), "stopping (stop signal sent)".into());
+                }
+            }
+            "die" | "stop" | "destroy" => {
+                self.stopping.remove(id);
+                self.refresh(id, &event.action).await;
+            }
+            _ if self.stopping.contains(id) => {}
+            action => self.refresh(id, action).await,
+        }
+    }
+
+    /// Whether a `kill` event carries the container's own stop signal.
+    async fn is_stop_signal(&self, event: &ContainerEvent) -> bool {
+        let (Some(engine), Some(sent)) = (&self.engine, event.signal.as_deref()) else {
+            return false;
+        };
+        let sent = crate::docker::signal_number(sent);
+        sent.is_some() && engine.stop_signal(&event.container_id).await == sent
     }
 
     /// Re-reads one container after an event about it.

@@ -27,6 +27,8 @@ pub struct Engine {
 pub struct ContainerEvent {
     pub container_id: String,
     pub action: String,
+    /// The signal of a `kill` event, as Docker reports it (a number).
+    pub signal: Option<String>,
 }
 
 impl Engine {
@@ -89,9 +91,14 @@ impl Engine {
                 match event {
                     Ok(message) => {
                         let actor = message.actor?;
+                        let signal = actor
+                            .attributes
+                            .as_ref()
+                            .and_then(|attributes| attributes.get("signal").cloned());
                         Some(Ok(ContainerEvent {
                             container_id: actor.id?,
                             action: message.action.unwrap_or_default(),
+                            signal,
                         }))
                     }
                     Err(error) => Some(Err(anyhow::Error::new(error))),
@@ -133,6 +140,14 @@ impl Engine {
             inherit_service_labels(&mut facts.labels, service_labels);
         }
         Ok(facts)
+    }
+
+    /// The signal that stops the container (its `StopSignal`, SIGTERM when
+    /// it sets none), as a number; `None` when it is gone or unknown.
+    pub async fn stop_signal(&self, id: &str) -> Option<u32> {
+        let container = self.docker.inspect_container(id, None).await.ok()?;
+        let configured = container.config.and_then(|config| config.stop_signal);
+        signal_number(configured.as_deref().unwrap_or("SIGTERM"))
     }
 
     /// A Swarm service's labels. Only managers can answer; on a worker (or
@@ -249,6 +264,31 @@ fn tcp_port(spec: &str) -> Option<u16> {
     (protocol == "tcp").then(|| port.parse().ok()).flatten()
 }
 
+/// A signal as Docker writes it (`15`, `SIGTERM`, `TERM`) as a number, for
+/// the signals containers stop with.
+pub fn signal_number(text: &str) -> Option<u32> {
+    if let Ok(number) = text.trim().parse() {
+        return Some(number);
+    }
+    let name = text.trim().to_ascii_uppercase();
+    let name = name.strip_prefix("SIG").unwrap_or(&name);
+    [
+        ("HUP", 1),
+        ("INT", 2),
+        ("QUIT", 3),
+        ("KILL", 9),
+        ("USR1", 10),
+        ("USR2", 12),
+        ("TERM", 15),
+        ("STOP", 19),
+        ("WINCH", 28),
+        ("PWR", 30),
+    ]
+    .iter()
+    .find(|(known, _)| *known == name)
+    .map(|(_, number)| *number)
+}
+
 /// Whole seconds since the epoch of an RFC 3339 timestamp.
 fn parse_rfc3339_seconds(text: &str) -> Option<i64> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
@@ -259,6 +299,15 @@ fn parse_rfc3339_seconds(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_signals_read_as_numbers() {
+        assert_eq!(signal_number("15"), Some(15));
+        assert_eq!(signal_number("SIGTERM"), Some(15));
+        assert_eq!(signal_number("quit"), Some(3));
+        assert_eq!(signal_number("SIGWINCH"), Some(28));
+        assert_eq!(signal_number("SIGRTMIN+3"), None);
+    }
 
     #[test]
     fn engine_timestamps_parse() {

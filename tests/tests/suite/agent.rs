@@ -4,7 +4,9 @@
 //! it, the registry or the Docker event stream was away; its own exits.
 
 use switchyard_model::{Color, Health, Instance};
-use switchyard_tests::docker::{SocketProxy, TestContainer, TestImage, TestNetwork, unique};
+use switchyard_tests::docker::{
+    SocketProxy, TestContainer, TestImage, TestNetwork, docker, docker_ok, unique,
+};
 use switchyard_tests::process::{AgentProcess, RegistryProcess, cdctl_json};
 use switchyard_tests::{TestRegistry, eventually, http_get, patience, workspace_root};
 
@@ -323,6 +325,44 @@ async fn sigterm_deregisters_at_once_and_kill_9_expires_after_the_ttl() {
         "kill -9 leaves it until the TTL"
     );
     wait_until(&url, "web", "expired with the session", |f| lacks(f, &id)).await;
+}
+
+/// `docker stop` sends the container's stop signal and waits: the agent
+/// deregisters it at that signal, while it still runs, so proxies stop
+/// sending it requests before it exits (here it ignores the signal and
+/// runs until the stop timeout kills it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_container_leaves_the_registry_at_its_stop_signal() {
+    let registry = TestRegistry::start().await;
+    let url = registry.url();
+    let label = test_label();
+    let image = TestImage::httpd("v1", false);
+    let container = TestContainer::run(&[
+        "-l",
+        &label,
+        "-l",
+        "switchyard.service=web",
+        "--stop-signal",
+        "SIGWINCH",
+        "-p",
+        "127.0.0.1::80",
+        &image.tag,
+    ]);
+    let id = container.short_id().to_string();
+    let _agent = AgentProcess::start(&url, &label, &["--ttl", "5s"]);
+    wait_until(&url, "web", "registered", |f| !lacks(f, &id)).await;
+    let stopping = id.clone();
+    let stop = std::thread::spawn(move || docker(&["stop", "-t", "8", &stopping]));
+    wait_until(&url, "web", "deregistered at the stop signal", |f| {
+        lacks(f, &id)
+    })
+    .await;
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.Running}}", &id]),
+        "true",
+        "the container still runs: only its stop signal was sent"
+    );
+    assert!(stop.join().expect("docker stop").status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
