@@ -66,5 +66,8 @@ ensure_test_tools() {
   # The metrics tests scrape with a real Prometheus; promtool checks rules.
   ensure_command prometheus prometheus
   ensure_command promtool prometheus
+  # The dashboard tests drive headless Chromium through chromedriver.
+  ensure_command chromium chromium
+  ensure_command chromedriver chromium-driver
   ensure_docker
 }

@@ -3,7 +3,8 @@
 # short quickstart against it; when a Docker engine answers, also the main
 # job (scripts/demo.sh): an agent, nginx following the registry on
 # SWITCHYARD_DEMO_LISTEN (127.0.0.1:8080) and two blue-green deploys of a
-# demo service. Then leaves it all running (Ctrl-C stops it and removes
+# demo service. It prints the dashboard's address (the registry's /ui/ on
+# SWITCHYARD_METRICS_LISTEN, 127.0.0.1:7402). Then leaves it all running (Ctrl-C stops it and removes
 # what it started). Settings come from the same SWITCHYARD_* variables as
 # the flags. SWITCHYARD_QUICKSTART_EXIT=1 stops after the quickstart.
 set -euo pipefail
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/.."
 ensure_build_tools
 
 listen=${SWITCHYARD_LISTEN:-127.0.0.1:7400}
+metrics=${SWITCHYARD_METRICS_LISTEN:-127.0.0.1:7402}
 data_dir=${SWITCHYARD_DATA_DIR:-./switchyard-data}
 export SWITCHYARD_REGISTRY=${SWITCHYARD_REGISTRY:-http://$listen}
 
@@ -19,7 +21,7 @@ echo "==> building" >&2
 cargo build --quiet --bins
 bin=target/debug
 
-"$bin/cd-registry" --listen "$listen" --data-dir "$data_dir" &
+"$bin/cd-registry" --listen "$listen" --metrics-listen "$metrics" --data-dir "$data_dir" &
 registry=$!
 stop() { kill -TERM "$registry" 2>/dev/null && wait "$registry" 2>/dev/null || true; }
 trap stop EXIT
@@ -48,6 +50,19 @@ if docker info >/dev/null 2>&1; then
   demo_run
 else
   echo "==> no Docker engine answers: the deploy demo is skipped (start dockerd to see it)"
+fi
+
+# dashboard_answers: whether the dashboard's first page answers 200.
+dashboard_answers() {
+  exec 3<>"/dev/tcp/${metrics%:*}/${metrics##*:}" 2>/dev/null || return 1
+  printf 'GET /ui/ HTTP/1.0\r\nHost: %s\r\n\r\n' "$metrics" >&3
+  local status
+  status=$(head -n 1 <&3)
+  exec 3<&-
+  [[ $status == *" 200 "* ]]
+}
+if dashboard_answers; then
+  echo "==> the dashboard: http://$metrics/ui/ answers (live; read-only until the registry runs with --auth)"
 fi
 
 if [ "${SWITCHYARD_QUICKSTART_EXIT:-0}" = 1 ]; then

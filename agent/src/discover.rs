@@ -37,6 +37,8 @@ pub struct ContainerFacts {
     pub labels: HashMap<String, String>,
     pub env: HashMap<String, String>,
     pub paused: bool,
+    /// When it started (Unix ms), as Docker says.
+    pub started_at_ms: Option<u64>,
     /// Docker HEALTHCHECK status, when the container has one.
     pub docker_health: Option<DockerHealth>,
     /// Container port (e.g. 80) → published host bindings (host IP, host port).
@@ -271,6 +273,9 @@ fn metadata_of(container: &ContainerFacts, port: u16) -> BTreeMap<String, String
     metadata.insert(meta::CONTAINER_ID.to_string(), container.id.clone());
     metadata.insert(meta::IMAGE.to_string(), container.image.clone());
     metadata.insert(meta::CONTAINER_PORT.to_string(), port.to_string());
+    if let Some(started) = container.started_at_ms {
+        metadata.insert(meta::STARTED_AT_MS.to_string(), started.to_string());
+    }
     for (label, key) in [
         (label::VERSION, meta::VERSION),
         (label::DEPLOY_ID, meta::DEPLOY_ID),

@@ -251,11 +251,22 @@ fn facts(response: ContainerInspectResponse) -> Option<ContainerFacts> {
         labels: config.labels.unwrap_or_default(),
         env,
         paused: state.paused.unwrap_or(false),
+        started_at_ms: state.started_at.as_deref().and_then(unix_ms),
         docker_health,
         published,
         exposed,
         networks,
     })
+}
+
+/// Docker's RFC 3339 time (`2026-12-03T05:06:07.123456789Z`) as Unix ms;
+/// `None` for Docker's zero time (never started) or text it is not.
+fn unix_ms(text: &str) -> Option<u64> {
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000)
+        .ok()
+        .filter(|ms| *ms > 0)
 }
 
 /// `80/tcp` → 80; other protocols are not registered.
@@ -299,6 +310,16 @@ fn parse_rfc3339_seconds(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_times_read_as_unix_milliseconds() {
+        assert_eq!(
+            unix_ms("2026-12-03T05:06:07.123456789Z"),
+            Some(1_796_274_367_123)
+        );
+        assert_eq!(unix_ms("0001-01-01T00:00:00Z"), None, "never started");
+        assert_eq!(unix_ms("yesterday"), None);
+    }
 
     #[test]
     fn stop_signals_read_as_numbers() {

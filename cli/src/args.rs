@@ -248,6 +248,10 @@ pub struct DeployArgs {
     /// Stop after the pre-test; continue with `cdctl promote` or undo with `cdctl abort`.
     #[arg(long)]
     pub manual_promotion: bool,
+    /// With --manual-promotion: after pausing, wait here and carry out the
+    /// promote or abort asked for on the dashboard (or by `cdctl promote`).
+    #[arg(long)]
+    pub wait_for_promotion: bool,
     /// How long stopped containers get to exit before they are killed (default 10s).
     #[arg(long, value_parser = parse_duration)]
     pub stop_timeout: Option<Duration>,

@@ -63,6 +63,9 @@ pub mod meta {
     pub const SWARM_SERVICE_ID: &str = "swarm_service_id";
     pub const SWARM_SERVICE: &str = "swarm_service";
     pub const SWARM_TASK_ID: &str = "swarm_task_id";
+    /// When the container started (Unix ms, Docker's `State.StartedAt`):
+    /// the instance's age on the dashboard.
+    pub const STARTED_AT_MS: &str = "started_at_ms";
     /// Written by the registry only (`SetDraining`): the instance takes no
     /// new requests; the value says why (a rolling deploy's id). Clients
     /// cannot set it by registering, and re-registering keeps it.
@@ -87,4 +90,15 @@ pub mod record {
     pub const TESTS_PASSED: &str = "tests_passed";
     pub const PRE_TEST: &str = "pre-test";
     pub const POST_TEST: &str = "post-test";
+    /// The step a deploy in progress is at (its record is rewritten as each
+    /// step begins and ends, so a dashboard can follow it).
+    pub const STEP: &str = "step";
+    /// On a paused deploy: what the dashboard asked of it, [`PROMOTE`] or
+    /// [`ABORT`]; a deploy waiting with `--wait-for-promotion` carries it out.
+    pub const REQUESTED: &str = "requested";
+    pub const PROMOTE: &str = "promote";
+    pub const ABORT: &str = "abort";
+    /// Who asked (the registry's name for the principal) and when (Unix ms).
+    pub const REQUESTED_BY: &str = "requested_by";
+    pub const REQUESTED_AT_MS: &str = "requested_at_ms";
 }

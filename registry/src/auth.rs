@@ -113,7 +113,15 @@ impl Authorizer {
     }
 
     fn credential(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
-        let token = bearer(metadata)?;
+        self.token_principal(bearer(metadata)?)
+    }
+
+    /// Who `token` is (the dashboard's session cookie holds one):
+    /// `UNAUTHENTICATED` when it is not a valid token.
+    pub fn token_principal(&self, token: &str) -> Result<Principal, Status> {
+        if token.len() > MAX_CREDENTIAL_BYTES {
+            return Err(Status::unauthenticated("the token is too long to be one"));
+        }
         let refused = || {
             Status::unauthenticated(
                 "the token is not valid: it was revoked, has expired or never existed",
@@ -150,6 +158,12 @@ impl Authorizer {
             self.refusals.note(&principal.name, &refusal);
             Status::permission_denied(refusal)
         })
+    }
+
+    /// Whether `principal` may do `action`, quietly: what a page may offer
+    /// (the action itself still goes through [`Authorizer::allow`]).
+    pub fn permits(&self, principal: &Principal, action: Action<'_>) -> bool {
+        allowed(principal, action).is_ok()
     }
 
     /// Reads the tokens again now: after this replica made or revoked one,

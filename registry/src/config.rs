@@ -35,6 +35,12 @@ pub struct Args {
     )]
     pub metrics_listen: String,
 
+    /// The dashboard on the metrics listener (/ui/): auto serves it when
+    /// that listener is on a loopback address; on serves it anywhere (put
+    /// TLS in front of it, see the README); off never.
+    #[arg(long, env = "SWITCHYARD_UI", value_enum, default_value = "auto")]
+    pub ui: crate::ui::UiMode,
+
     /// Where to answer DNS (UDP and TCP), e.g. 127.0.0.1:8600; "off"
     /// (the default) disables it.
     #[arg(long, env = "SWITCHYARD_DNS_LISTEN", default_value = "off")]
@@ -338,6 +344,7 @@ impl Args {
             dns,
             metrics_listen,
             metrics_max_services: self.metrics_max_services,
+            ui: self.ui,
             data_dir: self.data_dir,
             history_revisions: self.history_revisions,
             watch_buffer: self.watch_buffer,

@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod restore;
 pub mod server;
 pub mod store;
+pub mod ui;

@@ -3,6 +3,7 @@
 //! instead of sleeping, and the store conformance suite every backend runs.
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod conformance;
 pub mod docker;
 pub mod etcd;

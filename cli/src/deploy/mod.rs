@@ -50,6 +50,8 @@ pub struct Settings {
     pub keep_old: bool,
     pub stop_old_after: Option<Duration>,
     pub manual_promotion: bool,
+    /// After pausing, wait for the promote or abort asked on the dashboard.
+    pub wait_for_promotion: bool,
     pub dry_run: bool,
     pub lock_ttl: Duration,
     /// How long a stopped container gets to exit before it is killed.
@@ -93,6 +95,7 @@ pub struct FileSettings {
     keep_old: Option<bool>,
     stop_old_after: Option<String>,
     manual_promotion: Option<bool>,
+    wait_for_promotion: Option<bool>,
     lock_ttl: Option<String>,
     stop_timeout: Option<String>,
     proxy_timeout: Option<String>,
@@ -238,7 +241,8 @@ impl Settings {
             None => duration_setting("stop_old_after", file.stop_old_after.as_deref())?,
         };
         let keep_old = args.keep_old || file.keep_old.unwrap_or(false);
-        let manual = args.manual_promotion || file.manual_promotion.unwrap_or(false);
+        let waits = args.wait_for_promotion || file.wait_for_promotion.unwrap_or(false);
+        let manual = waits || args.manual_promotion || file.manual_promotion.unwrap_or(false);
         anyhow::ensure!(
             rolling.is_none() || !(keep_old || manual || stop_old_after.is_some()),
             "--keep-old, --stop-old-after and --manual-promotion belong to blue-green and \
@@ -287,6 +291,7 @@ impl Settings {
             keep_old,
             stop_old_after,
             manual_promotion: manual,
+            wait_for_promotion: waits,
             dry_run: args.dry_run,
             lock_ttl,
             stop_timeout: merged_duration(

@@ -18,6 +18,8 @@ pub struct Reporter {
     /// Redraws the running step with a spinner (terminals only).
     spinner: Option<tokio::task::JoinHandle<()>>,
     pub steps: Vec<StepTiming>,
+    /// Where a deploy's progress writer hears of each step.
+    pub progress: Option<tokio::sync::watch::Sender<super::run::progress::Steps>>,
 }
 
 const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
@@ -34,6 +36,7 @@ impl Reporter {
             current: None,
             spinner: None,
             steps: Vec::new(),
+            progress: None,
         }
     }
 
@@ -65,6 +68,7 @@ impl Reporter {
 
     pub fn begin(&mut self, name: &str) {
         self.current = Some((name.to_string(), Instant::now()));
+        self.tell_progress();
         self.write_line(&format!("… {name}"), false);
         if self.terminal {
             let (name, output, started) = (name.to_string(), self.output, Instant::now());
@@ -116,6 +120,7 @@ impl Reporter {
             name: name.clone(),
             duration_ms: millis(elapsed),
         });
+        self.tell_progress();
         let detail = if detail.is_empty() {
             String::new()
         } else {
@@ -128,6 +133,15 @@ impl Reporter {
             ),
             true,
         );
+    }
+
+    fn tell_progress(&self) {
+        if let Some(progress) = &self.progress {
+            progress.send_replace(super::run::progress::Steps {
+                current: self.current.as_ref().map(|(name, _)| name.clone()),
+                done: self.steps.clone(),
+            });
+        }
     }
 
     /// The step running now, if any (it is the one that failed).

@@ -28,7 +28,9 @@ mod commands;
 mod ending;
 mod hooks;
 mod plan;
+pub(super) mod progress;
 mod rolling;
+mod waiting;
 mod waits;
 
 use waits::{drained, proxies_at};
@@ -171,6 +173,8 @@ pub struct Deploy<'a> {
     drained_old: Vec<String>,
     /// The Swarm service a rolling deploy asked Swarm to roll.
     swarm_rolled: Option<Unit>,
+    /// Writes the record as steps go by, until the final write.
+    progress: Option<progress::Progress>,
 }
 
 impl Drop for Deploy<'_> {
@@ -219,6 +223,7 @@ impl<'a> Deploy<'a> {
             rolled: false,
             drained_old: Vec::new(),
             swarm_rolled: None,
+            progress: None,
         }
     }
 
@@ -242,6 +247,18 @@ impl<'a> Deploy<'a> {
             deploy_id = %self.record.id,
             image = %self.settings.image,
         )
+    }
+
+    /// From now on the record in the registry follows the steps.
+    fn follow_progress(&mut self) {
+        match &self.progress {
+            Some(progress) => progress.update(&self.record),
+            None => {
+                let progress =
+                    progress::Progress::start(self.client, self.record.clone(), &mut self.reporter);
+                self.progress = Some(progress);
+            }
+        }
     }
 
     fn token(&self) -> u64 {
@@ -303,6 +320,7 @@ impl<'a> Deploy<'a> {
         self.record.from_color = active;
         self.record.to_color = Some(next);
         self.client.record_deployment(&self.record).await?;
+        self.follow_progress();
         self.reporter
             .end(&format!("live {} → deploying {next}", color_name(active)));
         Ok(())

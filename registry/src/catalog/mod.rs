@@ -18,6 +18,7 @@ pub mod keys;
 mod outbox;
 mod proxies;
 mod record;
+mod requests;
 mod stats;
 mod stored;
 mod sync;

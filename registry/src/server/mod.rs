@@ -96,6 +96,8 @@ pub struct ServerConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Services with series of their own in the metrics.
     pub metrics_max_services: usize,
+    /// Whether the dashboard is served on the metrics listener.
+    pub ui: crate::ui::UiMode,
     /// The DNS interface; off when `None`.
     pub dns: Option<crate::dns::DnsConfig>,
     pub data_dir: PathBuf,
@@ -125,6 +127,7 @@ impl ServerConfig {
             store: StoreChoice::Sled,
             metrics_listen: None,
             metrics_max_services: crate::metrics::DEFAULT_MAX_SERVICES,
+            ui: crate::ui::UiMode::Auto,
             dns: None,
             data_dir: data_dir.into(),
             history_revisions: defaults::HISTORY_REVISIONS,
@@ -324,18 +327,27 @@ async fn set_health(health: &tonic_health::server::HealthReporter, status: Servi
 }
 
 /// The registry's metrics; with `--metrics-listen`, followed from the
-/// catalog and served until `stop`.
+/// catalog and served until `stop`, with the dashboard beside them when
+/// `--ui` says so.
 async fn start_metrics(
     config: &ServerConfig,
     catalog: Catalog,
+    auth: Authorizer,
     stop: &CancellationToken,
 ) -> anyhow::Result<RegistryMetrics> {
     let metrics = RegistryMetrics::new(config.metrics_max_services, &catalog);
     if let Some(address) = config.metrics_listen {
-        metrics.follow(catalog, stop.clone());
-        let app = switchyard_program::metrics::router(Arc::clone(&metrics.registry));
+        metrics.follow(catalog.clone(), stop.clone());
+        let mut app = switchyard_program::metrics::router(Arc::clone(&metrics.registry));
+        let ui = config.ui.enabled(address);
+        if ui {
+            app = app.merge(crate::ui::router(catalog, auth, stop.clone())?);
+        }
         let bound = switchyard_program::metrics::serve(address, app, stop.clone()).await?;
         tracing::info!(address = %bound, "metrics listening");
+        if ui {
+            tracing::info!(url = %format!("http://{bound}/ui/"), "dashboard listening");
+        }
     }
     Ok(metrics)
 }
@@ -353,7 +365,7 @@ pub async fn serve(
         let bound = crate::dns::serve(dns, catalog.clone(), streams_end.clone()).await?;
         tracing::info!(address = %bound, "DNS listening");
     }
-    let metrics = start_metrics(&config, catalog, &streams_end).await?;
+    let metrics = start_metrics(&config, catalog, auth.clone(), &streams_end).await?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;

@@ -254,9 +254,11 @@ fn the_readme_run_command_works() {
         "the README shows the run command"
     );
     let port = switchyard_tests::free_port();
+    let metrics = format!("127.0.0.1:{}", switchyard_tests::free_port());
     let dir = tempfile::tempdir().expect("tempdir");
     let output = Command::new("bash")
         .arg(workspace_root().join("scripts/run.sh"))
+        .env("SWITCHYARD_METRICS_LISTEN", &metrics)
         .current_dir(workspace_root())
         .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
         .env("SWITCHYARD_DATA_DIR", dir.path().join("data"))
@@ -280,6 +282,8 @@ fn the_readme_run_command_works() {
     // The main job: v1, then v2, answered through nginx.
     assert!(stdout.contains("/demo/ answers v1"), "{stdout}");
     assert!(stdout.contains("/demo/ answers v2"), "{stdout}");
+    let dashboard = format!("the dashboard: http://{metrics}/ui/ answers");
+    assert!(stdout.contains(&dashboard), "{stdout}");
     let left = switchyard_tests::docker::docker(&["images", "-q", "switchyard-demo"]);
     assert!(left.stdout.is_empty(), "run.sh removes its demo images");
 }

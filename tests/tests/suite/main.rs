@@ -35,6 +35,7 @@ mod canary;
 mod cli;
 mod conformance;
 mod crash;
+mod dashboard;
 mod deploy;
 mod dns;
 mod draining;

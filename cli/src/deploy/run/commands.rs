@@ -66,13 +66,20 @@ pub async fn deploy(
         eprintln!("cdctl: --require: {why}");
         return Ok(ExitCode::from(exit::PRECONDITION));
     }
+    let waits = settings.wait_for_promotion;
+    let service = settings.service.clone();
     let mut deploy = Deploy::new(client, runtime, settings, output);
     deploy.record_image(&image);
     let span = deploy.span("deploy");
     let result = interruptible(deploy.forward())
         .instrument(span.clone())
         .await;
-    Ok(ExitCode::from(deploy.finish(result).instrument(span).await))
+    let code = deploy.finish(result).instrument(span).await;
+    if waits && deploy.record.outcome == Outcome::Paused {
+        drop(deploy);
+        return super::waiting::carry_out_requests(client, output, &service).await;
+    }
+    Ok(ExitCode::from(code))
 }
 
 /// Loads the paused deploy of `service` and takes the lock for it; on
@@ -136,6 +143,8 @@ async fn load_paused<'a>(
         stop_old_after: paused.stop_old_after_ms.map(Duration::from_millis),
         // A paused canary pauses again after its next step.
         manual_promotion: paused.canary.is_some(),
+        // The waiting process (if any) carries on; `promote` itself returns.
+        wait_for_promotion: false,
         dry_run: false,
         lock_ttl: Duration::from_secs(30),
         stop_timeout: Duration::from_millis(paused.stop_timeout_ms),
@@ -160,9 +169,17 @@ async fn load_paused<'a>(
     deploy.canary_weight = paused.canary_weight;
     deploy.record = record;
     deploy.record.metadata.remove(PAUSED_KEY);
+    for key in [
+        record::REQUESTED,
+        record::REQUESTED_BY,
+        record::REQUESTED_AT_MS,
+    ] {
+        deploy.record.metadata.remove(key);
+    }
     if let Err(failure) = deploy.take_lock().await {
         return Err((failure.exit_code(), failure.message()));
     }
+    deploy.follow_progress();
     Ok(deploy)
 }
 

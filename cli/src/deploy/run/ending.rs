@@ -191,6 +191,9 @@ impl Deploy<'_> {
     }
 
     pub(super) async fn write_record(&mut self, outcome: Outcome, failure: Option<(&str, String)>) {
+        if let Some(progress) = self.progress.take() {
+            progress.stop(&mut self.reporter).await;
+        }
         self.record.outcome = outcome;
         self.record.ended_at_ms = if outcome == Outcome::Paused {
             0

@@ -38,6 +38,7 @@ impl Deploy<'_> {
         // The new instances join the live color.
         self.next = live;
         self.record.to_color = Some(live);
+        self.follow_progress();
         if self.runtime.kind() == RuntimeKind::Swarm {
             return self.roll_swarm(live, rolling).await;
         }

@@ -1,0 +1,190 @@
+//! What the dashboard shows, kept in memory: the services (the catalog's
+//! own watch, as DNS and metrics keep theirs), every deployment record, and
+//! every proxy's last report. Each change bumps a version that the pages'
+//! event stream sends, so a browser asks for the part that changed.
+//!
+//! **Architecture Invariant:** a page reads only this state, never the
+//! store: a thousand open dashboards cost the writers nothing but the three
+//! watches below.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use switchyard_model::view::ServiceView;
+use switchyard_model::{Deployment, ProxyStatus};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{Catalog, keys};
+
+/// The dashboard's copy of the catalog. Cheap to clone.
+#[derive(Clone)]
+pub struct UiState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    services: RwLock<ServiceView>,
+    /// Deployment records by their key (unique per service and id).
+    deploys: RwLock<BTreeMap<Vec<u8>, Deployment>>,
+    proxies: RwLock<BTreeMap<String, ProxyStatus>>,
+    version: Versions,
+}
+
+/// A counter bumped on every change the pages show.
+struct Versions(watch::Sender<u64>);
+
+impl Default for Versions {
+    fn default() -> Self {
+        Versions(watch::Sender::new(0))
+    }
+}
+
+impl UiState {
+    /// Starts following `catalog` until `stop`.
+    pub fn follow(catalog: &Catalog, stop: &CancellationToken) -> Self {
+        let state = UiState {
+            inner: Arc::default(),
+        };
+        tokio::spawn(state.clone().follow_services(catalog.clone(), stop.clone()));
+        tokio::spawn(state.clone().follow_deploys(catalog.clone(), stop.clone()));
+        tokio::spawn(state.clone().follow_proxies(catalog.clone(), stop.clone()));
+        state
+    }
+
+    /// A receiver that sees every version bump.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.version.0.subscribe()
+    }
+
+    fn bump(&self) {
+        self.inner.version.0.send_modify(|version| *version += 1);
+    }
+
+    /// `read` over the services as the registry last told them.
+    pub fn with_view<R>(&self, read_view: impl FnOnce(&ServiceView) -> R) -> R {
+        read_view(&read(&self.inner.services))
+    }
+
+    /// The records of `service`, newest first.
+    pub fn records_of(&self, service: &str) -> Vec<Deployment> {
+        let prefix = keys::deployments_of(service);
+        let mut records: Vec<Deployment> = read(&self.inner.deploys)
+            .range(prefix.clone()..)
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .map(|(_, record)| record.clone())
+            .collect();
+        records.sort_by_key(|record| std::cmp::Reverse(record.started_at_ms));
+        records
+    }
+
+    /// Each service's newest record.
+    pub fn latest_records(&self) -> BTreeMap<String, Deployment> {
+        let mut latest: BTreeMap<String, Deployment> = BTreeMap::new();
+        for record in read(&self.inner.deploys).values() {
+            let newer = latest
+                .get(&record.service)
+                .is_none_or(|seen| seen.started_at_ms < record.started_at_ms);
+            if newer {
+                latest.insert(record.service.clone(), record.clone());
+            }
+        }
+        latest
+    }
+
+    /// Every proxy's last report, by id.
+    pub fn proxies(&self) -> Vec<ProxyStatus> {
+        read(&self.inner.proxies).values().cloned().collect()
+    }
+
+    async fn follow_services(self, catalog: Catalog, stop: CancellationToken) {
+        catalog
+            .follow_services(4 * 1024 * 1024, stop, "ui", |event| {
+                let changed = match self.inner.services.write() {
+                    Ok(mut view) => view.apply(event),
+                    Err(poisoned) => poisoned.into_inner().apply(event),
+                };
+                if changed {
+                    self.bump();
+                }
+            })
+            .await;
+    }
+
+    /// Records read once, then followed write by write; read again after
+    /// an error.
+    async fn follow_deploys(self, catalog: Catalog, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            let followed = async {
+                let (revision, records) = catalog.deployment_records().await?;
+                *write(&self.inner.deploys) = records.into_iter().collect();
+                self.bump();
+                let changes = catalog.deployment_changes(revision).await?;
+                let mut changes = std::pin::pin!(changes);
+                while let Some(item) = changes.next().await {
+                    let (_, changed) = item?;
+                    let mut deploys = write(&self.inner.deploys);
+                    for (key, record) in changed {
+                        match record {
+                            Some(record) => deploys.insert(key, record),
+                            None => deploys.remove(&key),
+                        };
+                    }
+                    drop(deploys);
+                    self.bump();
+                }
+                Ok::<(), crate::catalog::CatalogError>(())
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                result = followed => if let Err(error) = result {
+                    tracing::warn!(%error, "the dashboard cannot follow the deployment records; reading them again");
+                },
+            }
+            pause(&stop).await;
+        }
+    }
+
+    async fn follow_proxies(self, catalog: Catalog, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            let mut reports = catalog.watch_proxies(stop.clone());
+            while let Some(item) = reports.next().await {
+                match item {
+                    Ok((written, _)) => {
+                        let mut proxies = write(&self.inner.proxies);
+                        for report in written {
+                            proxies.insert(report.proxy_id.clone(), report);
+                        }
+                        drop(proxies);
+                        self.bump();
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "the dashboard cannot follow proxy reports; reading them again");
+                        break;
+                    }
+                }
+            }
+            pause(&stop).await;
+        }
+    }
+}
+
+async fn pause(stop: &CancellationToken) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
