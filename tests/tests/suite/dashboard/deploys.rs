@@ -55,17 +55,7 @@ async fn a_paused_deploy_shows_its_steps_and_the_promote_button_finishes_it() {
     browser.open(&page, "#live-color").await;
     mark(&browser).await;
 
-    let mut args = deploy_args(&service, &v2.tag, &label);
-    args.extend(["--wait-for-promotion", "--pre-test", "sleep 2"]);
-    let waiting = {
-        let (url, env) = (url.clone(), as_deployer.map(|(k, v)| (k, v.to_string())));
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        tokio::spawn(async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            cdctl_async(&url, &args, &env).await
-        })
-    };
+    let waiting = wait_for_promotion(&url, deploy_args(&service, &v2.tag, &label), &deployer);
     // The pre-test sleeps 2 s: the page shows the deploy at that step.
     browser.until_text("#current-step", "pre-test").await;
     browser
@@ -124,5 +114,38 @@ async fn a_paused_deploy_shows_its_steps_and_the_promote_button_finishes_it() {
         .expect("its text");
     assert_eq!(promoted, "promoted");
     assert!(still_marked(&browser).await, "the page was not reloaded");
+
+    // The abort button puts everything back.
+    let waiting = wait_for_promotion(&url, deploy_args(&service, &v1.tag, &label), &deployer);
+    browser
+        .until_text("#current-step", "paused for promotion")
+        .await;
+    let said = press(&browser, "#abort").await;
+    assert!(said.contains("abort requested"), "{said}");
+    let finished = waiting.await.expect("the waiting cdctl");
+    assert_eq!(finished.status.code(), Some(0), "{}", explain(&finished));
+    let history = d
+        .admin
+        .list_deployments(&service, 1)
+        .await
+        .expect("history");
+    assert_eq!(history[0].outcome, Outcome::RolledBack, "{history:?}");
+    assert_eq!(d.live(&service).await, Some(Color::Green), "v2 stays live");
     browser.close().await;
+}
+
+/// `cdctl deploy ARGS --wait-for-promotion` in the background (with a
+/// pre-test that takes 2 s, so the page can show that step).
+fn wait_for_promotion(
+    url: &str,
+    mut args: Vec<&str>,
+    token: &str,
+) -> tokio::task::JoinHandle<std::process::Output> {
+    args.extend(["--wait-for-promotion", "--pre-test", "sleep 2"]);
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (url, token) = (url.to_string(), token.to_string());
+    tokio::spawn(async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cdctl_async(&url, &args, &[("SWITCHYARD_TOKEN", token.as_str())]).await
+    })
 }
