@@ -10,7 +10,7 @@ use std::time::Instant;
 use fantoccini::Locator;
 use futures::StreamExt;
 use switchyard_client::RegistryClient;
-use switchyard_model::{Color, Deployment, Outcome};
+use switchyard_model::{Color, ColorConnections, Deployment, Outcome, ProxyStatus};
 use switchyard_tests::browser::{Browser, http};
 use switchyard_tests::process::{cdctl_async, explain};
 use switchyard_tests::{TestRegistry, eventually, free_port, instance, patience};
@@ -258,8 +258,60 @@ async fn the_dashboard_lists_what_cdctl_says_and_follows_a_flip_without_reloadin
         "flip sent → the page shows it: {} ms",
         sent.elapsed().as_millis()
     );
+    let mut another = instance("api", "api-2", 8102, Some(Color::Blue));
+    another.node = "node-b".into();
+    d.admin.register(&another, None).await.expect("register");
+    browser
+        .until_text("#services tr[data-service='api'] .instances", "blue 2/2")
+        .await;
     assert!(still_marked(&browser).await, "the page was not reloaded");
+    proxies_page(&d, &browser).await;
     browser.close().await;
+}
+
+/// A proxy's report shows on the proxies page: what it applied, how far
+/// behind it is, and its requests in flight per color.
+async fn proxies_page(d: &Dashboard, browser: &Browser) {
+    let revision = d.admin.list_services().await.expect("services").0;
+    let report = ProxyStatus {
+        proxy_id: "edge-1".into(),
+        applied_revision: revision,
+        healthy: true,
+        connections: vec![ColorConnections {
+            service: "web".into(),
+            color: Color::Green,
+            connections: 3,
+        }],
+        ..ProxyStatus::default()
+    };
+    d.admin.report_proxy(&report).await.expect("report");
+    let behind = ProxyStatus {
+        proxy_id: "edge-2".into(),
+        applied_revision: revision - 2,
+        healthy: true,
+        ..ProxyStatus::default()
+    };
+    d.admin.report_proxy(&behind).await.expect("report");
+    browser
+        .open(&d.url("/ui/proxies"), "tr[data-proxy='edge-2']")
+        .await;
+    let row = browser
+        .text("tr[data-proxy='edge-1']")
+        .await
+        .unwrap_or_default();
+    assert!(row.contains(&revision.to_string()), "{row}");
+    assert!(
+        row.contains("in step") && row.contains("web green=3"),
+        "{row}"
+    );
+    let row = browser
+        .text("tr[data-proxy='edge-2']")
+        .await
+        .unwrap_or_default();
+    assert!(
+        row.contains("2 revisions behind") && row.contains("not reported"),
+        "{row}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
