@@ -62,7 +62,8 @@ impl UiMode {
 
 /// Everything a request handler needs.
 struct Ui {
-    state: UiState,
+    /// Started on the first request (see `state.rs`).
+    state: tokio::sync::OnceCell<UiState>,
     sessions: Sessions,
     catalog: Catalog,
     templates: Environment<'static>,
@@ -78,7 +79,7 @@ pub fn router(
     stop: CancellationToken,
 ) -> anyhow::Result<axum::Router> {
     let ui = Ui {
-        state: UiState::follow(&catalog, &stop),
+        state: tokio::sync::OnceCell::new(),
         sessions: Sessions::new(auth)?,
         catalog,
         templates: templates()?,
@@ -124,7 +125,21 @@ struct Context<'a, T: Serialize> {
     p: T,
 }
 
+/// How long the first request waits for the dashboard's first read.
+const FIRST_READ: Duration = Duration::from_secs(5);
+
 impl Ui {
+    /// What the pages show, following the catalog from the first call on.
+    async fn state(&self) -> &UiState {
+        self.state
+            .get_or_init(|| async {
+                let state = UiState::follow(&self.catalog, &self.stop);
+                state.loaded(FIRST_READ).await;
+                state
+            })
+            .await
+    }
+
     /// `fragment` with `data`: inside the layout, or alone when the page's
     /// script asks for its live part.
     fn render<T: Serialize>(
@@ -212,7 +227,7 @@ async fn services(
         Err(refused) => return refused.into_response(),
     };
     let page = query.page.unwrap_or(1);
-    let list = pages::service_list(&ui.state, query.q.trim(), page, now_ms());
+    let list = pages::service_list(ui.state().await, query.q.trim(), page, now_ms());
     ui.render(
         &headers,
         &viewer,
@@ -228,7 +243,7 @@ async fn service(State(ui): Shared, headers: HeaderMap, Path(name): Path<String>
         Err(refused) => return refused.into_response(),
     };
     let may_deploy = ui.sessions.may_deploy(&viewer, &name);
-    match pages::service_page(&ui.state, &name, now_ms()) {
+    match pages::service_page(ui.state().await, &name, now_ms()) {
         Some(page) => ui.render(&headers, &viewer, (&name, "service.html"), may_deploy, page),
         None => {
             let missing = serde_json::json!({ "missing": name });
@@ -245,7 +260,7 @@ async fn proxies(State(ui): Shared, headers: HeaderMap) -> Response {
         Ok(viewer) => viewer,
         Err(refused) => return refused.into_response(),
     };
-    let (revision, rows) = pages::proxy_rows(&ui.state, now_ms());
+    let (revision, rows) = pages::proxy_rows(ui.state().await, now_ms());
     let data = serde_json::json!({ "revision": revision, "proxies": rows });
     ui.render(&headers, &viewer, ("Proxies", "proxies.html"), false, data)
 }
@@ -265,7 +280,7 @@ async fn events(State(ui): Shared, headers: HeaderMap) -> Response {
     if !ui.sessions.viewer(&headers).may_read() {
         return (StatusCode::UNAUTHORIZED, "sign in first").into_response();
     }
-    let changes = ui.state.changes();
+    let changes = ui.state().await.changes();
     let stream = futures::stream::unfold(changes, |mut changes| async move {
         changes.changed().await.ok()?;
         tokio::time::sleep(COALESCE).await;

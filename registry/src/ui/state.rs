@@ -3,11 +3,15 @@
 //! every proxy's last report. Each change bumps a version that the pages'
 //! event stream sends, so a browser asks for the part that changed.
 //!
+//! The state starts following the catalog when the dashboard is first
+//! opened, so a registry whose dashboard nobody opens pays nothing for it.
+//!
 //! **Architecture Invariant:** a page reads only this state, never the
 //! store: a thousand open dashboards cost the writers nothing but the three
 //! watches below.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -32,7 +36,14 @@ struct Inner {
     deploys: RwLock<BTreeMap<Vec<u8>, Deployment>>,
     proxies: RwLock<BTreeMap<String, ProxyStatus>>,
     version: Versions,
+    /// Each follower's first complete read arrived.
+    loaded: [AtomicBool; 3],
 }
+
+/// Which follower a `loaded` flag belongs to.
+const SERVICES: usize = 0;
+const DEPLOYS: usize = 1;
+const PROXIES: usize = 2;
 
 /// A counter bumped on every change the pages show.
 struct Versions(watch::Sender<u64>);
@@ -53,6 +64,27 @@ impl UiState {
         tokio::spawn(state.clone().follow_deploys(catalog.clone(), stop.clone()));
         tokio::spawn(state.clone().follow_proxies(catalog.clone(), stop.clone()));
         state
+    }
+
+    /// Waits (at most `patience`) until every follower has read the
+    /// catalog once, so the first page is not an empty one.
+    pub async fn loaded(&self, patience: Duration) {
+        let mut changes = self.changes();
+        let deadline = tokio::time::Instant::now() + patience;
+        while !self.inner.loaded.iter().all(|l| l.load(Ordering::Acquire)) {
+            let wait = tokio::time::timeout_at(deadline, changes.changed()).await;
+            if !matches!(wait, Ok(Ok(()))) {
+                tracing::warn!(
+                    "the dashboard's first read of the catalog is slow; showing what it has"
+                );
+                return;
+            }
+        }
+    }
+
+    fn mark_loaded(&self, follower: usize) {
+        self.inner.loaded[follower].store(true, Ordering::Release);
+        self.bump();
     }
 
     /// A receiver that sees every version bump.
@@ -108,7 +140,7 @@ impl UiState {
                     Err(poisoned) => poisoned.into_inner().apply(event),
                 };
                 if changed {
-                    self.bump();
+                    self.mark_loaded(SERVICES);
                 }
             })
             .await;
@@ -121,7 +153,7 @@ impl UiState {
             let followed = async {
                 let (revision, records) = catalog.deployment_records().await?;
                 *write(&self.inner.deploys) = records.into_iter().collect();
-                self.bump();
+                self.mark_loaded(DEPLOYS);
                 let changes = catalog.deployment_changes(revision).await?;
                 let mut changes = std::pin::pin!(changes);
                 while let Some(item) = changes.next().await {
@@ -159,7 +191,7 @@ impl UiState {
                             proxies.insert(report.proxy_id.clone(), report);
                         }
                         drop(proxies);
-                        self.bump();
+                        self.mark_loaded(PROXIES);
                     }
                     Err(error) => {
                         tracing::warn!(%error, "the dashboard cannot follow proxy reports; reading them again");
