@@ -62,8 +62,9 @@ while True:
 start_pair() {
   local name=$1 registry_port etcd_port peer_port
   registry_port=$(free_port)
+  # Room for the 10,000-watcher row beside the streams of the rows before it.
   "$bin/cd-registry" --listen "127.0.0.1:$registry_port" --data-dir "$work/$name-registry" --log warn \
-    --metrics-listen off &
+    --metrics-listen off --max-watchers 20000 &
   pids+=($!)
   printf -v "${name}_registry_port" %s "$registry_port"
   printf -v "${name}_registry_pid" %s "$!"

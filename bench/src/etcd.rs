@@ -69,9 +69,10 @@ pub async fn reads(url: &str, sizes: Sizes) -> anyhow::Result<Samples> {
     .await
 }
 
-pub async fn fan_out(url: &str, sizes: Sizes) -> anyhow::Result<FanOut> {
+pub async fn fan_out(url: &str, sizes: Sizes, pid: Option<u32>) -> anyhow::Result<FanOut> {
+    let key = format!("/bench/f{}", sizes.watchers);
     let mut writer = Client::connect([url], None).await?;
-    writer.put("/bench/f", "blue", None).await?;
+    writer.put(key.as_str(), "blue", None).await?;
     let ready = Arc::new(AtomicUsize::new(0));
     let connections = (sizes.watchers / 50).max(1);
     let mut clients = Vec::new();
@@ -82,10 +83,11 @@ pub async fn fan_out(url: &str, sizes: Sizes) -> anyhow::Result<FanOut> {
     for watcher in 0..sizes.watchers {
         let mut client = clients[watcher % connections].clone();
         let ready = Arc::clone(&ready);
+        let key = key.clone();
         let flips = sizes.flips;
         watchers.push(tokio::spawn(async move {
             let mut received: Vec<(u64, Instant)> = Vec::with_capacity(flips);
-            let mut stream = client.watch("/bench/f", None).await?;
+            let mut stream = client.watch(key.as_str(), None).await?;
             // The "created" answer: the watch is in place.
             stream.message().await?;
             ready.fetch_add(1, Ordering::SeqCst);
@@ -106,16 +108,19 @@ pub async fn fan_out(url: &str, sizes: Sizes) -> anyhow::Result<FanOut> {
     while ready.load(Ordering::SeqCst) < sizes.watchers {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let rss = pid.map(crate::stats::rss_mib).transpose()?;
     let started = Instant::now();
     let mut sent: HashMap<u64, Instant> = HashMap::new();
     for flip in 0..sizes.flips {
         let color = if flip % 2 == 0 { "green" } else { "blue" };
         let sent_at = Instant::now();
-        let response = writer.put("/bench/f", color, None).await?;
+        let response = writer.put(key.as_str(), color, None).await?;
         let revision = response.header().map_or(0, |h| h.revision());
         sent.insert(u64::try_from(revision).unwrap_or(0), sent_at);
     }
-    sent_to_receipt(watchers, &sent, started).await
+    let mut fan_out = sent_to_receipt(watchers, &sent, started).await?;
+    fan_out.rss_mib = rss;
+    Ok(fan_out)
 }
 
 /// Loads `count` records in transactions of 100 puts.

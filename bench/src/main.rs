@@ -56,6 +56,9 @@ pub struct Sizes {
     pub reads: usize,
     pub watchers: usize,
     pub flips: usize,
+    /// Watchers and flips of the large fan-out row.
+    pub many_watchers: usize,
+    pub many_flips: usize,
     pub loaded: usize,
     pub containers: usize,
     /// Deploys (and rollbacks) per delivery row.
@@ -77,6 +80,8 @@ impl Scale {
                 reads: 400,
                 watchers: 10,
                 flips: 5,
+                many_watchers: 100,
+                many_flips: 3,
                 loaded: 1_000,
                 containers: 3,
                 deploys: 1,
@@ -90,6 +95,8 @@ impl Scale {
                 reads: 100_000,
                 watchers: 1_000,
                 flips: 200,
+                many_watchers: 10_000,
+                many_flips: 20,
                 loaded: 100_000,
                 containers: 50,
                 deploys: 10,
@@ -251,8 +258,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "watch fan-out: {} watchers, {} flips",
             sizes.watchers, sizes.flips
         );
-        let ours = registry::fan_out(&plain, sizes).await?;
-        let theirs = etcd::fan_out(&args.etcd, sizes).await?;
+        let ours = registry::fan_out(&plain, sizes, None).await?;
+        let theirs = etcd::fan_out(&args.etcd, sizes, None).await?;
         rows.extend(stats::latency_rows("watch", &ours.each, &theirs.each));
         rows.extend(stats::percentile_rows(
             "watch_last",
@@ -274,6 +281,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "x",
             ours.each.percentile_ms(99.0) / p99.max(0.01),
         ));
+        rows.extend(many_watchers(&args, &plain, sizes).await?);
     }
 
     if args.runs(Workload::Memory) {
@@ -311,6 +319,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
     single_rows.extend(agent_rows(&args, &plain, sizes).await?);
     single_rows.extend(deploy_rows(&args, sizes).await?);
     print_and_write(&args, &rows, &single_rows)
+}
+
+/// The large fan-out: flip sent → the last of `many_watchers` watchers,
+/// and each server's resident memory with them all open.
+async fn many_watchers(
+    args: &Args,
+    plain: &registry::Target,
+    sizes: Sizes,
+) -> anyhow::Result<Vec<Row>> {
+    let many = Sizes {
+        watchers: sizes.many_watchers,
+        flips: sizes.many_flips,
+        ..sizes
+    };
+    eprintln!(
+        "watch fan-out: {} watchers, {} flips",
+        many.watchers, many.flips
+    );
+    let ours = registry::fan_out(plain, many, Some(args.registry_pid)).await?;
+    let theirs = etcd::fan_out(&args.etcd, many, Some(args.etcd_pid)).await?;
+    let mut rows = stats::percentile_rows(
+        &format!("watch_{}_last", many.watchers),
+        &ours.last,
+        &theirs.last,
+        &[("p50", 50.0), ("p99", 99.0)],
+    );
+    rows.push(Row::lower_is_better(
+        &format!("rss_with_{}_watchers", many.watchers),
+        "MiB",
+        ours.rss_mib.unwrap_or(0.0),
+        theirs.rss_mib.unwrap_or(0.0),
+    ));
+    Ok(rows)
 }
 
 /// The DNS rows (no etcd counterpart), when `--dns` is given.

@@ -102,11 +102,14 @@ pub async fn reads(target: &Target, sizes: Sizes) -> anyhow::Result<Samples> {
 }
 
 /// Flips the color `flips` times while `watchers` watch the service; the
-/// latency is from each flip being sent to each watcher's receipt.
-pub async fn fan_out(target: &Target, sizes: Sizes) -> anyhow::Result<FanOut> {
+/// latency is from each flip being sent to each watcher's receipt. With
+/// `pid`, also the registry's resident memory once every watcher is open.
+pub async fn fan_out(target: &Target, sizes: Sizes, pid: Option<u32>) -> anyhow::Result<FanOut> {
     let registry = target.client()?;
+    // One service per fan-out size, so each starts with no live color.
+    let service = format!("bench-f{}", sizes.watchers);
     registry
-        .register(&instance("bench-f", "f0", 0, None), None)
+        .register(&instance(&service, &format!("{service}-0"), 0, None), None)
         .await?;
     let ready = Arc::new(AtomicUsize::new(0));
     let connections = (sizes.watchers / 50).max(1);
@@ -117,10 +120,11 @@ pub async fn fan_out(target: &Target, sizes: Sizes) -> anyhow::Result<FanOut> {
     for watcher in 0..sizes.watchers {
         let client = Arc::clone(&clients[watcher % connections]);
         let ready = Arc::clone(&ready);
+        let service = service.clone();
         let flips = sizes.flips;
         watchers.push(tokio::spawn(async move {
             let mut received: Vec<(u64, Instant)> = Vec::with_capacity(flips);
-            let stream = client.watch(&["bench-f".to_string()], 0).await?;
+            let stream = client.watch(std::slice::from_ref(&service), 0).await?;
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
                 match event? {
@@ -146,6 +150,7 @@ pub async fn fan_out(target: &Target, sizes: Sizes) -> anyhow::Result<FanOut> {
     while ready.load(Ordering::SeqCst) < sizes.watchers {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let rss = pid.map(crate::stats::rss_mib).transpose()?;
     let started = Instant::now();
     let mut sent: HashMap<u64, Instant> = HashMap::new();
     let mut current = None;
@@ -153,12 +158,14 @@ pub async fn fan_out(target: &Target, sizes: Sizes) -> anyhow::Result<FanOut> {
         let next = Color::next(current);
         let sent_at = Instant::now();
         let revision = registry
-            .set_active_color("bench-f", Some(next), current, 0)
+            .set_active_color(&service, Some(next), current, 0)
             .await?;
         sent.insert(revision, sent_at);
         current = Some(next);
     }
-    sent_to_receipt(watchers, &sent, started).await
+    let mut fan_out = sent_to_receipt(watchers, &sent, started).await?;
+    fan_out.rss_mib = rss;
+    Ok(fan_out)
 }
 
 /// Loads `count` instances (1000 per node, by SyncNode) for the memory figure.

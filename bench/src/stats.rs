@@ -153,6 +153,8 @@ pub struct FanOut {
     pub each: Samples,
     pub last: Samples,
     pub spread: Samples,
+    /// The server's resident memory with every watcher open (when asked).
+    pub rss_mib: Option<f64>,
 }
 
 /// Times every watcher's receipts against the moment each write (by the
@@ -195,5 +197,6 @@ pub async fn sent_to_receipt(
         each: samples(each),
         last: samples(last),
         spread: samples(spread),
+        rss_mib: None,
     })
 }

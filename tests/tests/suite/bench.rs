@@ -35,10 +35,20 @@ fn the_benchmark_runs_and_writes_its_results() {
             "{expected} missing from {names:?}"
         );
     }
-    assert!(
-        names.iter().any(|n| n.starts_with("rss_after_")),
-        "{names:?}"
-    );
+    for prefix in ["rss_after_", "rss_with_", "watch_"] {
+        assert!(names.iter().any(|n| n.starts_with(prefix)), "{names:?}");
+    }
+    // The large fan-out (100 watchers at the smoke scale).
+    for expected in [
+        "watch_100_last_p50",
+        "watch_100_last_p99",
+        "rss_with_100_watchers",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
     for expected in [
         "agent_start_to_visible_p99",
         "agent_event_to_visible_p50",
