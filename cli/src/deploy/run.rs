@@ -384,6 +384,7 @@ impl<'a> Deploy<'a> {
         self.reporter.begin("wait healthy");
         let targets = self.new_targets_when_healthy().await?;
         failpoint("healthy")?;
+        self.proxies_see_new().await;
         self.reporter.end(&targets.join(","));
         Ok(targets)
     }

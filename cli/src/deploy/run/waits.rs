@@ -21,6 +21,34 @@ impl Deploy<'_> {
             .await
     }
 
+    /// Waits, briefly, until the proxies have rendered the new color's
+    /// instances (their preview routes): then a pre-test through a proxy
+    /// reaches them, and the flip costs each proxy one pass. A flip that
+    /// lands while a proxy is still rendering the new instances waits for
+    /// that pass and then makes another (with nginx, one reload became two:
+    /// about 270 ms instead of 135). A proxy that does not catch up within
+    /// [`PRE_FLIP_PATIENCE`] is left to the flip's own wait.
+    pub(super) async fn proxies_see_new(&self) {
+        let Ok((_, service)) = self.client.get_service(&self.settings.service).await else {
+            return;
+        };
+        let revision = service
+            .instances
+            .iter()
+            .filter(|i| i.color == Some(self.next))
+            .map(|i| i.mod_revision)
+            .max()
+            .unwrap_or(0);
+        let patience = self.settings.proxy_timeout.min(PRE_FLIP_PATIENCE);
+        let stale = self.settings.proxy_stale;
+        if let Err(failure) = proxies_at(self.client, revision, patience, stale).await {
+            tracing::info!(
+                reason = failure.message(),
+                "proxies have not rendered the new instances yet; going on"
+            );
+        }
+    }
+
     /// Follows the service until `wanted` instances of what this deploy
     /// started pass; answers their targets.
     pub(super) async fn targets_when_passing(&self, wanted: usize) -> Result<Vec<String>, Failure> {
@@ -132,6 +160,10 @@ const RETRY: Duration = Duration::from_millis(200);
 /// `revision`; answers a summary naming the silent ones not waited for.
 /// Follows the reports as they are written (`WatchProxies`); a proxy that
 /// falls silent while behind is let go the moment it turns stale.
+/// How long a deploy waits for proxies to render its new instances
+/// before going on without them.
+const PRE_FLIP_PATIENCE: Duration = Duration::from_secs(2);
+
 pub(super) async fn proxies_at(
     client: &RegistryClient,
     revision: u64,
