@@ -1,7 +1,8 @@
 //! Records under a prefix followed as they are written: proxy reports (a
 //! deploy waiting for its flip to be applied), deployment records
 //! (`cdctl history --follow`, and the deploy metrics, which follow
-//! deletions too).
+//! deletions too), and which services' deploy locks are held (the
+//! dashboard tells a running deploy from one that died).
 
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -87,6 +88,34 @@ impl Catalog {
             .map(|kv| from_json::<Deployment>(&kv).map(|record| (kv.key, record)))
             .collect::<Result<_, _>>()?;
         Ok((revision, records))
+    }
+
+    /// The services whose deploy lock is held, and the revision read at:
+    /// where [`Catalog::lock_changes`] continues.
+    pub async fn locked_services(
+        &self,
+    ) -> Result<(u64, std::collections::BTreeSet<String>), CatalogError> {
+        let (revision, results) = self
+            .read(vec![Op::Range {
+                prefix: keys::LOCKS.to_vec(),
+            }])
+            .await?;
+        let services = results
+            .into_iter()
+            .flat_map(OpResult::into_kvs)
+            .filter_map(|kv| keys::last_segment(&kv.key).map(str::to_string))
+            .collect();
+        Ok((revision, services))
+    }
+
+    /// Deploy locks taken, released or expired after `from_revision`, by
+    /// key (the lock record itself is not looked into).
+    pub async fn lock_changes(
+        &self,
+        from_revision: u64,
+    ) -> Result<impl Stream<Item = Changes<serde_json::Value>> + Send + 'static + use<>, CatalogError>
+    {
+        self.record_changes(keys::LOCKS, from_revision).await
     }
 
     /// Deployment records written or dropped after `from_revision`, by key.

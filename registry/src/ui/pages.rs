@@ -198,6 +198,9 @@ pub struct InstanceRow {
 pub struct CurrentDeploy {
     pub record: RecordRow,
     pub paused: bool,
+    /// `in_progress`, but no deploy holds the lock: it died without
+    /// recording its end (its lock expired).
+    pub interrupted: bool,
     pub step: String,
     pub steps: Vec<(String, String)>,
     pub requested: String,
@@ -210,7 +213,10 @@ pub fn service_page(state: &UiState, name: &str, now_ms: u64) -> Option<ServiceP
     state.with_view(|view| {
         let service = view.services.get(name)?;
         let previous = service.active_color.map(Color::other);
-        let current = records.first().and_then(|r| current_deploy(r, now_ms));
+        let locked = state.is_locked(name);
+        let current = records
+            .first()
+            .and_then(|r| current_deploy(r, locked, now_ms));
         // During a deploy the other color holds the new instances: going
         // "back" to them is not a rollback.
         let can_rollback = current.is_none()
@@ -275,15 +281,17 @@ fn instance_row(instance: &Instance, now_ms: u64) -> InstanceRow {
     }
 }
 
-fn current_deploy(record: &Deployment, now_ms: u64) -> Option<CurrentDeploy> {
+fn current_deploy(record: &Deployment, locked: bool, now_ms: u64) -> Option<CurrentDeploy> {
     if !matches!(record.outcome, Outcome::InProgress | Outcome::Paused) {
         return None;
     }
     let meta = |key: &str| record.metadata.get(key).cloned().unwrap_or_default();
     let paused = record.outcome == Outcome::Paused;
+    let interrupted = !paused && !locked;
     Some(CurrentDeploy {
         record: record_row(record, now_ms),
         paused,
+        interrupted,
         step: if paused {
             "paused for promotion".into()
         } else {

@@ -35,15 +35,18 @@ struct Inner {
     /// Deployment records by their key (unique per service and id).
     deploys: RwLock<BTreeMap<Vec<u8>, Deployment>>,
     proxies: RwLock<BTreeMap<String, ProxyStatus>>,
+    /// Services whose deploy lock is held.
+    locked: RwLock<std::collections::BTreeSet<String>>,
     version: Versions,
     /// Each follower's first complete read arrived.
-    loaded: [AtomicBool; 3],
+    loaded: [AtomicBool; 4],
 }
 
 /// Which follower a `loaded` flag belongs to.
 const SERVICES: usize = 0;
 const DEPLOYS: usize = 1;
 const PROXIES: usize = 2;
+const LOCKS: usize = 3;
 
 /// A counter bumped on every change the pages show.
 struct Versions(watch::Sender<u64>);
@@ -63,6 +66,7 @@ impl UiState {
         tokio::spawn(state.clone().follow_services(catalog.clone(), stop.clone()));
         tokio::spawn(state.clone().follow_deploys(catalog.clone(), stop.clone()));
         tokio::spawn(state.clone().follow_proxies(catalog.clone(), stop.clone()));
+        tokio::spawn(state.clone().follow_locks(catalog.clone(), stop.clone()));
         state
     }
 
@@ -125,6 +129,12 @@ impl UiState {
             }
         }
         latest
+    }
+
+    /// Whether a deploy holds `service`'s lock (a record `in_progress`
+    /// without one is a deploy that died).
+    pub fn is_locked(&self, service: &str) -> bool {
+        read(&self.inner.locked).contains(service)
     }
 
     /// Every proxy's last report, by id.
@@ -198,6 +208,45 @@ impl UiState {
                         break;
                     }
                 }
+            }
+            pause(&stop).await;
+        }
+    }
+}
+
+impl UiState {
+    /// The held locks read once, then followed (a lock's lease expiring is
+    /// a deletion too); read again after an error.
+    async fn follow_locks(self, catalog: Catalog, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            let followed = async {
+                let (revision, locked) = catalog.locked_services().await?;
+                *write(&self.inner.locked) = locked;
+                self.mark_loaded(LOCKS);
+                let changes = catalog.lock_changes(revision).await?;
+                let mut changes = std::pin::pin!(changes);
+                while let Some(item) = changes.next().await {
+                    let (_, changed) = item?;
+                    let mut locked = write(&self.inner.locked);
+                    for (key, lock) in changed {
+                        let Some(service) = keys::last_segment(&key) else {
+                            continue;
+                        };
+                        match lock {
+                            Some(_) => locked.insert(service.to_string()),
+                            None => locked.remove(service),
+                        };
+                    }
+                    drop(locked);
+                    self.bump();
+                }
+                Ok::<(), crate::catalog::CatalogError>(())
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                result = followed => if let Err(error) = result {
+                    tracing::warn!(%error, "the dashboard cannot follow the deploy locks; reading them again");
+                },
             }
             pause(&stop).await;
         }

@@ -520,6 +520,48 @@ async fn a_thousand_services_are_paged_and_the_open_dashboard_is_read_only() {
     browser.close().await;
 }
 
+/// A record `in_progress` is a running deploy only while its lock is held:
+/// without one it died, and the page says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_that_died_shows_as_interrupted() {
+    let d = Dashboard::start(false).await;
+    two_services(&d).await;
+    let record = Deployment {
+        id: "d-9".into(),
+        service: "web".into(),
+        image: "web:9".into(),
+        who: "ci".into(),
+        started_at_ms: now_ms() - 1_000,
+        outcome: Outcome::InProgress,
+        metadata: [("step".to_string(), "start containers".to_string())].into(),
+        ..Deployment::default()
+    };
+    d.admin.record_deployment(&record).await.expect("record");
+    let heading = |expected: &'static str| {
+        let ui = d.ui;
+        async move {
+            let page = "GET /ui/services/web HTTP/1.1\r\nX-Switchyard-Fragment: 1";
+            let (status, body) = http(ui, page, "").await;
+            match (status, body.contains(expected)) {
+                (200, true) => Ok(()),
+                _ => Err(format!("{status}, not {expected}: {body}")),
+            }
+        }
+    };
+    eventually(patience(), || heading("<h2>Interrupted")).await;
+    let grant = d
+        .admin
+        .acquire_lock("web", "a deploy", 30)
+        .await
+        .expect("lock");
+    eventually(patience(), || heading("<h2>Deploying")).await;
+    d.admin
+        .release_lock("web", grant.token)
+        .await
+        .expect("release");
+    eventually(patience(), || heading("<h2>Interrupted")).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_off_serves_metrics_only() {
     let ui = SocketAddr::from(([127, 0, 0, 1], free_port()));
