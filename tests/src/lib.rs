@@ -217,6 +217,15 @@ pub async fn next_watch_event(
 
 /// Whether `grpc.health.v1` reports the registry SERVING.
 pub async fn health_serving(url: String) -> Result<(), String> {
+    // Bounded, so a poll of it gives up and asks again: a connection the
+    // registry has not accepted yet (at its descriptor limit, say) would
+    // otherwise wait for the handshake forever, and `eventually` with it.
+    tokio::time::timeout(Duration::from_secs(2), health_check(url))
+        .await
+        .map_err(|_| "no health answer within 2s".to_string())?
+}
+
+async fn health_check(url: String) -> Result<(), String> {
     let channel = tonic::transport::Endpoint::from_shared(url)
         .map_err(|e| e.to_string())?
         .connect()
