@@ -9,6 +9,7 @@ mod ceiling;
 mod deploy;
 mod dns;
 mod etcd;
+mod many;
 mod registry;
 mod scrape;
 mod stats;
@@ -281,7 +282,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "x",
             ours.each.percentile_ms(99.0) / p99.max(0.01),
         ));
-        rows.extend(many_watchers(&args, &plain, sizes).await?);
+        rows.extend(
+            many::watchers(
+                &plain,
+                &args.etcd,
+                (args.registry_pid, args.etcd_pid),
+                sizes,
+            )
+            .await?,
+        );
     }
 
     if args.runs(Workload::Memory) {
@@ -319,39 +328,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     single_rows.extend(agent_rows(&args, &plain, sizes).await?);
     single_rows.extend(deploy_rows(&args, sizes).await?);
     print_and_write(&args, &rows, &single_rows)
-}
-
-/// The large fan-out: flip sent → the last of `many_watchers` watchers,
-/// and each server's resident memory with them all open.
-async fn many_watchers(
-    args: &Args,
-    plain: &registry::Target,
-    sizes: Sizes,
-) -> anyhow::Result<Vec<Row>> {
-    let many = Sizes {
-        watchers: sizes.many_watchers,
-        flips: sizes.many_flips,
-        ..sizes
-    };
-    eprintln!(
-        "watch fan-out: {} watchers, {} flips",
-        many.watchers, many.flips
-    );
-    let ours = registry::fan_out(plain, many, Some(args.registry_pid)).await?;
-    let theirs = etcd::fan_out(&args.etcd, many, Some(args.etcd_pid)).await?;
-    let mut rows = stats::percentile_rows(
-        &format!("watch_{}_last", many.watchers),
-        &ours.last,
-        &theirs.last,
-        &[("p50", 50.0), ("p99", 99.0)],
-    );
-    rows.push(Row::lower_is_better(
-        &format!("rss_with_{}_watchers", many.watchers),
-        "MiB",
-        ours.rss_mib.unwrap_or(0.0),
-        theirs.rss_mib.unwrap_or(0.0),
-    ));
-    Ok(rows)
 }
 
 /// The DNS rows (no etcd counterpart), when `--dns` is given.
