@@ -60,6 +60,12 @@ pub async fn carry_out_requests(
                 });
             }
         };
+        // A promote that failed (another process holds the lock, say) left
+        // the request on the record: answering it again would only fail
+        // again, in a loop. Say so and stop; the deploy stays as it is.
+        if code != ExitCode::SUCCESS {
+            return Ok(code);
+        }
         let latest = client.list_deployments(service, 1).await?;
         if !latest.iter().any(|d| d.outcome == Outcome::Paused) {
             return Ok(code);
