@@ -183,6 +183,11 @@ struct Shared {
     stats: Arc<StoreStats>,
     /// When the writer last read the size on disk (at most once a second).
     sized_at: Mutex<Option<Instant>>,
+    /// The thread writing a snapshot, if one was started (`writer.rs`).
+    snapshotting: Mutex<Option<JoinHandle<()>>>,
+    /// Unit tests hold a snapshot here until they send on the gate.
+    #[cfg(test)]
+    snapshot_gate: Mutex<Option<mpsc::Receiver<()>>>,
 }
 
 enum Request {
@@ -248,6 +253,15 @@ impl Shared {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Holds a snapshot until the unit test that set a gate sends on it.
+    #[cfg(test)]
+    fn wait_at_snapshot_gate(&self) {
+        let gate = lock(&self.snapshot_gate).take();
+        if let Some(gate) = gate {
+            let _ = gate.recv();
+        }
+    }
+
     fn check_open(&self) -> Result<(), StoreError> {
         if self.closing.is_cancelled() {
             return Err(StoreError::Closed);
@@ -307,6 +321,9 @@ impl SledStore {
             snapshot_min_bytes: config.snapshot_min_bytes,
             stats: Arc::new(StoreStats::new("sled")),
             sized_at: Mutex::new(None),
+            snapshotting: Mutex::new(None),
+            #[cfg(test)]
+            snapshot_gate: Mutex::new(None),
         });
         StoreStats::set(&shared.stats.live_keys, state_keys);
         StoreStats::set(&shared.stats.revision, state_revision);
@@ -466,6 +483,14 @@ impl Store for SledStore {
             let joined = tokio::task::spawn_blocking(move || writer.join()).await;
             if !matches!(joined, Ok(Ok(()))) {
                 tracing::error!("the store's writer thread ended abnormally");
+            }
+        }
+        // A snapshot being written gives up at its next chunk.
+        let snapshotting = lock(&self.shared.snapshotting).take();
+        if let Some(thread) = snapshotting {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("the store's snapshot thread ended abnormally");
             }
         }
         // Drop the database now, releasing its directory lock, even if

@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::store::{KeyValue, LeaseId, in_prefix};
 
@@ -205,10 +206,10 @@ fn append_from(out: &mut Vec<u8>, block: &[u8], previous: &[u8], next: Option<(V
 }
 
 /// The first key of a non-empty block.
-fn first_key(block: &[u8]) -> Box<[u8]> {
+fn first_key(block: &[u8]) -> Arc<[u8]> {
     let mut key = Vec::new();
     decode(block, 0, &mut key);
-    key.into_boxed_slice()
+    key.into()
 }
 
 /// Cuts a block that grew too large in two at the entry nearest its middle.
@@ -230,10 +231,16 @@ fn split(block: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// The live keys in key order.
-#[derive(Debug, Default)]
+///
+/// A block is never changed in place: a write replaces it. So a clone
+/// shares every block (reference counts, no copies) and costs one B-tree of
+/// pointers; the blocks a later write replaces are the only ones then held
+/// twice. That is what lets a snapshot be written from a frozen copy while
+/// writes go on (`snapshot.rs`).
+#[derive(Debug, Default, Clone)]
 pub(super) struct LiveKeys {
     /// Blocks by their first key.
-    blocks: BTreeMap<Box<[u8]>, Box<[u8]>>,
+    blocks: BTreeMap<Arc<[u8]>, Arc<[u8]>>,
     len: usize,
     /// Bytes of keys and values held, for the snapshot policy.
     bytes: u64,
@@ -297,7 +304,7 @@ impl LiveKeys {
                 && out.len() <= BLOCK_BYTES
                 && let Some(block) = self.blocks.get_mut(first.as_slice())
             {
-                *block = out.into_boxed_slice();
+                *block = out.into();
                 return;
             }
             self.blocks.remove(first.as_slice());
@@ -347,8 +354,7 @@ impl LiveKeys {
     /// Files a block under its first key; an empty one is dropped.
     fn store_block(&mut self, block: Vec<u8>) {
         if !block.is_empty() {
-            self.blocks
-                .insert(first_key(&block), block.into_boxed_slice());
+            self.blocks.insert(first_key(&block), block.into());
         }
     }
 

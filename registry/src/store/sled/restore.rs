@@ -46,7 +46,7 @@ pub(in crate::store) fn restore(
         kv.lease = None;
         state.kv.insert(kv);
     }
-    snapshot::write(&disk, &state)?;
+    snapshot::write_state(&disk, &state)?;
     let mut batch = sled::Batch::default();
     batch.insert(META_REVISION, codec::encode_u64(revision).to_vec());
     batch.insert(META_COMPACTED, codec::encode_u64(revision).to_vec());

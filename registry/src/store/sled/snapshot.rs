@@ -17,6 +17,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
+use super::live::LiveKeys;
 use super::{
     Disk, KEY_PREFIX, LEASE_PREFIX, LeaseInfo, META_COMPACTED, META_COMPRESSED_FROM, META_REVISION,
     State, codec, decode_history, history_key, number_after_prefix, prefixed, storage,
@@ -162,7 +165,7 @@ fn load_legacy_keys(disk: &Disk, state: &mut State) -> Result<(), StoreError> {
         keys = state.kv.len(),
         "converting the data directory to snapshots"
     );
-    write(disk, state)?;
+    write_state(disk, state)?;
     let mut batch = sled::Batch::default();
     for key in tree.scan_prefix([KEY_PREFIX]).keys() {
         batch.remove(key.map_err(storage)?);
@@ -186,18 +189,30 @@ pub(super) fn due(state: &State, min_bytes: u64, history_revisions: u64) -> bool
         || state.revision - state.snapshot > history_revisions
 }
 
-/// Writes the live keys of `state` as the current snapshot, at
-/// `state.revision`, and removes the previous one. Durable on return; the
-/// caller records the new snapshot revision in the state.
-pub(super) fn write(disk: &Disk, state: &State) -> Result<(), StoreError> {
-    let revision = state.revision;
+/// Writes `kv`, the live keys at `revision`, as the current snapshot and
+/// removes the one at `previous`. Durable on return; the caller records the
+/// new snapshot revision in the state. The registry runs it on a thread of
+/// its own over a frozen copy of the keys (`writer.rs`), so writes go on
+/// meanwhile; between chunks it gives up with `Closed` once `closing` is
+/// cancelled (the chunks written never became current and are removed on
+/// the next open).
+pub(super) fn write(
+    disk: &Disk,
+    kv: &LiveKeys,
+    revision: u64,
+    previous: u64,
+    closing: &CancellationToken,
+) -> Result<(), StoreError> {
     let mut index: u32 = 0;
     let mut chunk: Vec<KeyValue> = Vec::new();
     let mut chunk_bytes = 0;
-    for kv in state.kv.iter() {
+    for kv in kv.iter() {
         chunk_bytes += kv.key.len() + kv.value.len();
         chunk.push(kv);
         if chunk_bytes >= CHUNK_BYTES {
+            if closing.is_cancelled() {
+                return Err(StoreError::Closed);
+            }
             write_chunk(disk, chunk_key(revision, index), &mut chunk)?;
             index += 1;
             chunk_bytes = 0;
@@ -208,18 +223,21 @@ pub(super) fn write(disk: &Disk, state: &State) -> Result<(), StoreError> {
     }
     let mut batch = sled::Batch::default();
     batch.insert(META_SNAPSHOT, codec::encode_u64(revision).to_vec());
-    if state.snapshot != revision {
-        for key in disk
-            .tree
-            .scan_prefix(snapshot_prefix(state.snapshot))
-            .keys()
-        {
+    if previous != revision {
+        for key in disk.tree.scan_prefix(snapshot_prefix(previous)).keys() {
             batch.remove(key.map_err(storage)?);
         }
     }
     disk.tree.apply_batch(batch).map_err(storage)?;
     disk.db.flush().map_err(storage)?;
     Ok(())
+}
+
+/// Writes `state`'s live keys as the current snapshot, at its revision, on
+/// this thread (while opening or restoring, before any writer runs).
+pub(super) fn write_state(disk: &Disk, state: &State) -> Result<(), StoreError> {
+    let never = CancellationToken::new();
+    write(disk, &state.kv, state.revision, state.snapshot, &never)
 }
 
 /// Chunks go in one by one, not as one batch, so a snapshot never needs
@@ -240,4 +258,95 @@ fn chunk_key(revision: u64, index: u32) -> Vec<u8> {
     let mut key = snapshot_prefix(revision);
     key.extend_from_slice(&index.to_be_bytes());
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use super::super::{SledConfig, SledStore, lock};
+    use super::*;
+    use crate::store::{Op, Store, Txn};
+
+    async fn put(store: &SledStore, key: &str) -> u64 {
+        let txn = Txn {
+            success: vec![Op::Put {
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                lease: None,
+            }],
+            ..Txn::default()
+        };
+        // Bounded: with the snapshot on the writer thread, this would wait
+        // for the held snapshot forever.
+        let answer = tokio::time::timeout(Duration::from_secs(10), store.txn(txn)).await;
+        answer
+            .expect("a write answers while a snapshot is being written")
+            .expect("the write succeeds")
+            .revision
+    }
+
+    async fn until_snapshot_at(store: &SledStore, revision: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.shared.read_state().snapshot != revision {
+            assert!(
+                Instant::now() < deadline,
+                "no snapshot at revision {revision}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The keys of the snapshot chunks at `revision`, as on disk.
+    fn keys_on_disk(store: &SledStore, revision: u64) -> Vec<Vec<u8>> {
+        let keys = store.shared.with_disk(|disk| {
+            let mut keys = Vec::new();
+            for chunk in disk.tree.scan_prefix(snapshot_prefix(revision)) {
+                let (_, value) = chunk.map_err(storage)?;
+                let events = codec::decode_compressed_events(&value)?;
+                keys.extend(events.into_iter().map(|event| event.kv.key));
+            }
+            Ok(keys)
+        });
+        keys.expect("reading the snapshot")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_go_on_while_a_snapshot_of_a_frozen_copy_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = SledConfig::new(dir.path());
+        // Every group makes a snapshot due.
+        config.snapshot_min_bytes = 1;
+        let store = SledStore::open(config.clone()).expect("open");
+        let (release, gate) = mpsc::channel();
+        *lock(&store.shared.snapshot_gate) = Some(gate);
+
+        assert_eq!(put(&store, "a/01").await, 1);
+        // The snapshot of revision 1 is held at the gate; writes go on.
+        for n in 2..=20 {
+            assert_eq!(put(&store, &format!("a/{n:02}")).await, n);
+        }
+        assert_eq!(store.shared.read_state().snapshot, 0);
+        release.send(()).expect("the snapshot waits at the gate");
+        until_snapshot_at(&store, 1).await;
+        // It holds the keys as they were at revision 1, not as they are now.
+        assert_eq!(keys_on_disk(&store, 1), vec![b"a/01".to_vec()]);
+
+        // The next group starts the next snapshot, of everything, and the
+        // previous one is removed.
+        let last = put(&store, "a/21").await;
+        until_snapshot_at(&store, last).await;
+        assert_eq!(keys_on_disk(&store, last).len(), 21);
+        assert!(keys_on_disk(&store, 1).is_empty());
+        store.close().await.expect("close");
+
+        let store = SledStore::open(config).expect("reopen");
+        let reopened = {
+            let state = store.shared.read_state();
+            (state.revision, state.snapshot, state.kv.len())
+        };
+        assert_eq!(reopened, (21, 21, 21));
+        store.close().await.expect("close");
+    }
 }

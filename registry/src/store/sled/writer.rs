@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::live::LiveKeys;
 use super::{
     Committed, LeaseInfo, MAX_GROUP, META_COMPACTED, META_REVISION, Request, Shared, State, codec,
     history_key, lease_key, lock, snapshot, storage,
@@ -450,31 +451,80 @@ fn persist(
     })
 }
 
-/// Writes a snapshot when the policy in [`snapshot::due`] says so. Runs on
-/// the writer thread after the group's callers have their answers; writes
-/// queue meanwhile. A failure is logged and tried again after the next
-/// group: the history still holds everything.
-fn snapshot_if_due(shared: &Shared) {
-    let state = shared.read_state();
-    if !snapshot::due(&state, shared.snapshot_min_bytes, shared.history_revisions) {
+/// Starts writing a snapshot when the policy in [`snapshot::due`] says so
+/// and none is being written. The writer only freezes the live keys (a
+/// clone sharing their blocks, under the read lock); a thread of its own
+/// writes them, so the writes queued behind this group wait for nothing.
+/// A failure is logged and tried again after a later group: the history
+/// still holds everything, and is compacted only up to the snapshot on disk.
+fn snapshot_if_due(shared: &Arc<Shared>) {
+    let mut running = lock(&shared.snapshotting);
+    if running.as_ref().is_some_and(|thread| !thread.is_finished()) {
         return;
     }
+    if let Some(finished) = running.take() {
+        let _ = finished.join();
+    }
+    let frozen = {
+        let state = shared.read_state();
+        if !snapshot::due(&state, shared.snapshot_min_bytes, shared.history_revisions) {
+            return;
+        }
+        Frozen {
+            kv: state.kv.clone(),
+            revision: state.revision,
+            previous: state.snapshot,
+            history_bytes: state.history_since_snapshot,
+        }
+    };
+    let thread_shared = Arc::clone(shared);
+    let spawned = std::thread::Builder::new()
+        .name("sled-snapshot".into())
+        .spawn(move || write_snapshot(&thread_shared, frozen));
+    match spawned {
+        Ok(thread) => *running = Some(thread),
+        Err(error) => tracing::warn!(%error, "cannot start the snapshot thread; will try again"),
+    }
+}
+
+/// The live keys as of one revision, for a snapshot.
+struct Frozen {
+    kv: LiveKeys,
+    revision: u64,
+    /// The snapshot on disk when this one was frozen, removed once it is current.
+    previous: u64,
+    /// History bytes written since `previous`, up to `revision`.
+    history_bytes: u64,
+}
+
+fn write_snapshot(shared: &Shared, frozen: Frozen) {
+    #[cfg(test)]
+    shared.wait_at_snapshot_gate();
     let started = Instant::now();
-    let revision = state.revision;
-    let written = shared.with_disk(|disk| snapshot::write(disk, &state));
-    let keys = state.kv.len();
-    drop(state);
+    let Frozen {
+        kv,
+        revision,
+        previous,
+        history_bytes,
+    } = frozen;
+    let written =
+        shared.with_disk(|disk| snapshot::write(disk, &kv, revision, previous, &shared.closing));
     match written {
         Ok(()) => {
             let mut state = shared.write_state();
             state.snapshot = revision;
-            state.history_since_snapshot = 0;
+            // What was written after the freeze still counts toward the next one.
+            state.history_since_snapshot =
+                state.history_since_snapshot.saturating_sub(history_bytes);
             drop(state);
             shared
                 .stats
                 .snapshot_seconds
                 .observe_duration(started.elapsed());
-            tracing::debug!(revision, keys, elapsed = ?started.elapsed(), "snapshot written");
+            tracing::debug!(revision, keys = kv.len(), elapsed = ?started.elapsed(), "snapshot written");
+        }
+        Err(StoreError::Closed) => {
+            tracing::debug!(revision, "snapshot abandoned: the store is closing");
         }
         Err(error) => {
             tracing::warn!(%error, revision, "writing a snapshot failed; the history still has every change, will try again");
