@@ -190,6 +190,7 @@ fi
   --tls-registry "$tls_url" --tls-token-file "$work/tls.token" --tls-ca "$work/ca.pem" \
   --scrape-registry "$scrape_url" --scrape-metrics "127.0.0.1:$scrape_metrics_port" \
   --dns "127.0.0.1:$scrape_dns_port" \
+  --scale-registry-bin "$bin/cd-registry" --scale-dir "$work/scale-registry" \
   --json "$out/bench.json" | tee "$work/table.txt"
 
 {

@@ -11,103 +11,20 @@ mod dns;
 mod etcd;
 mod many;
 mod registry;
+mod scale;
 mod scrape;
+mod sizes;
 mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use serde_json::json;
 
+pub use sizes::{Scale, Sizes, Workload};
 use stats::Row;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Scale {
-    /// Seconds: proves the bench still runs (the test suite uses it).
-    Smoke,
-    /// The published figures.
-    Full,
-}
-
-/// One part of the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Workload {
-    Writes,
-    Reads,
-    Watch,
-    Memory,
-    Agent,
-    /// Reads and writes with `--auth`, and with `--auth` and TLS.
-    Security,
-    /// Deploys, flips and rollbacks through `cdctl` and nginx proxies.
-    Deploy,
-    /// Scrapes of a registry of many services, and what they cost.
-    Scrape,
-    /// DNS queries answered by the scrape rows' registry.
-    Dns,
-}
-
-/// Workload sizes for one scale.
-#[derive(Debug, Clone, Copy)]
-pub struct Sizes {
-    pub clients: usize,
-    pub writes: usize,
-    pub reads: usize,
-    pub watchers: usize,
-    pub flips: usize,
-    /// Watchers and flips of the large fan-out row.
-    pub many_watchers: usize,
-    pub many_flips: usize,
-    pub loaded: usize,
-    pub containers: usize,
-    /// Deploys (and rollbacks) per delivery row.
-    pub deploys: usize,
-    /// Replicas of the larger deploy.
-    pub replicas: u32,
-    /// Services the scraped registry holds (`loaded` instances among them).
-    pub services: usize,
-    /// Scrapes timed, one after the other.
-    pub scrapes: usize,
-}
-
-impl Scale {
-    fn sizes(self) -> Sizes {
-        match self {
-            Scale::Smoke => Sizes {
-                clients: 8,
-                writes: 400,
-                reads: 400,
-                watchers: 10,
-                flips: 5,
-                many_watchers: 100,
-                many_flips: 3,
-                loaded: 1_000,
-                containers: 3,
-                deploys: 1,
-                replicas: 2,
-                services: 20,
-                scrapes: 5,
-            },
-            Scale::Full => Sizes {
-                clients: 64,
-                writes: 100_000,
-                reads: 100_000,
-                watchers: 1_000,
-                flips: 200,
-                many_watchers: 10_000,
-                many_flips: 20,
-                loaded: 100_000,
-                containers: 50,
-                deploys: 10,
-                replicas: 10,
-                services: 1_000,
-                scrapes: 50,
-            },
-        }
-    }
-}
 
 /// Switchyard's registry and etcd, side by side.
 #[derive(Debug, Parser)]
@@ -180,6 +97,12 @@ struct Args {
     /// `--token`, `--token-file`, as cdctl takes them).
     #[command(flatten)]
     access: switchyard_program::ClientAccessArgs,
+    /// The cd-registry binary and a data directory for the scale rows
+    /// (this run starts, restarts and stops that registry itself).
+    #[arg(long, requires = "scale_dir")]
+    scale_registry_bin: Option<PathBuf>,
+    #[arg(long)]
+    scale_dir: Option<PathBuf>,
     /// Run only these workloads (comma-separated), e.g. to profile one.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Workload>,
@@ -324,6 +247,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         single_rows.extend(single);
     }
 
+    if let (true, Some(bin), Some(dir)) = (
+        args.runs(Workload::Scale),
+        &args.scale_registry_bin,
+        &args.scale_dir,
+    ) {
+        eprintln!(
+            "scale: {} instances, a snapshot under writes, a restart",
+            sizes.scale_instances
+        );
+        single_rows.extend(
+            scale::rows(scale::Setup {
+                bin,
+                dir: dir.clone(),
+                options: options.clone(),
+                instances: sizes.scale_instances,
+                clients: sizes.clients,
+                history_revisions: sizes.scale_history_revisions,
+            })
+            .await?,
+        );
+    }
     single_rows.extend(dns_rows(&args, &options, sizes).await?);
     single_rows.extend(agent_rows(&args, &plain, sizes).await?);
     single_rows.extend(deploy_rows(&args, sizes).await?);

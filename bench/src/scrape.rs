@@ -39,10 +39,21 @@ impl Scraper {
 
     /// One scrape: its time and the bytes of the answer.
     pub async fn scrape(&mut self) -> anyhow::Result<(Duration, usize)> {
+        let started = Instant::now();
+        let body = self.fetch().await?;
+        Ok((started.elapsed(), body.len()))
+    }
+
+    /// One scrape's text.
+    pub async fn body(&mut self) -> anyhow::Result<String> {
+        let body = self.fetch().await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn fetch(&mut self) -> anyhow::Result<Bytes> {
         let request = hyper::Request::get("/metrics")
             .header(hyper::header::HOST, &self.host)
             .body(Empty::new())?;
-        let started = Instant::now();
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         anyhow::ensure!(
@@ -50,8 +61,7 @@ impl Scraper {
             "GET /metrics: {}",
             response.status()
         );
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok((started.elapsed(), body.len()))
+        Ok(response.into_body().collect().await?.to_bytes())
     }
 }
 
@@ -98,13 +108,7 @@ pub async fn until_counted(address: &str, services: usize) -> anyhow::Result<()>
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut scraper = Scraper::connect(address).await?;
     while Instant::now() < deadline {
-        let request = hyper::Request::get("/metrics")
-            .header(hyper::header::HOST, address)
-            .body(Empty::new())?;
-        scraper.sender.ready().await?;
-        let body = scraper.sender.send_request(request).await?.into_body();
-        let text = body.collect().await?.to_bytes();
-        if String::from_utf8_lossy(&text).contains(&wanted) {
+        if scraper.body().await?.contains(&wanted) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -19,6 +19,7 @@ mod outbox;
 mod proxies;
 mod record;
 mod requests;
+mod snapshot;
 mod stats;
 mod stored;
 mod sync;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
-use switchyard_model::{Health, Instance, Service, ServiceSummary, SessionId, validate};
+use switchyard_model::{Health, Instance, ServiceSummary, SessionId, validate};
 
 use crate::store::{Compare, KeyValue, Op, OpResult, Store, StoreError, Txn, TxnResponse};
 
@@ -452,67 +453,6 @@ impl Catalog {
             }
         }
         Ok((revision, summaries.into_values().collect()))
-    }
-
-    /// One service with all its instances, at one revision.
-    pub async fn get_service(&self, name: &str) -> Result<(u64, Service), CatalogError> {
-        validate::service_name("name", name)?;
-        let (revision, mut services) = self.snapshot(&[name.to_string()]).await?;
-        let service = services.pop().ok_or_else(|| {
-            CatalogError::not_found(
-                format!("service {name}"),
-                "list services with `cdctl services`; a service appears when its first \
-                 instance registers",
-            )
-        })?;
-        Ok((revision, service))
-    }
-
-    /// A consistent view of the given services (all when empty).
-    pub async fn snapshot(&self, names: &[String]) -> Result<(u64, Vec<Service>), CatalogError> {
-        let ops = if names.is_empty() {
-            vec![
-                Op::Range {
-                    prefix: keys::SERVICES.to_vec(),
-                },
-                Op::Range {
-                    prefix: keys::INSTANCES.to_vec(),
-                },
-            ]
-        } else {
-            names
-                .iter()
-                .flat_map(|name| {
-                    [
-                        Op::Get {
-                            key: keys::service(name),
-                        },
-                        Op::Range {
-                            prefix: keys::instances_of(name),
-                        },
-                    ]
-                })
-                .collect()
-        };
-        let (revision, results) = self.read(ops).await?;
-        let mut services: BTreeMap<String, Service> = BTreeMap::new();
-        let mut instances = Vec::new();
-        for kv in results.into_iter().flat_map(OpResult::into_kvs) {
-            match keys::parse_watched(&kv.key) {
-                Some(keys::Watched::Service(name)) => {
-                    let service = decode_service(&name, &kv)?;
-                    services.insert(name, service);
-                }
-                Some(keys::Watched::Instance { .. }) => instances.push(decode_instance(&kv)?),
-                _ => {}
-            }
-        }
-        for instance in instances {
-            if let Some(service) = services.get_mut(&instance.service) {
-                service.instances.push(instance);
-            }
-        }
-        Ok((revision, services.into_values().collect()))
     }
 
     // ----- proxies -----

@@ -264,30 +264,38 @@ impl Catalog {
         Ok((revision > current).then_some(current))
     }
 
-    /// Sends a snapshot in parts; answers its revision, or None when the
-    /// client went away or the read failed (the error was sent).
+    /// Sends a snapshot in parts, each decoded as it goes (the outbox's
+    /// bound then holds memory to a few parts); answers its revision, or
+    /// None when the client went away or the read failed (the error was sent).
     async fn send_snapshot(&self, services: &[String], sender: &Sender) -> Option<u64> {
-        let (revision, snapshot) = match self.snapshot(services).await {
-            Ok(snapshot) => snapshot,
-            Err(error) => {
-                let _ = sender.send(Err(error)).await;
-                return None;
-            }
+        let failed = |error| async move {
+            let _ = sender.send(Err(error)).await;
+            None
         };
+        let mut raw = match self.raw_snapshot(services).await {
+            Ok(raw) => raw,
+            Err(error) => return failed(error).await,
+        };
+        let revision = raw.revision();
         let chunk = self.config.snapshot_chunk.max(1);
-        let parts = snapshot.len().div_ceil(chunk).max(1);
-        let mut services = snapshot.into_iter();
-        for part in 0..parts {
+        loop {
+            let services = match raw.next_part(chunk) {
+                Ok(services) => services,
+                Err(error) => return failed(error).await,
+            };
+            let complete = raw.remaining() == 0;
             let event = WatchEvent::Snapshot {
                 revision,
-                services: services.by_ref().take(chunk).collect(),
-                complete: part + 1 == parts,
+                services,
+                complete,
             };
             if !send(sender, event).await {
                 return None;
             }
+            if complete {
+                return Some(revision);
+            }
         }
-        Some(revision)
     }
 }
 

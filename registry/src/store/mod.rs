@@ -37,7 +37,7 @@ use futures::Stream;
 pub type LeaseId = u64;
 
 /// A stored key with its revisions, as etcd reports them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyValue {
     pub key: Vec<u8>,
     pub value: Vec<u8>,

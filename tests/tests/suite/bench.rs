@@ -83,6 +83,12 @@ fn the_benchmark_runs_and_writes_its_results() {
         "dns_p99",
         "dns_ceiling",
         "dns_of_ceiling",
+        "scale_5000_rss",
+        "scale_5000_snapshot",
+        "scale_5000_write_p99_during_snapshot",
+        "scale_5000_write_p99_outside_snapshot",
+        "scale_5000_open_after_restart",
+        "scale_5000_rss_after_restart",
     ] {
         assert!(
             names.contains(&expected),
@@ -94,9 +100,17 @@ fn the_benchmark_runs_and_writes_its_results() {
         // Rows without an etcd counterpart: the agent's, security's,
         // delivery's (whose anchor is nginx's own reload), the scrape's size
         // and costs.
-        let single = ["agent_", "deploy_", "flip_", "rollback_", "nginx_", "dns_"]
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
+        let single = [
+            "agent_",
+            "deploy_",
+            "flip_",
+            "rollback_",
+            "nginx_",
+            "dns_",
+            "scale_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
             || name.contains("_auth")
             || name.contains("_scraped_")
             || name.contains("ceiling")
