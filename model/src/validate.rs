@@ -74,26 +74,35 @@ pub fn quote(value: &str) -> String {
     format!("{head:?}… ({} bytes)", value.len())
 }
 
+/// [`quote`], written only when displayed.
+struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&quote(self.0))
+    }
+}
+
 /// Free text (lock holders, tags, metadata, record fields): at most
 /// `max_len` bytes and no control characters, which would let a client
 /// forge log lines or rewrite an operator's terminal. `multiline` allows
 /// newlines and tabs (error texts), nothing else.
 pub fn text(
-    field: &str,
+    field: impl fmt::Display + Copy,
     value: &str,
     max_len: usize,
     multiline: bool,
 ) -> Result<(), ValidationError> {
     if value.len() > max_len {
         return Err(ValidationError::new(
-            field,
+            field.to_string(),
             format!("is {} bytes long; the limit is {max_len}", value.len()),
         ));
     }
     let allowed = |c: char| multiline && (c == '\n' || c == '\t');
     if let Some(bad) = value.chars().find(|c| c.is_control() && !allowed(*c)) {
         return Err(ValidationError::new(
-            field,
+            field.to_string(),
             format!(
                 "{} contains the control character {bad:?}; send printable text",
                 quote(value)
@@ -104,7 +113,7 @@ pub fn text(
 }
 
 /// A service name is a lowercase DNS label: `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`.
-pub fn service_name(field: &str, name: &str) -> Result<(), ValidationError> {
+pub fn service_name(field: impl fmt::Display + Copy, name: &str) -> Result<(), ValidationError> {
     let bytes = name.as_bytes();
     let valid_char = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
     let ok = !bytes.is_empty()
@@ -116,7 +125,7 @@ pub fn service_name(field: &str, name: &str) -> Result<(), ValidationError> {
         Ok(())
     } else {
         Err(ValidationError::new(
-            field,
+            field.to_string(),
             format!(
                 "{} is not a service name: use 1 to 63 lowercase letters, digits and \
                  '-', starting and ending with a letter or digit (a DNS label)",
@@ -128,20 +137,20 @@ pub fn service_name(field: &str, name: &str) -> Result<(), ValidationError> {
 
 /// Ids and node names: 1 to 256 characters from `[A-Za-z0-9._:@-]`, so they
 /// are safe inside store keys, file names and container names.
-pub fn identifier(field: &str, id: &str) -> Result<(), ValidationError> {
+pub fn identifier(field: impl fmt::Display + Copy, id: &str) -> Result<(), ValidationError> {
     if id.is_empty() {
-        return Err(ValidationError::new(field, "must not be empty"));
+        return Err(ValidationError::new(field.to_string(), "must not be empty"));
     }
     if id.len() > MAX_ID_LEN {
         return Err(ValidationError::new(
-            field,
+            field.to_string(),
             format!("is {} bytes long; the limit is {MAX_ID_LEN}", id.len()),
         ));
     }
     let valid = |c: char| c.is_ascii_alphanumeric() || "._:@-".contains(c);
     if let Some(bad) = id.chars().find(|c| !valid(*c)) {
         return Err(ValidationError::new(
-            field,
+            field.to_string(),
             format!(
                 "{} contains {bad:?}; use letters, digits and . _ : @ -",
                 quote(id)
@@ -152,21 +161,21 @@ pub fn identifier(field: &str, id: &str) -> Result<(), ValidationError> {
 }
 
 /// Ports are 1..=65535.
-pub fn port(field: &str, port: u32) -> Result<u16, ValidationError> {
+pub fn port(field: impl fmt::Display + Copy, port: u32) -> Result<u16, ValidationError> {
     match u16::try_from(port) {
         Ok(port) if port != 0 => Ok(port),
         _ => Err(ValidationError::new(
-            field,
+            field.to_string(),
             format!("{port} is not a port: use 1 to 65535"),
         )),
     }
 }
 
 /// An IP address in text form; hostnames are not accepted.
-pub fn ip_address(field: &str, text: &str) -> Result<IpAddr, ValidationError> {
+pub fn ip_address(field: impl fmt::Display + Copy, text: &str) -> Result<IpAddr, ValidationError> {
     let address: IpAddr = text.trim().parse().map_err(|_| {
         ValidationError::new(
-            field,
+            field.to_string(),
             format!(
                 "{} is not an IP address: give an IPv4 or IPv6 address, not a hostname",
                 quote(text)
@@ -175,7 +184,7 @@ pub fn ip_address(field: &str, text: &str) -> Result<IpAddr, ValidationError> {
     })?;
     if address.is_unspecified() {
         return Err(ValidationError::new(
-            field,
+            field.to_string(),
             format!("{address} cannot be reached by clients: advertise a concrete address"),
         ));
     }
@@ -184,11 +193,11 @@ pub fn ip_address(field: &str, text: &str) -> Result<IpAddr, ValidationError> {
 
 /// The share of a canary: 0 (no canary) to 99 percent. 100 is not a weight
 /// but a flip: the canary color becomes the live one.
-pub fn canary_weight(field: &str, weight: u32) -> Result<u8, ValidationError> {
+pub fn canary_weight(field: impl fmt::Display + Copy, weight: u32) -> Result<u8, ValidationError> {
     match u8::try_from(weight) {
         Ok(weight) if weight < 100 => Ok(weight),
         _ => Err(ValidationError::new(
-            field,
+            field.to_string(),
             format!(
                 "{weight}% is out of range: use 0 to 99 (100% is a flip: `cdctl set-color`, or a \
                  canary's last step)"
@@ -198,21 +207,21 @@ pub fn canary_weight(field: &str, weight: u32) -> Result<u8, ValidationError> {
 }
 
 /// Session and lock TTLs.
-pub fn ttl_seconds(field: &str, ttl: u32) -> Result<u32, ValidationError> {
+pub fn ttl_seconds(field: impl fmt::Display + Copy, ttl: u32) -> Result<u32, ValidationError> {
     if (MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&ttl) {
         Ok(ttl)
     } else {
         Err(ValidationError::new(
-            field,
+            field.to_string(),
             format!("{ttl}s is out of range: use {MIN_TTL_SECONDS} to {MAX_TTL_SECONDS} seconds"),
         ))
     }
 }
 
-pub fn tags(field: &str, tags: &[String]) -> Result<(), ValidationError> {
+pub fn tags(field: impl fmt::Display + Copy, tags: &[String]) -> Result<(), ValidationError> {
     if tags.len() > MAX_TAGS {
         return Err(ValidationError::new(
-            field,
+            field.to_string(),
             format!("{} tags; the limit is {MAX_TAGS}", tags.len()),
         ));
     }
@@ -223,25 +232,33 @@ pub fn tags(field: &str, tags: &[String]) -> Result<(), ValidationError> {
                 "must not be empty",
             ));
         }
-        text(&format!("{field}[{index}]"), tag, MAX_TAG_LEN, false)?;
+        text(format_args!("{field}[{index}]"), tag, MAX_TAG_LEN, false)?;
     }
     Ok(())
 }
 
-pub fn metadata(field: &str, metadata: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+pub fn metadata(
+    field: impl fmt::Display + Copy,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), ValidationError> {
     if metadata.len() > MAX_METADATA {
         return Err(ValidationError::new(
-            field,
+            field.to_string(),
             format!("{} entries; the limit is {MAX_METADATA}", metadata.len()),
         ));
     }
     for (key, value) in metadata {
         if key.is_empty() {
-            return Err(ValidationError::new(field, "a key is empty"));
+            return Err(ValidationError::new(field.to_string(), "a key is empty"));
         }
-        text(&format!("{field} key"), key, MAX_METADATA_KEY_LEN, false)?;
         text(
-            &format!("{field}[{}]", quote(key)),
+            format_args!("{field} key"),
+            key,
+            MAX_METADATA_KEY_LEN,
+            false,
+        )?;
+        text(
+            format_args!("{field}[{}]", Quoted(key)),
             value,
             MAX_METADATA_VALUE_LEN,
             false,
@@ -251,10 +268,10 @@ pub fn metadata(field: &str, metadata: &BTreeMap<String, String>) -> Result<(), 
 }
 
 /// A lock holder: who a deploy lock names in errors and logs.
-pub fn holder(field: &str, holder: &str) -> Result<(), ValidationError> {
+pub fn holder(field: impl fmt::Display + Copy, holder: &str) -> Result<(), ValidationError> {
     if holder.is_empty() {
         return Err(ValidationError::new(
-            field,
+            field.to_string(),
             "must not be empty: name the deployer (e.g. user@host)",
         ));
     }
@@ -283,7 +300,7 @@ pub fn deployment(deployment: &Deployment) -> Result<(), ValidationError> {
     }
     for (index, step) in deployment.steps.iter().enumerate() {
         text(
-            &format!("deployment.steps[{index}].name"),
+            format_args!("deployment.steps[{index}].name"),
             &step.name,
             MAX_TAG_LEN,
             false,
@@ -301,14 +318,20 @@ pub fn deployment(deployment: &Deployment) -> Result<(), ValidationError> {
     metadata("deployment.metadata", &deployment.metadata)
 }
 
-/// Everything about an instance a client supplies.
-pub fn instance(prefix: &str, instance: &Instance) -> Result<(), ValidationError> {
-    identifier(&format!("{prefix}id"), &instance.id)?;
-    service_name(&format!("{prefix}service"), &instance.service)?;
+/// Everything about an instance a client supplies. Field names are only
+/// spelled out for an error: a client reading a service validates every
+/// instance in it, and formatting each field's name up front was most of
+/// what that cost.
+pub fn instance(
+    prefix: impl fmt::Display + Copy,
+    instance: &Instance,
+) -> Result<(), ValidationError> {
+    identifier(format_args!("{prefix}id"), &instance.id)?;
+    service_name(format_args!("{prefix}service"), &instance.service)?;
     if !instance.node.is_empty() {
-        identifier(&format!("{prefix}node"), &instance.node)?;
+        identifier(format_args!("{prefix}node"), &instance.node)?;
     }
-    port(&format!("{prefix}port"), u32::from(instance.port))?;
+    port(format_args!("{prefix}port"), u32::from(instance.port))?;
     if instance.address.is_unspecified() {
         return Err(ValidationError::new(
             format!("{prefix}address"),
@@ -318,8 +341,8 @@ pub fn instance(prefix: &str, instance: &Instance) -> Result<(), ValidationError
             ),
         ));
     }
-    tags(&format!("{prefix}tags"), &instance.tags)?;
-    metadata(&format!("{prefix}metadata"), &instance.metadata)
+    tags(format_args!("{prefix}tags"), &instance.tags)?;
+    metadata(format_args!("{prefix}metadata"), &instance.metadata)
 }
 
 #[cfg(test)]

@@ -26,13 +26,16 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("switchyard_v1_descriptor");
 
 /// Wire color to domain color; unknown enum values are rejected.
-pub fn color_from_wire(field: &str, value: i32) -> Result<Option<Color>, ValidationError> {
+pub fn color_from_wire(
+    field: impl std::fmt::Display,
+    value: i32,
+) -> Result<Option<Color>, ValidationError> {
     match v1::Color::try_from(value) {
         Ok(v1::Color::None) => Ok(None),
         Ok(v1::Color::Blue) => Ok(Some(Color::Blue)),
         Ok(v1::Color::Green) => Ok(Some(Color::Green)),
         Err(_) => Err(ValidationError::new(
-            field,
+            field.to_string(),
             format!("unknown color value {value}: use COLOR_NONE, COLOR_BLUE or COLOR_GREEN"),
         )),
     }
@@ -46,14 +49,17 @@ pub fn color_to_wire(color: Option<Color>) -> i32 {
     }
 }
 
-pub fn health_from_wire(field: &str, value: i32) -> Result<Health, ValidationError> {
+pub fn health_from_wire(
+    field: impl std::fmt::Display,
+    value: i32,
+) -> Result<Health, ValidationError> {
     match v1::Health::try_from(value) {
         Ok(v1::Health::Unknown) => Ok(Health::Unknown),
         Ok(v1::Health::Passing) => Ok(Health::Passing),
         Ok(v1::Health::Warning) => Ok(Health::Warning),
         Ok(v1::Health::Critical) => Ok(Health::Critical),
         Err(_) => Err(ValidationError::new(
-            field,
+            field.to_string(),
             format!("unknown health value {value}"),
         )),
     }
@@ -94,12 +100,15 @@ pub fn outcome_to_wire(outcome: Outcome) -> i32 {
 
 /// Reads an instance off the wire and validates everything a client supplies.
 /// `prefix` names where it sits in the request (e.g. `instances[3].`).
-pub fn instance_from_wire(prefix: &str, wire: v1::Instance) -> Result<Instance, ValidationError> {
-    let port = validate::port(&format!("{prefix}port"), wire.port)?;
-    let address = validate::ip_address(&format!("{prefix}address"), &wire.address)?;
+pub fn instance_from_wire(
+    prefix: impl std::fmt::Display + Copy,
+    wire: v1::Instance,
+) -> Result<Instance, ValidationError> {
+    let port = validate::port(format_args!("{prefix}port"), wire.port)?;
+    let address = validate::ip_address(format_args!("{prefix}address"), &wire.address)?;
     let instance = Instance {
-        color: color_from_wire(&format!("{prefix}color"), wire.color)?,
-        health: health_from_wire(&format!("{prefix}health"), wire.health)?,
+        color: color_from_wire(format_args!("{prefix}color"), wire.color)?,
+        health: health_from_wire(format_args!("{prefix}health"), wire.health)?,
         id: wire.id,
         service: wire.service,
         node: wire.node,
@@ -150,7 +159,7 @@ pub fn service_from_wire(wire: v1::Service) -> Result<Service, ValidationError> 
         .instances
         .into_iter()
         .enumerate()
-        .map(|(index, instance)| instance_from_wire(&format!("instances[{index}]."), instance))
+        .map(|(index, instance)| instance_from_wire(format_args!("instances[{index}]."), instance))
         .collect::<Result<Vec<_>, _>>()?;
     let active_color = color_from_wire("active_color", wire.active_color)?;
     let canary_weight = match active_color {
