@@ -106,13 +106,22 @@ pub fn percentile_rows(
 
 /// Resident memory of a process, from /proc.
 pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+/// The most resident memory a process has had, from /proc.
+pub fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    status_mib(pid, "VmHWM:")
+}
+
+fn status_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|number| number.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS for process {pid}"))?;
+        .ok_or_else(|| anyhow::anyhow!("no {field} for process {pid}"))?;
     Ok(kib / 1024.0)
 }
 

@@ -89,6 +89,7 @@ fn the_benchmark_runs_and_writes_its_results() {
         "scale_5000_write_p99_outside_snapshot",
         "scale_5000_open_after_restart",
         "scale_5000_rss_after_restart",
+        "scale_5000_peak_rss_after_restart",
     ] {
         assert!(
             names.contains(&expected),

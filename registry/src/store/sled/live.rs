@@ -423,6 +423,55 @@ impl LiveKeys {
     }
 }
 
+/// Builds the live keys from key-values in ascending key order (a
+/// snapshot's), filling each block once, where [`LiveKeys::insert`]
+/// re-encodes a block for every key it takes. A key out of order is
+/// inserted instead, and so is every key after it.
+#[derive(Default)]
+pub(super) struct SortedBuilder {
+    keys: LiveKeys,
+    /// The block being filled.
+    block: Vec<u8>,
+    /// The last key taken.
+    last: Option<Vec<u8>>,
+    unsorted: bool,
+}
+
+impl SortedBuilder {
+    pub(super) fn push(&mut self, kv: KeyValue) {
+        if !self.unsorted && self.last.as_ref().is_some_and(|last| kv.key <= *last) {
+            self.store_block();
+            self.unsorted = true;
+        }
+        if self.unsorted {
+            self.keys.insert(kv);
+            return;
+        }
+        let rest = encode_rest(&kv);
+        if !self.block.is_empty() && self.block.len() + kv.key.len() + rest.len() > BLOCK_BYTES {
+            self.store_block();
+        }
+        let previous = match &self.last {
+            Some(last) if !self.block.is_empty() => last.as_slice(),
+            _ => &[],
+        };
+        encode_entry(&mut self.block, previous, &kv.key, &rest);
+        self.keys.len += 1;
+        self.keys.bytes += (kv.key.len() + kv.value.len()) as u64;
+        self.last = Some(kv.key);
+    }
+
+    fn store_block(&mut self) {
+        let block = std::mem::take(&mut self.block);
+        self.keys.store_block(block);
+    }
+
+    pub(super) fn finish(mut self) -> LiveKeys {
+        self.store_block();
+        self.keys
+    }
+}
+
 /// The entries of a run of blocks from the first key at or after `from`,
 /// decoded one by one (those before `from` are skipped without copying).
 struct Entries<'a, I> {
@@ -466,120 +515,4 @@ impl<'a, I: Iterator<Item = &'a [u8]>> Iterator for Entries<'a, I> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn kv(key: &str, value: &str, lease: Option<u64>) -> KeyValue {
-        KeyValue {
-            key: key.as_bytes().to_vec(),
-            value: value.as_bytes().to_vec(),
-            create_revision: 3,
-            mod_revision: u64::MAX - 1,
-            version: 4,
-            lease,
-        }
-    }
-
-    #[test]
-    fn entries_keep_every_field() {
-        let originals = [
-            kv("", "", None),
-            kv(&"k".repeat(300), &"v".repeat(1000), Some(u64::MAX)),
-            kv("v/i/web/a", "{\"port\":80}", Some(42)),
-            kv("x/id/a", "", None),
-        ];
-        let mut live = LiveKeys::default();
-        for original in &originals {
-            live.insert(original.clone());
-        }
-        for original in &originals {
-            assert_eq!(live.get(&original.key).as_ref(), Some(original));
-        }
-        assert_eq!(live.iter().collect::<Vec<_>>(), originals.to_vec());
-    }
-
-    #[test]
-    fn keys_are_ordered_replaced_and_counted() {
-        let mut live = LiveKeys::default();
-        live.insert(kv("b/2", "xx", None));
-        live.insert(kv("a/1", "y", None));
-        live.insert(kv("b/1", "zzz", None));
-        live.insert(kv("b/1", "z", Some(7)));
-        assert_eq!(live.len(), 3);
-        assert_eq!(live.bytes(), 3 + 2 + 3 + 1 + 3 + 1);
-        let in_b: Vec<Vec<u8>> = live.with_prefix(b"b/").map(|kv| kv.key).collect();
-        assert_eq!(in_b, vec![b"b/1".to_vec(), b"b/2".to_vec()]);
-        assert_eq!(live.get(b"b/1"), Some(kv("b/1", "z", Some(7))));
-        assert_eq!(live.keys_with_lease(7), vec![b"b/1".to_vec()]);
-        live.remove(b"b/2");
-        live.remove(b"absent");
-        assert_eq!(live.len(), 2);
-        assert_eq!(live.bytes(), 3 + 1 + 3 + 1);
-        assert!(live.get(b"b/2").is_none());
-    }
-
-    /// Many keys in a shuffled order, replaced and removed, checked against
-    /// a plain map after every step: blocks split, merge and get new first
-    /// keys along the way.
-    #[test]
-    fn a_long_random_history_matches_a_plain_map() {
-        let mut live = LiveKeys::default();
-        let mut model: BTreeMap<Vec<u8>, KeyValue> = BTreeMap::new();
-        // A small deterministic generator: no dependency for one test.
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for step in 0..20_000u64 {
-            let n = next();
-            let key = format!(
-                "{}/{}/{:05}",
-                ["v/i/web", "v/i/api", "x/nd/node-1", "x/id"][(n % 4) as usize],
-                (n >> 8) % 7,
-                (n >> 16) % 3000
-            );
-            if n % 5 == 0 {
-                live.remove(key.as_bytes());
-                model.remove(key.as_bytes());
-            } else {
-                let value = "v".repeat(((n >> 32) % 200) as usize);
-                let mut entry = kv(&key, &value, ((n >> 40) % 3 != 0).then_some((n >> 44) + 1));
-                entry.create_revision = step;
-                entry.mod_revision = step + 1;
-                live.insert(entry.clone());
-                model.insert(entry.key.clone(), entry);
-            }
-            if step % 997 == 0 || step == 19_999 {
-                assert_eq!(live.len(), model.len());
-                let all: Vec<KeyValue> = live.iter().collect();
-                assert_eq!(all, model.values().cloned().collect::<Vec<_>>());
-                let bytes: usize = model.values().map(|kv| kv.key.len() + kv.value.len()).sum();
-                assert_eq!(live.bytes(), bytes as u64);
-                for prefix in ["v/i/web/3/", "x/", "v/i/api/", "zzz", ""] {
-                    let got: Vec<KeyValue> = live.with_prefix(prefix.as_bytes()).collect();
-                    let want: Vec<KeyValue> = model
-                        .values()
-                        .filter(|kv| kv.key.starts_with(prefix.as_bytes()))
-                        .cloned()
-                        .collect();
-                    assert_eq!(got, want, "prefix {prefix}");
-                }
-                assert!(
-                    live.blocks.values().all(|block| block.len() <= BLOCK_BYTES),
-                    "a block was not split"
-                );
-            }
-            assert_eq!(live.get(key.as_bytes()).as_ref(), model.get(key.as_bytes()));
-        }
-        // Everything removed: no block left behind.
-        for key in model.keys() {
-            live.remove(key);
-        }
-        assert_eq!(live.len(), 0);
-        assert_eq!(live.bytes(), 0);
-        assert!(live.blocks.is_empty());
-    }
-}
+mod tests;

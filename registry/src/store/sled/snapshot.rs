@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::live::LiveKeys;
+use super::live::{LiveKeys, SortedBuilder};
 use super::{
     Disk, KEY_PREFIX, LEASE_PREFIX, LeaseInfo, META_COMPACTED, META_COMPRESSED_FROM, META_REVISION,
     State, codec, decode_history, history_key, number_after_prefix, prefixed, storage,
@@ -91,12 +91,15 @@ fn load_snapshot_and_replay(disk: &Disk, state: &mut State) -> Result<(), StoreE
         Some(bytes) => codec::decode_u64(&bytes)?,
         None => 0,
     };
+    // Chunks hold the keys in order, so the blocks fill one after the other.
+    let mut keys = SortedBuilder::default();
     for chunk in tree.scan_prefix(snapshot_prefix(snapshot)) {
         let (_, value) = chunk.map_err(storage)?;
         for event in codec::decode_compressed_events(&value)? {
-            state.kv.insert(event.kv);
+            keys.push(event.kv);
         }
     }
+    state.kv = keys.finish();
     if snapshot < state.compacted {
         return Err(StoreError::Storage(format!(
             "the snapshot (revision {snapshot}) is older than the kept history (from revision {}): \
