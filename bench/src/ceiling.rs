@@ -17,7 +17,7 @@ use crate::stats::{FanOut, Receipts, Samples, concurrently, sent_to_receipt};
 
 const SERVICE: &str = "switchyard.bench";
 
-async fn health_client(url: &str) -> anyhow::Result<HealthClient<tonic::transport::Channel>> {
+pub async fn health_client(url: &str) -> anyhow::Result<HealthClient<tonic::transport::Channel>> {
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
         .connect()
         .await?;

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
+use tonic_health::ServingStatus;
+use tonic_health::pb::HealthCheckRequest;
 
 use crate::registry::{self, Target};
 use crate::scrape::{self, Scraper};
@@ -73,9 +75,18 @@ async fn start(setup: &Setup<'_>) -> anyhow::Result<(Running, Duration)> {
         options: setup.options.clone(),
     };
     let deadline = started + Duration::from_secs(300);
+    // Ready as a probe sees it: the health service says SERVING (a
+    // ListServices would read every instance, and its own cost would
+    // show in the memory figures).
+    let serving = HealthCheckRequest {
+        service: String::new(),
+    };
     loop {
-        let answered = match target.client() {
-            Ok(client) => client.list_services().await.is_ok(),
+        let answered = match crate::ceiling::health_client(&target.url).await {
+            Ok(mut client) => client
+                .check(serving.clone())
+                .await
+                .is_ok_and(|answer| answer.into_inner().status == ServingStatus::Serving as i32),
             Err(_) => false,
         };
         if answered {

@@ -15,6 +15,11 @@ use super::stored::{decode_instance, decode_service};
 use super::{Catalog, CatalogError, keys};
 use crate::store::{KeyValue, Op, OpResult};
 
+/// Instances per watch snapshot part, at most (unless one service has more):
+/// parts of 256 services of 1,000 instances each held 256,000 decoded
+/// instances at a time.
+pub(crate) const PART_INSTANCES: usize = 4096;
+
 /// The records of some services at one revision, not yet decoded.
 pub(crate) struct RawSnapshot {
     revision: u64,
@@ -57,11 +62,21 @@ impl RawSnapshot {
         self.services.len()
     }
 
-    /// The next `count` services (fewer at the end), decoded with their
-    /// instances; the records decoded are freed.
-    pub(crate) fn next_part(&mut self, count: usize) -> Result<Vec<Service>, CatalogError> {
+    /// The next services, decoded with their instances: `count` of them, or
+    /// fewer once they hold `instances` instances (a service is never cut,
+    /// so one larger than that is a part of its own), or fewer at the end.
+    /// The records decoded are freed.
+    pub(crate) fn next_part(
+        &mut self,
+        count: usize,
+        instances: usize,
+    ) -> Result<Vec<Service>, CatalogError> {
         let mut part = Vec::with_capacity(count.min(self.services.len()));
-        for (name, kv) in self.services.by_ref().take(count) {
+        let mut held = 0;
+        while part.len() < count && held < instances {
+            let Some((name, kv)) = self.services.next() else {
+                break;
+            };
             let mut service = decode_service(&name, &kv)?;
             if let Some(range) = self.ranges.remove(&name) {
                 service.instances.reserve(range.len());
@@ -70,6 +85,7 @@ impl RawSnapshot {
                     service.instances.push(decode_instance(&record)?);
                 }
             }
+            held += service.instances.len();
             part.push(service);
         }
         Ok(part)
@@ -144,7 +160,7 @@ impl Catalog {
     /// A consistent view of the given services (all when empty).
     pub async fn snapshot(&self, names: &[String]) -> Result<(u64, Vec<Service>), CatalogError> {
         let mut raw = self.raw_snapshot(names).await?;
-        let services = raw.next_part(raw.remaining())?;
+        let services = raw.next_part(raw.remaining(), usize::MAX)?;
         Ok((raw.revision(), services))
     }
 

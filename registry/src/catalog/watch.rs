@@ -279,7 +279,7 @@ impl Catalog {
         let revision = raw.revision();
         let chunk = self.config.snapshot_chunk.max(1);
         loop {
-            let services = match raw.next_part(chunk) {
+            let services = match raw.next_part(chunk, super::snapshot::PART_INSTANCES) {
                 Ok(services) => services,
                 Err(error) => return failed(error).await,
             };

@@ -267,3 +267,54 @@ on_both_backends!(
     a_filtered_watch_sees_only_its_services,
     idle_streams_get_progress_with_the_current_revision,
 );
+
+/// A snapshot of large services comes in parts of at most about 4,096
+/// instances (a service is never cut), not 256 services whatever their
+/// size, so the registry never holds a huge part decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_parts_are_bounded_by_instances_and_never_cut_a_service() {
+    let registry = TestRegistry::start().await;
+    let client = registry.client();
+    for service in ["big-a", "big-b", "big-c"] {
+        let (session, _) = client.open_session(service, 60).await.expect("session");
+        let instances: Vec<_> = (0..3000u16)
+            .map(|n| {
+                let mut one = instance(service, &format!("{service}-{n}"), 1 + n, None);
+                one.node = service.to_string();
+                one.session = Some(session);
+                one
+            })
+            .collect();
+        client
+            .sync_node(session, service, &instances)
+            .await
+            .expect("sync");
+    }
+    let mut events = open(&registry, &[], 0).await;
+    let mut parts = Vec::new();
+    loop {
+        match next(&mut events).await {
+            WatchEvent::Snapshot {
+                services, complete, ..
+            } => {
+                let sizes: Vec<(String, usize)> = services
+                    .iter()
+                    .map(|s| (s.name.clone(), s.instances.len()))
+                    .collect();
+                parts.push(sizes);
+                if complete {
+                    break;
+                }
+            }
+            other => panic!("expected snapshot parts, got {other:?}"),
+        }
+    }
+    // 3,000 + 3,000 passes 4,096: the first part stops there.
+    assert_eq!(
+        parts,
+        vec![
+            vec![("big-a".to_string(), 3000), ("big-b".to_string(), 3000)],
+            vec![("big-c".to_string(), 3000)],
+        ]
+    );
+}
