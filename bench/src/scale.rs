@@ -69,7 +69,7 @@ async fn start(setup: &Setup<'_>) -> anyhow::Result<(Running, Duration)> {
         command.args(["--history-revisions", &revisions.to_string()]);
     }
     let started = Instant::now();
-    let child = command.spawn()?;
+    let mut child = command.spawn()?;
     let target = Target {
         url: format!("http://127.0.0.1:{port}"),
         options: setup.options.clone(),
@@ -91,6 +91,9 @@ async fn start(setup: &Setup<'_>) -> anyhow::Result<(Running, Duration)> {
         };
         if answered {
             break;
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the scale registry exited ({status}) before answering");
         }
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -138,7 +141,11 @@ async fn snapshots(scraper: &mut Scraper) -> anyhow::Result<(u64, f64)> {
 type Timed = (Instant, Duration);
 
 /// Re-registers instances from `clients` tasks until `stop`.
-async fn write_until(target: Target, clients: usize, stop: Arc<AtomicBool>) -> Vec<Timed> {
+async fn write_until(
+    target: Target,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<Timed>> {
     let mut tasks = Vec::new();
     for client in 0..clients {
         let (target, stop) = (target.clone(), Arc::clone(&stop));
@@ -159,13 +166,12 @@ async fn write_until(target: Target, clients: usize, stop: Arc<AtomicBool>) -> V
             anyhow::Ok(timed)
         }));
     }
+    // A failed write fails the row: no client's samples are dropped.
     let mut timed = Vec::new();
     for task in tasks {
-        if let Ok(Ok(some)) = task.await {
-            timed.extend(some);
-        }
+        timed.extend(task.await??);
     }
-    timed
+    Ok(timed)
 }
 
 /// Writes until one snapshot has been written (and a second after), then
@@ -199,7 +205,7 @@ async fn writes_around_a_snapshot(
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
-    let timed = writers.await?;
+    let timed = writers.await??;
     let elapsed = started.elapsed();
     // The snapshot ended between the last two polls.
     let began = ended.checked_sub(took + POLL).unwrap_or(started);
