@@ -10,7 +10,7 @@ use futures::StreamExt;
 use switchyard_model::labels::{label, meta};
 use switchyard_model::watch::{Change, WatchEvent};
 
-use crate::stats::{Samples, rss_mib};
+use crate::stats::{Samples, cpu_ticks, rss_mib};
 
 pub struct AgentFigures {
     pub start_to_visible: Samples,
@@ -154,21 +154,6 @@ async fn start_containers(
         );
     }
     Ok(started)
-}
-
-/// User plus system CPU time of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start after ")".
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| anyhow::anyhow!("unreadable /proc/{pid}/stat"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat; 12 and 13 here.
-    let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
-    let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-    Ok(utime + stime)
 }
 
 /// `docker events` for the `start` of containers with `label`, read in the

@@ -5,15 +5,14 @@
 //! broadcast to as many watchers, one change at a time.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::Sizes;
-use crate::stats::{FanOut, Receipts, Samples, concurrently, sent_to_receipt};
+use crate::stats::{CpuSpent, FanOut, Heard, Receipts, Samples, concurrently, sent_to_receipt};
 
 const SERVICE: &str = "switchyard.bench";
 
@@ -68,7 +67,7 @@ pub async fn fan_out(sizes: Sizes) -> anyhow::Result<FanOut> {
     for _ in 0..connections {
         clients.push(health_client(&url).await?);
     }
-    let heard = Arc::new(AtomicUsize::new(0));
+    let heard = Arc::new(Heard::default());
     let mut watchers = Vec::new();
     for watcher in 0..sizes.watchers {
         let mut client = clients[watcher % connections].clone();
@@ -82,18 +81,19 @@ pub async fn fan_out(sizes: Sizes) -> anyhow::Result<FanOut> {
             let mut received: Receipts = Vec::with_capacity(flips);
             // The first message is the status now: the watch is in place.
             stream.message().await?;
-            heard.fetch_add(1, Ordering::SeqCst);
+            heard.one();
             while received.len() < flips && stream.message().await?.is_some() {
                 received.push((received.len() as u64 + 1, Instant::now()));
-                heard.fetch_add(1, Ordering::SeqCst);
+                heard.one();
             }
             anyhow::Ok(received)
         }));
     }
+    let cpu = CpuSpent::start(None)?;
     let started = Instant::now();
     let mut sent = std::collections::HashMap::new();
     for flip in 1..=sizes.flips {
-        until_heard(&heard, sizes.watchers * flip).await?;
+        heard.until(sizes.watchers * flip).await?;
         let status = if flip % 2 == 1 {
             ServingStatus::NotServing
         } else {
@@ -104,15 +104,7 @@ pub async fn fan_out(sizes: Sizes) -> anyhow::Result<FanOut> {
     }
     let fan_out = sent_to_receipt(watchers, &sent, started).await;
     server.abort();
-    fan_out
-}
-
-/// Until `heard` reaches `count` (every watcher has every change so far).
-async fn until_heard(heard: &AtomicUsize, count: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while heard.load(Ordering::SeqCst) < count {
-        anyhow::ensure!(Instant::now() < deadline, "health watchers stopped hearing");
-        tokio::task::yield_now().await;
-    }
-    Ok(())
+    let mut fan_out = fan_out?;
+    cpu.charge(&mut fan_out)?;
+    Ok(fan_out)
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, GetOptions, PutOptions, Txn, TxnOp};
 
 use crate::Sizes;
-use crate::stats::{FanOut, Samples, concurrently, sent_to_receipt};
+use crate::stats::{CpuSpent, FanOut, Heard, Samples, concurrently, sent_to_receipt};
 
 /// The size of the registry's stored instance record (binary, about 70
 /// bytes for the bench's instances: see the registry's `catalog::record`).
@@ -74,6 +74,7 @@ pub async fn fan_out(url: &str, sizes: Sizes, pid: Option<u32>) -> anyhow::Resul
     let mut writer = Client::connect([url], None).await?;
     writer.put(key.as_str(), "blue", None).await?;
     let ready = Arc::new(AtomicUsize::new(0));
+    let heard = Arc::new(Heard::default());
     let connections = (sizes.watchers / 50).max(1);
     let mut clients = Vec::new();
     for _ in 0..connections {
@@ -83,6 +84,7 @@ pub async fn fan_out(url: &str, sizes: Sizes, pid: Option<u32>) -> anyhow::Resul
     for watcher in 0..sizes.watchers {
         let mut client = clients[watcher % connections].clone();
         let ready = Arc::clone(&ready);
+        let heard = Arc::clone(&heard);
         let key = key.clone();
         let flips = sizes.flips;
         watchers.push(tokio::spawn(async move {
@@ -99,6 +101,7 @@ pub async fn fan_out(url: &str, sizes: Sizes, pid: Option<u32>) -> anyhow::Resul
                 for event in response.events() {
                     if let Some(kv) = event.kv() {
                         received.push((u64::try_from(kv.mod_revision()).unwrap_or(0), at));
+                        heard.one();
                     }
                 }
             }
@@ -109,9 +112,11 @@ pub async fn fan_out(url: &str, sizes: Sizes, pid: Option<u32>) -> anyhow::Resul
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rss = pid.map(crate::stats::rss_mib).transpose()?;
+    let cpu = CpuSpent::start(pid)?;
     let started = Instant::now();
     let mut sent: HashMap<u64, Instant> = HashMap::new();
     for flip in 0..sizes.flips {
+        heard.until(sizes.watchers * flip).await?;
         let color = if flip % 2 == 0 { "green" } else { "blue" };
         let sent_at = Instant::now();
         let response = writer.put(key.as_str(), color, None).await?;
@@ -119,6 +124,7 @@ pub async fn fan_out(url: &str, sizes: Sizes, pid: Option<u32>) -> anyhow::Resul
         sent.insert(u64::try_from(revision).unwrap_or(0), sent_at);
     }
     let mut fan_out = sent_to_receipt(watchers, &sent, started).await?;
+    cpu.charge(&mut fan_out)?;
     fan_out.rss_mib = rss;
     Ok(fan_out)
 }

@@ -144,6 +144,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let plain = target(&args.registry);
 
+    let mut writes = None;
     if args.runs(Workload::Writes) {
         eprintln!(
             "writes: {} ops, {} clients, one session/lease each",
@@ -155,6 +156,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if args.runs(Workload::Security) {
             single_rows.extend(security_rows(&args, "writes", &ours, sizes).await?);
         }
+        writes = Some(ours);
     }
 
     if args.runs(Workload::Reads) {
@@ -167,6 +169,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         rows.extend(stats::throughput_rows("reads", &ours, &theirs));
         let ceiling = ceiling::reads(&args.registry, sizes).await?.throughput();
         single_rows.push(("reads_ceiling".into(), "ops/s", ceiling));
+        if let Some(writes) = &writes {
+            // The same unary ceiling: a write does a read's work and more.
+            single_rows.push((
+                "writes_of_ceiling".into(),
+                "%",
+                100.0 * writes.throughput() / ceiling.max(1e-9),
+            ));
+        }
         single_rows.push((
             "reads_of_ceiling".into(),
             "%",
@@ -182,8 +192,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "watch fan-out: {} watchers, {} flips",
             sizes.watchers, sizes.flips
         );
-        let ours = registry::fan_out(&plain, sizes, None).await?;
-        let theirs = etcd::fan_out(&args.etcd, sizes, None).await?;
+        let ours = registry::fan_out(&plain, sizes, Some(args.registry_pid)).await?;
+        let theirs = etcd::fan_out(&args.etcd, sizes, Some(args.etcd_pid)).await?;
         rows.extend(stats::latency_rows("watch", &ours.each, &theirs.each));
         rows.extend(stats::percentile_rows(
             "watch_last",
@@ -197,14 +207,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             &theirs.spread,
             &[("p99", 99.0)],
         ));
+        rows.extend(stats::cpu_rows(&ours, &theirs));
         let ceiling = ceiling::fan_out(sizes).await?;
-        let p99 = ceiling.each.percentile_ms(99.0);
-        single_rows.push(("watch_ceiling_p99".into(), "ms", p99));
-        single_rows.push((
-            "watch_p99_vs_ceiling".into(),
-            "x",
-            ours.each.percentile_ms(99.0) / p99.max(0.01),
-        ));
+        single_rows.extend(stats::watch_ceiling_rows(&ours, &ceiling));
         rows.extend(
             many::watchers(
                 &plain,
@@ -220,16 +225,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("memory: RSS after loading {} instances", sizes.loaded);
         let registry = args.memory_registry.as_deref().unwrap_or(&args.registry);
         let etcd = args.memory_etcd.as_deref().unwrap_or(&args.etcd);
+        let pids = (
+            args.memory_registry_pid.unwrap_or(args.registry_pid),
+            args.memory_etcd_pid.unwrap_or(args.etcd_pid),
+        );
+        // The floor: each process with nothing loaded yet.
+        let empty = (stats::rss_mib(pids.0)?, stats::rss_mib(pids.1)?);
         registry::load(&target(registry), sizes.loaded).await?;
         etcd::load(etcd, sizes.loaded).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let ours = stats::rss_mib(args.memory_registry_pid.unwrap_or(args.registry_pid))?;
-        let theirs = stats::rss_mib(args.memory_etcd_pid.unwrap_or(args.etcd_pid))?;
+        let loaded = (stats::rss_mib(pids.0)?, stats::rss_mib(pids.1)?);
+        rows.push(Row::lower_is_better("rss_empty", "MiB", empty.0, empty.1));
         rows.push(Row::lower_is_better(
             &format!("rss_after_{}_instances", sizes.loaded),
             "MiB",
-            ours,
-            theirs,
+            loaded.0,
+            loaded.1,
+        ));
+        rows.push(Row::lower_is_better(
+            &format!("rss_of_{}_instances", sizes.loaded),
+            "MiB",
+            loaded.0 - empty.0,
+            loaded.1 - empty.1,
         ));
     }
 

@@ -13,7 +13,7 @@ use switchyard_model::watch::{Change, WatchEvent};
 use switchyard_model::{Color, Health, Instance};
 
 use crate::Sizes;
-use crate::stats::{FanOut, Samples, concurrently, sent_to_receipt};
+use crate::stats::{CpuSpent, FanOut, Heard, Samples, concurrently, sent_to_receipt};
 
 pub fn instance(service: &str, id: &str, n: usize, session: Option<u64>) -> Instance {
     Instance {
@@ -101,9 +101,11 @@ pub async fn reads(target: &Target, sizes: Sizes) -> anyhow::Result<Samples> {
     .await
 }
 
-/// Flips the color `flips` times while `watchers` watch the service; the
+/// Flips the color `flips` times while `watchers` watch the service, each
+/// flip once every watcher has the one before (as in a deploy); the
 /// latency is from each flip being sent to each watcher's receipt. With
-/// `pid`, also the registry's resident memory once every watcher is open.
+/// `pid`, also the registry's resident memory once every watcher is open,
+/// and its CPU time per receipt.
 pub async fn fan_out(target: &Target, sizes: Sizes, pid: Option<u32>) -> anyhow::Result<FanOut> {
     let registry = target.client()?;
     // One service per fan-out size, so each starts with no live color.
@@ -112,6 +114,7 @@ pub async fn fan_out(target: &Target, sizes: Sizes, pid: Option<u32>) -> anyhow:
         .register(&instance(&service, &format!("{service}-0"), 0, None), None)
         .await?;
     let ready = Arc::new(AtomicUsize::new(0));
+    let heard = Arc::new(Heard::default());
     let connections = (sizes.watchers / 50).max(1);
     let clients: Vec<Arc<RegistryClient>> = (0..connections)
         .map(|_| target.client().map(Arc::new))
@@ -120,6 +123,7 @@ pub async fn fan_out(target: &Target, sizes: Sizes, pid: Option<u32>) -> anyhow:
     for watcher in 0..sizes.watchers {
         let client = Arc::clone(&clients[watcher % connections]);
         let ready = Arc::clone(&ready);
+        let heard = Arc::clone(&heard);
         let service = service.clone();
         let flips = sizes.flips;
         watchers.push(tokio::spawn(async move {
@@ -137,6 +141,7 @@ pub async fn fan_out(target: &Target, sizes: Sizes, pid: Option<u32>) -> anyhow:
                             .any(|c| matches!(c, Change::ServiceUpdated(_))) =>
                     {
                         received.push((revision, Instant::now()));
+                        heard.one();
                         if received.len() == flips {
                             break;
                         }
@@ -151,10 +156,12 @@ pub async fn fan_out(target: &Target, sizes: Sizes, pid: Option<u32>) -> anyhow:
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rss = pid.map(crate::stats::rss_mib).transpose()?;
+    let cpu = CpuSpent::start(pid)?;
     let started = Instant::now();
     let mut sent: HashMap<u64, Instant> = HashMap::new();
     let mut current = None;
-    for _ in 0..sizes.flips {
+    for flip in 0..sizes.flips {
+        heard.until(sizes.watchers * flip).await?;
         let next = Color::next(current);
         let sent_at = Instant::now();
         let revision = registry
@@ -164,6 +171,7 @@ pub async fn fan_out(target: &Target, sizes: Sizes, pid: Option<u32>) -> anyhow:
         current = Some(next);
     }
     let mut fan_out = sent_to_receipt(watchers, &sent, started).await?;
+    cpu.charge(&mut fan_out)?;
     fan_out.rss_mib = rss;
     Ok(fan_out)
 }

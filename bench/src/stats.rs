@@ -152,8 +152,67 @@ where
     })
 }
 
+/// User plus system CPU time of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start after ")".
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("unreadable /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 here.
+    let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    Ok(utime + stime)
+}
+
 /// What one watcher received: (revision, when).
 pub type Receipts = Vec<(u64, std::time::Instant)>;
+
+/// Receipts counted across every watcher of a fan-out, so that each write
+/// goes out once every watcher has the one before: a flip is an isolated
+/// event (a deploy flips once and waits), and the three fan-outs (ours,
+/// etcd's, the ceiling's) are timed in the same shape. Waiting does not
+/// spin: the receipt that completes a write wakes the writer.
+#[derive(Default)]
+pub struct Heard {
+    count: std::sync::atomic::AtomicUsize,
+    target: std::sync::atomic::AtomicUsize,
+    reached: tokio::sync::Notify,
+}
+
+impl Heard {
+    /// One watcher received one write.
+    pub fn one(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let count = self.count.fetch_add(1, SeqCst) + 1;
+        if count >= self.target.load(SeqCst) {
+            self.reached.notify_waiters();
+        }
+    }
+
+    /// Until `count` receipts in all; an error after a minute (a watcher
+    /// stopped hearing), so a broken run ends instead of hanging.
+    pub async fn until(&self, count: usize) -> anyhow::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.target.store(count, SeqCst);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            // Registered before looking, so a receipt in between still wakes.
+            let reached = self.reached.notified();
+            if self.count.load(SeqCst) >= count {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, reached).await.is_err() {
+                anyhow::bail!(
+                    "watchers stopped hearing: {} of {count} receipts after a minute",
+                    self.count.load(SeqCst)
+                );
+            }
+        }
+    }
+}
 
 /// A fan-out as a user sees it: from each write being **sent** to each
 /// watcher's receipt, to the last watcher's receipt of each write, and the
@@ -164,6 +223,42 @@ pub struct FanOut {
     pub spread: Samples,
     /// The server's resident memory with every watcher open (when asked).
     pub rss_mib: Option<f64>,
+    /// CPU time per receipt, in microseconds, from the first write sent to
+    /// the last receipt: the server's, and this process's (the watchers'
+    /// client side; the ceiling's server runs in this process too).
+    pub server_cpu_us: Option<f64>,
+    pub client_cpu_us: f64,
+}
+
+/// CPU ticks (1/100 s) of a server and of this process, read before a
+/// fan-out's writes and turned into microseconds per receipt after them.
+pub struct CpuSpent {
+    server: Option<(u32, u64)>,
+    client: u64,
+}
+
+impl CpuSpent {
+    pub fn start(server: Option<u32>) -> anyhow::Result<Self> {
+        Ok(CpuSpent {
+            server: server
+                .map(|pid| cpu_ticks(pid).map(|ticks| (pid, ticks)))
+                .transpose()?,
+            client: cpu_ticks(std::process::id())?,
+        })
+    }
+
+    /// Charges the CPU spent since [`CpuSpent::start`] to `fan_out`'s receipts.
+    pub fn charge(self, fan_out: &mut FanOut) -> anyhow::Result<()> {
+        let receipts = fan_out.each.latencies.len().max(1) as f64;
+        // Ticks of 1/100 s to microseconds.
+        let per_receipt = |ticks: u64| ticks as f64 * 10_000.0 / receipts;
+        if let Some((pid, before)) = self.server {
+            fan_out.server_cpu_us = Some(per_receipt(cpu_ticks(pid)?.saturating_sub(before)));
+        }
+        fan_out.client_cpu_us =
+            per_receipt(cpu_ticks(std::process::id())?.saturating_sub(self.client));
+        Ok(())
+    }
 }
 
 /// Times every watcher's receipts against the moment each write (by the
@@ -207,5 +302,58 @@ pub async fn sent_to_receipt(
         last: samples(last),
         spread: samples(spread),
         rss_mib: None,
+        server_cpu_us: None,
+        client_cpu_us: 0.0,
     })
+}
+
+/// The fan-out measured against its ceiling (the same watchers of a server
+/// doing nothing but broadcast): each receipt's p99 and the last watcher's,
+/// the spread, and ours as a multiple of each.
+pub fn watch_ceiling_rows(ours: &FanOut, ceiling: &FanOut) -> Vec<(String, &'static str, f64)> {
+    let mut rows = Vec::new();
+    for (name, mine, theirs) in [
+        ("", &ours.each, &ceiling.each),
+        ("_last", &ours.last, &ceiling.last),
+        ("_spread", &ours.spread, &ceiling.spread),
+    ] {
+        let p99 = theirs.percentile_ms(99.0);
+        rows.push((format!("watch_ceiling{name}_p99"), "ms", p99));
+        rows.push((
+            format!("watch{name}_p99_vs_ceiling"),
+            "x",
+            mine.percentile_ms(99.0) / p99.max(0.01),
+        ));
+    }
+    let ours = ours.server_cpu_us.unwrap_or(0.0) + ours.client_cpu_us;
+    rows.push((
+        "watch_ceiling_cpu_per_receipt".into(),
+        "us",
+        ceiling.client_cpu_us,
+    ));
+    rows.push((
+        "watch_cpu_per_receipt_vs_ceiling".into(),
+        "x",
+        ours / ceiling.client_cpu_us.max(0.01),
+    ));
+    rows
+}
+
+/// CPU time per receipt of a fan-out: the server's, and the watchers'
+/// client side (this process), each beside etcd's.
+pub fn cpu_rows(ours: &FanOut, theirs: &FanOut) -> Vec<Row> {
+    vec![
+        Row::lower_is_better(
+            "watch_server_cpu_per_receipt",
+            "us",
+            ours.server_cpu_us.unwrap_or(0.0),
+            theirs.server_cpu_us.unwrap_or(0.0),
+        ),
+        Row::lower_is_better(
+            "watch_client_cpu_per_receipt",
+            "us",
+            ours.client_cpu_us,
+            theirs.client_cpu_us,
+        ),
+    ]
 }

@@ -29,6 +29,9 @@ fn the_benchmark_runs_and_writes_its_results() {
         "watch_last_p50",
         "watch_last_p99",
         "watch_spread_p99",
+        "rss_empty",
+        "rss_after_1000_instances",
+        "rss_of_1000_instances",
     ] {
         assert!(
             names.contains(&expected),
@@ -71,6 +74,11 @@ fn the_benchmark_runs_and_writes_its_results() {
         "reads_of_ceiling",
         "watch_ceiling_p99",
         "watch_p99_vs_ceiling",
+        "watch_ceiling_last_p99",
+        "watch_last_p99_vs_ceiling",
+        "watch_ceiling_spread_p99",
+        "watch_spread_p99_vs_ceiling",
+        "writes_of_ceiling",
         "scrape_20_services_p50",
         "scrape_20_services_p99",
         "scrape_20_services_bytes",
