@@ -99,9 +99,8 @@ pub struct Args {
     #[arg(long, env = "SWITCHYARD_HISTORY_REVISIONS", default_value_t = defaults::HISTORY_REVISIONS)]
     pub history_revisions: u64,
 
-    /// Messages buffered per watch stream, and recent revisions kept in memory
-    /// for watchers (at most 16 MiB of them) before a slow watcher falls back
-    /// to reading history.
+    /// Recent revisions kept in memory for watchers (at most 16 MiB of them)
+    /// before a slow watcher falls back to reading history.
     #[arg(long, env = "SWITCHYARD_WATCH_BUFFER", default_value_t = defaults::WATCH_BUFFER)]
     pub watch_buffer: usize,
 
@@ -240,12 +239,6 @@ pub struct LimitArgs {
     #[arg(long, env = "SWITCHYARD_MAX_WATCHERS", default_value_t = Limits::default().max_watchers)]
     pub max_watchers: usize,
 
-    /// Bytes of events queued per watch stream for a client that reads
-    /// slowly; past it the watcher stops reading ahead (and is reset if
-    /// history is compacted past it meanwhile).
-    #[arg(long, env = "SWITCHYARD_WATCH_BUFFER_BYTES", default_value_t = Limits::default().watch_buffer_bytes)]
-    pub watch_buffer_bytes: usize,
-
     /// How often each connection is pinged (HTTP/2 PING).
     #[arg(long, env = "SWITCHYARD_KEEPALIVE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub keepalive_interval: Duration,
@@ -266,10 +259,6 @@ impl LimitArgs {
             "--max-streams-per-connection must be at least 1"
         );
         anyhow::ensure!(self.max_watchers > 0, "--max-watchers must be at least 1");
-        anyhow::ensure!(
-            self.watch_buffer_bytes >= 1024,
-            "--watch-buffer-bytes must be at least 1024"
-        );
         for (flag, value) in [
             ("--handshake-timeout", self.handshake_timeout),
             ("--keepalive-interval", self.keepalive_interval),
@@ -282,7 +271,6 @@ impl LimitArgs {
             handshake_timeout: self.handshake_timeout,
             max_streams_per_connection: self.max_streams_per_connection,
             max_watchers: self.max_watchers,
-            watch_buffer_bytes: self.watch_buffer_bytes,
             keepalive_interval: self.keepalive_interval,
             keepalive_timeout: self.keepalive_timeout,
         })

@@ -28,25 +28,13 @@ use tonic::{Request, Response, Status, Streaming};
 use switchyard_model::auth::Action;
 
 use crate::auth::Authorizer;
-use crate::catalog::{Catalog, WatchBuffer};
-
-/// What watch streams may hold.
-#[derive(Debug, Clone, Copy)]
-pub struct WatchLimits {
-    /// Messages queued per watch stream before its watcher waits.
-    pub messages: usize,
-    /// Bytes queued per watch stream before its watcher waits.
-    pub bytes: usize,
-    /// Watch streams open at once.
-    pub watchers: usize,
-}
+use crate::catalog::Catalog;
 
 /// The registry service over one catalog.
 pub struct RegistryApi {
     catalog: Catalog,
     /// Fires when the server drains: long-lived streams end cleanly.
     shutdown: CancellationToken,
-    buffer: WatchBuffer,
     /// One permit per open watch stream.
     watchers: Arc<Semaphore>,
     max_watchers: usize,
@@ -57,19 +45,15 @@ impl RegistryApi {
     pub fn new(
         catalog: Catalog,
         shutdown: CancellationToken,
-        limits: WatchLimits,
+        max_watchers: usize,
         auth: Authorizer,
     ) -> Self {
         RegistryApi {
             auth,
             catalog,
             shutdown,
-            buffer: WatchBuffer {
-                messages: limits.messages,
-                bytes: limits.bytes,
-            },
-            watchers: Arc::new(Semaphore::new(limits.watchers)),
-            max_watchers: limits.watchers,
+            watchers: Arc::new(Semaphore::new(max_watchers)),
+            max_watchers,
         }
     }
 }
@@ -297,7 +281,6 @@ impl v1::registry_server::Registry for RegistryApi {
             .watch(
                 request.services,
                 request.from_revision,
-                self.buffer,
                 self.shutdown.clone(),
             )
             .map_err(status_of)?;

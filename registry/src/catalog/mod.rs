@@ -15,7 +15,6 @@ mod error;
 mod follow;
 mod history;
 pub mod keys;
-mod outbox;
 mod proxies;
 mod record;
 mod requests;
@@ -40,7 +39,7 @@ pub use error::CatalogError;
 pub(crate) use record::decode as decode_record;
 pub use stats::CatalogStats;
 use stored::{LockRecord, ServiceRecord, SessionRecord, decode_instance, decode_service};
-pub use watch::{Change, ResetReason, WatchBuffer, WatchCounters, WatchEvent};
+pub use watch::{Change, ResetReason, WatchCounters, WatchEvent};
 
 /// How often an operation re-reads and retries after losing a race.
 const MAX_ATTEMPTS: usize = 64;

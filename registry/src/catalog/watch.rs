@@ -17,11 +17,8 @@ use switchyard_model::validate;
 pub use switchyard_model::watch::{Change, ResetReason, WatchEvent};
 use tokio_util::sync::CancellationToken;
 
-use super::outbox::{Outbox, outbox};
 use super::{Catalog, CatalogError, decode_instance, decode_service, keys};
-use crate::store::{EventKind, StoreError, WatchItem};
-
-type Sender = Outbox;
+use crate::store::{EventKind, StoreError, WatchItem, WatchStream};
 
 /// Watch streams open and resets by reason, for metrics.
 #[derive(Debug, Default)]
@@ -83,13 +80,6 @@ impl WatchCounters {
     }
 }
 
-/// How much one watch stream may queue for its client.
-#[derive(Debug, Clone, Copy)]
-pub struct WatchBuffer {
-    pub messages: usize,
-    pub bytes: usize,
-}
-
 impl Catalog {
     /// Follows every service into `apply`, event by event, until `stop`:
     /// the in-memory views of metrics and DNS. A watcher like any other (it
@@ -97,17 +87,12 @@ impl Catalog {
     /// a snapshot a second later. `who` names the follower in logs.
     pub async fn follow_services(
         &self,
-        buffer_bytes: usize,
         stop: CancellationToken,
         who: &'static str,
         mut apply: impl FnMut(&switchyard_model::watch::WatchEvent) + Send,
     ) {
-        let buffer = WatchBuffer {
-            messages: crate::store::defaults::WATCH_BUFFER,
-            bytes: buffer_bytes,
-        };
         while !stop.is_cancelled() {
-            match self.watch(Vec::new(), 0, buffer, stop.clone()) {
+            match self.watch(Vec::new(), 0, stop.clone()) {
                 Ok(stream) => {
                     let mut stream = std::pin::pin!(stream);
                     while let Some(Ok(event)) = stream.next().await {
@@ -125,136 +110,40 @@ impl Catalog {
 
     /// Watches `services` (all when empty) from `from_revision` (0: snapshot
     /// first). The stream ends when `cancel` fires.
+    ///
+    /// Nothing runs ahead of the client: each event is read from the store,
+    /// decoded and handed over when the stream is polled, and the gRPC layer
+    /// polls only while HTTP/2 flow control lets it send. A client that
+    /// stops reading therefore stops its own watch (the store keeps nothing
+    /// for it but its position); when it reads again the watch catches up
+    /// from the history, or is reset if that was compacted past it. One task
+    /// per watcher (the stream's), where a task and two queues between the
+    /// store, the catalog and the connection used to cost a third of a
+    /// fan-out.
     pub fn watch(
         &self,
         services: Vec<String>,
         from_revision: u64,
-        buffer: WatchBuffer,
         cancel: CancellationToken,
     ) -> Result<impl Stream<Item = Result<WatchEvent, CatalogError>> + Send + 'static, CatalogError>
     {
         for (index, name) in services.iter().enumerate() {
             validate::service_name(&format!("services[{index}]"), name)?;
         }
-        let (sender, stream) = outbox(buffer.messages, buffer.bytes);
-        let catalog = self.clone();
-        tokio::spawn(async move {
-            let _open = catalog.watches.opened();
-            tokio::select! {
-                () = catalog.run_watch(services, from_revision, &sender) => {}
-                () = cancel.cancelled() => {}
-                () = sender.closed() => {}
-            }
-        });
-        Ok(stream)
-    }
-
-    async fn run_watch(&self, services: Vec<String>, from_revision: u64, sender: &Sender) {
-        let filter: BTreeSet<String> = services.iter().cloned().collect();
-        let Some(mut position) = self.start_position(from_revision, sender).await else {
-            return;
+        let run = WatchRun {
+            catalog: self.clone(),
+            filter: services.iter().cloned().collect(),
+            services,
+            position: 0,
+            resumed_by_client: false,
+            phase: Phase::Start(from_revision),
+            _open: self.watches.opened(),
         };
-        // A client's resume point that the history no longer holds is the
-        // client's to hear about (reset reason `compacted`).
-        let mut resumed_by_client = position != 0;
-        loop {
-            if position == 0 {
-                match self.send_snapshot(&services, sender).await {
-                    Some(revision) => position = revision,
-                    None => return,
-                }
-            }
-            let stream = self
-                .store
-                .watch(
-                    keys::WATCHED.to_vec(),
-                    position,
-                    self.config.progress_interval,
-                )
-                .await;
-            let mut stream = match stream {
-                Ok(stream) => stream,
-                Err(StoreError::Compacted { compacted, .. }) => {
-                    if !reset(
-                        sender,
-                        resumed_by_client,
-                        position,
-                        compacted,
-                        &self.watches,
-                    )
-                    .await
-                    {
-                        return;
-                    }
-                    position = 0;
-                    resumed_by_client = false;
-                    continue;
-                }
-                Err(error) => {
-                    let _ = sender.send(Err(error.into())).await;
-                    return;
-                }
-            };
-            resumed_by_client = false;
-            loop {
-                let Some(item) = stream.next().await else {
-                    // The store closed (shutdown): end the stream cleanly.
-                    return;
-                };
-                let delivered = match item {
-                    Ok(WatchItem::Events { revision, events }) => {
-                        position = revision;
-                        match changes(&filter, events) {
-                            Ok(changes) if changes.is_empty() => true,
-                            Ok(changes) => {
-                                send(sender, WatchEvent::Changes { revision, changes }).await
-                            }
-                            Err(error) => {
-                                let _ = sender.send(Err(error)).await;
-                                return;
-                            }
-                        }
-                    }
-                    Ok(WatchItem::Progress { revision }) => {
-                        position = position.max(revision);
-                        send(sender, WatchEvent::Progress { revision: position }).await
-                    }
-                    Err(StoreError::Compacted { compacted, .. }) => {
-                        if !reset(sender, false, position, compacted, &self.watches).await {
-                            return;
-                        }
-                        position = 0;
-                        break;
-                    }
-                    Err(error) => {
-                        let _ = sender.send(Err(error.into())).await;
-                        return;
-                    }
-                };
-                if !delivered {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Where a watch from `from_revision` starts: there, or at a snapshot
-    /// (0) after a `future_revision` reset when the registry has not
-    /// reached it. `None`: the stream is over.
-    async fn start_position(&self, from_revision: u64, sender: &Sender) -> Option<u64> {
-        if from_revision == 0 {
-            return Some(0);
-        }
-        match self.ahead_of_registry(from_revision).await {
-            Ok(None) => Some(from_revision),
-            Ok(Some(current)) => reset_future(sender, from_revision, current, &self.watches)
-                .await
-                .then_some(0),
-            Err(error) => {
-                let _ = sender.send(Err(error)).await;
-                None
-            }
-        }
+        let stream = futures::stream::unfold(run, |mut run| async move {
+            let item = run.next().await?;
+            Some((item, run))
+        });
+        Ok(stream.take_until(cancel.cancelled_owned()))
     }
 
     /// The registry's revision when `revision` is beyond it (the client
@@ -263,76 +152,187 @@ impl Catalog {
         let current = self.store.current_revision().await?;
         Ok((revision > current).then_some(current))
     }
+}
 
-    /// Sends a snapshot in parts, each decoded as it goes (the outbox's
-    /// bound then holds memory to a few parts); answers its revision, or
-    /// None when the client went away or the read failed (the error was sent).
-    async fn send_snapshot(&self, services: &[String], sender: &Sender) -> Option<u64> {
-        let failed = |error| async move {
-            let _ = sender.send(Err(error)).await;
-            None
-        };
-        let mut raw = match self.raw_snapshot(services).await {
-            Ok(raw) => raw,
-            Err(error) => return failed(error).await,
-        };
-        let revision = raw.revision();
-        let chunk = self.config.snapshot_chunk.max(1);
+/// Where one watch is.
+enum Phase {
+    /// Not started: the client's resume point (0: a snapshot first).
+    Start(u64),
+    /// A snapshot is due.
+    Snapshot,
+    /// A snapshot is being sent, part by part.
+    Parts(super::snapshot::RawSnapshot),
+    /// The store watch from `position` is to be opened.
+    Open,
+    /// Following the store.
+    Follow(WatchStream),
+    /// The stream is over (after an error or the store's end).
+    Done,
+}
+
+/// One watch stream's state, advanced each time its client reads.
+struct WatchRun {
+    catalog: Catalog,
+    services: Vec<String>,
+    filter: BTreeSet<String>,
+    /// The revision the client has everything up to.
+    position: u64,
+    /// The position came from the client (a resume), not from a snapshot:
+    /// if the history no longer holds it, the reset is `compacted`.
+    resumed_by_client: bool,
+    phase: Phase,
+    _open: OpenWatch,
+}
+
+type Item = Result<WatchEvent, CatalogError>;
+
+impl WatchRun {
+    /// The next event for the client; `None` once the stream is over (an
+    /// error is the last item).
+    async fn next(&mut self) -> Option<Item> {
         loop {
-            let services = match raw.next_part(chunk, super::snapshot::PART_INSTANCES) {
-                Ok(services) => services,
-                Err(error) => return failed(error).await,
+            let step = match std::mem::replace(&mut self.phase, Phase::Done) {
+                Phase::Done => return None,
+                Phase::Start(from) => self.start(from).await,
+                Phase::Snapshot => match self.catalog.raw_snapshot(&self.services).await {
+                    Ok(raw) => {
+                        self.phase = Phase::Parts(raw);
+                        None
+                    }
+                    Err(error) => Some(Err(error)),
+                },
+                Phase::Parts(raw) => Some(self.part(raw)),
+                Phase::Open => self.open().await,
+                Phase::Follow(stream) => self.follow(stream).await,
             };
-            let complete = raw.remaining() == 0;
-            let event = WatchEvent::Snapshot {
-                revision,
-                services,
-                complete,
-            };
-            if !send(sender, event).await {
-                return None;
-            }
-            if complete {
-                return Some(revision);
+            if step.is_some() {
+                return step;
             }
         }
     }
+
+    /// Where a watch from `from` starts: there, or at a snapshot after a
+    /// `future_revision` reset when the registry has not reached it.
+    async fn start(&mut self, from: u64) -> Option<Item> {
+        if from == 0 {
+            self.phase = Phase::Snapshot;
+            return None;
+        }
+        match self.catalog.ahead_of_registry(from).await {
+            Ok(None) => {
+                self.position = from;
+                // A resume point the history no longer holds is the
+                // client's to hear about (reset reason `compacted`).
+                self.resumed_by_client = true;
+                self.phase = Phase::Open;
+                None
+            }
+            Ok(Some(current)) => {
+                self.phase = Phase::Snapshot;
+                Some(Ok(reset_future(from, current, &self.catalog.watches)))
+            }
+            Err(error) => Some(Err(error)),
+        }
+    }
+
+    /// The next part of the snapshot, decoded only now (so memory holds a
+    /// part at a time); the last one moves the watch on to the store.
+    fn part(&mut self, mut raw: super::snapshot::RawSnapshot) -> Item {
+        let revision = raw.revision();
+        let chunk = self.catalog.config.snapshot_chunk.max(1);
+        let services = raw.next_part(chunk, super::snapshot::PART_INSTANCES)?;
+        let complete = raw.remaining() == 0;
+        if complete {
+            self.position = revision;
+            self.phase = Phase::Open;
+        } else {
+            self.phase = Phase::Parts(raw);
+        }
+        Ok(WatchEvent::Snapshot {
+            revision,
+            services,
+            complete,
+        })
+    }
+
+    async fn open(&mut self) -> Option<Item> {
+        let stream = self
+            .catalog
+            .store
+            .watch(
+                keys::WATCHED.to_vec(),
+                self.position,
+                self.catalog.config.progress_interval,
+            )
+            .await;
+        match stream {
+            Ok(stream) => {
+                self.resumed_by_client = false;
+                self.phase = Phase::Follow(stream);
+                None
+            }
+            Err(StoreError::Compacted { compacted, .. }) => Some(Ok(self.reset(compacted))),
+            Err(error) => Some(Err(error.into())),
+        }
+    }
+
+    /// The next item of the store watch that concerns the client.
+    async fn follow(&mut self, mut stream: WatchStream) -> Option<Item> {
+        // The store's end (shutdown) ends the stream cleanly.
+        let item = stream.next().await?;
+        let event = match item {
+            Ok(WatchItem::Events { revision, events }) => {
+                self.position = revision;
+                match changes(&self.filter, events) {
+                    Ok(changes) if changes.is_empty() => None,
+                    Ok(changes) => Some(WatchEvent::Changes { revision, changes }),
+                    Err(error) => return Some(Err(error)),
+                }
+            }
+            Ok(WatchItem::Progress { revision }) => {
+                self.position = self.position.max(revision);
+                Some(WatchEvent::Progress {
+                    revision: self.position,
+                })
+            }
+            Err(StoreError::Compacted { compacted, .. }) => return Some(Ok(self.reset(compacted))),
+            Err(error) => return Some(Err(error.into())),
+        };
+        self.phase = Phase::Follow(stream);
+        event.map(Ok)
+    }
+
+    /// The history no longer reaches back to `position`: a reset, then a
+    /// fresh snapshot.
+    fn reset(&mut self, compacted: u64) -> WatchEvent {
+        let position = self.position;
+        let (reason, message) = if self.resumed_by_client {
+            (
+                ResetReason::Compacted,
+                format!(
+                    "revision {position} is older than the retained history (compacted through \
+                     {compacted}); a fresh snapshot follows"
+                ),
+            )
+        } else {
+            (
+                ResetReason::SlowConsumer,
+                format!(
+                    "this watcher fell behind the retained history (at revision {position}, \
+                     compacted through {compacted}); a fresh snapshot follows"
+                ),
+            )
+        };
+        tracing::info!(reason = reason.as_str(), position, compacted, "watch reset");
+        self.catalog.watches.reset(reason);
+        self.position = 0;
+        self.resumed_by_client = false;
+        self.phase = Phase::Snapshot;
+        WatchEvent::Reset { reason, message }
+    }
 }
 
-async fn send(sender: &Sender, event: WatchEvent) -> bool {
-    sender.send(Ok(event)).await
-}
-
-async fn reset(
-    sender: &Sender,
-    asked_by_client: bool,
-    position: u64,
-    compacted: u64,
-    watches: &WatchCounters,
-) -> bool {
-    let (reason, message) = if asked_by_client {
-        (
-            ResetReason::Compacted,
-            format!(
-                "revision {position} is older than the retained history (compacted through \
-                 {compacted}); a fresh snapshot follows"
-            ),
-        )
-    } else {
-        (
-            ResetReason::SlowConsumer,
-            format!(
-                "this watcher fell behind the retained history (at revision {position}, \
-                 compacted through {compacted}); a fresh snapshot follows"
-            ),
-        )
-    };
-    tracing::info!(reason = reason.as_str(), position, compacted, "watch reset");
-    watches.reset(reason);
-    send(sender, WatchEvent::Reset { reason, message }).await
-}
-
-async fn reset_future(sender: &Sender, asked: u64, current: u64, watches: &WatchCounters) -> bool {
+fn reset_future(asked: u64, current: u64, watches: &WatchCounters) -> WatchEvent {
     watches.reset(ResetReason::FutureRevision);
     let message = format!(
         "revision {asked} is ahead of this registry (at {current}): it was restored from an \
@@ -344,14 +344,10 @@ async fn reset_future(sender: &Sender, asked: u64, current: u64, watches: &Watch
         current,
         "watch reset"
     );
-    send(
-        sender,
-        WatchEvent::Reset {
-            reason: ResetReason::FutureRevision,
-            message,
-        },
-    )
-    .await
+    WatchEvent::Reset {
+        reason: ResetReason::FutureRevision,
+        message,
+    }
 }
 
 fn changes(

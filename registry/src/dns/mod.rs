@@ -164,7 +164,7 @@ pub async fn serve(
 /// The catalog's watch of every service into `view`.
 async fn follow(catalog: Catalog, view: Arc<RwLock<ServiceView>>, stop: CancellationToken) {
     catalog
-        .follow_services(4 * 1024 * 1024, stop, "dns", |event| {
+        .follow_services(stop, "dns", |event| {
             if let Ok(mut view) = view.write() {
                 view.apply(event);
             }

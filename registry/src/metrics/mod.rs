@@ -111,7 +111,7 @@ async fn follow_deploys(
 /// The catalog's watch of every service into `figures`.
 async fn watch(catalog: Catalog, figures: Arc<Mutex<CatalogFigures>>, stop: CancellationToken) {
     catalog
-        .follow_services(1024 * 1024, stop, "metrics", |event| {
+        .follow_services(stop, "metrics", |event| {
             if let Ok(mut figures) = figures.lock() {
                 figures.apply(event);
             }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
-use crate::api::{RegistryApi, WatchLimits};
+use crate::api::RegistryApi;
 use crate::auth::Authorizer;
 use crate::catalog::{Catalog, CatalogConfig};
 use crate::metrics::{GrpcLayer, RegistryMetrics};
@@ -66,9 +66,6 @@ pub struct Limits {
     pub max_streams_per_connection: u32,
     /// Watch streams open at once, over all connections.
     pub max_watchers: usize,
-    /// Bytes of events queued for one watch stream before its watcher stops
-    /// reading ahead (it then catches up from history later, or is reset).
-    pub watch_buffer_bytes: usize,
     /// HTTP/2 pings on connections: an unanswered ping closes the connection.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
@@ -81,7 +78,6 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             max_streams_per_connection: 1000,
             max_watchers: 10_000,
-            watch_buffer_bytes: 32 * 1024,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),
         }
@@ -281,11 +277,7 @@ async fn registry_api(
     let api = RegistryApi::new(
         catalog.clone(),
         streams_end.clone(),
-        WatchLimits {
-            messages: config.watch_buffer,
-            bytes: config.limits.watch_buffer_bytes,
-            watchers: config.limits.max_watchers,
-        },
+        config.limits.max_watchers,
         auth.clone(),
     );
     Ok((api, auth, catalog))

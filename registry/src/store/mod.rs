@@ -236,13 +236,14 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self) -> Result<(), StoreError>;
 }
 
-/// Whether `key` starts with `prefix`; the empty prefix matches every key.
-/// Revisions a store watch reads ahead of its consumer. Small on purpose:
-/// the consumer (a catalog watch) has its own byte-bounded queue, and a
-/// watcher whose client stopped reading should stop pulling events into
-/// memory rather than hold more of them.
+/// Responses the etcd store's watch reads ahead of its consumer (etcd
+/// pushes them over its own stream). Small on purpose: a watcher whose
+/// client stopped reading should stop pulling events into memory rather
+/// than hold more of them. The sled store reads nothing ahead: its watch is
+/// read as its consumer reads.
 pub const WATCH_READ_AHEAD: usize = 8;
 
+/// Whether `key` starts with `prefix`; the empty prefix matches every key.
 pub fn in_prefix(key: &[u8], prefix: &[u8]) -> bool {
     key.starts_with(prefix)
 }

@@ -22,7 +22,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::codec;
@@ -450,18 +449,18 @@ impl Store for SledStore {
                 compacted,
             });
         }
-        let (sender, stream) = tokio::sync::mpsc::channel(crate::store::WATCH_READ_AHEAD);
-        let shared = Arc::clone(&self.shared);
-        tokio::spawn(async move {
-            let watcher = Watcher {
-                shared,
-                prefix,
-                last: from_revision,
-                sender,
-            };
-            watcher.run(receiver, progress_every).await;
+        let watcher = Watcher::new(
+            Arc::clone(&self.shared),
+            prefix,
+            from_revision,
+            receiver,
+            progress_every,
+        );
+        let stream = futures::stream::unfold(watcher, |mut watcher| async move {
+            let item = watcher.next().await?;
+            Some((item, watcher))
         });
-        Ok(Box::pin(ReceiverStream::new(stream)))
+        Ok(Box::pin(stream))
     }
 
     fn stats(&self) -> Arc<StoreStats> {

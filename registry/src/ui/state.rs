@@ -144,7 +144,7 @@ impl UiState {
 
     async fn follow_services(self, catalog: Catalog, stop: CancellationToken) {
         catalog
-            .follow_services(4 * 1024 * 1024, stop, "ui", |event| {
+            .follow_services(stop, "ui", |event| {
                 let changed = match self.inner.services.write() {
                     Ok(mut view) => view.apply(event),
                     Err(poisoned) => poisoned.into_inner().apply(event),

@@ -113,148 +113,171 @@ const CATCH_UP_CHUNK: u64 = 512;
 
 /// One watch: catches up from the on-disk history, then follows commits live,
 /// falling back to the history whenever it falls behind the live buffer.
+///
+/// It is a stream read by its consumer, not a task of its own: nothing is
+/// read ahead of the consumer, and a consumer that stops reading costs the
+/// store only its position (the commits it has not read stay in [`Recent`]
+/// or on disk, as for every watcher).
 pub(super) struct Watcher {
     pub(super) shared: Arc<Shared>,
     pub(super) prefix: Vec<u8>,
     /// The last revision delivered (or skipped as not matching).
     pub(super) last: u64,
-    pub(super) sender: tokio::sync::mpsc::Sender<Result<WatchItem, StoreError>>,
+    /// Read from disk or from [`Recent`], not yet handed to the consumer.
+    pending: VecDeque<WatchItem>,
+    mode: Mode,
+    receiver: watch::Receiver<u64>,
+    ticker: tokio::time::Interval,
 }
 
-enum Next {
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
     CatchUp,
-    Stop,
+    Follow,
+    Stopped,
 }
 
 impl Watcher {
-    pub(super) async fn run(
-        mut self,
-        mut receiver: watch::Receiver<u64>,
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        prefix: Vec<u8>,
+        last: u64,
+        receiver: watch::Receiver<u64>,
         progress_every: Duration,
-    ) {
+    ) -> Self {
+        let start = tokio::time::Instant::now() + progress_every;
+        let mut ticker = tokio::time::interval_at(start, progress_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Watcher {
+            shared,
+            prefix,
+            last,
+            pending: VecDeque::new(),
+            mode: Mode::CatchUp,
+            receiver,
+            ticker,
+        }
+    }
+
+    /// The next item for the consumer; `None` when the store closes (an
+    /// error is the last item).
+    pub(super) async fn next(&mut self) -> Option<Result<WatchItem, StoreError>> {
         loop {
-            if let Err(error) = self.catch_up().await {
-                let _ = self.sender.send(Err(error)).await;
-                return;
+            if let Some(item) = self.pending.pop_front() {
+                return Some(Ok(item));
             }
-            match self.follow(&mut receiver, progress_every).await {
-                Next::CatchUp => continue,
-                Next::Stop => return,
+            match self.mode {
+                Mode::Stopped => return None,
+                Mode::CatchUp => {
+                    if let Err(error) = self.catch_up() {
+                        self.mode = Mode::Stopped;
+                        return Some(Err(error));
+                    }
+                }
+                Mode::Follow => self.follow().await,
             }
         }
     }
 
-    /// Sends the events of `revision` under the prefix, if any; false once
-    /// the stream is gone. Only matching events are copied: a commit is
-    /// shared by every watcher and may hold thousands of other keys.
-    async fn deliver(&mut self, revision: u64, events: &[Event]) -> bool {
+    /// Queues the events of `revision` under the prefix, if any. Only
+    /// matching events are copied: a commit is shared by every watcher and
+    /// may hold thousands of other keys.
+    fn deliver(&mut self, revision: u64, events: &[Event]) {
         let matching: Vec<Event> = events
             .iter()
             .filter(|event| in_prefix(&event.kv.key, &self.prefix))
             .cloned()
             .collect();
         self.last = revision;
-        if matching.is_empty() {
-            return true;
-        }
-        self.sender
-            .send(Ok(WatchItem::Events {
+        if !matching.is_empty() {
+            self.pending.push_back(WatchItem::Events {
                 revision,
                 events: matching,
-            }))
-            .await
-            .is_ok()
+            });
+        }
     }
 
-    /// Reads every revision after `last` up to the current one from disk.
-    async fn catch_up(&mut self) -> Result<(), StoreError> {
-        loop {
-            let (current, compacted, compressed_from) = {
-                let state = self.shared.read_state();
-                (state.revision, state.compacted, state.compressed_from)
-            };
-            if self.last >= current {
-                return Ok(());
+    /// Reads up to [`CATCH_UP_CHUNK`] revisions after `last` from disk;
+    /// switches to following live once at the current revision.
+    fn catch_up(&mut self) -> Result<(), StoreError> {
+        let (current, compacted, compressed_from) = {
+            let state = self.shared.read_state();
+            (state.revision, state.compacted, state.compressed_from)
+        };
+        if self.last >= current {
+            self.mode = Mode::Follow;
+            return Ok(());
+        }
+        if self.last < compacted {
+            return Err(StoreError::Compacted {
+                requested: self.last,
+                compacted,
+            });
+        }
+        let until = current.min(self.last.saturating_add(CATCH_UP_CHUNK));
+        let from = self.last + 1;
+        let entries = self.shared.with_disk(|disk| {
+            let mut entries = Vec::new();
+            for entry in disk.tree.range(history_key(from)..=history_key(until)) {
+                let (key, value) = entry.map_err(storage)?;
+                let revision = number_after_prefix(&key)?;
+                let events = decode_history(compressed_from, revision, &value)?;
+                entries.push((revision, events));
             }
+            Ok(entries)
+        })?;
+        let complete = entries.first().map(|(revision, _)| *revision) == Some(self.last + 1)
+            && entries.len() as u64 == until - self.last;
+        if !complete {
+            // Compaction overtook this read; the next pass reports it.
+            let compacted = self.shared.read_state().compacted;
             if self.last < compacted {
                 return Err(StoreError::Compacted {
                     requested: self.last,
                     compacted,
                 });
             }
-            let until = current.min(self.last.saturating_add(CATCH_UP_CHUNK));
-            let from = self.last + 1;
-            let entries = self.shared.with_disk(|disk| {
-                let mut entries = Vec::new();
-                for entry in disk.tree.range(history_key(from)..=history_key(until)) {
-                    let (key, value) = entry.map_err(storage)?;
-                    let revision = number_after_prefix(&key)?;
-                    let events = decode_history(compressed_from, revision, &value)?;
-                    entries.push((revision, events));
-                }
-                Ok(entries)
-            })?;
-            let complete = entries.first().map(|(revision, _)| *revision) == Some(self.last + 1)
-                && entries.len() as u64 == until - self.last;
-            if !complete {
-                // Compaction overtook this read; the next pass reports it.
-                let compacted = self.shared.read_state().compacted;
-                if self.last < compacted {
-                    return Err(StoreError::Compacted {
-                        requested: self.last,
-                        compacted,
-                    });
-                }
-                return Err(StoreError::Storage(format!(
-                    "watch history between revisions {} and {until} is missing",
-                    self.last + 1
-                )));
-            }
-            for (revision, events) in entries {
-                if !self.deliver(revision, &events).await {
-                    return Ok(());
-                }
-            }
+            return Err(StoreError::Storage(format!(
+                "watch history between revisions {} and {until} is missing",
+                self.last + 1
+            )));
         }
+        for (revision, events) in entries {
+            self.deliver(revision, &events);
+        }
+        Ok(())
     }
 
-    async fn follow(
-        &mut self,
-        receiver: &mut watch::Receiver<u64>,
-        progress_every: Duration,
-    ) -> Next {
-        let start = tokio::time::Instant::now() + progress_every;
-        let mut ticker = tokio::time::interval_at(start, progress_every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            // Marked seen before looking, so a push after the look wakes us.
-            receiver.borrow_and_update();
-            let Some(commits) = self.shared.recent.after(self.last) else {
-                return Next::CatchUp;
-            };
-            for committed in commits {
-                if committed.revision > self.last.saturating_add(1) {
-                    return Next::CatchUp;
-                }
-                if !self.deliver(committed.revision, &committed.events).await {
-                    return Next::Stop;
+    /// Takes the commits after `last` from [`Recent`] (back to the disk
+    /// when some are gone), or else waits for the next commit, a progress
+    /// tick, or the store's close.
+    async fn follow(&mut self) {
+        // Marked seen before looking, so a push after the look wakes us.
+        self.receiver.borrow_and_update();
+        let Some(commits) = self.shared.recent.after(self.last) else {
+            self.mode = Mode::CatchUp;
+            return;
+        };
+        for committed in commits {
+            if committed.revision > self.last.saturating_add(1) {
+                self.mode = Mode::CatchUp;
+                return;
+            }
+            self.deliver(committed.revision, &committed.events);
+        }
+        if !self.pending.is_empty() {
+            return;
+        }
+        tokio::select! {
+            changed = self.receiver.changed() => {
+                if changed.is_err() {
+                    self.mode = Mode::Stopped;
                 }
             }
-            tokio::select! {
-                changed = receiver.changed() => {
-                    if changed.is_err() {
-                        return Next::Stop;
-                    }
-                }
-                _ = ticker.tick() => {
-                    let progress = WatchItem::Progress { revision: self.last };
-                    if self.sender.send(Ok(progress)).await.is_err() {
-                        return Next::Stop;
-                    }
-                }
-                _ = self.sender.closed() => return Next::Stop,
-                _ = self.shared.closing.cancelled() => return Next::Stop,
+            _ = self.ticker.tick() => {
+                self.pending.push_back(WatchItem::Progress { revision: self.last });
             }
+            _ = self.shared.closing.cancelled() => self.mode = Mode::Stopped,
         }
     }
 }
