@@ -351,6 +351,17 @@ pub fn rss_bytes(pid: u32) -> u64 {
     kib * 1024
 }
 
+/// Write system calls (`write`, `writev`, `pwrite`, …) a process has made,
+/// from `/proc/PID/io`.
+pub fn write_calls(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_else(|error| panic!("reading /proc/{pid}/io: {error}"));
+    io.lines()
+        .find_map(|line| line.strip_prefix("syscw:"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no syscw line in /proc/{pid}/io"))
+}
+
 /// CPU time (user + system) a process has used, from `/proc/PID/stat`.
 pub fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))

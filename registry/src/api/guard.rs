@@ -12,6 +12,12 @@ use crate::auth::Authorizer;
 use crate::catalog::Catalog;
 use crate::server::Peer;
 
+/// One watch stream's place among `--max-watchers` and on its connection.
+pub(super) struct WatchPermit {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _on_connection: Option<crate::server::CountedWatch>,
+}
+
 impl RegistryApi {
     /// Who is calling (`UNAUTHENTICATED` without a valid credential).
     pub(super) fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
@@ -26,9 +32,10 @@ impl RegistryApi {
     }
 
     /// A place for one more watch stream, held as long as the stream
-    /// lives; `RESOURCE_EXHAUSTED` at `--max-watchers`.
-    pub(super) fn watch_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
-        std::sync::Arc::clone(&self.watchers)
+    /// lives (and counted on the connection of `peer`);
+    /// `RESOURCE_EXHAUSTED` at `--max-watchers`.
+    pub(super) fn watch_permit(&self, peer: Option<&Peer>) -> Result<WatchPermit, Status> {
+        let permit = std::sync::Arc::clone(&self.watchers)
             .try_acquire_owned()
             .map_err(|_| {
                 Status::resource_exhausted(format!(
@@ -36,7 +43,11 @@ impl RegistryApi {
                      unused watches or raise the limit",
                     self.max_watchers
                 ))
-            })
+            })?;
+        Ok(WatchPermit {
+            _permit: permit,
+            _on_connection: peer.map(|peer| peer.watches.opened()),
+        })
     }
 
     /// Who is calling and what they sent (within the size limit), once

@@ -29,6 +29,7 @@ use switchyard_model::auth::Action;
 
 use crate::auth::Authorizer;
 use crate::catalog::Catalog;
+use crate::server::Peer;
 
 /// The registry service over one catalog.
 pub struct RegistryApi {
@@ -274,8 +275,9 @@ impl v1::registry_server::Registry for RegistryApi {
         request: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.check(&request, Action::Read)?;
+        let peer = request.extensions().get::<Peer>().cloned();
         let request = within_limit(request)?;
-        let permit = self.watch_permit()?;
+        let permit = self.watch_permit(peer.as_ref())?;
         let stream = self
             .catalog
             .watch(
@@ -429,7 +431,7 @@ impl v1::registry_server::Registry for RegistryApi {
         request: Request<v1::WatchProxiesRequest>,
     ) -> Result<Response<Self::WatchProxiesStream>, Status> {
         self.check(&request, Action::Read)?;
-        let permit = self.watch_permit()?;
+        let permit = self.watch_permit(request.extensions().get::<Peer>())?;
         let stream = self.catalog.watch_proxies(self.shutdown.clone());
         Ok(Response::new(streams::held(
             stream,
@@ -470,7 +472,7 @@ impl v1::registry_server::Registry for RegistryApi {
         request: Request<v1::WatchDeploymentsRequest>,
     ) -> Result<Response<Self::WatchDeploymentsStream>, Status> {
         self.check(&request, Action::Read)?;
-        let permit = self.watch_permit()?;
+        let permit = self.watch_permit(request.extensions().get::<Peer>())?;
         let request = request.into_inner();
         let stream = self
             .catalog

@@ -3,7 +3,6 @@
 //! client reads: tonic drops the stream when the client goes away.
 
 use futures::{Stream, StreamExt};
-use tokio::sync::OwnedSemaphorePermit;
 use tonic::Status;
 
 use super::{BoxStream, status_of};
@@ -11,7 +10,7 @@ use crate::catalog::CatalogError;
 
 pub(super) fn held<T, W>(
     stream: impl Stream<Item = Result<T, CatalogError>> + Send + 'static,
-    permit: OwnedSemaphorePermit,
+    permit: super::guard::WatchPermit,
     to_wire: impl Fn(T) -> W + Send + 'static,
 ) -> BoxStream<W> {
     Box::pin(stream.map(move |item| -> Result<W, Status> {

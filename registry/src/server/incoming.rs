@@ -51,6 +51,8 @@ pub struct Connection {
     io: Io,
     peer: Peer,
     _slot: OwnedSemaphorePermit,
+    /// The current flush has already waited its turn (see [`Connection::defer`]).
+    deferred: bool,
 }
 
 enum Io {
@@ -64,6 +66,36 @@ pub struct Peer {
     pub address: Option<SocketAddr>,
     /// The client's certificate chain, leaf first, when it sent one over TLS.
     pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// Watch streams open on this connection.
+    pub watches: WatchCount,
+}
+
+/// Watch streams open on one connection: with two or more, a change may
+/// reach several of them at once, and the connection holds its writes back
+/// a moment to send them together ([`Connection::defer`]).
+#[derive(Debug, Clone, Default)]
+pub struct WatchCount(Arc<std::sync::atomic::AtomicUsize>);
+
+/// One open watch stream, counted on its connection until dropped.
+pub struct CountedWatch(WatchCount);
+
+impl WatchCount {
+    pub fn opened(&self) -> CountedWatch {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        CountedWatch(self.clone())
+    }
+
+    fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for CountedWatch {
+    fn drop(&mut self) {
+        (self.0)
+            .0
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Accepts on `listener` until `stop` fires; yields connections that sent
@@ -124,6 +156,7 @@ async fn accept_loop(
                         io,
                         peer,
                         _slot: slot,
+                        deferred: false,
                     };
                     let _ = ready.send(Ok(connection)).await;
                 }
@@ -148,6 +181,7 @@ async fn handshake(
     let mut peer = Peer {
         address: Some(address),
         certificates: None,
+        watches: WatchCount::default(),
     };
     let Some(tls) = tls else {
         await_preface(&stream).await?;
@@ -292,20 +326,46 @@ impl AsyncRead for Connection {
     }
 }
 
+impl Connection {
+    /// On a connection with several watch streams, holds the first write
+    /// of each flush back for one turn of the scheduler: the connection's
+    /// task goes to the back of the run queue (it wakes itself), and the
+    /// streams already woken by the same change add their frames to
+    /// HTTP/2's buffer meanwhile, so one `writev` carries them all. Without
+    /// it the connection wrote after each stream's frame: one system call
+    /// per watcher, 41% of the registry's CPU in a 1,000-watcher fan-out.
+    /// Connections of unary calls only never wait (there it measured about
+    /// 15% fewer reads a second: nothing to gather, one more poll).
+    fn defer(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.deferred || self.peer.watches.get() < 2 {
+            return false;
+        }
+        self.deferred = true;
+        cx.waker().wake_by_ref();
+        true
+    }
+}
+
 impl AsyncWrite for Connection {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.defer(cx) {
+            return Poll::Pending;
+        }
         on_io!(self, stream => stream.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.defer(cx) {
+            return Poll::Pending;
+        }
         on_io!(self, stream => stream.poll_write_vectored(cx, bufs))
     }
 
@@ -316,8 +376,14 @@ impl AsyncWrite for Connection {
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        on_io!(self, stream => stream.poll_flush(cx))
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.as_mut();
+        let flushed = on_io!(this, stream => stream.poll_flush(cx));
+        if flushed.is_ready() {
+            // Everything is out: the next write starts a new flush.
+            self.deferred = false;
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -394,5 +460,80 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         client.write_all(&PREFACE[10..]).await.expect("write");
         assert!(next_accepted(&mut connections, Duration::from_secs(5)).await);
+    }
+}
+
+#[cfg(test)]
+mod gathering {
+    use std::task::Waker;
+
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// A connection accepted by `incoming`, and its client's socket.
+    async fn accepted() -> (Connection, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let limits = ConnectionLimits {
+            max_connections: 1,
+            handshake_timeout: Duration::from_secs(5),
+            tls: None,
+        };
+        let mut connections = incoming(listener, limits, CancellationToken::new());
+        let mut client = TcpStream::connect(address).await.expect("connect");
+        client.write_all(PREFACE).await.expect("write");
+        let connection = tokio::time::timeout(Duration::from_secs(5), connections.next())
+            .await
+            .expect("accepted within 5s")
+            .expect("a connection")
+            .expect("no accept error");
+        (connection, client)
+    }
+
+    /// Counts the wakes it gets.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn write(connection: &mut Connection, waker: &Waker) -> Poll<io::Result<usize>> {
+        let mut cx = Context::from_waker(waker);
+        Pin::new(connection).poll_write(&mut cx, b"frame")
+    }
+
+    #[tokio::test]
+    async fn with_several_watches_the_first_write_of_a_flush_waits_one_turn() {
+        let (mut connection, _client) = accepted().await;
+        let wakes = Arc::new(Wakes(Default::default()));
+        let waker = Waker::from(Arc::clone(&wakes));
+        let watches = connection.peer.watches.clone();
+        let _first = watches.opened();
+        assert!(
+            write(&mut connection, &waker).is_ready(),
+            "one watch: no wait"
+        );
+        let second = watches.opened();
+        let mut cx = Context::from_waker(&waker);
+        for flush in 1..=2 {
+            assert!(write(&mut connection, &waker).is_pending(), "a flush waits");
+            assert_eq!(
+                wakes.0.load(std::sync::atomic::Ordering::SeqCst),
+                flush,
+                "woken"
+            );
+            assert!(write(&mut connection, &waker).is_ready(), "once");
+            assert!(write(&mut connection, &waker).is_ready(), "once per flush");
+            assert!(Pin::new(&mut connection).poll_flush(&mut cx).is_ready());
+        }
+        drop(second);
+        assert!(
+            write(&mut connection, &waker).is_ready(),
+            "one watch again: no wait"
+        );
     }
 }

@@ -10,7 +10,7 @@ mod tls;
 
 pub use bootstrap::SeedToken;
 
-pub use incoming::Peer;
+pub use incoming::{CountedWatch, Peer};
 pub use tls::{Tls, TlsFiles};
 
 use std::future::Future;

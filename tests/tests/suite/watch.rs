@@ -318,3 +318,76 @@ async fn snapshot_parts_are_bounded_by_instances_and_never_cut_a_service() {
         ]
     );
 }
+
+/// Until `stream` brings a color change (what a flip sends every watcher).
+async fn until_flip(stream: &mut tonic::Streaming<v1::WatchResponse>) {
+    loop {
+        match switchyard_tests::next_watch_event(stream).await {
+            WatchEvent::Changes { changes, .. }
+                if changes
+                    .iter()
+                    .any(|c| matches!(c, Change::ServiceUpdated(_))) =>
+            {
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flip_reaches_the_watchers_of_a_connection_in_a_few_writes() {
+    use switchyard_tests::process::{RegistryProcess, write_calls};
+    const CONNECTIONS: usize = 4;
+    const PER_CONNECTION: usize = 50;
+    const FLIPS: usize = 10;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let url = registry.url();
+    let client = switchyard_client::RegistryClient::new(&url).expect("url");
+    client
+        .register(&instance("web", "w0", 8000, None), None)
+        .await
+        .expect("register");
+    let mut streams = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut connection = switchyard_tests::grpc(&url).await;
+        for _ in 0..PER_CONNECTION {
+            let request = v1::WatchRequest {
+                services: vec!["web".into()],
+                from_revision: 0,
+            };
+            let mut stream = connection.watch(request).await.expect("watch").into_inner();
+            let snapshot = switchyard_tests::next_watch_event(&mut stream).await;
+            assert!(matches!(
+                snapshot,
+                WatchEvent::Snapshot { complete: true, .. }
+            ));
+            streams.push(stream);
+        }
+    }
+    let before = write_calls(registry.child.id());
+    let mut live = None;
+    for _ in 0..FLIPS {
+        let next = Color::next(live);
+        client
+            .set_active_color("web", Some(next), live, 0)
+            .await
+            .expect("flip");
+        live = Some(next);
+        for stream in &mut streams {
+            until_flip(stream).await;
+        }
+    }
+    let writes = write_calls(registry.child.id()) - before;
+    let receipts = CONNECTIONS * PER_CONNECTION * FLIPS;
+    println!("{receipts} receipts over {CONNECTIONS} connections: {writes} write calls");
+    // Each flip is one store commit and one answer, and then the watchers
+    // of a connection share its writes: about a dozen calls a flip, where
+    // one write per watcher made 2,000.
+    assert!(
+        (writes as usize) < receipts / 4,
+        "{writes} write calls for {receipts} receipts: the watchers of a connection \
+         no longer share writes"
+    );
+}
