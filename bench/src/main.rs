@@ -164,11 +164,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "reads: {} gets of a 10-instance service, {} clients",
             sizes.reads, sizes.clients
         );
+        let cpu = stats::CpuSpent::start(Some(args.registry_pid))?;
         let ours = registry::reads(&plain, sizes).await?;
+        let our_cpu = cpu.per(sizes.reads)?;
+        let cpu = stats::CpuSpent::start(Some(args.etcd_pid))?;
         let theirs = etcd::reads(&args.etcd, sizes).await?;
+        let their_cpu = cpu.per(sizes.reads)?;
         rows.extend(stats::throughput_rows("reads", &ours, &theirs));
+        rows.extend(stats::cpu_rows("reads", "op", our_cpu, their_cpu));
+        let cpu = stats::CpuSpent::start(Some(args.registry_pid))?;
         let ceiling = ceiling::reads(&args.registry, sizes).await?.throughput();
+        let (server, client) = cpu.per(sizes.reads)?;
         single_rows.push(("reads_ceiling".into(), "ops/s", ceiling));
+        single_rows.push((
+            "reads_ceiling_cpu_per_op".into(),
+            "us",
+            server.unwrap_or(0.0) + client,
+        ));
         if let Some(writes) = &writes {
             // The same unary ceiling: a write does a read's work and more.
             single_rows.push((
@@ -207,7 +219,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             &theirs.spread,
             &[("p99", 99.0)],
         ));
-        rows.extend(stats::cpu_rows(&ours, &theirs));
+        rows.extend(stats::cpu_rows(
+            "watch",
+            "receipt",
+            (ours.server_cpu_us, ours.client_cpu_us),
+            (theirs.server_cpu_us, theirs.client_cpu_us),
+        ));
         let ceiling = ceiling::fan_out(sizes).await?;
         single_rows.extend(stats::watch_ceiling_rows(&ours, &ceiling));
         rows.extend(

@@ -247,16 +247,23 @@ impl CpuSpent {
         })
     }
 
+    /// The CPU spent since [`CpuSpent::start`], in microseconds per one of
+    /// `count` operations: the server's (when it has a pid), this process's.
+    pub fn per(self, count: usize) -> anyhow::Result<(Option<f64>, f64)> {
+        let count = count.max(1) as f64;
+        // Ticks of 1/100 s to microseconds.
+        let per = |ticks: u64| ticks as f64 * 10_000.0 / count;
+        let server = match self.server {
+            Some((pid, before)) => Some(per(cpu_ticks(pid)?.saturating_sub(before))),
+            None => None,
+        };
+        let client = per(cpu_ticks(std::process::id())?.saturating_sub(self.client));
+        Ok((server, client))
+    }
+
     /// Charges the CPU spent since [`CpuSpent::start`] to `fan_out`'s receipts.
     pub fn charge(self, fan_out: &mut FanOut) -> anyhow::Result<()> {
-        let receipts = fan_out.each.latencies.len().max(1) as f64;
-        // Ticks of 1/100 s to microseconds.
-        let per_receipt = |ticks: u64| ticks as f64 * 10_000.0 / receipts;
-        if let Some((pid, before)) = self.server {
-            fan_out.server_cpu_us = Some(per_receipt(cpu_ticks(pid)?.saturating_sub(before)));
-        }
-        fan_out.client_cpu_us =
-            per_receipt(cpu_ticks(std::process::id())?.saturating_sub(self.client));
+        (fan_out.server_cpu_us, fan_out.client_cpu_us) = self.per(fan_out.each.latencies.len())?;
         Ok(())
     }
 }
@@ -339,21 +346,26 @@ pub fn watch_ceiling_rows(ours: &FanOut, ceiling: &FanOut) -> Vec<(String, &'sta
     rows
 }
 
-/// CPU time per receipt of a fan-out: the server's, and the watchers'
-/// client side (this process), each beside etcd's.
-pub fn cpu_rows(ours: &FanOut, theirs: &FanOut) -> Vec<Row> {
+/// CPU time per operation (`unit`: receipt, op) of `workload`: the
+/// server's, and the client side's (this process), each beside etcd's.
+pub fn cpu_rows(
+    workload: &str,
+    unit: &str,
+    ours: (Option<f64>, f64),
+    theirs: (Option<f64>, f64),
+) -> Vec<Row> {
     vec![
         Row::lower_is_better(
-            "watch_server_cpu_per_receipt",
+            &format!("{workload}_server_cpu_per_{unit}"),
             "us",
-            ours.server_cpu_us.unwrap_or(0.0),
-            theirs.server_cpu_us.unwrap_or(0.0),
+            ours.0.unwrap_or(0.0),
+            theirs.0.unwrap_or(0.0),
         ),
         Row::lower_is_better(
-            "watch_client_cpu_per_receipt",
+            &format!("{workload}_client_cpu_per_{unit}"),
             "us",
-            ours.client_cpu_us,
-            theirs.client_cpu_us,
+            ours.1,
+            theirs.1,
         ),
     ]
 }
