@@ -281,6 +281,8 @@ fi
   echo "(VmHWM) once its own metrics follower has read every service (the snapshot"
   echo "every follower asks for after a restart). etcd has no counterpart here; the"
   echo "target is under 400 MB."
+  echo "docs/performance.md says, target by target, where a run stands and what"
+  echo "the profile shows limits each figure."
   echo "Before the event-driven waits (same machine, earlier code): wait healthy 260 ms,"
   echo "wait proxies 200–310 ms, rollback with one nginx 210–320 ms, deploy overhead"
   echo "about 500 ms."
