@@ -11,6 +11,7 @@ mod dns;
 mod etcd;
 mod many;
 mod registry;
+mod rows;
 mod scale;
 mod scrape;
 mod sizes;
@@ -160,111 +161,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     if args.runs(Workload::Reads) {
-        eprintln!(
-            "reads: {} gets of a 10-instance service, {} clients",
-            sizes.reads, sizes.clients
-        );
-        let cpu = stats::CpuSpent::start(Some(args.registry_pid))?;
-        let ours = registry::reads(&plain, sizes).await?;
-        let our_cpu = cpu.per(sizes.reads)?;
-        let cpu = stats::CpuSpent::start(Some(args.etcd_pid))?;
-        let theirs = etcd::reads(&args.etcd, sizes).await?;
-        let their_cpu = cpu.per(sizes.reads)?;
-        rows.extend(stats::throughput_rows("reads", &ours, &theirs));
-        rows.extend(stats::cpu_rows("reads", "op", our_cpu, their_cpu));
-        let cpu = stats::CpuSpent::start(Some(args.registry_pid))?;
-        let ceiling = ceiling::reads(&args.registry, sizes).await?.throughput();
-        let (server, client) = cpu.per(sizes.reads)?;
-        single_rows.push(("reads_ceiling".into(), "ops/s", ceiling));
-        single_rows.push((
-            "reads_ceiling_cpu_per_op".into(),
-            "us",
-            server.unwrap_or(0.0) + client,
-        ));
-        if let Some(writes) = &writes {
-            // The same unary ceiling: a write does a read's work and more.
-            single_rows.push((
-                "writes_of_ceiling".into(),
-                "%",
-                100.0 * writes.throughput() / ceiling.max(1e-9),
-            ));
-        }
-        single_rows.push((
-            "reads_of_ceiling".into(),
-            "%",
-            100.0 * ours.throughput() / ceiling.max(1e-9),
-        ));
-        if args.runs(Workload::Security) {
-            single_rows.extend(security_rows(&args, "reads", &ours, sizes).await?);
-        }
+        let (anchored, single) = rows::reads(&args, &plain, sizes, writes.as_ref()).await?;
+        rows.extend(anchored);
+        single_rows.extend(single);
     }
-
     if args.runs(Workload::Watch) {
-        eprintln!(
-            "watch fan-out: {} watchers, {} flips",
-            sizes.watchers, sizes.flips
-        );
-        let ours = registry::fan_out(&plain, sizes, Some(args.registry_pid)).await?;
-        let theirs = etcd::fan_out(&args.etcd, sizes, Some(args.etcd_pid)).await?;
-        rows.extend(stats::latency_rows("watch", &ours.each, &theirs.each));
-        rows.extend(stats::percentile_rows(
-            "watch_last",
-            &ours.last,
-            &theirs.last,
-            &[("p50", 50.0), ("p99", 99.0)],
-        ));
-        rows.extend(stats::percentile_rows(
-            "watch_spread",
-            &ours.spread,
-            &theirs.spread,
-            &[("p99", 99.0)],
-        ));
-        rows.extend(stats::cpu_rows(
-            "watch",
-            "receipt",
-            (ours.server_cpu_us, ours.client_cpu_us),
-            (theirs.server_cpu_us, theirs.client_cpu_us),
-        ));
-        let ceiling = ceiling::fan_out(sizes).await?;
-        single_rows.extend(stats::watch_ceiling_rows(&ours, &ceiling));
-        rows.extend(
-            many::watchers(
-                &plain,
-                &args.etcd,
-                (args.registry_pid, args.etcd_pid),
-                sizes,
-            )
-            .await?,
-        );
+        let (anchored, single) = rows::watch(&args, &plain, sizes).await?;
+        rows.extend(anchored);
+        single_rows.extend(single);
     }
-
     if args.runs(Workload::Memory) {
-        eprintln!("memory: RSS after loading {} instances", sizes.loaded);
-        let registry = args.memory_registry.as_deref().unwrap_or(&args.registry);
-        let etcd = args.memory_etcd.as_deref().unwrap_or(&args.etcd);
-        let pids = (
-            args.memory_registry_pid.unwrap_or(args.registry_pid),
-            args.memory_etcd_pid.unwrap_or(args.etcd_pid),
-        );
-        // The floor: each process with nothing loaded yet.
-        let empty = (stats::rss_mib(pids.0)?, stats::rss_mib(pids.1)?);
-        registry::load(&target(registry), sizes.loaded).await?;
-        etcd::load(etcd, sizes.loaded).await?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let loaded = (stats::rss_mib(pids.0)?, stats::rss_mib(pids.1)?);
-        rows.push(Row::lower_is_better("rss_empty", "MiB", empty.0, empty.1));
-        rows.push(Row::lower_is_better(
-            &format!("rss_after_{}_instances", sizes.loaded),
-            "MiB",
-            loaded.0,
-            loaded.1,
-        ));
-        rows.push(Row::lower_is_better(
-            &format!("rss_of_{}_instances", sizes.loaded),
-            "MiB",
-            loaded.0 - empty.0,
-            loaded.1 - empty.1,
-        ));
+        rows.extend(rows::memory(&args, &options, sizes).await?);
     }
 
     if let (true, Some(url), Some(metrics)) = (
