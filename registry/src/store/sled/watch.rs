@@ -115,7 +115,7 @@ const CATCH_UP_CHUNK: u64 = 512;
 /// falling back to the history whenever it falls behind the live buffer.
 ///
 /// It is a stream read by its consumer, not a task of its own: nothing is
-/// read ahead of the consumer, and a consumer that stops reading costs the
+/// read ahead of the consumer beyond one catch-up chunk from disk, and a consumer that stops reading costs the
 /// store only its position (the commits it has not read stay in [`Recent`]
 /// or on disk, as for every watcher).
 pub(super) struct Watcher {
