@@ -6,6 +6,12 @@
 //! trailers (or, for an error before any message, in the headers), so the
 //! response body is wrapped to see the trailers go by; a call whose body is
 //! dropped before its trailers (the client went away) counts as `Canceled`.
+//!
+//! Labels come only from the methods the server serves ([`KnownMethods`]):
+//! the layer runs before routing and authentication, so a path the client
+//! made up is counted as `unknown`/`unknown`, never as a label of its own
+//! (each new label set is a series kept forever, and a `"` in one would make
+//! the whole exposition unreadable).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,22 +26,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-/// Methods that answer with a stream; every other one is unary.
-const SERVER_STREAMS: [&str; 4] = ["Watch", "WatchProxies", "WatchDeployments", "SaveSnapshot"];
-const BIDI_STREAMS: [&str; 1] = ["KeepAlive"];
+use super::methods::KnownMethods;
 
+/// One served method's labels.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Method {
-    grpc_type: &'static str,
-    grpc_service: String,
-    grpc_method: String,
+pub struct Method {
+    pub(super) grpc_type: &'static str,
+    pub(super) grpc_service: Arc<String>,
+    pub(super) grpc_method: Arc<String>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Handled {
     grpc_type: &'static str,
-    grpc_service: String,
-    grpc_method: String,
+    grpc_service: Arc<String>,
+    grpc_method: Arc<String>,
     grpc_code: &'static str,
 }
 
@@ -46,11 +51,20 @@ pub struct GrpcMetrics {
     handled: Family<Handled, Counter>,
     handling: Family<Method, Histogram>,
     in_flight: Family<Method, Gauge>,
+    known: Arc<KnownMethods>,
+    /// What every path the server does not serve is counted as.
+    unknown: Method,
 }
 
 impl GrpcMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
+    pub fn register(registry: &mut Registry, known: KnownMethods) -> Self {
         let metrics = GrpcMetrics {
+            known: Arc::new(known),
+            unknown: Method {
+                grpc_type: "unary",
+                grpc_service: Arc::new("unknown".into()),
+                grpc_method: Arc::new("unknown".into()),
+            },
             started: Family::default(),
             handled: Family::default(),
             // 100 µs to ~3.3 s: the registry answers in well under a
@@ -85,22 +99,7 @@ impl GrpcMetrics {
     }
 
     fn begin(self: &Arc<Self>, path: &str) -> Call {
-        let (service, method) = path
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or(("unknown", "unknown"));
-        let grpc_type = if SERVER_STREAMS.contains(&method) {
-            "server_stream"
-        } else if BIDI_STREAMS.contains(&method) {
-            "bidi_stream"
-        } else {
-            "unary"
-        };
-        let method = Method {
-            grpc_type,
-            grpc_service: service.to_string(),
-            grpc_method: method.to_string(),
-        };
+        let method = self.known.get(path).unwrap_or_else(|| self.unknown.clone());
         self.started.get_or_create(&method).inc();
         self.in_flight.get_or_create(&method).inc();
         Call {
@@ -299,7 +298,8 @@ mod tests {
     #[test]
     fn a_call_is_counted_once_with_its_labels() {
         let mut registry = Registry::default();
-        let metrics = Arc::new(GrpcMetrics::register(&mut registry));
+        let known = KnownMethods::from_descriptor_sets(&[switchyard_proto::FILE_DESCRIPTOR_SET]);
+        let metrics = Arc::new(GrpcMetrics::register(&mut registry, known));
         let mut call = metrics.begin("/switchyard.v1.Registry/Watch");
         call.finish("OK");
         drop(call);
@@ -315,6 +315,34 @@ mod tests {
         assert!(
             text.contains("grpc_server_handling_seconds_count{grpc_type=\"unary\""),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn paths_the_server_does_not_serve_share_one_label_set() {
+        let mut registry = Registry::default();
+        let known = KnownMethods::from_descriptor_sets(&[switchyard_proto::FILE_DESCRIPTOR_SET]);
+        let metrics = Arc::new(GrpcMetrics::register(&mut registry, known));
+        drop(metrics.begin("/switchyard.v1.Registry/Nope"));
+        let before = switchyard_program::metrics::render(&registry);
+        for path in [
+            "/a\"b/{c}",
+            "/x/y",
+            "",
+            "/switchyard.v1.Registry/Watch2",
+            "/rand/0.5",
+        ] {
+            drop(metrics.begin(path));
+        }
+        let after = switchyard_program::metrics::render(&registry);
+        assert_eq!(before.len(), after.len(), "{after}");
+        assert!(
+            after.contains("grpc_method=\"unknown\",grpc_code=\"Canceled\"} 6"),
+            "{after}"
+        );
+        assert!(
+            !after.contains("rand") && !after.contains("Nope"),
+            "{after}"
         );
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod grpc;
+mod methods;
 pub mod store;
 
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::Catalog;
 use catalog::{CatalogCollector, CatalogFigures};
 pub use grpc::{GrpcLayer, GrpcMetrics};
+pub use methods::KnownMethods;
 
 /// How often sessions, locks and proxies are read.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
@@ -35,9 +37,11 @@ pub struct RegistryMetrics {
 }
 
 impl RegistryMetrics {
-    pub fn new(max_services: usize, catalog: &Catalog) -> Self {
+    /// `served`: the gRPC methods the server routes, the only ones counted
+    /// by name.
+    pub fn new(max_services: usize, catalog: &Catalog, served: KnownMethods) -> Self {
         let mut registry = Registry::default();
-        let grpc = GrpcMetrics::register(&mut registry);
+        let grpc = GrpcMetrics::register(&mut registry, served);
         registry.register_collector(Box::new(store::StoreCollector {
             stats: catalog.store_stats(),
             watches: catalog.watch_counters(),

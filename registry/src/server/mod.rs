@@ -29,7 +29,7 @@ use tonic_health::ServingStatus;
 use crate::api::RegistryApi;
 use crate::auth::Authorizer;
 use crate::catalog::{Catalog, CatalogConfig};
-use crate::metrics::{GrpcLayer, RegistryMetrics};
+use crate::metrics::{GrpcLayer, KnownMethods, RegistryMetrics};
 use crate::store::etcd::{EtcdAccess, EtcdConfig, EtcdStore};
 use crate::store::sled::{SledConfig, SledStore};
 use crate::store::{Store, defaults};
@@ -159,6 +159,15 @@ fn credentials_required(
 /// not flow-controlled, so this is also what one connection can make the
 /// registry hold while a request is read (Go's gRPC allows 16 MiB).
 const MAX_HEADER_LIST_BYTES: u32 = 1024 * 1024 + 64 * 1024;
+
+/// Every service the server routes: the registry's API, health, and both
+/// versions of reflection (what the metrics count by name).
+const SERVED_DESCRIPTOR_SETS: [&[u8]; 4] = [
+    switchyard_proto::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
 
 /// What server reflection describes: the registry's API and health.
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
@@ -327,7 +336,8 @@ async fn start_metrics(
     auth: Authorizer,
     stop: &CancellationToken,
 ) -> anyhow::Result<RegistryMetrics> {
-    let metrics = RegistryMetrics::new(config.metrics_max_services, &catalog);
+    let served = KnownMethods::from_descriptor_sets(&SERVED_DESCRIPTOR_SETS);
+    let metrics = RegistryMetrics::new(config.metrics_max_services, &catalog, served);
     if let Some(address) = config.metrics_listen {
         metrics.follow(catalog.clone(), stop.clone());
         let mut app = switchyard_program::metrics::router(Arc::clone(&metrics.registry));

@@ -50,6 +50,7 @@ mod pipeline;
 mod proxy;
 mod replicas;
 mod rolling;
+mod security;
 mod sled_store;
 mod stats;
 mod swarm;
