@@ -103,6 +103,12 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Whether `service` is within this principal's service globs (every
+    /// service when it has none); the role is decided by [`allowed`].
+    fn may_deploy(&self, service: &str) -> bool {
+        self.services.is_empty() || self.services.iter().any(|glob| glob_matches(glob, service))
+    }
+
     /// Everything, as a registry without `--auth` treats every caller.
     pub fn anonymous_admin() -> Self {
         Principal {
@@ -121,9 +127,18 @@ pub enum Action<'a> {
     Read,
     /// A session of `node` (open, keep alive, close).
     Session { node: &'a str },
-    /// Instances of `node` (register, sync, deregister); `None`: an
-    /// external instance (no session, node `external` or given by hand).
-    Instances { node: Option<&'a str> },
+    /// Instances of `service` on `node` (register, sync, deregister); node
+    /// `None`: an external instance (no session, node `external` or given
+    /// by hand), owned by whoever deploys `service`. Replacing or removing
+    /// an instance asks this of its current owner as well as of the new one.
+    Instances {
+        node: Option<&'a str>,
+        service: &'a str,
+    },
+    /// Changing some instance, before it is known which: what deregistering
+    /// an id that names no instance asks (it then answers NOT_FOUND to the
+    /// roles that change instances, PERMISSION_DENIED to the others).
+    SomeInstances,
     /// Locks, the color, deployment records of `service`.
     Deploy { service: &'a str },
     /// A proxy's own report.
@@ -144,15 +159,23 @@ pub fn allowed(principal: &Principal, action: Action<'_>) -> Result<(), String> 
     let ok = match (role, action) {
         (Role::Admin, _) | (_, Action::Read) => true,
         (Role::Agent, Action::Session { node }) => binds(node),
-        (Role::Agent, Action::Instances { node: Some(node) }) => binds(node),
-        (Role::Deployer, Action::Instances { node: None }) => true,
-        (Role::Deployer, Action::Deploy { service }) => {
-            principal.services.is_empty()
-                || principal
-                    .services
-                    .iter()
-                    .any(|glob| glob_matches(glob, service))
-        }
+        (
+            Role::Agent,
+            Action::Instances {
+                node: Some(node), ..
+            },
+        ) => binds(node),
+        (Role::Agent | Role::Deployer, Action::SomeInstances) => true,
+        // A deployer's scope covers every action on a service, its external
+        // instances included.
+        (
+            Role::Deployer,
+            Action::Instances {
+                node: None,
+                service,
+            },
+        )
+        | (Role::Deployer, Action::Deploy { service }) => principal.may_deploy(service),
         (Role::Proxy, Action::ReportProxy { proxy }) => binds(proxy),
         _ => false,
     };
@@ -162,8 +185,19 @@ pub fn allowed(principal: &Principal, action: Action<'_>) -> Result<(), String> 
     let what = match action {
         Action::Read => "reads".to_string(),
         Action::Session { node } => format!("sessions of node {node}"),
-        Action::Instances { node: Some(node) } => format!("instances of node {node}"),
-        Action::Instances { node: None } => "external instances".to_string(),
+        Action::Instances {
+            node: Some(node),
+            service: "",
+        } => format!("instances of node {node}"),
+        Action::Instances {
+            node: Some(node),
+            service,
+        } => format!("instances of node {node} (service {service})"),
+        Action::Instances {
+            node: None,
+            service,
+        } => format!("external instances of service {service}"),
+        Action::SomeInstances => "instances".to_string(),
         Action::Deploy { service } => format!("deploys of service {service}"),
         Action::ReportProxy { proxy } => format!("reports of proxy {proxy}"),
         Action::Admin => "administration (backups, tokens)".to_string(),
@@ -216,7 +250,7 @@ mod tests {
         let agent = principal(Role::Agent, Some("n1"), &[]);
         let deployer = principal(Role::Deployer, None, &["web", "api-*"]);
         let admin = principal(Role::Admin, None, &[]);
-        let cases: [(Action<'_>, [bool; 5]); 11] = [
+        let cases: [(Action<'_>, [bool; 5]); 13] = [
             (Action::Read, [true, true, true, true, true]),
             (
                 Action::Session { node: "n1" },
@@ -227,17 +261,34 @@ mod tests {
                 [false, false, false, false, true],
             ),
             (
-                Action::Instances { node: Some("n1") },
+                Action::Instances {
+                    node: Some("n1"),
+                    service: "web",
+                },
                 [false, false, true, false, true],
             ),
             (
-                Action::Instances { node: Some("n2") },
+                Action::Instances {
+                    node: Some("n2"),
+                    service: "web",
+                },
                 [false, false, false, false, true],
             ),
             (
-                Action::Instances { node: None },
+                Action::Instances {
+                    node: None,
+                    service: "web",
+                },
                 [false, false, false, true, true],
             ),
+            (
+                Action::Instances {
+                    node: None,
+                    service: "db",
+                },
+                [false, false, false, false, true],
+            ),
+            (Action::SomeInstances, [false, false, true, true, true]),
             (
                 Action::Deploy { service: "web" },
                 [false, false, false, true, true],
@@ -274,8 +325,12 @@ mod tests {
         // proxies named after their containers; never a wider role.
         let any_node = principal(Role::Agent, Some("*"), &[]);
         assert!(allowed(&any_node, Action::Session { node: "worker-7" }).is_ok());
-        assert!(allowed(&any_node, Action::Instances { node: Some("n9") }).is_ok());
-        assert!(allowed(&any_node, Action::Instances { node: None }).is_err());
+        let on = |node| Action::Instances {
+            node,
+            service: "web",
+        };
+        assert!(allowed(&any_node, on(Some("n9"))).is_ok());
+        assert!(allowed(&any_node, on(None)).is_err());
         assert!(allowed(&any_node, Action::Deploy { service: "web" }).is_err());
         let proxies = principal(Role::Proxy, Some("proxy-*"), &[]);
         assert!(

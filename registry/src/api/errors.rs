@@ -20,6 +20,7 @@ pub fn status_of(error: CatalogError) -> Status {
         | CatalogError::LockLost { .. }
         | CatalogError::Conflict(_) => Status::failed_precondition(message),
         CatalogError::LockHeld { .. } | CatalogError::Contention(_) => Status::aborted(message),
+        CatalogError::NotOwner(_) => Status::permission_denied(message),
         CatalogError::Store(StoreError::Closed | StoreError::Unavailable(_)) => {
             Status::unavailable(message)
         }

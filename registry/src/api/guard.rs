@@ -80,7 +80,8 @@ impl RegistryApi {
     }
 
     /// An instance registered by `who`, under `session` or as an external
-    /// one.
+    /// one: the new owner's side. The current owner's side is
+    /// [`Self::owner_agrees`], which the catalog asks inside its write.
     pub(super) async fn may_register(
         &self,
         who: &Principal,
@@ -90,33 +91,52 @@ impl RegistryApi {
         if !self.auth.enabled() {
             return Ok(());
         }
-        let Some(session) = session else {
-            return self.auth.allow(who, Action::Instances { node: None });
+        let node = match session {
+            None => None,
+            Some(session) => {
+                let node = may_use_session(&self.auth, &self.catalog, who, session).await?;
+                Some(if instance.node.is_empty() {
+                    node
+                } else {
+                    instance.node.clone()
+                })
+            }
         };
-        let node = may_use_session(&self.auth, &self.catalog, who, session).await?;
-        let node = if instance.node.is_empty() {
-            node
-        } else {
-            instance.node.clone()
-        };
-        self.auth
-            .allow(who, Action::Instances { node: Some(&node) })
+        self.auth.allow(
+            who,
+            Action::Instances {
+                node: node.as_deref(),
+                service: &instance.service,
+            },
+        )
     }
 
-    /// Deregistering instance `id`: an agent's instance belongs to its
-    /// node, an external one to deployers.
-    pub(super) async fn may_deregister(&self, who: &Principal, id: &str) -> Result<(), Status> {
-        if !self.auth.enabled() {
-            return Ok(());
+    /// What the catalog asks about the instance an id names now before it
+    /// replaces or removes it: whether `who` may act for its owner.
+    pub(super) fn owner_agrees<'a>(
+        &'a self,
+        who: &'a Principal,
+    ) -> impl Fn(&Instance) -> Result<(), String> + Sync + 'a {
+        move |current| {
+            self.auth
+                .allow(who, owner_of(current))
+                .map_err(|refused| refused.message().to_string())
         }
-        match self.catalog.instance_node(id).await.map_err(status_of)? {
-            Some((node, true)) => self
-                .auth
-                .allow(who, Action::Instances { node: Some(&node) }),
-            // External, or unknown (the catalog then answers NOT_FOUND to
-            // those who may deregister at all).
-            _ => self.auth.allow(who, Action::Instances { node: None }),
-        }
+    }
+
+    /// Deregistering instance `id`: refused at once to roles that change
+    /// no instances; the owner's side is [`Self::owner_agrees`].
+    pub(super) fn may_deregister(&self, who: &Principal) -> Result<(), Status> {
+        self.auth.allow(who, Action::SomeInstances)
+    }
+}
+
+/// Who owns `instance`: its node's agent while it lives in a session, its
+/// service's deployers when it is external (and admins, always).
+pub(super) fn owner_of(instance: &Instance) -> Action<'_> {
+    Action::Instances {
+        node: instance.session.is_some().then_some(instance.node.as_str()),
+        service: &instance.service,
     }
 }
 

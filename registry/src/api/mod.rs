@@ -172,7 +172,7 @@ impl v1::registry_server::Registry for RegistryApi {
         self.may_register(&who, &instance, session).await?;
         let revision = self
             .catalog
-            .register(instance, session)
+            .register(instance, session, &self.owner_agrees(&who))
             .await
             .map_err(status_of)?;
         tracing::info!(principal = %who.name, revision, "instance registered");
@@ -185,8 +185,12 @@ impl v1::registry_server::Registry for RegistryApi {
     ) -> Result<Response<v1::WriteResponse>, Status> {
         let who = self.caller(&request)?;
         let id = within_limit(request)?.id;
-        self.may_deregister(&who, &id).await?;
-        let revision = self.catalog.deregister(&id).await.map_err(status_of)?;
+        self.may_deregister(&who)?;
+        let revision = self
+            .catalog
+            .deregister(&id, &self.owner_agrees(&who))
+            .await
+            .map_err(status_of)?;
         tracing::info!(principal = %who.name, id, revision, "instance deregistered");
         Ok(Response::new(v1::WriteResponse { revision }))
     }
@@ -202,6 +206,8 @@ impl v1::registry_server::Registry for RegistryApi {
             &who,
             Action::Instances {
                 node: Some(&request.node),
+                // A node holds instances of any service: no one service.
+                service: "",
             },
         )?;
         if request.instances.len() > switchyard_model::validate::MAX_SYNC_INSTANCES {

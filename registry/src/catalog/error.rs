@@ -59,6 +59,13 @@ pub enum CatalogError {
     #[error("{0}")]
     Conflict(String),
 
+    /// The caller may not replace or remove the instance an id names now:
+    /// it belongs to another node or to another service's deployers.
+    #[error(
+        "{0}: only the instance's owner (its node's agent, its service's deployer) or an admin may change it"
+    )]
+    NotOwner(String),
+
     #[error("too much contention on {0}: retry the request")]
     Contention(String),
 

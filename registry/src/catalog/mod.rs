@@ -260,10 +260,15 @@ impl Catalog {
 
     /// Registers or updates one instance. With a session the instance lives
     /// as long as the session; without one until it is deregistered.
+    /// `may_replace` is asked about the instance the id names now, if any,
+    /// inside the same compare-and-swap: whoever owns it must agree to its
+    /// replacement (the caller's authorization), and an instance that
+    /// changes owner meanwhile is read and asked about again.
     pub async fn register(
         &self,
         mut instance: Instance,
         session: Option<SessionId>,
+        may_replace: &(dyn Fn(&Instance) -> Result<(), String> + Sync),
     ) -> Result<u64, CatalogError> {
         if let Some(session) = session {
             let node = self.session_node(session).await?;
@@ -293,17 +298,21 @@ impl Catalog {
             let existing = match &index_kv {
                 Some(kv) => {
                     let owner = String::from_utf8_lossy(&kv.value).into_owned();
-                    if owner != instance.service {
-                        return Err(CatalogError::Conflict(format!(
-                            "instance id {} is registered under service {owner}: deregister it \
-                             first or choose another id",
-                            instance.id
-                        )));
-                    }
                     self.get_one(keys::instance(&owner, &instance.id)).await?
                 }
                 None => None,
             };
+            let current = existing.as_ref().map(decode_instance).transpose()?;
+            if let Some(current) = &current {
+                may_replace(current).map_err(CatalogError::NotOwner)?;
+                if current.service != instance.service {
+                    return Err(CatalogError::Conflict(format!(
+                        "instance id {} is registered under service {}: deregister it \
+                         first or choose another id",
+                        instance.id, current.service
+                    )));
+                }
+            }
             let mut txn = Txn {
                 compares: vec![
                     guard(keys::service(&instance.service), service_kv.as_ref()),
@@ -315,7 +324,6 @@ impl Catalog {
                 ],
                 ..Txn::default()
             };
-            let current = existing.as_ref().map(decode_instance).transpose()?;
             let instance = drain::carry_mark(instance.clone(), current.as_ref());
             if let Some(current) = &current {
                 if current.same_registration(&instance) {
@@ -355,23 +363,14 @@ impl Catalog {
         Ok(single(results.into_iter().next()))
     }
 
-    /// The node instance `id` is on, and whether it lives in a session
-    /// (an agent's) rather than being external; `None` when unknown.
-    pub async fn instance_node(&self, id: &str) -> Result<Option<(String, bool)>, CatalogError> {
-        validate::identifier("id", id)?;
-        let Some(index) = self.get_one(keys::id_index(id)).await? else {
-            return Ok(None);
-        };
-        let service = String::from_utf8_lossy(&index.value).into_owned();
-        let Some(kv) = self.get_one(keys::instance(&service, id)).await? else {
-            return Ok(None);
-        };
-        let instance = decode_instance(&kv)?;
-        Ok(Some((instance.node, instance.session.is_some())))
-    }
-
-    /// Removes one instance by id.
-    pub async fn deregister(&self, id: &str) -> Result<u64, CatalogError> {
+    /// Removes one instance by id, once `may_remove` agrees (the caller's
+    /// authorization against the instance's owner), inside the same
+    /// compare-and-swap.
+    pub async fn deregister(
+        &self,
+        id: &str,
+        may_remove: &(dyn Fn(&Instance) -> Result<(), String> + Sync),
+    ) -> Result<u64, CatalogError> {
         validate::identifier("id", id)?;
         for _ in 0..MAX_ATTEMPTS {
             let index_kv = self.get_one(keys::id_index(id)).await?.ok_or_else(|| {
@@ -399,6 +398,7 @@ impl Catalog {
             };
             if let Some(kv) = &instance_kv {
                 let instance = decode_instance(kv)?;
+                may_remove(&instance).map_err(CatalogError::NotOwner)?;
                 txn.success.push(Op::Delete {
                     key: keys::node_index(&instance.node, id),
                 });

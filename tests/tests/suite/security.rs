@@ -3,3 +3,4 @@
 //! record and an unauthenticated client can no longer do.
 
 mod metrics;
+mod ownership;
