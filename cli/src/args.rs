@@ -88,7 +88,7 @@ pub enum Command {
     /// Blue-green release: start IMAGE beside the live color, test, flip, stop the old.
     Deploy(Box<DeployArgs>),
     /// Continue a deploy paused by --manual-promotion (flip, post-test, stop old).
-    Promote { service: String },
+    Promote(PromoteArgs),
     /// Undo a deploy paused by --manual-promotion.
     Abort { service: String },
     /// Flip back to the previous color while its instances still run and pass.
@@ -280,6 +280,41 @@ pub struct DeployArgs {
     pub who: Option<String>,
     #[command(flatten)]
     pub canary: CanaryArgs,
+}
+
+/// `cdctl promote`: what it runs (the post-test, the canary's analysis) and
+/// the URLs it trusts come from these flags and `--file` (and `--env`'s
+/// deploy table), never from the paused deploy's record, which anyone who
+/// may deploy the service can write (docs/security.md).
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    pub service: String,
+    /// `--env`'s `[environments.NAME.deploy]`: settings under the file's.
+    #[arg(skip)]
+    pub environment_defaults: Option<toml::Table>,
+    /// The settings file the deploy used (one [SERVICE] table): its
+    /// post_test, proxy_url and analysis settings are used.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Post-integration test, run by `sh -c` after the flip.
+    #[arg(long)]
+    pub post_test: Option<String>,
+    /// Proxy URL given to the post-test as SWITCHYARD_PROXY_URL.
+    #[arg(long)]
+    pub proxy_url: Option<String>,
+    /// A paused canary's analysis, run by `sh -c` during each bake.
+    #[arg(long)]
+    pub analysis: Option<String>,
+    /// A Prometheus (http://HOST:PORT) asked --analysis-query during each
+    /// bake of a paused canary.
+    #[arg(long)]
+    pub analysis_prometheus: Option<String>,
+    /// PromQL that fails a canary step (as `deploy --analysis-query`).
+    #[arg(long)]
+    pub analysis_query: Option<String>,
+    /// With --analysis-query: only samples above this fail.
+    #[arg(long)]
+    pub analysis_threshold: Option<f64>,
 }
 
 /// How traffic moves: `--strategy canary` and its steps, or

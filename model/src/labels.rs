@@ -25,6 +25,11 @@ pub mod label {
     /// On a Swarm service scaled to zero by `--keep-old`: how many replicas
     /// to bring back on rollback.
     pub const REPLICAS: &str = "switchyard.replicas";
+    /// On a retired Swarm service that a deploy redefined as its new color:
+    /// the spec it had (JSON), which that deploy's undo puts back. Kept on
+    /// the engine, where only those with the Docker socket write, never in
+    /// the registry's records, which any deployer of the service can.
+    pub const SAVED_SPEC: &str = "switchyard.saved-spec";
     /// An HTTP health check path.
     pub const CHECK_HTTP: &str = "switchyard.check.http";
     /// A TCP health check (any value).

@@ -96,7 +96,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let required = required(&cli.config, &args.require, cli.timeout)?;
             crate::deploy::deploy(&client, output, *args, required).await
         }
-        Command::Promote { service } => crate::deploy::promote(&client, output, &service).await,
+        Command::Promote(args) => {
+            let hooks = crate::deploy::Hooks::from_args(&args).map_err(usage)?;
+            crate::deploy::promote(&client, output, &args.service, hooks).await
+        }
         Command::Abort { service } => crate::deploy::abort(&client, output, &service).await,
         Command::Rollback { service, who } => {
             let who = who.unwrap_or_else(crate::deploy::default_who);
@@ -124,6 +127,9 @@ fn apply(cli: &mut Cli, environment: &Environment) {
     }
     if let Some(host) = &environment.docker_host {
         crate::deploy::docker::use_host(host);
+    }
+    if let Command::Promote(args) = &mut cli.command {
+        args.environment_defaults = environment.deploy.clone();
     }
     if let Command::Deploy(args) = &mut cli.command {
         args.environment_defaults = environment.deploy.clone();

@@ -24,7 +24,7 @@ use switchyard_model::duration::parse_duration;
 use switchyard_model::labels::label;
 use switchyard_model::validate;
 
-use crate::args::{DeployArgs, Output};
+use crate::args::{DeployArgs, Output, PromoteArgs};
 
 pub use require::Required;
 pub use run::{abort, now_ms, promote, rollback};
@@ -136,12 +136,16 @@ fn read_table(path: &Path, service: &str) -> anyhow::Result<toml::Table> {
 
 /// The service's settings from `--file`, over the environment's deploy
 /// defaults (`[environments.NAME.deploy]`), which fill what it leaves out.
-fn file_settings(args: &DeployArgs) -> anyhow::Result<FileSettings> {
-    let mut table = match &args.file {
-        Some(path) => read_table(path, &args.service)?,
+fn file_settings(
+    file: Option<&Path>,
+    service: &str,
+    environment_defaults: Option<&toml::Table>,
+) -> anyhow::Result<FileSettings> {
+    let mut table = match file {
+        Some(path) => read_table(path, service)?,
         None => toml::Table::new(),
     };
-    for (key, value) in args.environment_defaults.clone().unwrap_or_default() {
+    for (key, value) in environment_defaults.cloned().unwrap_or_default() {
         table.entry(key).or_insert(value);
     }
     table
@@ -226,7 +230,11 @@ impl Settings {
     /// Flags over the file over defaults, validated.
     pub fn from_args(args: DeployArgs) -> anyhow::Result<Self> {
         validate::service_name("SERVICE", &args.service)?;
-        let file = file_settings(&args)?;
+        let file = file_settings(
+            args.file.as_deref(),
+            &args.service,
+            args.environment_defaults.as_ref(),
+        )?;
         let canary = canary_setting(&args.canary, &file)?;
         let rolling = rolling_setting(&args.canary, &file)?;
         let image = args
@@ -345,24 +353,12 @@ fn canary_setting(
         );
         return Ok(None);
     }
-    let prometheus = match (
-        flags
-            .analysis_prometheus
-            .as_ref()
-            .or(file.analysis_prometheus.as_ref()),
-        flags
-            .analysis_query
-            .as_ref()
-            .or(file.analysis_query.as_ref()),
-    ) {
-        (Some(url), Some(query)) => Some(prometheus::PrometheusCheck::new(
-            url,
-            query.clone(),
-            flags.analysis_threshold.or(file.analysis_threshold),
-        )?),
-        (None, None) => None,
-        _ => anyhow::bail!("--analysis-prometheus and --analysis-query go together"),
-    };
+    let prometheus = prometheus_setting(
+        flags.analysis_prometheus.as_ref(),
+        flags.analysis_query.as_ref(),
+        flags.analysis_threshold,
+        file,
+    )?;
     let steps = match (&flags.steps, &file.steps) {
         (Some(text), _) => strategy::parse_steps(text)?,
         (None, Some(steps)) => {
@@ -389,6 +385,76 @@ fn canary_setting(
             Duration::from_secs(10),
         )?,
     }))
+}
+
+/// The Prometheus analysis from its flags over the file, if any.
+fn prometheus_setting(
+    url: Option<&String>,
+    query: Option<&String>,
+    threshold: Option<f64>,
+    file: &FileSettings,
+) -> anyhow::Result<Option<prometheus::PrometheusCheck>> {
+    match (
+        url.or(file.analysis_prometheus.as_ref()),
+        query.or(file.analysis_query.as_ref()),
+    ) {
+        (Some(url), Some(query)) => Ok(Some(prometheus::PrometheusCheck::new(
+            url,
+            query.clone(),
+            threshold.or(file.analysis_threshold),
+        )?)),
+        (None, None) => Ok(None),
+        _ => anyhow::bail!("--analysis-prometheus and --analysis-query go together"),
+    }
+}
+
+/// What a deploy executes or trusts the answer of: its post-test, the URL
+/// given to it, and a canary's analyses. A paused deploy's record never
+/// carries these: `promote` takes them from its own flags and file, a
+/// waiting deploy from its own settings (docs/security.md).
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    pub post_test: Option<String>,
+    pub proxy_url: Option<String>,
+    pub analysis: Option<String>,
+    pub prometheus: Option<prometheus::PrometheusCheck>,
+}
+
+impl Hooks {
+    /// `cdctl promote`'s flags over its file over the environment's
+    /// deploy defaults.
+    pub fn from_args(args: &PromoteArgs) -> anyhow::Result<Self> {
+        validate::service_name("SERVICE", &args.service)?;
+        let file = file_settings(
+            args.file.as_deref(),
+            &args.service,
+            args.environment_defaults.as_ref(),
+        )?;
+        Ok(Hooks {
+            prometheus: prometheus_setting(
+                args.analysis_prometheus.as_ref(),
+                args.analysis_query.as_ref(),
+                args.analysis_threshold,
+                &file,
+            )?,
+            post_test: args.post_test.clone().or(file.post_test),
+            proxy_url: args.proxy_url.clone().or(file.proxy_url),
+            analysis: args.analysis.clone().or(file.analysis),
+        })
+    }
+}
+
+impl Settings {
+    /// This deploy's own hooks (what a waiting deploy promotes with).
+    pub fn hooks(&self) -> Hooks {
+        let canary = self.canary.as_ref();
+        Hooks {
+            post_test: self.post_test.clone(),
+            proxy_url: self.proxy_url.clone(),
+            analysis: canary.and_then(|c| c.analysis.clone()),
+            prometheus: canary.and_then(|c| c.prometheus.clone()),
+        }
+    }
 }
 
 /// The batches from their flags over the file, when the strategy is

@@ -90,13 +90,26 @@ impl From<ClientError> for Failure {
 }
 
 /// What `cdctl promote` and `cdctl abort` need to carry on a paused deploy,
-/// kept in the deployment record's metadata.
+/// kept in the deployment record's metadata. Data only: anyone who may
+/// deploy the service can rewrite a record, so nothing here is run, asked
+/// for an answer that is trusted, or applied to Docker unchecked. The
+/// commands come from the promoting invocation ([`super::Hooks`]); the
+/// leftovers named here are checked against the engine before they are
+/// touched ([`Runtime::checked_leftovers`]); a Swarm leftover's spec is
+/// kept on the engine, not here.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Paused {
     replicas: u32,
     health_timeout_ms: u64,
-    post_test: Option<String>,
-    proxy_url: Option<String>,
+    /// The deploy ran a post-test: promoting without one is refused
+    /// rather than silently skipping it.
+    #[serde(default)]
+    post_tested: bool,
+    /// Its canary had an analysis: likewise.
+    #[serde(default)]
+    analysed: bool,
+    #[serde(default = "default_lock_ttl_ms")]
+    lock_ttl_ms: u64,
     keep_old: bool,
     stop_old_after_ms: Option<u64>,
     #[serde(default = "default_stop_timeout_ms")]
@@ -115,6 +128,10 @@ struct Paused {
     canary: Option<crate::deploy::strategy::Canary>,
     #[serde(default)]
     canary_weight: u8,
+}
+
+fn default_lock_ttl_ms() -> u64 {
+    30_000
 }
 
 fn default_stop_timeout_ms() -> u64 {

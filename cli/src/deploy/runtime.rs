@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use switchyard_model::labels::{label, meta};
@@ -139,8 +140,6 @@ pub struct Retired {
     pub id: String,
     pub name: String,
     pub was_running: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub saved_spec: Option<String>,
     #[serde(default)]
     pub reused: bool,
 }
@@ -233,11 +232,10 @@ impl Runtime {
         deploy_id: &str,
         stop_timeout: Duration,
     ) -> anyhow::Result<Retired> {
-        let mut retired = Retired {
+        let retired = Retired {
             id: unit.id.clone(),
             name: unit.name.clone(),
             was_running: unit.running,
-            saved_spec: None,
             reused: false,
         };
         match self.kind {
@@ -249,7 +247,6 @@ impl Runtime {
                 self.engine.rename(&unit.id, &aside).await?;
             }
             RuntimeKind::Swarm => {
-                retired.saved_spec = Some(self.engine.save_spec(&unit.id).await?);
                 if unit.running {
                     self.engine.scale(&unit.id, 0).await?;
                 }
@@ -372,11 +369,15 @@ impl Runtime {
         }
     }
 
-    /// Puts a leftover back as it was.
-    pub async fn restore(&self, retired: &Retired) -> anyhow::Result<()> {
-        match (self.kind, &retired.saved_spec) {
-            (RuntimeKind::Swarm, Some(spec)) => self.engine.restore_spec(&retired.id, spec).await,
-            _ => {
+    /// Puts a leftover that deploy `deploy_id` set aside back as it was.
+    pub async fn restore(&self, retired: &Retired, deploy_id: &str) -> anyhow::Result<()> {
+        match self.kind {
+            RuntimeKind::Swarm => {
+                self.engine
+                    .restore_service(&retired.id, deploy_id, retired.was_running)
+                    .await
+            }
+            RuntimeKind::Containers => {
                 self.engine.rename(&retired.id, &retired.name).await?;
                 if retired.was_running {
                     self.engine.start(&retired.id).await?;
@@ -384,6 +385,43 @@ impl Runtime {
                 Ok(())
             }
         }
+    }
+
+    /// The leftovers a paused deploy's record names, once each is a unit of
+    /// `service` on this engine under the name it had (a container) or as
+    /// itself (a Swarm service): a record anyone who deploys the service
+    /// can rewrite never makes cdctl rename, start or redefine anything
+    /// else.
+    pub async fn checked_leftovers(
+        &self,
+        service: &str,
+        named: &[Retired],
+    ) -> anyhow::Result<Vec<Retired>> {
+        let units = self.units(service, None).await?;
+        for retired in named {
+            let unit = units
+                .iter()
+                .find(|unit| !retired.id.is_empty() && unit.id.starts_with(&retired.id))
+                .with_context(|| {
+                    format!(
+                        "the paused record names leftover {} ({}), which is no unit of {service} \
+                         on this engine: refusing to touch it (see docs/security.md)",
+                        retired.name, retired.id
+                    )
+                })?;
+            let named_as_its_own = match self.kind {
+                RuntimeKind::Swarm => retired.name == unit.name,
+                RuntimeKind::Containers => is_container_name_of(service, &retired.name),
+            };
+            anyhow::ensure!(
+                named_as_its_own,
+                "the paused record would rename leftover {} to {}, not a name of {service}: \
+                 refusing (see docs/security.md)",
+                unit.name,
+                retired.name
+            );
+        }
+        Ok(named.to_vec())
     }
 
     /// After a success: the old color's unit goes (a Swarm service kept
@@ -418,6 +456,15 @@ impl Runtime {
             .filter(|unit| !unit.running && unit.replicas > 0)
             .collect())
     }
+}
+
+/// Whether `name` is one a deploy gives a container of `service`:
+/// `SERVICE-COLOR-N`, in this environment's scope.
+fn is_container_name_of(service: &str, name: &str) -> bool {
+    [Color::Blue, Color::Green].iter().any(|color| {
+        name.strip_prefix(&scoped_name(&format!("{service}-{color}-")))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 /// The labels a deploy puts on what it starts: the user's, then the

@@ -15,29 +15,29 @@ use switchyard_tests::{TestRegistry, body, eventually, http_get};
 
 /// A registry, an agent following this test's containers, and two versions
 /// of a service image (v1, v2: busybox httpd answering its version).
-struct Fixture {
-    registry: TestRegistry,
+pub(crate) struct Fixture {
+    pub(crate) registry: TestRegistry,
     url: String,
-    label: String,
-    service: String,
-    v1: TestImage,
-    v2: TestImage,
+    pub(crate) label: String,
+    pub(crate) service: String,
+    pub(crate) v1: TestImage,
+    pub(crate) v2: TestImage,
     _agent: AgentProcess,
     _containers: LabelledContainers,
 }
 
 /// What a deploy must leave exactly as it found it when it fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Snapshot {
+pub(crate) struct Snapshot {
     /// (container id, name, running)
-    containers: BTreeSet<(String, String, bool)>,
+    pub(crate) containers: BTreeSet<(String, String, bool)>,
     /// (instance id, color, health)
     instances: BTreeSet<(String, Option<Color>, Health)>,
-    active_color: Option<Color>,
+    pub(crate) active_color: Option<Color>,
 }
 
 impl Fixture {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let registry = TestRegistry::start().await;
         let url = registry.url();
         let label = format!("switchyard.test={}", unique("deploy"));
@@ -57,7 +57,7 @@ impl Fixture {
     }
 
     /// `cdctl deploy SERVICE --image IMAGE` with this fixture's defaults.
-    async fn deploy(&self, image: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    pub(crate) async fn deploy(&self, image: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
         let mut args = vec![
             "deploy",
             &self.service,
@@ -79,7 +79,7 @@ impl Fixture {
         cdctl_async(&self.url, &args, env).await
     }
 
-    async fn cdctl(&self, args: &[&str]) -> Output {
+    pub(crate) async fn cdctl(&self, args: &[&str]) -> Output {
         cdctl_async(&self.url, args, &[]).await
     }
 
@@ -138,7 +138,7 @@ impl Fixture {
         versions
     }
 
-    async fn history(&self) -> Vec<switchyard_model::Deployment> {
+    pub(crate) async fn history(&self) -> Vec<switchyard_model::Deployment> {
         self.registry
             .client()
             .list_deployments(&self.service, 0)
@@ -148,7 +148,7 @@ impl Fixture {
 
     /// Waits until the agent reports the running containers' instances as
     /// passing (state settled before a snapshot).
-    async fn settled(&self) -> Snapshot {
+    pub(crate) async fn settled(&self) -> Snapshot {
         eventually(Duration::from_secs(30), || async {
             let snapshot = self.snapshot().await;
             let running = snapshot.containers.iter().filter(|c| c.2).count();

@@ -4,3 +4,4 @@
 
 mod metrics;
 mod ownership;
+mod paused;

@@ -22,6 +22,7 @@ use switchyard_model::Color;
 /// Label on a service scaled to zero: how many replicas it had, so a
 /// rollback can scale it back.
 pub const REPLICAS_LABEL: &str = switchyard_model::labels::label::REPLICAS;
+const SAVED_SPEC_LABEL: &str = switchyard_model::labels::label::SAVED_SPEC;
 
 /// A Swarm service of one color, as a deploy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,20 +209,6 @@ impl Engine {
         Ok(services)
     }
 
-    /// The service's whole spec as JSON, to put back with [`Self::restore_spec`].
-    pub async fn save_spec(&self, id: &str) -> anyhow::Result<String> {
-        let (spec, _) = self.spec_and_version(id).await?;
-        serde_json::to_string(&spec).with_context(|| format!("saving the spec of service {id}"))
-    }
-
-    /// Puts back a spec saved by [`Self::save_spec`].
-    pub async fn restore_spec(&self, id: &str, saved: &str) -> anyhow::Result<()> {
-        let spec: ServiceSpec = serde_json::from_str(saved)
-            .with_context(|| format!("reading the saved spec of service {id}"))?;
-        let (_, version) = self.spec_and_version(id).await?;
-        self.update(id, spec, version).await
-    }
-
     /// Creates the service; answers its id.
     pub async fn create_service(&self, definition: &ServiceDefinition) -> anyhow::Result<String> {
         let created = self
@@ -234,14 +221,58 @@ impl Engine {
             .with_context(|| format!("Docker created {} but gave no id", definition.name))
     }
 
-    /// Replaces the spec of an existing service (keeping its id).
+    /// Replaces the spec of an existing service (keeping its id), keeping
+    /// the spec it replaces in [`SAVED_SPEC_LABEL`] for
+    /// [`Self::restore_service`].
     pub async fn redefine_service(
         &self,
         id: &str,
         definition: &ServiceDefinition,
     ) -> anyhow::Result<()> {
-        let (_, version) = self.spec_and_version(id).await?;
-        self.update(id, definition.spec(), version).await
+        let (mut replaced, version) = self.spec_and_version(id).await?;
+        if let Some(labels) = replaced.labels.as_mut() {
+            labels.remove(SAVED_SPEC_LABEL);
+        }
+        let saved = serde_json::to_string(&replaced)
+            .with_context(|| format!("saving the spec of service {id}"))?;
+        let mut spec = definition.spec();
+        spec.labels
+            .get_or_insert_with(HashMap::new)
+            .insert(SAVED_SPEC_LABEL.into(), saved);
+        self.update(id, spec, version).await
+    }
+
+    /// Puts a service set aside by deploy `deploy_id` back as it was: the
+    /// spec [`Self::redefine_service`] saved, when that deploy redefined
+    /// it, and the replicas [`Self::scale`] took away when `start`. Reads
+    /// both from the engine, never from the caller.
+    pub async fn restore_service(
+        &self,
+        id: &str,
+        deploy_id: &str,
+        start: bool,
+    ) -> anyhow::Result<()> {
+        let (current, version) = self.spec_and_version(id).await?;
+        let labels = current.labels.clone().unwrap_or_default();
+        let redefined_by_it =
+            labels.get(super::DEPLOY_LABEL).map(String::as_str) == Some(deploy_id);
+        let mut spec = match labels.get(SAVED_SPEC_LABEL) {
+            Some(saved) if redefined_by_it => serde_json::from_str(saved)
+                .with_context(|| format!("reading the saved spec of service {id}"))?,
+            _ => current,
+        };
+        let had = spec
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(REPLICAS_LABEL))
+            .and_then(|n| n.parse::<u32>().ok());
+        if let (true, Some(had)) = (start, had) {
+            spec.mode = Some(replicated(had));
+            if let Some(labels) = spec.labels.as_mut() {
+                labels.remove(REPLICAS_LABEL);
+            }
+        }
+        self.update(id, spec, version).await
     }
 
     /// Scales a service. Scaling to zero remembers the replicas it had in

@@ -9,9 +9,9 @@ use switchyard_client::{Code, RegistryClient};
 use switchyard_model::labels::record;
 use switchyard_model::{Color, Deployment, Health, Instance, Outcome};
 
-use super::super::Settings;
 use super::super::report::Reporter;
 use super::super::runtime::{Runtime, RuntimeChoice, RuntimeKind};
+use super::super::{Hooks, Settings};
 use super::{Deploy, Failure, PAUSED_KEY, Paused, clock_and_pid_suffix, now_ms};
 use crate::args::Output;
 use crate::exit::{self, UsageError};
@@ -68,6 +68,7 @@ pub async fn deploy(
     }
     let waits = settings.wait_for_promotion;
     let service = settings.service.clone();
+    let hooks = settings.hooks();
     let mut deploy = Deploy::new(client, runtime, settings, output);
     deploy.record_image(&image);
     let span = deploy.span("deploy");
@@ -77,19 +78,21 @@ pub async fn deploy(
     let code = deploy.finish(result).instrument(span).await;
     if waits && deploy.record.outcome == Outcome::Paused {
         drop(deploy);
-        return super::waiting::carry_out_requests(client, output, &service).await;
+        return super::waiting::carry_out_requests(client, output, &service, hooks).await;
     }
     Ok(ExitCode::from(code))
 }
 
 /// Loads the paused deploy of `service` and takes the lock for it; on
-/// failure says why (one line) and answers the exit code.
+/// failure says why (one line) and answers the exit code. `hooks`: what
+/// the deploy may run from here on (`None` for an abort, which runs none).
 async fn resume<'a>(
     client: &'a RegistryClient,
     output: Output,
     service: &str,
+    hooks: Option<Hooks>,
 ) -> Result<Deploy<'a>, ExitCode> {
-    load_paused(client, output, service)
+    load_paused(client, output, service, hooks)
         .await
         .map_err(|(code, message)| {
             eprintln!("cdctl: {message}");
@@ -97,11 +100,11 @@ async fn resume<'a>(
         })
 }
 
-async fn load_paused<'a>(
-    client: &'a RegistryClient,
-    output: Output,
+/// The paused record of `service` and the state it carries.
+async fn paused_record(
+    client: &RegistryClient,
     service: &str,
-) -> Result<Deploy<'a>, (u8, String)> {
+) -> Result<(Deployment, Paused), (u8, String)> {
     let latest = client
         .list_deployments(service, 1)
         .await
@@ -122,9 +125,52 @@ async fn load_paused<'a>(
             exit::FAILURE,
             format!("deploy {} lacks its paused state", record.id),
         ))?;
+    Ok((record, paused))
+}
+
+/// Refuses to promote without the checks the deploy ran with: the record
+/// says which it had, never what they were.
+fn hooks_cover(paused: &Paused, hooks: &Hooks, service: &str) -> Result<(), (u8, String)> {
+    let missing = if paused.post_tested && hooks.post_test.is_none() {
+        "a post-test: pass --post-test"
+    } else if paused.analysed && hooks.analysis.is_none() && hooks.prometheus.is_none() {
+        "a canary analysis: pass --analysis or --analysis-prometheus and --analysis-query"
+    } else {
+        return Ok(());
+    };
+    Err((
+        exit::USAGE,
+        format!(
+            "the paused deploy of {service} ran with {missing} (or --file with the deploy's \
+             settings) to `cdctl promote`: commands come from the promoting command, never \
+             from the registry's record"
+        ),
+    ))
+}
+
+async fn load_paused<'a>(
+    client: &'a RegistryClient,
+    output: Output,
+    service: &str,
+    hooks: Option<Hooks>,
+) -> Result<Deploy<'a>, (u8, String)> {
+    let (record, paused) = paused_record(client, service).await?;
+    if let Some(hooks) = &hooks {
+        hooks_cover(&paused, hooks, service)?;
+    }
+    let hooks = hooks.unwrap_or_default();
     let runtime = Runtime::with_kind(paused.runtime)
         .await
         .map_err(|e| (exit::FAILURE, format!("{e:#}")))?;
+    let retired = runtime
+        .checked_leftovers(service, &paused.retired)
+        .await
+        .map_err(|e| (exit::FAILURE, format!("{e:#}")))?;
+    let canary = paused.canary.map(|mut canary| {
+        canary.analysis = hooks.analysis;
+        canary.prometheus = hooks.prometheus;
+        canary
+    });
     let settings = Settings {
         service: service.to_string(),
         image: record.image.clone(),
@@ -137,16 +183,16 @@ async fn load_paused<'a>(
         publish_ip: String::new(),
         health_timeout: Duration::from_millis(paused.health_timeout_ms),
         pre_test: None,
-        post_test: paused.post_test,
-        proxy_url: paused.proxy_url,
+        post_test: hooks.post_test,
+        proxy_url: hooks.proxy_url,
         keep_old: paused.keep_old,
         stop_old_after: paused.stop_old_after_ms.map(Duration::from_millis),
         // A paused canary pauses again after its next step.
-        manual_promotion: paused.canary.is_some(),
+        manual_promotion: canary.is_some(),
         // The waiting process (if any) carries on; `promote` itself returns.
         wait_for_promotion: false,
         dry_run: false,
-        lock_ttl: Duration::from_secs(30),
+        lock_ttl: Duration::from_millis(paused.lock_ttl_ms),
         stop_timeout: Duration::from_millis(paused.stop_timeout_ms),
         proxy_timeout: Duration::from_millis(paused.proxy_timeout_ms),
         proxy_stale: Duration::from_millis(paused.proxy_stale_ms),
@@ -156,7 +202,7 @@ async fn load_paused<'a>(
             RuntimeKind::Containers => RuntimeChoice::Containers,
             RuntimeKind::Swarm => RuntimeChoice::Swarm,
         },
-        canary: paused.canary,
+        canary,
         rolling: None,
         require: Vec::new(),
     };
@@ -165,7 +211,7 @@ async fn load_paused<'a>(
     deploy.next = record
         .to_color
         .unwrap_or_else(|| Color::next(record.from_color));
-    deploy.retired = paused.retired;
+    deploy.retired = retired;
     deploy.canary_weight = paused.canary_weight;
     deploy.record = record;
     deploy.record.metadata.remove(PAUSED_KEY);
@@ -183,13 +229,15 @@ async fn load_paused<'a>(
     Ok(deploy)
 }
 
-/// `cdctl promote SERVICE`: steps 8–12 of a paused deploy.
+/// `cdctl promote SERVICE`: steps 8–12 of a paused deploy, running
+/// `hooks` (never commands from the record).
 pub async fn promote(
     client: &RegistryClient,
     output: Output,
     service: &str,
+    hooks: Hooks,
 ) -> anyhow::Result<ExitCode> {
-    let mut deploy = match resume(client, output, service).await {
+    let mut deploy = match resume(client, output, service, Some(hooks)).await {
         Ok(deploy) => deploy,
         Err(code) => return Ok(code),
     };
@@ -206,7 +254,7 @@ pub async fn abort(
     output: Output,
     service: &str,
 ) -> anyhow::Result<ExitCode> {
-    let mut deploy = match resume(client, output, service).await {
+    let mut deploy = match resume(client, output, service, None).await {
         Ok(deploy) => deploy,
         Err(code) => return Ok(code),
     };

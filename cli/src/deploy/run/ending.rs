@@ -134,7 +134,7 @@ impl Deploy<'_> {
     async fn undo_clear_leftovers(&mut self, left: &mut Vec<String>) {
         let retired = std::mem::take(&mut self.retired);
         for leftover in &retired {
-            if let Err(error) = self.runtime.restore(leftover).await {
+            if let Err(error) = self.runtime.restore(leftover, &self.record.id).await {
                 left.push(format!(
                     "leftover {} is not as it was: {error:#}",
                     leftover.name
@@ -243,11 +243,23 @@ impl Deploy<'_> {
     /// need to carry on, and lets go of the lock.
     async fn pause(&mut self) -> u8 {
         self.reporter.begin("pause for promotion");
+        // The record carries no command or URL (see `Paused`).
+        let canary = self.settings.canary.clone().map(|mut canary| {
+            canary.analysis = None;
+            canary.prometheus = None;
+            canary
+        });
+        let analysed = self
+            .settings
+            .canary
+            .as_ref()
+            .is_some_and(|canary| canary.analyses());
         let paused = Paused {
             replicas: self.settings.replicas,
             health_timeout_ms: millis(self.settings.health_timeout),
-            post_test: self.settings.post_test.clone(),
-            proxy_url: self.settings.proxy_url.clone(),
+            post_tested: self.settings.post_test.is_some(),
+            analysed,
+            lock_ttl_ms: millis(self.settings.lock_ttl),
             keep_old: self.settings.keep_old,
             stop_old_after_ms: self.settings.stop_old_after.map(millis),
             stop_timeout_ms: millis(self.settings.stop_timeout),
@@ -256,7 +268,7 @@ impl Deploy<'_> {
             drain_timeout_ms: millis(self.settings.drain_timeout),
             retired: self.retired.clone(),
             runtime: self.runtime.kind(),
-            canary: self.settings.canary.clone(),
+            canary,
             canary_weight: self.canary_weight,
         };
         // Plain fields always serialize; were it ever to fail, the record

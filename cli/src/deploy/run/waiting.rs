@@ -5,7 +5,8 @@
 //! deploy's tests. A canary with manual promotion pauses after each step,
 //! so this waits again until the deploy ends. If someone runs `cdctl
 //! promote` or `cdctl abort` elsewhere instead, this follows the record
-//! and ends with its outcome.
+//! and ends with its outcome. What it runs on promote is its own settings'
+//! (the post-test, the analysis), never what the record says.
 
 use std::process::ExitCode;
 
@@ -14,6 +15,7 @@ use switchyard_client::RegistryClient;
 use switchyard_model::labels::record;
 use switchyard_model::{Deployment, Outcome};
 
+use super::super::Hooks;
 use crate::args::Output;
 
 /// What became of the paused deploy.
@@ -30,6 +32,7 @@ pub async fn carry_out_requests(
     client: &RegistryClient,
     output: Output,
     service: &str,
+    hooks: Hooks,
 ) -> anyhow::Result<ExitCode> {
     loop {
         eprintln!(
@@ -44,7 +47,9 @@ pub async fn carry_out_requests(
             }
         };
         let code = match next {
-            Next::Promote => super::commands::promote(client, output, service).await?,
+            Next::Promote => {
+                super::commands::promote(client, output, service, hooks.clone()).await?
+            }
             Next::Abort => return super::commands::abort(client, output, service).await,
             Next::Elsewhere(deployment) if deployment.outcome == Outcome::Paused => continue,
             Next::Elsewhere(deployment) => {
