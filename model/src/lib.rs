@@ -10,6 +10,7 @@ mod fuzz;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod labels;
+pub mod rollback;
 pub mod routes;
 pub mod validate;
 pub mod view;

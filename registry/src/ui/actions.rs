@@ -22,8 +22,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use switchyard_model::auth::{Action, PRINCIPAL_KEY};
-use switchyard_model::labels::{meta, record};
-use switchyard_model::{Deployment, Outcome};
+use switchyard_model::labels::record;
+use switchyard_model::{Deployment, Outcome, rollback};
 
 use super::session::{self, Sessions, Viewer};
 use super::{Ui, now_ms, redirect, redirect_with_cookie};
@@ -149,36 +149,14 @@ async fn rollback_locked(
         .list_deployments(service, 1, None)
         .await
         .map_err(|error| error.to_string())?;
-    if let Some(paused) = newest
-        .deployments
-        .first()
-        .filter(|d| d.outcome == Outcome::Paused)
-    {
-        return Err(format!(
-            "deploy {} of {service} is paused for promotion: its new instances are the other              color; promote or abort it instead",
-            paused.id
-        ));
-    }
     let (_, current) = catalog
         .get_service(service)
         .await
         .map_err(|error| error.to_string())?;
-    let Some(active) = current.active_color else {
-        return Err(format!("{service} has no live color: nothing to roll back"));
-    };
-    let previous = active.other();
-    let Some(kept) = current
-        .instances
-        .iter()
-        .find(|i| i.color == Some(previous) && i.takes_requests())
-    else {
-        return Err(format!(
-            "{previous} (the previous color of {service}) has no instance taking requests: \
-             nothing to roll back to here; `cdctl rollback {service}` can scale a kept Swarm \
-             service back up, or deploy the old image again"
-        ));
-    };
-    let image = kept.metadata.get(meta::IMAGE).cloned().unwrap_or_default();
+    let plan = rollback::plan(&current, newest.deployments.first())
+        .map_err(|refused| refused.to_string())?;
+    let (active, previous) = (plan.from, plan.to);
+    let image = plan.image.unwrap_or_default();
     let revision = catalog
         .set_active_color(service, Some(previous), Some(active), token, Some(who))
         .await

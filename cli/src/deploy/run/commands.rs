@@ -7,7 +7,8 @@ use tracing::Instrument;
 
 use switchyard_client::{Code, RegistryClient};
 use switchyard_model::labels::record;
-use switchyard_model::{Color, Deployment, Health, Instance, Outcome};
+use switchyard_model::rollback::{self, RollbackRefusal};
+use switchyard_model::{Color, Deployment, Health, Outcome};
 
 use super::super::report::Reporter;
 use super::super::runtime::{Runtime, RuntimeChoice, RuntimeKind};
@@ -340,35 +341,24 @@ async fn rollback_locked(
         Err(error) => return Err(error.into()),
     };
     let _ = revision_service;
-    let Some(active) = current.active_color else {
-        return Ok(Err(format!(
-            "{service} has no live color: nothing to roll back"
-        )));
-    };
-    let previous = active.other();
-    let current = match wake_kept(client, service, &current, previous).await? {
-        Some(woken) => woken,
+    let newest = client.list_deployments(service, 1).await?;
+    // Refused while paused before anything (a kept Swarm service) wakes.
+    if let Err(refused @ RollbackRefusal::Paused { .. }) = rollback::plan(&current, newest.first())
+    {
+        return Ok(Err(refused.to_string()));
+    }
+    let current = match current.active_color {
+        Some(active) => wake_kept(client, service, &current, active.other())
+            .await?
+            .unwrap_or(current),
         None => current,
     };
-    let passing: Vec<&Instance> = current
-        .instances
-        .iter()
-        .filter(|i| i.color == Some(previous) && i.health == Health::Passing)
-        .collect();
-    if passing.is_empty() {
-        return Ok(Err(format!(
-            "{previous} (the previous color of {service}) has no passing instances: nothing to \
-             roll back to; deploy the old image again instead"
-        )));
-    }
-    let image = passing
-        .iter()
-        .find_map(|i| {
-            i.metadata
-                .get(switchyard_model::labels::meta::IMAGE)
-                .cloned()
-        })
-        .unwrap_or_default();
+    let plan = match rollback::plan(&current, newest.first()) {
+        Ok(plan) => plan,
+        Err(refused) => return Ok(Err(refused.to_string())),
+    };
+    let (active, previous) = (plan.from, plan.to);
+    let image = plan.image.unwrap_or_default();
     let revision = client
         .set_active_color(service, Some(previous), Some(active), token)
         .await?;

@@ -40,6 +40,9 @@
     if (!form.dataset || !form.dataset.confirm) { return; }
     event.preventDefault();
     if (!window.confirm(form.dataset.confirm)) { return; }
+    // The last button's answer goes: what shows next answers this one.
+    result.hidden = true;
+    result.textContent = "";
     try {
       const answer = await fetch(form.action, {
         method: "POST",

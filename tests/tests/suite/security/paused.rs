@@ -135,3 +135,31 @@ async fn a_forged_paused_record_never_runs_its_command_or_touches_other_containe
     assert_eq!(f.settled().await.active_color, Some(Color::Green));
     assert_eq!(f.history().await[0].outcome, Outcome::Promoted);
 }
+
+/// The review's sequence: v1, v2 with --keep-old, v1 again paused. The other
+/// color now holds the paused deploy's unpromoted instances, so `cdctl
+/// rollback` refuses (as the dashboard's button does) and nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_while_a_deploy_is_paused_is_refused_and_the_live_color_stays() {
+    let f = Fixture::start().await;
+    for (image, extra) in [(&f.v1.tag, vec![]), (&f.v2.tag, vec!["--keep-old"])] {
+        let done = f.deploy(image, &extra, &[]).await;
+        assert_eq!(done.status.code(), Some(0), "{}", explain(&done));
+    }
+    let paused = f.deploy(&f.v1.tag, &["--manual-promotion"], &[]).await;
+    assert_eq!(paused.status.code(), Some(0), "{}", explain(&paused));
+    let before = f.settled().await;
+    assert_eq!(before.active_color, Some(Color::Green));
+
+    let refused = f.cdctl(&["rollback", &f.service]).await;
+    assert_eq!(refused.status.code(), Some(5), "{}", explain(&refused));
+    assert!(
+        explain(&refused).contains("paused for promotion"),
+        "{}",
+        explain(&refused)
+    );
+    assert_eq!(f.settled().await, before, "nothing moved");
+    let aborted = f.cdctl(&["abort", &f.service]).await;
+    assert_eq!(aborted.status.code(), Some(0), "{}", explain(&aborted));
+    assert_eq!(f.settled().await.active_color, Some(Color::Green));
+}
