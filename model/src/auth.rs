@@ -100,6 +100,10 @@ pub struct Principal {
     /// How it is named in logs and records: the token's accessor and
     /// description.
     pub name: String,
+    /// The accessor of the token it was authenticated by (`None`: a client
+    /// certificate, or a registry without `--auth`): what a revocation of
+    /// that token ends.
+    pub token: Option<String>,
 }
 
 impl Principal {
@@ -116,6 +120,7 @@ impl Principal {
             binding: None,
             services: Vec::new(),
             name: "anonymous".into(),
+            token: None,
         }
     }
 }
@@ -240,6 +245,7 @@ mod tests {
             binding: binding.map(str::to_string),
             services: services.iter().map(|s| s.to_string()).collect(),
             name: "t".into(),
+            token: None,
         }
     }
 

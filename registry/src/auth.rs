@@ -33,6 +33,9 @@ pub struct Authorizer {
     enabled: bool,
     tokens: Arc<RwLock<HashMap<String, StoredToken>>>,
     refusals: Arc<RefusalLog>,
+    /// Bumped each time the copy of the tokens is replaced: what open
+    /// streams wait on to learn that their token went.
+    reloads: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Refused calls are logged at most once a second, with how many were
@@ -72,6 +75,7 @@ impl Authorizer {
             enabled: false,
             tokens: Arc::default(),
             refusals: Arc::default(),
+            reloads: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -81,6 +85,7 @@ impl Authorizer {
             enabled: true,
             tokens: Arc::default(),
             refusals: Arc::default(),
+            reloads: Arc::new(tokio::sync::watch::Sender::new(0)),
         };
         let revision = authorizer.reload(&catalog).await?;
         tokio::spawn(authorizer.clone().follow(catalog, revision, stop));
@@ -148,6 +153,50 @@ impl Authorizer {
                 "token {} ({})",
                 stored.info.accessor, stored.info.description
             ),
+            token: Some(stored.info.accessor.clone()),
+        })
+    }
+
+    /// Resolves when the token `principal` was authenticated by is revoked
+    /// or expires: what ends the streams it opened (a KeepAlive, a watch),
+    /// which would otherwise outlive it. `None` when nothing can revoke it
+    /// (a certificate, or no `--auth`).
+    pub fn revoked(
+        &self,
+        principal: &Principal,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let accessor = principal.token.clone().filter(|_| self.enabled)?;
+        let tokens = Arc::clone(&self.tokens);
+        let mut reloads = self.reloads.subscribe();
+        Some(async move {
+            loop {
+                let expires_at_ms = {
+                    let tokens = match tokens.read() {
+                        Ok(tokens) => tokens,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                    match tokens.get(&accessor) {
+                        None => return,
+                        Some(stored) => stored.info.expires_at_ms,
+                    }
+                };
+                let expiry = async {
+                    if expires_at_ms == 0 {
+                        return std::future::pending().await;
+                    }
+                    let left = expires_at_ms.saturating_sub(now_ms());
+                    tokio::time::sleep(Duration::from_millis(left)).await;
+                };
+                tokio::select! {
+                    changed = reloads.changed() => {
+                        if changed.is_err() {
+                            // The authorizer is gone with the server.
+                            return std::future::pending().await;
+                        }
+                    }
+                    () = expiry => return,
+                }
+            }
         })
     }
 
@@ -190,6 +239,7 @@ impl Authorizer {
             Ok(mut tokens) => *tokens = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
         }
+        self.reloads.send_modify(|count| *count += 1);
         Ok(revision)
     }
 
@@ -264,6 +314,7 @@ fn certificate_identity(peer: &Peer) -> Option<Principal> {
             binding: Some(id.to_string()),
             services: Vec::new(),
             name: format!("certificate {uri}"),
+            token: None,
         })
     })
 }

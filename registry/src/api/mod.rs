@@ -99,6 +99,7 @@ impl v1::registry_server::Registry for RegistryApi {
         let catalog = self.catalog.clone();
         let shutdown = self.shutdown.clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        let revoked = self.auth.revoked(&who);
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -138,9 +139,13 @@ impl v1::registry_server::Registry for RegistryApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(receiver),
-        )))
+        let pings = tokio_stream::wrappers::ReceiverStream::new(receiver);
+        // Ending the response stream drops it, and with it the receiver:
+        // the task above then stops at its next send.
+        Ok(Response::new(match revoked {
+            Some(revoked) => streams::ended_by(pings, revoked),
+            None => Box::pin(pings),
+        }))
     }
 
     async fn close_session(
@@ -280,7 +285,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.check(&request, Action::Read)?;
+        let who = self.check(&request, Action::Read)?;
         let peer = request.extensions().get::<Peer>().cloned();
         let request = within_limit(request)?;
         let permit = self.watch_permit(peer.as_ref())?;
@@ -292,9 +297,12 @@ impl v1::registry_server::Registry for RegistryApi {
                 self.shutdown.clone(),
             )
             .map_err(status_of)?;
-        Ok(Response::new(streams::held(stream, permit, |event| {
-            wire::watch_event_to_wire(&event)
-        })))
+        Ok(Response::new(streams::held(
+            stream,
+            permit,
+            |event| wire::watch_event_to_wire(&event),
+            self.auth.revoked(&who),
+        )))
     }
 
     async fn next_color(
@@ -436,7 +444,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::WatchProxiesRequest>,
     ) -> Result<Response<Self::WatchProxiesStream>, Status> {
-        self.check(&request, Action::Read)?;
+        let who = self.check(&request, Action::Read)?;
         let permit = self.watch_permit(request.extensions().get::<Peer>())?;
         let stream = self.catalog.watch_proxies(self.shutdown.clone());
         Ok(Response::new(streams::held(
@@ -446,6 +454,7 @@ impl v1::registry_server::Registry for RegistryApi {
                 proxies: proxies.iter().map(wire::proxy_to_wire).collect(),
                 now_ms,
             },
+            self.auth.revoked(&who),
         )))
     }
 
@@ -477,7 +486,7 @@ impl v1::registry_server::Registry for RegistryApi {
         &self,
         request: Request<v1::WatchDeploymentsRequest>,
     ) -> Result<Response<Self::WatchDeploymentsStream>, Status> {
-        self.check(&request, Action::Read)?;
+        let who = self.check(&request, Action::Read)?;
         let permit = self.watch_permit(request.extensions().get::<Peer>())?;
         let request = request.into_inner();
         let stream = self
@@ -495,6 +504,7 @@ impl v1::registry_server::Registry for RegistryApi {
                 revision,
                 deployments: deployments.iter().map(wire::deployment_to_wire).collect(),
             },
+            self.auth.revoked(&who),
         )))
     }
 

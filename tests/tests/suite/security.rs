@@ -5,3 +5,4 @@
 mod metrics;
 mod ownership;
 mod paused;
+mod revocation;
