@@ -355,7 +355,46 @@ impl Agent {
         }
         self.check_results.retain(|id, _| checks.contains_key(id));
         self.checks.reconcile(checks);
-        instances
+        self.one_per_id(instances)
+    }
+
+    /// Two containers of this node claiming one `SERVICE_ID`: the one that
+    /// started first keeps it and the other is left out (said once), so one
+    /// mislabelled container never fails the node's whole sync.
+    fn one_per_id(&mut self, instances: Vec<Instance>) -> Vec<Instance> {
+        let started = |i: &Instance| {
+            i.metadata
+                .get(meta::STARTED_AT_MS)
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        };
+        let mut kept: BTreeMap<String, Instance> = BTreeMap::new();
+        for instance in instances {
+            let id = instance.id.clone();
+            let loser = match kept.remove(&id) {
+                None => {
+                    kept.insert(id, instance);
+                    continue;
+                }
+                Some(first) if started(&first) <= started(&instance) => {
+                    kept.insert(id.clone(), first);
+                    instance
+                }
+                Some(first) => {
+                    kept.insert(id.clone(), instance);
+                    first
+                }
+            };
+            if self.reported.insert(format!("duplicate id {id}")) {
+                tracing::warn!(
+                    id,
+                    container = loser.metadata.get(meta::CONTAINER_ID).map(String::as_str),
+                    "not registering: another container of this node has the same id (give \
+                     it its own SERVICE_ID)"
+                );
+            }
+        }
+        kept.into_values().collect()
     }
 
     async fn ensure_session(&mut self) -> Result<SessionId, ClientError> {
@@ -402,8 +441,18 @@ impl Agent {
             self.metrics.containers(self.containers.len());
             match synced {
                 Ok(response) => {
-                    let now: BTreeMap<String, Instance> =
-                        desired.iter().map(|i| (i.id.clone(), i.clone())).collect();
+                    let refused: HashSet<&str> =
+                        response.refused.iter().map(|(id, _)| id.as_str()).collect();
+                    for (id, reason) in &response.refused {
+                        if self.reported.insert(format!("refused id {id}")) {
+                            tracing::warn!(id, "the registry refused this instance: {reason}");
+                        }
+                    }
+                    let now: BTreeMap<String, Instance> = desired
+                        .iter()
+                        .filter(|i| !refused.contains(i.id.as_str()))
+                        .map(|i| (i.id.clone(), i.clone()))
+                        .collect();
                     self.log_changes(&now);
                     let count = now.len();
                     self.synced = Some(now);

@@ -354,6 +354,11 @@ impl RegistryClient {
             added: response.added,
             updated: response.updated,
             removed: response.removed,
+            refused: response
+                .refused
+                .into_iter()
+                .map(|refused| (refused.id, refused.reason))
+                .collect(),
         })
     }
 

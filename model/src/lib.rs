@@ -284,12 +284,15 @@ impl Service {
 /// What a `SyncNode` did: the revision it committed at (the current one
 /// when it changed nothing) and how many instances it added, updated and
 /// removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SyncOutcome {
     pub revision: u64,
     pub added: u32,
     pub updated: u32,
     pub removed: u32,
+    /// Instances left out (id, why): their id is another owner's. One
+    /// container's label never stops the rest of its node from syncing.
+    pub refused: Vec<(String, String)>,
 }
 
 /// One line of `ListServices`.

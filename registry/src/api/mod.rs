@@ -246,11 +246,19 @@ impl v1::registry_server::Registry for RegistryApi {
                 "node synced"
             );
         }
+        for (id, reason) in &outcome.refused {
+            tracing::warn!(node = %request.node, id, "instance refused: {reason}");
+        }
         Ok(Response::new(v1::SyncNodeResponse {
             revision: outcome.revision,
             added: outcome.added,
             updated: outcome.updated,
             removed: outcome.removed,
+            refused: outcome
+                .refused
+                .into_iter()
+                .map(|(id, reason)| v1::RefusedInstance { id, reason })
+                .collect(),
         }))
     }
 

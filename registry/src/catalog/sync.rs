@@ -36,7 +36,7 @@ impl Catalog {
         desired: Vec<Instance>,
     ) -> Result<SyncOutcome, CatalogError> {
         validate::identifier("node", node)?;
-        let wanted = wanted_instances(session, node, desired)?;
+        let mut wanted = wanted_instances(session, node, desired)?;
         let session_node = self.session_node(session).await?;
         if session_node != node {
             return Err(CatalogError::Conflict(format!(
@@ -44,9 +44,12 @@ impl Catalog {
                  for {node}"
             )));
         }
+        // Refusals stand across attempts: a refused id is out of `wanted`.
+        let mut refused = Vec::new();
         for _ in 0..MAX_ATTEMPTS {
-            let state = self.node_state(node, &wanted).await?;
+            let state = self.node_state(node, &mut wanted, &mut refused).await?;
             let (txn, mut outcome) = plan(node, &wanted, &state)?;
+            outcome.refused = refused.clone();
             if !txn.success.iter().any(Op::is_write) {
                 outcome.revision = state.revision;
                 return Ok(outcome);
@@ -67,11 +70,13 @@ impl Catalog {
     }
 
     /// Two reads: the node's index and the owners of the wanted ids, then
-    /// the records those point at and the services.
+    /// the records those point at and the services. Wanted ids another
+    /// owner holds are taken out of `wanted` and added to `refused`.
     async fn node_state(
         &self,
         node: &str,
-        wanted: &BTreeMap<String, Instance>,
+        wanted: &mut BTreeMap<String, Instance>,
+        refused: &mut Vec<(String, String)>,
     ) -> Result<NodeState, CatalogError> {
         let mut ops = vec![Op::Range {
             prefix: keys::node_index_of(node),
@@ -82,7 +87,7 @@ impl Catalog {
         let (revision, results) = self.read(ops).await?;
         let mut results = results.into_iter();
         let entries = results.next().map(OpResult::into_kvs).unwrap_or_default();
-        let owners: Vec<Option<KeyValue>> = results.map(|r| single(Some(r))).collect();
+        let mut owners: Vec<Option<KeyValue>> = results.map(|r| single(Some(r))).collect();
 
         let mut present: BTreeMap<String, String> = BTreeMap::new(); // id -> service
         for kv in &entries {
@@ -93,17 +98,26 @@ impl Catalog {
                 );
             }
         }
-        for (id, owner) in wanted.keys().zip(&owners) {
-            if let Some(owner) = owner
-                && !present.contains_key(id)
-            {
-                let owner_service = String::from_utf8_lossy(&owner.value);
-                return Err(CatalogError::Conflict(format!(
-                    "instance id {id} is registered on another node (service \
-                     {owner_service}); ids must be unique across nodes"
-                )));
+        let mut kept_owners = Vec::with_capacity(owners.len());
+        let ids: Vec<String> = wanted.keys().cloned().collect();
+        for (id, owner) in ids.into_iter().zip(owners.drain(..)) {
+            match owner {
+                Some(owner) if !present.contains_key(&id) => {
+                    let owner_service = String::from_utf8_lossy(&owner.value);
+                    refused.push((
+                        id.clone(),
+                        format!(
+                            "instance id {id} is registered elsewhere (service {owner_service}, \
+                             another node or an external instance); ids must be unique: give \
+                             the container another SERVICE_ID"
+                        ),
+                    ));
+                    wanted.remove(&id);
+                }
+                owner => kept_owners.push(owner),
             }
         }
+        let owners = kept_owners;
         let services: BTreeSet<&str> = wanted.values().map(|i| i.service.as_str()).collect();
         let mut ops: Vec<Op> = present
             .iter()
