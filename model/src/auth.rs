@@ -236,6 +236,9 @@ pub fn glob_matches(glob: &str, name: &str) -> bool {
 }
 
 #[cfg(test)]
+mod table;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
