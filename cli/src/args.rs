@@ -187,7 +187,14 @@ pub struct TokenCreateArgs {
 pub enum SnapshotCommand {
     /// Take a consistent backup of the registry through its API and write
     /// it to FILE (services, colors, external instances, history).
-    Save { file: PathBuf },
+    Save {
+        file: PathBuf,
+        /// The key the backup is signed with (at least 32 bytes; keep it
+        /// apart from the backups; `openssl rand -hex 32 > backup.key`);
+        /// `cd-registry restore --backup-key` checks it.
+        #[arg(long, env = "SWITCHYARD_BACKUP_KEY_FILE")]
+        backup_key: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! Taking a backup through the API (`SaveSnapshot`) as the bytes of a
 //! backup file, so that callers never see its protobuf parts.
 
+pub use switchyard_proto::backup::BackupKey;
 use switchyard_proto::backup::BackupWriter;
 use switchyard_proto::v1;
 
@@ -17,13 +18,14 @@ pub struct SavedBackup {
 }
 
 impl RegistryClient {
-    /// Takes a consistent backup of everything durable in the registry.
-    pub async fn save_snapshot(&self) -> Result<SavedBackup, ClientError> {
+    /// Takes a consistent backup of everything durable in the registry,
+    /// signed with `key` (what `cd-registry restore` checks it with).
+    pub async fn save_snapshot(&self, key: &BackupKey) -> Result<SavedBackup, ClientError> {
         let mut stream = self
             .call(|mut c| async move { c.save_snapshot(v1::SaveSnapshotRequest {}).await })
             .await?;
         let failed = |error: std::io::Error| ClientError::Backup(error.to_string());
-        let mut writer = BackupWriter::new(Vec::new()).map_err(failed)?;
+        let mut writer = BackupWriter::new(Vec::new(), key).map_err(failed)?;
         let mut revision = None;
         let mut keys = 0;
         loop {

@@ -3,7 +3,7 @@
 //! several registry URLs (`--registry URL1,URL2`).
 #![forbid(unsafe_code)]
 
-mod backup;
+pub mod backup;
 mod deployments;
 mod endpoint;
 mod proxies;

@@ -183,6 +183,15 @@ pub struct RestoreArgs {
     /// same way).
     #[arg(long, default_value_t = 1_000_000_000)]
     pub bump_revision: u64,
+    /// The key the backup was signed with (`cdctl snapshot save
+    /// --backup-key`); a file changed since, or signed with another key,
+    /// is refused.
+    #[arg(long, env = "SWITCHYARD_BACKUP_KEY_FILE")]
+    pub backup_key: PathBuf,
+    /// Also restore an unsigned backup (format 1, from before backups were
+    /// signed), checked only by its CRC: only one you know nobody changed.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 /// TLS on the listener (README "Security").

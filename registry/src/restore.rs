@@ -9,6 +9,8 @@ use std::fmt;
 
 use anyhow::Context;
 
+use switchyard_proto::backup::{BackupKey, Trust};
+
 use crate::api::backup::read_file;
 use crate::catalog::keys;
 use crate::config::RestoreArgs;
@@ -45,8 +47,14 @@ impl fmt::Display for RestoreSummary {
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<RestoreSummary> {
     let bytes = std::fs::read(&args.from)
         .with_context(|| format!("reading the backup {}", args.from.display()))?;
-    let (backup_revision, taken_at_ms, entries) =
-        read_file(&bytes).with_context(|| format!("reading the backup {}", args.from.display()))?;
+    let key = BackupKey::from_file(&args.backup_key)?;
+    let trust = if args.allow_unsigned {
+        Trust::SignedOrUnsigned(key)
+    } else {
+        Trust::Signed(key)
+    };
+    let (backup_revision, taken_at_ms, entries) = read_file(&bytes, &trust)
+        .with_context(|| format!("reading the backup {}", args.from.display()))?;
     let revision = backup_revision
         .checked_add(args.bump_revision)
         .context("--bump-revision is too large for the backup's revision")?;

@@ -90,8 +90,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completion { .. } | Command::Man => Ok(ExitCode::SUCCESS),
         Command::Token { command } => tokens::run(&client, output, command).await,
         Command::Snapshot {
-            command: SnapshotCommand::Save { file },
-        } => backup::save(&client, output, &file).await,
+            command: SnapshotCommand::Save { file, backup_key },
+        } => {
+            let key = switchyard_client::backup::BackupKey::from_file(&backup_key)
+                .map_err(|error| usage(error.into()))?;
+            backup::save(&client, output, &file, &key).await
+        }
         Command::Deploy(args) => {
             let required = required(&cli.config, &args.require, cli.timeout)?;
             crate::deploy::deploy(&client, output, *args, required).await

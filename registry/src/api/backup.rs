@@ -2,7 +2,7 @@
 //! `SaveSnapshot`, and a backup file's parts back into store keys for
 //! `cd-registry restore`.
 
-use switchyard_proto::backup::{Backup, BackupError, read_backup};
+use switchyard_proto::backup::{Backup, BackupError, Trust, read_backup};
 use switchyard_proto::v1;
 
 use crate::store::KeyValue;
@@ -53,12 +53,12 @@ pub fn parts(revision: u64, taken_at_ms: u64, entries: Vec<KeyValue>) -> Vec<v1:
 }
 
 /// A backup file's revision, when it was taken, and its keys.
-pub fn read_file(bytes: &[u8]) -> Result<(u64, u64, Vec<KeyValue>), BackupError> {
+pub fn read_file(bytes: &[u8], trust: &Trust) -> Result<(u64, u64, Vec<KeyValue>), BackupError> {
     let Backup {
         revision,
         taken_at_ms,
         entries,
-    } = read_backup(bytes)?;
+    } = read_backup(bytes, trust)?;
     let keys = entries
         .into_iter()
         .map(|entry| KeyValue {
@@ -95,12 +95,14 @@ mod tests {
         let parts = parts(9_000, 5, entries.clone());
         assert!(parts.len() > 2, "about a megabyte each: {}", parts.len());
         assert_eq!(parts.iter().filter(|part| part.complete).count(), 1);
-        let mut writer = BackupWriter::new(Vec::new()).expect("magic");
+        let key = switchyard_proto::backup::BackupKey::from_bytes(&[1; 32]).expect("key");
+        let mut writer = BackupWriter::new(Vec::new(), &key).expect("magic");
         for part in &parts {
             writer.write_chunk(part).expect("part");
         }
-        let file = writer.finish().expect("crc");
-        assert_eq!(read_file(&file).expect("reads"), (9_000, 5, entries));
+        let file = writer.finish().expect("signature");
+        let read = read_file(&file, &Trust::Signed(key)).expect("reads");
+        assert_eq!(read, (9_000, 5, entries));
     }
 
     #[test]

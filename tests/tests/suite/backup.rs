@@ -21,11 +21,22 @@ async fn everything(client: &RegistryClient) -> Vec<Service> {
     services
 }
 
+/// The key backups beside `file` are signed with (made on first use).
+fn key_beside(file: &Path) -> std::path::PathBuf {
+    let key = file.with_file_name("backup.key");
+    if !key.exists() {
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").expect("a key file");
+    }
+    key
+}
+
 fn restore(from: &Path, data_dir: &Path, extra: &[&str]) -> Output {
     Command::new(binary("cd-registry"))
         .arg("restore")
         .arg("--from")
         .arg(from)
+        .arg("--backup-key")
+        .arg(key_beside(from))
         .arg("--data-dir")
         .arg(data_dir)
         .args(extra)
@@ -95,7 +106,12 @@ async fn populated_and_saved(
     populate(&client).await;
     let file = dir.join("registry.backup");
     let path = file.to_str().expect("utf-8");
-    let saved = cdctl(&registry.url(), &["-o", "json", "snapshot", "save", path]);
+    let key = key_beside(&file);
+    let key = key.to_str().expect("utf-8");
+    let saved = cdctl(
+        &registry.url(),
+        &["-o", "json", "snapshot", "save", path, "--backup-key", key],
+    );
     assert!(saved.status.success(), "{}", explain(&saved));
     let saved: serde_json::Value = serde_json::from_slice(&saved.stdout).expect("json");
     let revision = saved["revision"].as_u64().expect("revision");
@@ -237,4 +253,50 @@ async fn damaged_backups_and_data_directories_say_how_to_recover() {
     ] {
         assert!(stderr.contains(needle), "missing {needle:?} in: {stderr}");
     }
+}
+
+/// A backup is signed: one changed afterwards, or signed with another key,
+/// is refused by restore (it could carry an admin token or a forged paused
+/// deploy); the file is its owner's only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_or_foreign_backup_is_refused_and_backups_are_private() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_registry, _client, file, _) = populated_and_saved(dir.path(), "old").await;
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&file).expect("metadata").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the backup is private");
+
+    let mut bytes = std::fs::read(&file).expect("the backup");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    let tampered = dir.path().join("tampered.backup");
+    std::fs::write(&tampered, &bytes).expect("write");
+    let refused = restore(&tampered, &dir.path().join("from-tampered"), &[]);
+    assert!(!refused.status.success(), "{}", explain(&refused));
+    assert!(
+        explain(&refused).contains("signature"),
+        "{}",
+        explain(&refused)
+    );
+
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir(&other_dir).expect("dir");
+    std::fs::write(
+        other_dir.join("backup.key"),
+        "another key of thirty-two bytes!!",
+    )
+    .expect("another key");
+    let foreign = other_dir.join("registry.backup");
+    std::fs::copy(&file, &foreign).expect("copy");
+    let refused = restore(&foreign, &dir.path().join("from-foreign"), &[]);
+    assert!(!refused.status.success(), "{}", explain(&refused));
+    for data_dir in ["from-tampered", "from-foreign"] {
+        let written = std::fs::read_dir(dir.path().join(data_dir))
+            .map(|entries| entries.count())
+            .unwrap_or(0);
+        assert_eq!(written, 0, "{data_dir}: nothing restored");
+    }
+    let restored = restore(&file, &dir.path().join("from-good"), &[]);
+    assert!(restored.status.success(), "{}", explain(&restored));
 }
