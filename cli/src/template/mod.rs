@@ -10,6 +10,7 @@
 //! heartbeat), which `cdctl deploy` waits for.
 
 mod apply;
+mod escape;
 mod haproxy;
 mod metrics;
 mod passes;

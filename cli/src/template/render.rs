@@ -198,6 +198,9 @@ impl Templates {
                 )
             })
         });
+        // Registry data as one quoted argument (docs/security.md).
+        environment.add_filter("nginx", |value: String| super::escape::nginx(&value));
+        environment.add_filter("haproxy", |value: String| super::escape::haproxy(&value));
         Templates { environment }
     }
 

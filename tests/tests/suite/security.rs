@@ -7,3 +7,4 @@ mod metrics;
 mod ownership;
 mod paused;
 mod revocation;
+mod templates;
