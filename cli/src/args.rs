@@ -240,12 +240,8 @@ pub struct DeployArgs {
     /// Pre-integration test, run by `sh -c` against the new color.
     #[arg(long)]
     pub pre_test: Option<String>,
-    /// Post-integration test, run by `sh -c` after the flip.
-    #[arg(long)]
-    pub post_test: Option<String>,
-    /// Proxy URL given to the post-test as SWITCHYARD_PROXY_URL.
-    #[arg(long)]
-    pub proxy_url: Option<String>,
+    #[command(flatten)]
+    pub checks: CheckArgs,
     /// Keep the old color running (for `cdctl rollback`).
     #[arg(long)]
     pub keep_old: bool,
@@ -303,20 +299,37 @@ pub struct PromoteArgs {
     /// post_test, proxy_url and analysis settings are used.
     #[arg(long)]
     pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub checks: CheckArgs,
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+}
+
+/// The tests a deploy (or `promote`) runs after the flip.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
     /// Post-integration test, run by `sh -c` after the flip.
     #[arg(long)]
     pub post_test: Option<String>,
     /// Proxy URL given to the post-test as SWITCHYARD_PROXY_URL.
     #[arg(long)]
     pub proxy_url: Option<String>,
-    /// A paused canary's analysis, run by `sh -c` during each bake.
+}
+
+/// What judges each bake of a canary: a command, or a Prometheus query.
+#[derive(Debug, Clone, Args)]
+pub struct AnalysisArgs {
+    /// Run by `sh -c` during each bake; a failure puts every request back
+    /// on the old color and removes the new one (exit 12).
     #[arg(long)]
     pub analysis: Option<String>,
     /// A Prometheus (http://HOST:PORT) asked --analysis-query during each
-    /// bake of a paused canary.
+    /// bake.
     #[arg(long)]
     pub analysis_prometheus: Option<String>,
-    /// PromQL that fails a canary step (as `deploy --analysis-query`).
+    /// PromQL that fails a step when it answers any sample (or one above
+    /// --analysis-threshold); ${SERVICE}, ${COLOR}, ${LIVE_COLOR} and
+    /// ${WEIGHT} are replaced.
     #[arg(long)]
     pub analysis_query: Option<String>,
     /// With --analysis-query: only samples above this fail.
@@ -340,25 +353,11 @@ pub struct CanaryArgs {
     /// How long each canary step runs before the next (default 60s).
     #[arg(long, value_parser = parse_duration)]
     pub bake: Option<Duration>,
-    /// Run by `sh -c` during each bake; a failure puts every request back
-    /// on the old color and removes the new one (exit 12).
-    #[arg(long)]
-    pub analysis: Option<String>,
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
     /// How often the analysis runs during a bake (default 10s).
     #[arg(long, value_parser = parse_duration)]
     pub analysis_interval: Option<Duration>,
-    /// A Prometheus (http://HOST:PORT) asked --analysis-query during each
-    /// bake.
-    #[arg(long)]
-    pub analysis_prometheus: Option<String>,
-    /// PromQL that fails a step when it answers any sample (or one above
-    /// --analysis-threshold); ${SERVICE}, ${COLOR}, ${LIVE_COLOR} and
-    /// ${WEIGHT} are replaced.
-    #[arg(long)]
-    pub analysis_query: Option<String>,
-    /// With --analysis-query: only samples above this fail.
-    #[arg(long)]
-    pub analysis_threshold: Option<f64>,
     /// Keep each client on the color it was first sent to while the canary
     /// runs (proxies pin it by cookie).
     #[arg(long)]

@@ -294,8 +294,8 @@ impl Settings {
                 seconds(60),
             )?,
             pre_test: args.pre_test.or(file.pre_test),
-            post_test: args.post_test.or(file.post_test),
-            proxy_url: args.proxy_url.or(file.proxy_url),
+            post_test: args.checks.post_test.or(file.post_test),
+            proxy_url: args.checks.proxy_url.or(file.proxy_url),
             keep_old,
             stop_old_after,
             manual_promotion: manual,
@@ -343,8 +343,8 @@ fn canary_setting(
     let chosen = flags.strategy.or(file.strategy).unwrap_or_default();
     let canary_flags = flags.steps.is_some()
         || flags.bake.is_some()
-        || flags.analysis.is_some()
-        || flags.analysis_prometheus.is_some()
+        || flags.analysis.analysis.is_some()
+        || flags.analysis.analysis_prometheus.is_some()
         || flags.sticky;
     if chosen != strategy::Strategy::Canary {
         anyhow::ensure!(
@@ -353,12 +353,7 @@ fn canary_setting(
         );
         return Ok(None);
     }
-    let prometheus = prometheus_setting(
-        flags.analysis_prometheus.as_ref(),
-        flags.analysis_query.as_ref(),
-        flags.analysis_threshold,
-        file,
-    )?;
+    let prometheus = prometheus_setting(&flags.analysis, file)?;
     let steps = match (&flags.steps, &file.steps) {
         (Some(text), _) => strategy::parse_steps(text)?,
         (None, Some(steps)) => {
@@ -375,7 +370,7 @@ fn canary_setting(
             file.bake.as_deref(),
             Duration::from_secs(60),
         )?,
-        analysis: flags.analysis.clone().or(file.analysis.clone()),
+        analysis: flags.analysis.analysis.clone().or(file.analysis.clone()),
         prometheus,
         sticky: flags.sticky || file.sticky.unwrap_or(false),
         analysis_interval: merged_duration(
@@ -389,19 +384,23 @@ fn canary_setting(
 
 /// The Prometheus analysis from its flags over the file, if any.
 fn prometheus_setting(
-    url: Option<&String>,
-    query: Option<&String>,
-    threshold: Option<f64>,
+    flags: &crate::args::AnalysisArgs,
     file: &FileSettings,
 ) -> anyhow::Result<Option<prometheus::PrometheusCheck>> {
     match (
-        url.or(file.analysis_prometheus.as_ref()),
-        query.or(file.analysis_query.as_ref()),
+        flags
+            .analysis_prometheus
+            .as_ref()
+            .or(file.analysis_prometheus.as_ref()),
+        flags
+            .analysis_query
+            .as_ref()
+            .or(file.analysis_query.as_ref()),
     ) {
         (Some(url), Some(query)) => Ok(Some(prometheus::PrometheusCheck::new(
             url,
             query.clone(),
-            threshold.or(file.analysis_threshold),
+            flags.analysis_threshold.or(file.analysis_threshold),
         )?)),
         (None, None) => Ok(None),
         _ => anyhow::bail!("--analysis-prometheus and --analysis-query go together"),
@@ -431,15 +430,10 @@ impl Hooks {
             args.environment_defaults.as_ref(),
         )?;
         Ok(Hooks {
-            prometheus: prometheus_setting(
-                args.analysis_prometheus.as_ref(),
-                args.analysis_query.as_ref(),
-                args.analysis_threshold,
-                &file,
-            )?,
-            post_test: args.post_test.clone().or(file.post_test),
-            proxy_url: args.proxy_url.clone().or(file.proxy_url),
-            analysis: args.analysis.clone().or(file.analysis),
+            prometheus: prometheus_setting(&args.analysis, &file)?,
+            post_test: args.checks.post_test.clone().or(file.post_test),
+            proxy_url: args.checks.proxy_url.clone().or(file.proxy_url),
+            analysis: args.analysis.analysis.clone().or(file.analysis),
         })
     }
 }
