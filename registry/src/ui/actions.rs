@@ -39,6 +39,8 @@ pub(super) struct CsrfForm {
 pub(super) struct SignInForm {
     #[serde(default)]
     token: String,
+    #[serde(default)]
+    csrf: String,
 }
 
 /// `POST /ui/services/{name}/{action}`: JSON `{ok, message}`.
@@ -88,10 +90,10 @@ fn allowed(
     csrf: &str,
     service: &str,
 ) -> Result<String, (StatusCode, String)> {
-    let (principal, token) = match sessions.viewer(headers) {
+    let (principal, session) = match sessions.viewer(headers) {
         Viewer::Signed {
-            principal, token, ..
-        } => (principal, token),
+            principal, session, ..
+        } => (principal, session),
         Viewer::Open => {
             return Err((
                 StatusCode::FORBIDDEN,
@@ -107,7 +109,7 @@ fn allowed(
             ));
         }
     };
-    if !session::same_origin(headers) || !sessions.csrf_matches(&token, csrf) {
+    if !session::same_origin(headers) || !sessions.csrf_matches(&session, csrf) {
         return Err((
             StatusCode::FORBIDDEN,
             "the form's CSRF token is missing or wrong: reload the page and try again".into(),
@@ -197,20 +199,24 @@ pub(super) async fn sign_in(
     if !ui.sessions.auth().enabled() {
         return redirect("/ui/");
     }
+    if !ui.sessions.login_allowed(&headers, &form.csrf) {
+        return (
+            StatusCode::FORBIDDEN,
+            "the sign-in form's CSRF token is missing or wrong: open /ui/login again and sign in \
+             from there",
+        )
+            .into_response();
+    }
     let cookie = ui
         .sessions
-        .auth()
-        .token_principal(token)
-        .ok()
-        .and_then(|_| Sessions::sign_in_cookie(token));
+        .sign_in(token)
+        .and_then(|id| Sessions::sign_in_cookie(&id));
     match cookie {
         Some(cookie) => redirect_with_cookie("/ui/", cookie),
         None => {
             let error = "that token is not valid: it was revoked, has expired or never existed \
                          (create one with `cdctl token create`)";
-            let data = serde_json::json!({ "error": error });
-            let viewer = Viewer::Anonymous;
-            let mut response = ui.render(&headers, &viewer, ("Sign in", "login.html"), false, data);
+            let mut response = super::login_form(&ui, &headers, error);
             *response.status_mut() = StatusCode::UNAUTHORIZED;
             response
         }
@@ -224,9 +230,10 @@ pub(super) async fn sign_out(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     match ui.sessions.viewer(&headers) {
-        Viewer::Signed { token, .. }
-            if session::same_origin(&headers) && ui.sessions.csrf_matches(&token, &form.csrf) =>
+        Viewer::Signed { session, .. }
+            if session::same_origin(&headers) && ui.sessions.csrf_matches(&session, &form.csrf) =>
         {
+            ui.sessions.sign_out(&session);
             redirect_with_cookie("/ui/login", Sessions::sign_out_cookie())
         }
         _ => (StatusCode::FORBIDDEN, "reload the page and sign out again").into_response(),

@@ -266,9 +266,26 @@ async fn proxies(State(ui): Shared, headers: HeaderMap) -> Response {
 }
 
 async fn login_page(State(ui): Shared, headers: HeaderMap) -> Response {
-    let viewer = ui.sessions.viewer(&headers);
-    let data = serde_json::json!({ "error": "" });
-    ui.render(&headers, &viewer, ("Sign in", "login.html"), false, data)
+    login_form(&ui, &headers, "")
+}
+
+/// The sign-in page with a fresh nonce cookie and the CSRF token its form
+/// must send back, saying `error` when there is one.
+fn login_form(ui: &Ui, headers: &HeaderMap, error: &str) -> Response {
+    let viewer = ui.sessions.viewer(headers);
+    let Some((nonce, csrf)) = ui.sessions.login_form() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no random bytes: try again",
+        )
+            .into_response();
+    };
+    let data = serde_json::json!({ "error": error, "login_csrf": csrf });
+    let mut response = ui.render(headers, &viewer, ("Sign in", "login.html"), false, data);
+    if let Some(cookie) = session::Sessions::login_cookie(&nonce) {
+        response.headers_mut().insert(SET_COOKIE, cookie);
+    }
+    response
 }
 
 /// How long the event stream gathers changes before it tells the page: a

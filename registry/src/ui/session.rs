@@ -1,24 +1,36 @@
 //! Who is looking at the dashboard, and the proof that a form came from
 //! one of its own pages.
 //!
-//! With `--auth` on, a person signs in with a token; it is kept in an
-//! `HttpOnly`, `SameSite=Strict` cookie (scripts on the page cannot read
-//! it; other sites cannot send it) and checked on every request by the same
-//! [`Authorizer`] as gRPC calls, so revoking the token ends the session at
-//! once. Every form carries a CSRF token, an HMAC of the session's token
-//! under a key this process drew at start: nothing to store, and a page
-//! from another origin cannot compute it. Without `--auth` there is nobody
-//! to sign in and the dashboard is read-only.
+//! With `--auth` on, a person signs in with a token; the browser gets a
+//! random session id in an `HttpOnly`, `SameSite=Strict` cookie (scripts on
+//! the page cannot read it; other sites cannot send it), never the token:
+//! a stolen cookie is no API credential, and signing out ends the session
+//! here, not only in that browser. The token stays in this process's memory
+//! and is checked on every request by the same [`Authorizer`] as gRPC
+//! calls, so revoking it ends the session at once. Every form carries a
+//! CSRF token, an HMAC of the session id under a key this process drew at
+//! start; the login form one of a nonce cookie of its own, so a page from
+//! another origin can neither post a form nor sign a browser in. Without
+//! `--auth` there is nobody to sign in and the dashboard is read-only.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::http::header::{COOKIE, HOST, ORIGIN};
 use axum::http::{HeaderMap, HeaderValue};
 use ring::hmac;
+use ring::rand::SecureRandom;
 use switchyard_model::auth::{Action, Principal};
 
 use crate::auth::Authorizer;
 
 /// The session cookie's name.
 pub const COOKIE_NAME: &str = "switchyard_session";
+/// The login form's nonce cookie.
+const LOGIN_COOKIE: &str = "switchyard_login";
+/// Sessions kept at most; past it the one closest to expiry goes.
+const MAX_SESSIONS: usize = 10_000;
 /// How long a sign-in lasts in the browser (the token's own expiry and
 /// revocation end it sooner).
 const SESSION_SECONDS: u32 = 12 * 3600;
@@ -33,7 +45,8 @@ pub enum Viewer {
     /// Signed in with a valid token.
     Signed {
         principal: Principal,
-        token: String,
+        /// The session's id (the cookie's value).
+        session: String,
         csrf: String,
     },
 }
@@ -45,10 +58,19 @@ impl Viewer {
     }
 }
 
-/// The dashboard's sessions: the authorizer and the CSRF key.
+/// One signed-in browser: the token it signed in with, until when.
+struct Live {
+    token: String,
+    expires: Instant,
+}
+
+/// The dashboard's sessions: the authorizer, the CSRF key and who is
+/// signed in.
 pub struct Sessions {
     auth: Authorizer,
     key: hmac::Key,
+    rng: ring::rand::SystemRandom,
+    live: Mutex<HashMap<String, Live>>,
 }
 
 impl Sessions {
@@ -56,7 +78,79 @@ impl Sessions {
         let rng = ring::rand::SystemRandom::new();
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
             .map_err(|_| anyhow::anyhow!("the system's random source failed"))?;
-        Ok(Sessions { auth, key })
+        Ok(Sessions {
+            auth,
+            key,
+            rng,
+            live: Mutex::default(),
+        })
+    }
+
+    /// 32 random bytes in hex (a session id, a login nonce).
+    fn random_id(&self) -> Option<String> {
+        let mut bytes = [0u8; 32];
+        self.rng.fill(&mut bytes).ok()?;
+        Some(hex(&bytes))
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A new session for `token` when it is valid: its id.
+    pub fn sign_in(&self, token: &str) -> Option<String> {
+        self.auth.token_principal(token).ok()?;
+        let id = self.random_id()?;
+        let now = Instant::now();
+        let mut live = self.live();
+        live.retain(|_, session| session.expires > now);
+        if live.len() >= MAX_SESSIONS
+            && let Some(oldest) = live
+                .iter()
+                .min_by_key(|(_, session)| session.expires)
+                .map(|(id, _)| id.clone())
+        {
+            live.remove(&oldest);
+        }
+        let expires = now + Duration::from_secs(u64::from(SESSION_SECONDS));
+        live.insert(
+            id.clone(),
+            Live {
+                token: token.to_string(),
+                expires,
+            },
+        );
+        Some(id)
+    }
+
+    /// Ends session `id` here (its cookie then names nothing).
+    pub fn sign_out(&self, id: &str) {
+        self.live().remove(id);
+    }
+
+    /// A login nonce and the CSRF token its form carries.
+    pub fn login_form(&self) -> Option<(String, String)> {
+        let nonce = self.random_id()?;
+        let csrf = self.csrf(&format!("login:{nonce}"));
+        Some((nonce, csrf))
+    }
+
+    /// Whether a login form's `csrf` belongs to the nonce cookie `headers`
+    /// carry, from a page of this origin.
+    pub fn login_allowed(&self, headers: &HeaderMap, csrf: &str) -> bool {
+        same_origin(headers)
+            && cookie(headers, LOGIN_COOKIE)
+                .is_some_and(|nonce| self.csrf_matches(&format!("login:{nonce}"), csrf))
+    }
+
+    /// The `Set-Cookie` value of a login form's nonce.
+    pub fn login_cookie(nonce: &str) -> Option<HeaderValue> {
+        HeaderValue::from_str(&format!(
+            "{LOGIN_COOKIE}={nonce}; HttpOnly; SameSite=Strict; Path=/ui/login; Max-Age=3600"
+        ))
+        .ok()
     }
 
     pub fn auth(&self) -> &Authorizer {
@@ -68,16 +162,23 @@ impl Sessions {
         if !self.auth.enabled() {
             return Viewer::Open;
         }
-        let Some(token) = cookie(headers, COOKIE_NAME) else {
+        let Some(id) = cookie(headers, COOKIE_NAME) else {
             return Viewer::Anonymous;
         };
-        match self.auth.token_principal(token) {
+        let token = match self.live().get(id) {
+            Some(session) if session.expires > Instant::now() => session.token.clone(),
+            _ => return Viewer::Anonymous,
+        };
+        match self.auth.token_principal(&token) {
             Ok(principal) => Viewer::Signed {
                 principal,
-                csrf: self.csrf(token),
-                token: token.to_string(),
+                csrf: self.csrf(id),
+                session: id.to_string(),
             },
-            Err(_) => Viewer::Anonymous,
+            Err(_) => {
+                self.sign_out(id);
+                Viewer::Anonymous
+            }
         }
     }
 
@@ -91,20 +192,21 @@ impl Sessions {
         }
     }
 
-    fn csrf(&self, token: &str) -> String {
-        hex(hmac::sign(&self.key, token.as_bytes()).as_ref())
+    fn csrf(&self, session: &str) -> String {
+        hex(hmac::sign(&self.key, session.as_bytes()).as_ref())
     }
 
-    /// Whether `presented` is the CSRF token of the session `token`
+    /// Whether `presented` is the CSRF token of session `session`
     /// (compared in constant time).
-    pub fn csrf_matches(&self, token: &str, presented: &str) -> bool {
-        unhex(presented).is_some_and(|tag| hmac::verify(&self.key, token.as_bytes(), &tag).is_ok())
+    pub fn csrf_matches(&self, session: &str, presented: &str) -> bool {
+        unhex(presented)
+            .is_some_and(|tag| hmac::verify(&self.key, session.as_bytes(), &tag).is_ok())
     }
 
-    /// The `Set-Cookie` value that signs `token` in.
-    pub fn sign_in_cookie(token: &str) -> Option<HeaderValue> {
+    /// The `Set-Cookie` value that holds session `id`.
+    pub fn sign_in_cookie(id: &str) -> Option<HeaderValue> {
         HeaderValue::from_str(&format!(
-            "{COOKIE_NAME}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECONDS}"
+            "{COOKIE_NAME}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECONDS}"
         ))
         .ok()
     }
@@ -118,9 +220,15 @@ impl Sessions {
 }
 
 /// A form from another origin is refused even before its CSRF token is
-/// looked at, when the browser says where it came from.
+/// looked at, when the browser says where it came from. `null` says
+/// nothing (a plain form under the pages' `Referrer-Policy: no-referrer`
+/// is sent with it): the CSRF token decides.
 pub fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else {
+    let Some(origin) = headers
+        .get(ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|origin| *origin != "null")
+    else {
         return true;
     };
     let host = headers.get(HOST).and_then(|v| v.to_str().ok());
@@ -187,6 +295,11 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(HOST, HeaderValue::from_static("127.0.0.1:7402"));
         assert!(same_origin(&headers), "no Origin: the CSRF token decides");
+        headers.insert(ORIGIN, HeaderValue::from_static("null"));
+        assert!(
+            same_origin(&headers),
+            "an opaque origin says nothing either"
+        );
         headers.insert(ORIGIN, HeaderValue::from_static("http://127.0.0.1:7402"));
         assert!(same_origin(&headers));
         headers.insert(ORIGIN, HeaderValue::from_static("http://evil.example"));

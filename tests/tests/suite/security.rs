@@ -2,6 +2,7 @@
 //! against a real registry: what a scoped deployer, an agent, a forged
 //! record and an unauthenticated client can no longer do.
 
+mod dashboard;
 mod labels;
 mod metrics;
 mod ownership;
