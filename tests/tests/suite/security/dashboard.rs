@@ -86,7 +86,13 @@ async fn sign_in_needs_the_forms_csrf_token_and_the_cookie_is_a_session_not_the_
         );
     }
 
-    let signed = ask(d.ui, post, &[with_nonce.clone()], &form(&token, &csrf)).await;
+    let signed = ask(
+        d.ui,
+        post,
+        std::slice::from_ref(&with_nonce),
+        &form(&token, &csrf),
+    )
+    .await;
     assert_eq!(status(&signed), 303, "{signed}");
     let session = set_cookie(&signed, "switchyard_session").expect("a session cookie");
     assert!(
@@ -94,7 +100,13 @@ async fn sign_in_needs_the_forms_csrf_token_and_the_cookie_is_a_session_not_the_
         "the cookie is not the token"
     );
     let as_session = format!("Cookie: switchyard_session={session}");
-    let home = ask(d.ui, "GET /ui/ HTTP/1.1", &[as_session.clone()], "").await;
+    let home = ask(
+        d.ui,
+        "GET /ui/ HTTP/1.1",
+        std::slice::from_ref(&as_session),
+        "",
+    )
+    .await;
     assert!(home.contains("id=\"signed-in\""), "{home}");
 
     // Signing out ends the session here: the same cookie, replayed, is
@@ -103,7 +115,7 @@ async fn sign_in_needs_the_forms_csrf_token_and_the_cookie_is_a_session_not_the_
     let out = ask(
         d.ui,
         "POST /ui/logout HTTP/1.1",
-        &[as_session.clone()],
+        std::slice::from_ref(&as_session),
         &format!("csrf={logout_csrf}"),
     )
     .await;
