@@ -152,6 +152,12 @@ pub struct Args {
     )]
     pub seed_tokens: Vec<crate::server::SeedToken>,
 
+    /// With --auth, once every admin token was revoked: make a new admin
+    /// token into --bootstrap-token-file, which must be empty (the files of
+    /// the first start are never read again: they may hold revoked tokens).
+    #[arg(long, requires = "bootstrap_token_file")]
+    pub bootstrap_anew: bool,
+
     /// Print the man page (roff) and exit.
     #[arg(long)]
     pub man: bool,
@@ -353,6 +359,7 @@ impl Args {
             auth: self.auth,
             bootstrap_token_file: self.bootstrap_token_file,
             seed_tokens: self.seed_tokens,
+            bootstrap_anew: self.bootstrap_anew,
             etcd_access: crate::store::etcd::EtcdAccess {
                 ca: self.etcd_ca,
                 cert: self.etcd_cert,

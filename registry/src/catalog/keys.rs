@@ -25,6 +25,9 @@ pub const DEPLOYMENTS: &[u8] = b"x/dp/";
 pub const SESSIONS: &[u8] = b"x/se/";
 pub const LOCKS: &[u8] = b"x/lk/";
 pub const TOKENS: &[u8] = b"x/tk/";
+/// Written when the first tokens were made (`--bootstrap-token-file`,
+/// `--seed-token`): later starts never take those files again.
+pub const BOOTSTRAPPED: &[u8] = b"x/bootstrapped";
 
 pub fn token(accessor: &str) -> Vec<u8> {
     format!("x/tk/{accessor}").into_bytes()

@@ -133,6 +133,26 @@ impl Catalog {
         Ok(info)
     }
 
+    /// Whether this registry's first tokens were made (on any start).
+    pub async fn bootstrapped(&self) -> Result<bool, CatalogError> {
+        Ok(self.get_one(keys::BOOTSTRAPPED.to_vec()).await?.is_some())
+    }
+
+    /// Notes that the first tokens were made, so the files they came from
+    /// are never read again (they may hold tokens revoked since).
+    pub async fn mark_bootstrapped(&self) -> Result<(), CatalogError> {
+        let txn = Txn {
+            success: vec![put(
+                keys::BOOTSTRAPPED.to_vec(),
+                now_ms().to_string().into_bytes(),
+                None,
+            )],
+            ..Txn::default()
+        };
+        self.store().txn(txn).await?;
+        Ok(())
+    }
+
     /// Every token as stored, and the revision read at.
     pub async fn stored_tokens(&self) -> Result<(u64, Vec<StoredToken>), CatalogError> {
         self.read_records(keys::TOKENS).await

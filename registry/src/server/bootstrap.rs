@@ -49,16 +49,27 @@ impl FromStr for SeedToken {
 
 /// With `--auth`, on first start (no admin token exists yet): the admin
 /// token of `admin_file` (read when the file holds one, else made and
-/// written there, mode 0600), then every seed. Later starts change nothing,
-/// so a revoked token stays revoked.
+/// written there, mode 0600), then every seed, and a note in the store
+/// that this was done. Later starts change nothing, so a revoked token
+/// stays revoked, even when every admin token was revoked: then only
+/// `anew` (`--bootstrap-anew`) makes a new admin token, into an empty file.
 pub async fn bootstrap(
     catalog: &Catalog,
     admin_file: Option<&Path>,
     seeds: &[SeedToken],
+    anew: bool,
 ) -> anyhow::Result<()> {
     let (_, tokens) = catalog.stored_tokens().await?;
+    let bootstrapped = catalog.bootstrapped().await?;
     if tokens.iter().any(|token| token.info.role == Role::Admin) {
+        if !bootstrapped {
+            // Bootstrapped before the note existed.
+            catalog.mark_bootstrapped().await?;
+        }
         return Ok(());
+    }
+    if bootstrapped {
+        return again(catalog, admin_file, anew).await;
     }
     let Some(admin_file) = admin_file else {
         tracing::warn!(
@@ -87,6 +98,29 @@ pub async fn bootstrap(
             .with_context(|| format!("seeding the token of {}", seed.file.display()))?;
         tracing::info!(accessor = %info.accessor, role = info.role.as_str(), file = %seed.file.display(), "token seeded");
     }
+    admin(catalog, admin_file).await?;
+    catalog.mark_bootstrapped().await?;
+    Ok(())
+}
+
+/// Every admin token was revoked after the first start: the files are not
+/// read again (they hold the revoked tokens); with `anew`, a new admin
+/// token is made into `admin_file`, which must be missing or empty.
+async fn again(catalog: &Catalog, admin_file: Option<&Path>, anew: bool) -> anyhow::Result<()> {
+    let Some(admin_file) = admin_file.filter(|_| anew) else {
+        tracing::warn!(
+            "no admin token is left (every one was revoked); the bootstrap and seed files are \
+             not read again. To make a new admin token, empty --bootstrap-token-file and \
+             start once with --bootstrap-anew"
+        );
+        return Ok(());
+    };
+    anyhow::ensure!(
+        read_token(admin_file)?.is_none(),
+        "--bootstrap-anew makes a new admin token into {}, which still holds one (perhaps a \
+         revoked one): empty it first",
+        admin_file.display()
+    );
     admin(catalog, admin_file).await
 }
 

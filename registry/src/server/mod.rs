@@ -112,6 +112,9 @@ pub struct ServerConfig {
     pub bootstrap_token_file: Option<PathBuf>,
     /// With `auth`: tokens made beforehand, accepted from the first start.
     pub seed_tokens: Vec<SeedToken>,
+    /// With `auth`: when every admin token was revoked, make a new one into
+    /// the (emptied) bootstrap token file.
+    pub bootstrap_anew: bool,
     /// TLS and credentials towards etcd.
     pub etcd_access: EtcdAccess,
 }
@@ -136,6 +139,7 @@ impl ServerConfig {
             auth: false,
             bootstrap_token_file: None,
             seed_tokens: Vec::new(),
+            bootstrap_anew: false,
             etcd_access: EtcdAccess::default(),
         }
     }
@@ -277,6 +281,7 @@ async fn registry_api(
             &catalog,
             config.bootstrap_token_file.as_deref(),
             &config.seed_tokens,
+            config.bootstrap_anew,
         )
         .await?;
         Authorizer::start(catalog.clone(), streams_end.clone()).await?

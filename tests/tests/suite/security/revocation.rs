@@ -84,3 +84,57 @@ async fn a_revoked_agent_tokens_keepalive_and_watch_end_within_a_second() {
     .expect("both streams end within a second of the revocation");
     assert_eq!(ended, (Code::Unauthenticated, Code::Unauthenticated));
 }
+
+/// Revoking every admin token, then restarting, does not bring the
+/// bootstrap token back (its file still holds it); `--bootstrap-anew` makes
+/// a new one into the emptied file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_bootstrap_tokens_stay_revoked_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("admin.token");
+    let mut registry = switchyard_tests::TestRegistry::start_with(|config| {
+        config.auth = true;
+        config.bootstrap_token_file = Some(file.clone());
+    })
+    .await;
+    let admin_token = std::fs::read_to_string(&file).expect("the bootstrap token");
+    let admin_token = admin_token.trim().to_string();
+    let admin = client(&registry, &admin_token);
+    let bootstrap = admin
+        .list_tokens()
+        .await
+        .expect("list")
+        .into_iter()
+        .find(|t| t.description == "bootstrap")
+        .expect("the bootstrap token")
+        .accessor;
+    admin.revoke_token(&bootstrap).await.expect("revoke");
+
+    registry.restart().await;
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("the file").trim(),
+        admin_token,
+        "the file still holds the revoked token"
+    );
+    let refused = client(&registry, &admin_token)
+        .list_tokens()
+        .await
+        .expect_err("the revoked token stays revoked");
+    assert_eq!(refused.code(), Some(Code::Unauthenticated));
+
+    std::fs::write(&file, "").expect("emptying the file");
+    registry.config.bootstrap_anew = true;
+    registry.restart().await;
+    let fresh = std::fs::read_to_string(&file).expect("the new token");
+    let fresh = fresh.trim();
+    assert!(!fresh.is_empty() && fresh != admin_token, "a new token");
+    client(&registry, fresh)
+        .list_tokens()
+        .await
+        .expect("the new admin token works");
+    let still = client(&registry, &admin_token).list_tokens().await;
+    assert_eq!(
+        still.expect_err("still revoked").code(),
+        Some(Code::Unauthenticated)
+    );
+}
