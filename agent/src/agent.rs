@@ -436,8 +436,7 @@ impl Agent {
             let node = self.node.clone().unwrap_or_default();
             let started = Instant::now();
             let synced = self.client.sync_node(session, &node, &desired).await;
-            let registered = synced.as_ref().ok().map(|_| desired.as_slice());
-            self.metrics.synced(started.elapsed(), registered);
+            let took = started.elapsed();
             self.metrics.containers(self.containers.len());
             match synced {
                 Ok(response) => {
@@ -448,11 +447,16 @@ impl Agent {
                             tracing::warn!(id, "the registry refused this instance: {reason}");
                         }
                     }
-                    let now: BTreeMap<String, Instance> = desired
+                    // What the registry holds: the refused ones are not
+                    // counted as registered.
+                    let registered: Vec<Instance> = desired
                         .iter()
                         .filter(|i| !refused.contains(i.id.as_str()))
-                        .map(|i| (i.id.clone(), i.clone()))
+                        .cloned()
                         .collect();
+                    self.metrics.synced(took, Some(&registered));
+                    let now: BTreeMap<String, Instance> =
+                        registered.into_iter().map(|i| (i.id.clone(), i)).collect();
                     self.log_changes(&now);
                     let count = now.len();
                     self.synced = Some(now);
@@ -464,13 +468,17 @@ impl Agent {
                     return Ok(());
                 }
                 Err(error) if error.code() == Some(Code::NotFound) => {
+                    self.metrics.synced(took, None);
                     tracing::warn!(
                         session,
                         "session expired in the registry; opening a new one"
                     );
                     self.lose_session();
                 }
-                Err(error) => return Err(error),
+                Err(error) => {
+                    self.metrics.synced(took, None);
+                    return Err(error);
+                }
             }
         }
         Err(ClientError::Status {
