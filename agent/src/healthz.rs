@@ -61,5 +61,12 @@ pub async fn serve(
         }),
     );
     let app = app.merge(switchyard_program::metrics::router(metrics));
-    switchyard_program::metrics::serve(address, app, shutdown).await
+    switchyard_program::http::serve(
+        "metrics",
+        address,
+        app,
+        switchyard_program::http::HttpLimits::default(),
+        shutdown,
+    )
+    .await
 }

@@ -1,10 +1,13 @@
 //! What every Switchyard program shares at its entry point: the logging
 //! flags (flattened into each binary's clap arguments) and tracing set up
 //! from them, the flags that reach a registry (TLS, token), and a future
-//! that completes on SIGTERM or SIGINT, and the `/metrics` endpoint.
+//! that completes on SIGTERM or SIGINT, the `/metrics` endpoint, and the
+//! HTTP listener that serves it within per-source connection limits.
 #![forbid(unsafe_code)]
 
+pub mod http;
 pub mod metrics;
+pub mod sources;
 
 use std::io::IsTerminal;
 

@@ -1,6 +1,6 @@
 //! The `/metrics` endpoint every Switchyard program serves: the OpenMetrics
-//! text of a `prometheus-client` registry over HTTP/1.1, plus the parsing
-//! of `ADDRESS:PORT|off` listen flags shared with `/healthz`.
+//! text of a `prometheus-client` registry (served by [`crate::http`]), plus
+//! the parsing of `ADDRESS:PORT|off` listen flags shared with `/healthz`.
 //!
 //! Encoding reads atomics and takes only the locks of the metric families
 //! and collectors themselves; nothing on a request path waits on a scrape.
@@ -11,7 +11,6 @@ use std::sync::Arc;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
-use tokio_util::sync::CancellationToken;
 
 /// What Prometheus asks for first and what `prometheus-client` writes.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -54,31 +53,6 @@ pub fn router(registry: Arc<Registry>) -> axum::Router {
             async move { ([(CONTENT_TYPE, OPENMETRICS)], text) }
         }),
     )
-}
-
-/// Binds `address`, serves `app` until `shutdown`; answers the bound address.
-pub async fn serve(
-    address: SocketAddr,
-    app: axum::Router,
-    shutdown: CancellationToken,
-) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|error| {
-            anyhow::anyhow!(
-                "binding {address} for metrics: {error} (is it in use? pick another port, or off)"
-            )
-        })?;
-    let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(error) = served {
-            tracing::warn!(%error, "the metrics server stopped");
-        }
-    });
-    Ok(bound)
 }
 
 #[cfg(test)]

@@ -46,6 +46,14 @@ pub struct Args {
     #[arg(long, env = "SWITCHYARD_DNS_LISTEN", default_value = "off")]
     pub dns_listen: String,
 
+    /// DNS-over-TCP connections one source may hold open.
+    #[arg(long, env = "SWITCHYARD_DNS_TCP_CONNECTIONS_PER_SOURCE", default_value_t = crate::dns::TcpLimits::default().per_source)]
+    pub dns_tcp_connections_per_source: usize,
+
+    /// How long a DNS-over-TCP connection may wait for its next query.
+    #[arg(long, env = "SWITCHYARD_DNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub dns_tcp_idle_timeout: Duration,
+
     /// The zone DNS answers for: SERVICE.service.ZONE and so on.
     #[arg(long, env = "SWITCHYARD_DNS_DOMAIN", default_value = "switchyard.")]
     pub dns_domain: String,
@@ -241,6 +249,16 @@ pub struct LimitArgs {
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
     pub max_connections: usize,
 
+    /// Of --max-connections, how many one source (an IPv4 address or an
+    /// IPv6 /64) may hold; more from it are closed at once.
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS_PER_SOURCE", default_value_t = Limits::default().max_connections_per_source)]
+    pub max_connections_per_source: usize,
+
+    /// A connection with no call or stream open this long is closed
+    /// (clients reconnect on their next call).
+    #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
     /// How long a new connection may take to start HTTP/2; silent sockets
     /// are closed after it.
     #[arg(long, env = "SWITCHYARD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -253,6 +271,21 @@ pub struct LimitArgs {
     /// Watch streams open at once, over all connections.
     #[arg(long, env = "SWITCHYARD_MAX_WATCHERS", default_value_t = Limits::default().max_watchers)]
     pub max_watchers: usize,
+
+    /// Of --max-watchers, how many one principal (a token, a client
+    /// certificate; without --auth, everyone together) may hold.
+    #[arg(long, env = "SWITCHYARD_MAX_WATCHERS_PER_PRINCIPAL", default_value_t = Limits::default().max_watchers_per_principal)]
+    pub max_watchers_per_principal: usize,
+
+    /// Connections one source may hold on the metrics and dashboard
+    /// listener (--metrics-listen).
+    #[arg(long, env = "SWITCHYARD_HTTP_CONNECTIONS_PER_SOURCE", default_value_t = Limits::default().http.per_source)]
+    pub http_connections_per_source: usize,
+
+    /// How long a client of the metrics and dashboard listener may take to
+    /// send a request's headers, or stay idle between requests.
+    #[arg(long, env = "SWITCHYARD_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
 
     /// How often each connection is pinged (HTTP/2 PING).
     #[arg(long, env = "SWITCHYARD_KEEPALIVE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
@@ -275,7 +308,25 @@ impl LimitArgs {
         );
         anyhow::ensure!(self.max_watchers > 0, "--max-watchers must be at least 1");
         for (flag, value) in [
+            (
+                "--max-connections-per-source",
+                self.max_connections_per_source,
+            ),
+            (
+                "--max-watchers-per-principal",
+                self.max_watchers_per_principal,
+            ),
+            (
+                "--http-connections-per-source",
+                self.http_connections_per_source,
+            ),
+        ] {
+            anyhow::ensure!(value > 0, "{flag} must be at least 1");
+        }
+        for (flag, value) in [
             ("--handshake-timeout", self.handshake_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--http-header-timeout", self.http_header_timeout),
             ("--keepalive-interval", self.keepalive_interval),
             ("--keepalive-timeout", self.keepalive_timeout),
         ] {
@@ -283,11 +334,19 @@ impl LimitArgs {
         }
         Ok(Limits {
             max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+            idle_timeout: self.idle_timeout,
             handshake_timeout: self.handshake_timeout,
             max_streams_per_connection: self.max_streams_per_connection,
             max_watchers: self.max_watchers,
+            max_watchers_per_principal: self.max_watchers_per_principal,
             keepalive_interval: self.keepalive_interval,
             keepalive_timeout: self.keepalive_timeout,
+            http: switchyard_program::http::HttpLimits {
+                per_source: self.http_connections_per_source,
+                header_read_timeout: self.http_header_timeout,
+                ..Default::default()
+            },
         })
     }
 }
@@ -307,7 +366,15 @@ impl Args {
         let ttl = u32::try_from(self.dns_ttl.as_secs())
             .map_err(|_| anyhow::anyhow!("--dns-ttl {:?} is too long", self.dns_ttl))?;
         let zone = crate::dns::Zone::new(&self.dns_domain, ttl).map_err(anyhow::Error::msg)?;
-        Ok(Some(crate::dns::DnsConfig { listen, zone }))
+        Ok(Some(crate::dns::DnsConfig {
+            listen,
+            zone,
+            tcp: crate::dns::TcpLimits {
+                per_source: self.dns_tcp_connections_per_source,
+                idle: self.dns_tcp_idle_timeout,
+                ..Default::default()
+            },
+        }))
     }
 
     pub fn into_config(self) -> anyhow::Result<ServerConfig> {

@@ -307,7 +307,14 @@ pub async fn template(client: &RegistryClient, args: TemplateArgs) -> anyhow::Re
     let _stop_metrics_on_return = stop_metrics.clone().drop_guard();
     if let Some(address) = listen {
         let app = switchyard_program::metrics::router(registry);
-        let bound = switchyard_program::metrics::serve(address, app, stop_metrics).await?;
+        let bound = switchyard_program::http::serve(
+            "metrics",
+            address,
+            app,
+            switchyard_program::http::HttpLimits::default(),
+            stop_metrics,
+        )
+        .await?;
         tracing::info!(address = %bound, "metrics listening");
     }
     let mut watching = Watching {

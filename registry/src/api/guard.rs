@@ -5,22 +5,38 @@
 
 use switchyard_model::auth::{Action, Principal};
 use switchyard_model::{Instance, SessionId};
+use switchyard_program::sources::{Admitted, Refused, Source};
 use tonic::{Request, Status};
 
 use super::{RegistryApi, status_of};
 use crate::auth::Authorizer;
 use crate::catalog::Catalog;
-use crate::server::Peer;
+use crate::server::{Authenticated, Peer};
 
 /// One watch stream's place among `--max-watchers` and on its connection.
 pub(super) struct WatchPermit {
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _place: Admitted<WatchHolder>,
     _on_connection: Option<crate::server::CountedWatch>,
 }
 
+/// Who a watch stream's place is counted against: the token (or
+/// certificate) that opened it, or its source without `--auth`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum WatchHolder {
+    Principal(String),
+    Source(Source),
+    /// No token and no address (in-process callers): one shared share.
+    Unknown,
+}
+
 impl RegistryApi {
-    /// Who is calling (`UNAUTHENTICATED` without a valid credential).
+    /// Who is calling (`UNAUTHENTICATED` without a valid credential). The
+    /// front gate ([`crate::server`]) has already authenticated the call
+    /// before its body was read, and left the answer in its extensions.
     pub(super) fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        if let Some(Authenticated(who)) = request.extensions().get::<Authenticated>() {
+            return Ok(who.clone());
+        }
         self.auth
             .authenticate(request.metadata(), request.extensions().get::<Peer>())
     }
@@ -31,21 +47,38 @@ impl RegistryApi {
         self.auth.enabled().then_some(who.name.as_str())
     }
 
-    /// A place for one more watch stream, held as long as the stream
-    /// lives (and counted on the connection of `peer`);
-    /// `RESOURCE_EXHAUSTED` at `--max-watchers`.
-    pub(super) fn watch_permit(&self, peer: Option<&Peer>) -> Result<WatchPermit, Status> {
-        let permit = std::sync::Arc::clone(&self.watchers)
-            .try_acquire_owned()
-            .map_err(|_| {
-                Status::resource_exhausted(format!(
+    /// A place for one more watch stream of `who`, held as long as the
+    /// stream lives (and counted on the connection of `peer`);
+    /// `RESOURCE_EXHAUSTED` at `--max-watchers`, or once `who` holds
+    /// `--max-watchers-per-principal`.
+    pub(super) fn watch_permit(
+        &self,
+        who: &Principal,
+        peer: Option<&Peer>,
+    ) -> Result<WatchPermit, Status> {
+        let holder = match (&who.token, peer.and_then(|peer| peer.address)) {
+            (Some(token), _) => WatchHolder::Principal(token.clone()),
+            (None, _) if self.auth.enabled() => WatchHolder::Principal(who.name.clone()),
+            (None, Some(address)) => WatchHolder::Source(Source::from(address.ip())),
+            (None, None) => WatchHolder::Unknown,
+        };
+        let place = self
+            .watchers
+            .admit(holder)
+            .map_err(|refused| match refused {
+                Refused::Full => Status::resource_exhausted(format!(
                     "{} watch streams are open, the registry's limit (--max-watchers): close \
-                     unused watches or raise the limit",
-                    self.max_watchers
-                ))
+                 unused watches or raise the limit",
+                    self.watchers.total()
+                )),
+                Refused::ShareFull => Status::resource_exhausted(format!(
+                    "this caller holds {} watch streams, its share (--max-watchers-per-principal): \
+                 close unused watches, give each proxy a token of its own, or raise the share",
+                    self.watchers.per_key()
+                )),
             })?;
         Ok(WatchPermit {
-            _permit: permit,
+            _place: place,
             _on_connection: peer.map(|peer| peer.watches.opened()),
         })
     }

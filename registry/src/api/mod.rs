@@ -16,12 +16,11 @@ pub use errors::status_of;
 use errors::{invalid, required, within_limit};
 
 use std::pin::Pin;
-use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use switchyard_program::sources::Shares;
 use switchyard_proto as wire;
 use switchyard_proto::v1;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -31,14 +30,21 @@ use crate::auth::Authorizer;
 use crate::catalog::Catalog;
 use crate::server::Peer;
 
+/// How many watch streams may be open: in all, and per principal (per
+/// source without `--auth`, where every caller is the same principal).
+#[derive(Debug, Clone, Copy)]
+pub struct WatchLimits {
+    pub total: usize,
+    pub per_principal: usize,
+}
+
 /// The registry service over one catalog.
 pub struct RegistryApi {
     catalog: Catalog,
     /// Fires when the server drains: long-lived streams end cleanly.
     shutdown: CancellationToken,
-    /// One permit per open watch stream.
-    watchers: Arc<Semaphore>,
-    max_watchers: usize,
+    /// One place per open watch stream, shared out among principals.
+    watchers: Shares<guard::WatchHolder>,
     auth: Authorizer,
 }
 
@@ -46,15 +52,14 @@ impl RegistryApi {
     pub fn new(
         catalog: Catalog,
         shutdown: CancellationToken,
-        max_watchers: usize,
+        watch_limits: WatchLimits,
         auth: Authorizer,
     ) -> Self {
         RegistryApi {
             auth,
             catalog,
             shutdown,
-            watchers: Arc::new(Semaphore::new(max_watchers)),
-            max_watchers,
+            watchers: Shares::new(watch_limits.per_principal, watch_limits.total),
         }
     }
 }
@@ -296,7 +301,7 @@ impl v1::registry_server::Registry for RegistryApi {
         let who = self.check(&request, Action::Read)?;
         let peer = request.extensions().get::<Peer>().cloned();
         let request = within_limit(request)?;
-        let permit = self.watch_permit(peer.as_ref())?;
+        let permit = self.watch_permit(&who, peer.as_ref())?;
         let stream = self
             .catalog
             .watch(
@@ -453,7 +458,7 @@ impl v1::registry_server::Registry for RegistryApi {
         request: Request<v1::WatchProxiesRequest>,
     ) -> Result<Response<Self::WatchProxiesStream>, Status> {
         let who = self.check(&request, Action::Read)?;
-        let permit = self.watch_permit(request.extensions().get::<Peer>())?;
+        let permit = self.watch_permit(&who, request.extensions().get::<Peer>())?;
         let stream = self.catalog.watch_proxies(self.shutdown.clone());
         Ok(Response::new(streams::held(
             stream,
@@ -495,7 +500,7 @@ impl v1::registry_server::Registry for RegistryApi {
         request: Request<v1::WatchDeploymentsRequest>,
     ) -> Result<Response<Self::WatchDeploymentsStream>, Status> {
         let who = self.check(&request, Action::Read)?;
-        let permit = self.watch_permit(request.extensions().get::<Peer>())?;
+        let permit = self.watch_permit(&who, request.extensions().get::<Peer>())?;
         let request = request.into_inner();
         let stream = self
             .catalog

@@ -11,10 +11,10 @@
 //! `dns_sd_configs`), not where a flip must be confirmed.
 
 mod answer;
+mod tcp;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use anyhow::Context;
 use hickory_server::Server;
@@ -30,20 +30,23 @@ use tokio_util::sync::CancellationToken;
 
 use answer::Answer;
 pub use answer::Zone;
+pub use tcp::TcpLimits;
 
 use crate::catalog::Catalog;
 
-/// How long a TCP connection may stay idle between queries.
-const TCP_IDLE: Duration = Duration::from_secs(10);
-/// Largest UDP payload offered to EDNS clients (larger answers are
-/// truncated, and the client asks again over TCP).
+/// Largest UDP payload answered to EDNS clients (larger answers are
+/// truncated, and the client asks again over TCP): the DNS flag day 2020
+/// size, which fits an IPv6 packet without fragmenting.
 const UDP_PAYLOAD: u16 = 1232;
+/// What every DNS client takes (RFC 1035 §4.2.1).
+const UDP_MINIMUM: u16 = 512;
 
 /// Where and how the DNS interface answers.
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
     pub listen: SocketAddr,
     pub zone: Zone,
+    pub tcp: TcpLimits,
 }
 
 /// Answers questions from the shared view.
@@ -60,9 +63,11 @@ impl RequestHandler for Handler {
         mut response: R,
     ) -> ResponseInfo {
         let mut metadata = Metadata::response_from_request(&request.metadata);
-        let edns = request.edns.as_ref().map(|_| {
+        // No bigger than the client asked for: an answer larger than its
+        // buffer is what a reflection attack amplifies with.
+        let edns = request.edns.as_ref().map(|asked| {
             let mut edns = Edns::new();
-            edns.set_max_payload(UDP_PAYLOAD);
+            edns.set_max_payload(asked.max_payload().clamp(UDP_MINIMUM, UDP_PAYLOAD));
             edns
         });
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
@@ -146,12 +151,18 @@ pub async fn serve(
         .with_context(|| format!("--dns-listen {bound}: binding TCP"))?;
     let view = Arc::new(RwLock::new(ServiceView::default()));
     tokio::spawn(follow(catalog, Arc::clone(&view), stop.clone()));
-    let mut server = Server::new(Handler {
+    let handler = Arc::new(Handler {
         zone: config.zone,
         view,
     });
+    tokio::spawn(tcp::serve(
+        tcp,
+        Arc::clone(&handler),
+        config.tcp,
+        stop.clone(),
+    ));
+    let mut server = Server::new(Shared(handler));
     server.register_socket(udp);
-    server.register_listener(tcp, TCP_IDLE, 64);
     tokio::spawn(async move {
         stop.cancelled().await;
         if let Err(error) = server.shutdown_gracefully().await {
@@ -159,6 +170,20 @@ pub async fn serve(
         }
     });
     Ok(bound)
+}
+
+/// The handler as hickory's UDP server holds it, shared with [`tcp`].
+struct Shared(Arc<Handler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for Shared {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response: R,
+    ) -> ResponseInfo {
+        self.0.handle_request::<R, T>(request, response).await
+    }
 }
 
 /// The catalog's watch of every service into `view`.

@@ -1,5 +1,6 @@
 //! The registry's accept loop, in front of tonic: it bounds connections in
-//! total, closes sockets that never start HTTP/2 (or TLS) within the
+//! total and per source ([`switchyard_program::sources`]), closes
+//! connections idle for `--idle-timeout` ([`super::idle`]), closes sockets that never start HTTP/2 (or TLS) within the
 //! handshake timeout, runs the TLS handshake when the listener has TLS, and
 //! backs off (logging once) when accepting fails for lack of file
 //! descriptors or memory instead of spinning on the error.
@@ -15,15 +16,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use switchyard_program::sources::{Admitted, Refused, Source, Sources};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
+
+use super::idle::{Calls, IdleTimer};
 
 /// What every HTTP/2 client sends first (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -37,6 +41,10 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 pub struct ConnectionLimits {
     /// Connections open at once, handshaking or serving.
     pub max_connections: usize,
+    /// Of those, how many one source may hold.
+    pub per_source: usize,
+    /// How long a connection may go without a call open.
+    pub idle_timeout: Duration,
     /// How long a new connection may take to send the HTTP/2 preface, or
     /// to finish the TLS handshake.
     pub handshake_timeout: Duration,
@@ -50,7 +58,8 @@ pub struct ConnectionLimits {
 pub struct Connection {
     io: Io,
     peer: Peer,
-    _slot: OwnedSemaphorePermit,
+    _slot: Admitted<Source>,
+    idle: IdleTimer,
     /// The current flush has already waited its turn (see [`Connection::defer`]).
     deferred: bool,
 }
@@ -68,6 +77,8 @@ pub struct Peer {
     pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
     /// Watch streams open on this connection.
     pub watches: WatchCount,
+    /// Calls open on this connection, for the idle timeout.
+    pub calls: Calls,
 }
 
 /// Watch streams open on one connection: with two or more, a change may
@@ -124,7 +135,7 @@ async fn accept_loop(
     limits: ConnectionLimits,
     ready: mpsc::Sender<io::Result<Connection>>,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let slots = Sources::new(limits.per_source, limits.max_connections);
     let mut refused = Refusals::default();
     let mut exhausted = Exhaustion::default();
     loop {
@@ -141,19 +152,24 @@ async fn accept_loop(
             }
         };
         exhausted.recovered();
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            refused.note(peer, limits.max_connections);
-            continue;
+        let slot = match slots.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                refused.note(peer, why, &limits);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let ready = ready.clone();
         let tls = limits.tls.clone();
         let timeout = limits.handshake_timeout;
+        let idle_timeout = limits.idle_timeout;
         tokio::spawn(async move {
             match tokio::time::timeout(timeout, handshake(stream, peer, tls)).await {
                 Ok(Ok((io, peer))) => {
                     let connection = Connection {
                         io,
+                        idle: IdleTimer::new(peer.calls.clone(), idle_timeout),
                         peer,
                         _slot: slot,
                         deferred: false,
@@ -182,6 +198,7 @@ async fn handshake(
         address: Some(address),
         certificates: None,
         watches: WatchCount::default(),
+        calls: Calls::default(),
     };
     let Some(tls) = tls else {
         await_preface(&stream).await?;
@@ -273,7 +290,7 @@ struct Refusals {
 }
 
 impl Refusals {
-    fn note(&mut self, peer: SocketAddr, limit: usize) {
+    fn note(&mut self, peer: SocketAddr, why: Refused, limits: &ConnectionLimits) {
         self.since_warning += 1;
         if self
             .last_warning
@@ -281,11 +298,15 @@ impl Refusals {
         {
             return;
         }
+        let (flag, limit) = match why {
+            Refused::Full => ("--max-connections", limits.max_connections),
+            Refused::ShareFull => ("--max-connections-per-source", limits.per_source),
+        };
         tracing::warn!(
             %peer,
             refused = self.since_warning,
             limit,
-            "connection refused: --max-connections reached (refusals counted since the last warning)"
+            "connection refused: {flag} reached (refusals counted since the last warning)"
         );
         self.since_warning = 0;
         self.last_warning = Some(Instant::now());
@@ -318,11 +339,18 @@ macro_rules! on_io {
 
 impl AsyncRead for Connection {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        on_io!(self, stream => stream.poll_read(cx, buf))
+        let this = self.as_mut();
+        let read = on_io!(this, stream => stream.poll_read(cx, buf));
+        if read.is_pending() && self.idle.expired(cx) {
+            tracing::debug!(peer = ?self.peer.address, "closing a connection idle for --idle-timeout");
+            // Nothing read: the end of the stream, and hyper closes.
+            return Poll::Ready(Ok(()));
+        }
+        read
     }
 }
 
@@ -420,6 +448,8 @@ mod tests {
     async fn silent_sockets_are_closed_and_free_their_slot() {
         let limits = ConnectionLimits {
             max_connections: 1,
+            per_source: 100,
+            idle_timeout: Duration::from_secs(300),
             handshake_timeout: Duration::from_millis(200),
             tls: None,
         };
@@ -451,6 +481,8 @@ mod tests {
     async fn a_preface_sent_in_pieces_is_accepted() {
         let limits = ConnectionLimits {
             max_connections: 4,
+            per_source: 100,
+            idle_timeout: Duration::from_secs(300),
             handshake_timeout: Duration::from_secs(5),
             tls: None,
         };
@@ -478,6 +510,8 @@ mod gathering {
         let address = listener.local_addr().expect("address");
         let limits = ConnectionLimits {
             max_connections: 1,
+            per_source: 100,
+            idle_timeout: Duration::from_secs(300),
             handshake_timeout: Duration::from_secs(5),
             tls: None,
         };

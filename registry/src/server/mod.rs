@@ -5,6 +5,7 @@
 //! everything is flushed.
 
 mod bootstrap;
+mod idle;
 mod incoming;
 mod tls;
 
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
-use crate::api::RegistryApi;
+use crate::api::{RegistryApi, WatchLimits};
 use crate::auth::Authorizer;
 use crate::catalog::{Catalog, CatalogConfig};
 use crate::metrics::{GrpcLayer, KnownMethods, RegistryMetrics};
@@ -60,26 +61,46 @@ pub enum StoreChoice {
 pub struct Limits {
     /// TCP connections open at once; more are accepted and closed at once.
     pub max_connections: usize,
+    /// Of those, how many one source (IPv4 address or IPv6 /64) may hold.
+    pub max_connections_per_source: usize,
+    /// A connection with no call open this long is closed.
+    pub idle_timeout: Duration,
     /// How long a new connection may take to send the HTTP/2 preface.
     pub handshake_timeout: Duration,
     /// Concurrent HTTP/2 streams one connection may open.
     pub max_streams_per_connection: u32,
     /// Watch streams open at once, over all connections.
     pub max_watchers: usize,
+    /// Of those, how many one principal (a token, a client certificate, or
+    /// anyone without `--auth`) may hold.
+    pub max_watchers_per_principal: usize,
     /// HTTP/2 pings on connections: an unanswered ping closes the connection.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+    /// The metrics and dashboard listener.
+    pub http: switchyard_program::http::HttpLimits,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 4096,
+            // A host runs an agent and a few proxies; 256 leaves room for
+            // many hosts behind one NAT address and still takes 16 sources
+            // to fill every slot.
+            max_connections_per_source: 256,
+            // grpc-go's MaxConnectionIdle, which is off by default there;
+            // our own clients hold a stream open or connect per command.
+            idle_timeout: Duration::from_secs(300),
             handshake_timeout: Duration::from_secs(10),
             max_streams_per_connection: 1000,
             max_watchers: 10_000,
+            // Proxies that share one reader token fit in a quarter; a
+            // leaked token cannot lock the others out.
+            max_watchers_per_principal: 2_500,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),
+            http: switchyard_program::http::HttpLimits::default(),
         }
     }
 }
@@ -146,15 +167,24 @@ impl ServerConfig {
 }
 
 /// An interceptor that lets through only authenticated calls (all of
-/// them with `--auth` off).
+/// them with `--auth` off), before their bodies are read: tonic decodes a
+/// request's message only after this returns, so a caller without a
+/// credential never makes the registry buffer its body. Who the caller is
+/// goes along in the extensions ([`Authenticated`]), for the API's own
+/// checks.
 fn credentials_required(
     auth: Authorizer,
 ) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
-    move |request: tonic::Request<()>| {
-        auth.authenticate(request.metadata(), request.extensions().get::<Peer>())?;
+    move |mut request: tonic::Request<()>| {
+        let who = auth.authenticate(request.metadata(), request.extensions().get::<Peer>())?;
+        request.extensions_mut().insert(Authenticated(who));
         Ok(request)
     }
 }
+
+/// The caller the front gate authenticated, in a request's extensions.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub switchyard_model::auth::Principal);
 
 /// The most header bytes one request may carry. HTTP/2's usual 16 KiB would
 /// cut a long credential off at the transport with a bare 431 (gRPC
@@ -291,7 +321,10 @@ async fn registry_api(
     let api = RegistryApi::new(
         catalog.clone(),
         streams_end.clone(),
-        config.limits.max_watchers,
+        WatchLimits {
+            total: config.limits.max_watchers,
+            per_principal: config.limits.max_watchers_per_principal,
+        },
         auth.clone(),
     );
     Ok((api, auth, catalog))
@@ -318,6 +351,8 @@ fn accept(
         listener,
         incoming::ConnectionLimits {
             max_connections: effective_max_connections(limits.max_connections),
+            per_source: limits.max_connections_per_source,
+            idle_timeout: limits.idle_timeout,
             handshake_timeout: limits.handshake_timeout,
             tls: tls.as_ref().map(|tls| tls.acceptor().clone()),
         },
@@ -350,7 +385,14 @@ async fn start_metrics(
         if ui {
             app = app.merge(crate::ui::router(catalog, auth, stop.clone())?);
         }
-        let bound = switchyard_program::metrics::serve(address, app, stop.clone()).await?;
+        let bound = switchyard_program::http::serve(
+            "metrics",
+            address,
+            app,
+            config.limits.http,
+            stop.clone(),
+        )
+        .await?;
         tracing::info!(address = %bound, "metrics listening");
         if ui {
             tracing::info!(url = %format!("http://{bound}/ui/"), "dashboard listening");
@@ -402,9 +444,12 @@ pub async fn serve(
         "cd-registry listening"
     );
 
-    let registry = RegistryServer::new(api)
-        .max_decoding_message_size(TRANSPORT_REQUEST_LIMIT)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let registry = tonic::service::interceptor::InterceptedService::new(
+        RegistryServer::new(api)
+            .max_decoding_message_size(TRANSPORT_REQUEST_LIMIT)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        credentials_required(auth.clone()),
+    );
     let limits = config.limits;
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let accepting = CancellationToken::new();
@@ -415,6 +460,7 @@ pub async fn serve(
         .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
         .layer(GrpcLayer::new(metrics.grpc.clone()))
+        .layer(idle::CallsLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

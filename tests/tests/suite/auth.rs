@@ -21,11 +21,19 @@ type Grpc = v1::registry_client::RegistryClient<Channel>;
 
 /// A registry with `--auth`, and its bootstrap admin token.
 pub(crate) async fn secured() -> (TestRegistry, String) {
+    secured_with(|_| {}).await
+}
+
+/// [`secured`], with more of the configuration adjusted.
+pub(crate) async fn secured_with(
+    adjust: impl FnOnce(&mut cd_registry::server::ServerConfig),
+) -> (TestRegistry, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("admin.token");
     let registry = TestRegistry::start_with(|config| {
         config.auth = true;
         config.bootstrap_token_file = Some(file.clone());
+        adjust(config);
     })
     .await;
     let admin = std::fs::read_to_string(&file).expect("the bootstrap token file");

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::Command;
 
-use cd_registry::dns::{DnsConfig, Zone};
+use cd_registry::dns::{DnsConfig, TcpLimits, Zone};
 use switchyard_client::RegistryClient;
 use switchyard_model::{Color, Instance};
 use switchyard_tests::upstream::Upstream;
@@ -20,6 +20,7 @@ pub(crate) async fn registry_with_dns() -> (TestRegistry, SocketAddr) {
         config.dns = Some(DnsConfig {
             listen: dns,
             zone: Zone::new("switchyard.", 1).expect("zone"),
+            tcp: TcpLimits::default(),
         });
     })
     .await;

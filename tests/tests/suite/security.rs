@@ -4,6 +4,7 @@
 
 mod dashboard;
 mod labels;
+mod limits;
 mod metrics;
 mod ownership;
 mod paused;

@@ -82,11 +82,15 @@ async fn ten_thousand_unauthenticated_calls_to_random_paths_leave_metrics_as_the
         .connect()
         .await
         .expect("connect");
-    // One unknown call first, so the `unknown` series exists before.
+    // One unknown call of each kind first, so the `unknown` series exist
+    // before: an unknown service is Unimplemented, an unknown method of
+    // the registry's is refused as Unauthenticated before routing.
     call(channel.clone(), "/warm/up".into()).await;
+    call(channel.clone(), "/switchyard.v1.Registry/WarmUp".into()).await;
     switchyard_tests::eventually(switchyard_tests::patience(), || async {
         let text = scrape(metrics).await;
-        text.contains("grpc_method=\"unknown\"")
+        (text.contains("grpc_code=\"Unimplemented\"")
+            && text.contains("grpc_code=\"Unauthenticated\""))
             .then_some(())
             .ok_or(text)
     })
