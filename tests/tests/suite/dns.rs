@@ -1,7 +1,7 @@
 //! The registry's DNS interface, asked with Debian's `dig`: A and SRV
 //! answers that match the registry before and after a flip, NXDOMAIN with
-//! an SOA, names in any case, a 200-instance answer truncated over UDP and
-//! whole over TCP, and random packets that never stop it answering.
+//! an SOA, names in any case, a 200-instance answer truncated over UDP (to
+//! the buffer the client offered) and whole over TCP, and random packets that never stop it answering.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -36,6 +36,12 @@ pub(crate) fn dig(dns: SocketAddr, args: &[&str]) -> String {
         .output()
         .expect("running dig (install dnsutils)");
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// dig's `MSG SIZE  rcvd: N`.
+fn message_size(output: &str) -> Option<usize> {
+    let (_, after) = output.split_once("MSG SIZE  rcvd: ")?;
+    after.split_whitespace().next()?.parse().ok()
 }
 
 fn lines(text: &str) -> BTreeSet<String> {
@@ -184,6 +190,23 @@ async fn a_large_answer_is_truncated_over_udp_and_whole_over_tcp() {
         ],
     );
     assert!(udp_only.contains(" tc"), "truncated over UDP: {udp_only}");
+    // No bigger than the buffer the client offers: a small query must not
+    // buy a large answer (what reflection attacks amplify with).
+    for (bufsize, largest) in [
+        ("+bufsize=1232", 1232),
+        ("+bufsize=600", 600),
+        ("+noedns", 512),
+    ] {
+        let answer = dig(
+            dns,
+            &["big.service.switchyard", "A", "+notcp", "+ignore", bufsize],
+        );
+        let size = message_size(&answer);
+        assert!(
+            size.is_some_and(|size| size <= largest && size > largest / 2),
+            "{bufsize}: {size:?} bytes: {answer}"
+        );
+    }
     // dig's default: UDP, then TCP when truncated.
     let followed = lines(&dig(dns, &["big.service.switchyard", "A", "+short"]));
     assert_eq!(followed.len(), 200);

@@ -91,8 +91,8 @@ async fn ten_thousand_unauthenticated_calls_to_random_paths_leave_metrics_as_the
         let text = scrape(metrics).await;
         (text.contains("grpc_code=\"Unimplemented\"")
             && text.contains("grpc_code=\"Unauthenticated\""))
-            .then_some(())
-            .ok_or(text)
+        .then_some(())
+        .ok_or(text)
     })
     .await;
     let before = scrape(metrics).await;
