@@ -110,6 +110,8 @@ pub enum Skip {
 }
 
 const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Shorter `switchyard.check.interval` labels are raised to this.
+pub const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl ContainerFacts {
     /// A label, or else an environment variable of the same name.
@@ -327,14 +329,23 @@ fn published_address(
             format!("container port {port} is not published: publish it (-p) or use --internal")
         })?;
     // Prefer a binding on every address (reachable at the advertise IP);
-    // else a port bound to one address is reachable only there.
+    // else a port bound to one address is reachable only there. A loopback
+    // binding is reachable from this host alone: registered, it would send
+    // every other host's proxies to their own loopback.
+    let reachable =
+        |ip: &Option<IpAddr>| ip.is_none_or(|ip| !ip.is_loopback() || advertise_ip.is_loopback());
     let (host_ip, host_port) = bindings
         .iter()
         .find(|(ip, _)| ip.is_none_or(|ip| ip.is_unspecified()))
         .or_else(|| bindings.iter().find(|(ip, _)| *ip == Some(advertise_ip)))
-        .or_else(|| bindings.first())
+        .or_else(|| bindings.iter().find(|(ip, _)| reachable(ip)))
         .copied()
-        .ok_or_else(|| format!("container port {port} has no host binding"))?;
+        .ok_or_else(|| {
+            format!(
+                "container port {port} is published only on loopback, which other hosts \
+                 cannot reach: publish it on 0.0.0.0 or on {advertise_ip}, or use --internal"
+            )
+        })?;
     let address = match host_ip {
         Some(ip) if !ip.is_unspecified() => ip,
         _ => advertise_ip,
@@ -358,7 +369,10 @@ fn health_source(container: &ContainerFacts) -> Result<HealthSource, String> {
             .filter(|d| !d.is_zero())
             .ok_or_else(|| {
                 format!("label switchyard.check.interval={text:?} is not a duration like 5s")
-            })?,
+            })?
+            // Each flap of a check is a sync and a reload of every proxy;
+            // a container's label must not set that pace (Consul's floor).
+            .max(MIN_CHECK_INTERVAL),
         None => DEFAULT_CHECK_INTERVAL,
     };
     if let Some(path) = container.labels.get(label::CHECK_HTTP) {
@@ -444,11 +458,52 @@ mod tests {
         let mut facts = web();
         facts
             .published
-            .insert(80, vec![(Some("127.0.0.1".parse().expect("ip")), 40000)]);
+            .insert(80, vec![(Some("198.51.100.7".parse().expect("ip")), 40000)]);
         assert_eq!(
             only(&facts, &settings()).instance.target(),
-            "127.0.0.1:40000"
+            "198.51.100.7:40000"
         );
+    }
+
+    #[test]
+    fn a_port_published_on_loopback_only_is_refused_unless_the_node_is_loopback() {
+        let mut facts = web();
+        let loopback = Some("127.0.0.1".parse().expect("ip"));
+        facts.published.insert(80, vec![(loopback, 40000)]);
+        let refused = discover(&facts, &settings()).err();
+        assert!(
+            matches!(&refused, Some(Skip::Invalid(why)) if why.contains("only on loopback")),
+            "{refused:?}"
+        );
+        // Beside a reachable binding, the reachable one is registered.
+        let other = Some("198.51.100.7".parse().expect("ip"));
+        facts
+            .published
+            .insert(80, vec![(loopback, 40000), (other, 40001)]);
+        assert_eq!(
+            only(&facts, &settings()).instance.target(),
+            "198.51.100.7:40001"
+        );
+        // A node that advertises loopback (one host, tests) keeps it.
+        let mut local = settings();
+        local.advertise_ip = "127.0.0.1".parse().expect("ip");
+        facts.published.insert(80, vec![(loopback, 40000)]);
+        assert_eq!(only(&facts, &local).instance.target(), "127.0.0.1:40000");
+    }
+
+    #[test]
+    fn check_intervals_below_a_second_are_raised_to_one() {
+        let mut facts = web();
+        facts
+            .labels
+            .insert("switchyard.check.tcp".into(), "true".into());
+        facts
+            .labels
+            .insert("switchyard.check.interval".into(), "1ms".into());
+        let HealthSource::Check(check) = only(&facts, &settings()).health else {
+            panic!("a check")
+        };
+        assert_eq!(check.interval, MIN_CHECK_INTERVAL);
     }
 
     #[test]

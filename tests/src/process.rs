@@ -202,8 +202,8 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Starts the agent against `registry_url`, advertising 127.0.0.1,
-    /// following only containers labelled `only_label` (so tests sharing one
+    /// Starts the agent against `registry_url`, advertising 127.0.0.1
+    /// (unless `extra_args` say `--advertise-ip`), following only containers labelled `only_label` (so tests sharing one
     /// engine do not see each other's containers).
     pub fn start(registry_url: &str, only_label: &str, extra_args: &[&str]) -> Self {
         Self::start_with_env(registry_url, only_label, extra_args, &[])
@@ -216,8 +216,11 @@ impl AgentProcess {
         env: &[(&str, &str)],
     ) -> Self {
         let mut command = Command::new(binary("cd-agent"));
+        command.args(["--registry", registry_url]);
+        if !extra_args.contains(&"--advertise-ip") {
+            command.args(["--advertise-ip", "127.0.0.1"]);
+        }
         command
-            .args(["--registry", registry_url, "--advertise-ip", "127.0.0.1"])
             .args(["--only-label", only_label, "--healthz", "127.0.0.1:0"])
             .args(["--log-format", "json"])
             .args(extra_args)

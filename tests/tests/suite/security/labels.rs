@@ -1,10 +1,11 @@
 //! One container's labels cannot hurt the rest of its node: an id that is
 //! already another owner's, or one that two containers claim, leaves only
-//! that container out.
+//! that container out; a port published on loopback alone is not sent to
+//! other hosts' proxies.
 
 use switchyard_model::Health;
 use switchyard_tests::docker::{TestContainer, TestImage, unique};
-use switchyard_tests::process::AgentProcess;
+use switchyard_tests::process::{AgentProcess, lines_with};
 use switchyard_tests::{TestRegistry, eventually, instance, patience};
 
 fn run(image: &TestImage, label: &str, service: &str, id: Option<&str>) -> TestContainer {
@@ -83,5 +84,80 @@ async fn a_duplicate_or_foreign_service_id_leaves_only_its_container_out() {
         (taken.session, taken.port),
         (None, 9),
         "the external instance is untouched"
+    );
+}
+
+/// An IPv4 address of this host that is not loopback, as a node's
+/// advertise IP would be (Docker's bridge has one on any engine host).
+fn host_address() -> String {
+    let output = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .expect("ip addr");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let address = text
+        .split_whitespace()
+        .skip_while(|word| *word != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .map(str::to_string);
+    address.expect("a global IPv4 address on this host")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_published_on_loopback_is_not_registered_for_other_hosts() {
+    let registry = TestRegistry::start().await;
+    let client = registry.client();
+    let label = format!("switchyard.test={}", unique("loopback"));
+    let service = unique("lo");
+    let gateway = host_address();
+    let image = TestImage::httpd("v1", false);
+    let agent = AgentProcess::start(&registry.url(), &label, &["--advertise-ip", &gateway]);
+    let service_label = format!("switchyard.service={service}");
+    let on_loopback = TestContainer::run(&[
+        "-l",
+        &label,
+        "-l",
+        &service_label,
+        "-p",
+        "127.0.0.1::80",
+        &image.tag,
+    ]);
+    let on_gateway = format!("{gateway}::80");
+    let reachable = TestContainer::run(&[
+        "-l",
+        &label,
+        "-l",
+        &service_label,
+        "-p",
+        &on_gateway,
+        &image.tag,
+    ]);
+    let reachable_id = reachable.short_id().to_string();
+    let found = eventually(patience(), || async {
+        let (_, now) = client
+            .get_service(&service)
+            .await
+            .map_err(|e| e.to_string())?;
+        let said = lines_with(&agent.log, "only on loopback") > 0;
+        match now.instances.iter().find(|i| i.id == reachable_id) {
+            Some(_) if said => Ok(now),
+            _ => Err(format!(
+                "waiting for {reachable_id} and the agent's reason: {:?}",
+                now.instances
+            )),
+        }
+    })
+    .await;
+    let addresses: Vec<(String, String)> = found
+        .instances
+        .iter()
+        .map(|i| (i.id.clone(), i.address.to_string()))
+        .collect();
+    assert_eq!(
+        addresses,
+        vec![(reachable_id, gateway)],
+        "only the reachable container, at the node's address (not {})",
+        on_loopback.short_id()
     );
 }
