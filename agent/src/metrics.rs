@@ -47,6 +47,35 @@ pub struct AgentMetrics {
     checks: Family<HealthLabel, Counter>,
 }
 
+/// Docker's container event actions (Engine API 1.41 and later).
+const CONTAINER_ACTIONS: [&str; 25] = [
+    "attach",
+    "commit",
+    "copy",
+    "create",
+    "destroy",
+    "detach",
+    "die",
+    "exec_create",
+    "exec_detach",
+    "exec_die",
+    "exec_start",
+    "export",
+    "health_status",
+    "kill",
+    "oom",
+    "pause",
+    "rename",
+    "resize",
+    "restart",
+    "start",
+    "stop",
+    "top",
+    "unpause",
+    "update",
+    "prune",
+];
+
 impl AgentMetrics {
     /// The families, registered in a new registry.
     pub fn new() -> (Self, Arc<Registry>) {
@@ -107,7 +136,18 @@ impl AgentMetrics {
         (metrics, Arc::new(registry))
     }
 
+    /// Counts one container event under its action's name: only the name
+    /// (Docker sends `exec_create: <command line>` and `health_status:
+    /// healthy`; a label per command would leak the commands and add a
+    /// series each), and `other` for a name Docker did not have when this
+    /// was written.
     pub fn docker_event(&self, action: &str) {
+        let name = action.split(':').next().unwrap_or_default().trim();
+        let action = CONTAINER_ACTIONS
+            .iter()
+            .find(|known| **known == name)
+            .copied()
+            .unwrap_or("other");
         self.events
             .get_or_create(&Action {
                 action: action.to_string(),
@@ -186,5 +226,24 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} missing from {text}");
         }
+    }
+
+    #[test]
+    fn events_are_counted_by_action_name_alone() {
+        let (metrics, registry) = AgentMetrics::new();
+        metrics.docker_event("exec_create: sh -c 'curl http://secret'");
+        metrics.docker_event("exec_create: rm -rf /tmp/x");
+        metrics.docker_event("health_status: healthy");
+        metrics.docker_event("made_up\"{x}");
+        let text = switchyard_program::metrics::render(&registry);
+        let events: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with("switchyard_agent_docker_events_total{"))
+            .collect();
+        assert_eq!(events.len(), 3, "one series per action name: {events:?}");
+        assert!(text.contains("{action=\"exec_create\"} 2"), "{text}");
+        assert!(text.contains("{action=\"health_status\"} 1"), "{text}");
+        assert!(text.contains("{action=\"other\"} 1"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
     }
 }

@@ -1,7 +1,8 @@
 //! One container's labels cannot hurt the rest of its node: an id that is
 //! already another owner's, or one that two containers claim, leaves only
 //! that container out; a port published on loopback alone is not sent to
-//! other hosts' proxies.
+//! other hosts' proxies; a `docker exec` command line never becomes a
+//! metrics label.
 
 use switchyard_model::Health;
 use switchyard_tests::docker::{TestContainer, TestImage, unique};
@@ -160,4 +161,35 @@ async fn a_port_published_on_loopback_is_not_registered_for_other_hosts() {
         "only the reachable container, at the node's address (not {})",
         on_loopback.short_id()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_exec_command_lines_never_reach_the_agents_metrics() {
+    let registry = TestRegistry::start().await;
+    let label = format!("switchyard.test={}", unique("exec"));
+    let service = unique("ex");
+    let image = TestImage::httpd("v1", false);
+    let agent = AgentProcess::start(&registry.url(), &label, &[]);
+    let container = run(&image, &label, &service, None);
+    let marker = unique("secret-argument");
+    for _ in 0..2 {
+        switchyard_tests::docker::docker_ok(&[
+            "exec",
+            &container.id,
+            "/bin/busybox",
+            "echo",
+            &marker,
+        ]);
+    }
+    let text = eventually(patience(), || async {
+        let text = switchyard_tests::http_get(agent.healthz, "/metrics").await?;
+        if text.contains("action=\"exec_die\"} 2") {
+            Ok(text)
+        } else {
+            Err(format!("waiting for both execs: {text}"))
+        }
+    })
+    .await;
+    assert!(text.contains("action=\"exec_create\"} 2"), "{text}");
+    assert!(!text.contains(&marker), "{text}");
 }
