@@ -46,6 +46,11 @@ pub struct Args {
     #[arg(long, env = "SWITCHYARD_DNS_LISTEN", default_value = "off")]
     pub dns_listen: String,
 
+    /// Whole DNS answers a second one source gets over UDP; over it, an
+    /// empty truncated answer sends the client to TCP. 0: no limit.
+    #[arg(long, env = "SWITCHYARD_DNS_RATE_LIMIT", default_value_t = 1000)]
+    pub dns_rate_limit: u32,
+
     /// DNS-over-TCP connections one source may hold open.
     #[arg(long, env = "SWITCHYARD_DNS_TCP_CONNECTIONS_PER_SOURCE", default_value_t = crate::dns::TcpLimits::default().per_source)]
     pub dns_tcp_connections_per_source: usize,
@@ -374,6 +379,7 @@ impl Args {
                 idle: self.dns_tcp_idle_timeout,
                 ..Default::default()
             },
+            udp_rate: (self.dns_rate_limit > 0).then_some(self.dns_rate_limit),
         }))
     }
 

@@ -8,7 +8,8 @@
 //! - `_SERVICE._tcp.service.ZONE` SRV: the live instances' ports, each
 //!   with a target `HEX.addr.ZONE` whose address is in the additional
 //!   section (Consul's scheme: the target encodes the address).
-//! - `HEX.addr.ZONE` A/AAAA: the address the name encodes.
+//! - `HEX.addr.ZONE` A/AAAA: the address the name encodes, when it is an
+//!   instance's (NXDOMAIN for any other: no rebinding through the zone).
 //! - The zone itself: its SOA.
 //!
 //! A known name without records of the type asked is NOERROR with no
@@ -96,6 +97,9 @@ impl Zone {
             }
             Target::Srv(_) if kind != RecordType::SRV => (vec![], vec![]),
             Target::Srv(service) => self.srv(&owner, &weighted(&view.services[service])),
+            // Only addresses of instances: a name that turns into any
+            // address the asker picks is what DNS rebinding needs.
+            Target::Addr(address) if !registered(view, address) => return Answer::NxDomain,
             Target::Addr(address) => (address_records(&owner, address, kind, self.ttl), vec![]),
         };
         if answers.is_empty() {
@@ -191,6 +195,13 @@ fn address_of_hex(hex: &str) -> Option<IpAddr> {
         }
         _ => None,
     }
+}
+
+/// Whether some instance of some service has `address`.
+fn registered(view: &ServiceView, address: IpAddr) -> bool {
+    view.services
+        .values()
+        .any(|service| service.instances.iter().any(|i| i.address == address))
 }
 
 fn live(service: &Service) -> Vec<&Instance> {

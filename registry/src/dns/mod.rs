@@ -11,6 +11,7 @@
 //! `dns_sd_configs`), not where a flip must be confirmed.
 
 mod answer;
+mod rate;
 mod tcp;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use std::sync::{Arc, RwLock};
 use anyhow::Context;
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
 };
@@ -47,12 +49,15 @@ pub struct DnsConfig {
     pub listen: SocketAddr,
     pub zone: Zone,
     pub tcp: TcpLimits,
+    /// Whole answers a second per source over UDP; `None`: no limit.
+    pub udp_rate: Option<u32>,
 }
 
 /// Answers questions from the shared view.
 struct Handler {
     zone: Zone,
     view: Arc<RwLock<ServiceView>>,
+    udp_rate: Option<rate::RateLimit>,
 }
 
 #[async_trait::async_trait]
@@ -88,6 +93,18 @@ impl RequestHandler for Handler {
                 return sent(response.send_response(message).await, metadata);
             }
         };
+        if request.protocol() == Protocol::Udp
+            && self
+                .udp_rate
+                .as_ref()
+                .is_some_and(|rate| !rate.allow(request.src().ip()))
+        {
+            // Over the source's rate: no records, ask again over TCP.
+            metadata.truncation = true;
+            let none: Vec<Record> = Vec::new();
+            let message = builder.build(metadata, &none, &none, &none, &none);
+            return sent(response.send_response(message).await, metadata);
+        }
         let (answer, revision) = match self.view.read() {
             Ok(view) => (
                 self.zone
@@ -154,6 +171,7 @@ pub async fn serve(
     let handler = Arc::new(Handler {
         zone: config.zone,
         view,
+        udp_rate: config.udp_rate.map(rate::RateLimit::new),
     });
     tokio::spawn(tcp::serve(
         tcp,

@@ -21,6 +21,7 @@ pub(crate) async fn registry_with_dns() -> (TestRegistry, SocketAddr) {
             listen: dns,
             zone: Zone::new("switchyard.", 1).expect("zone"),
             tcp: TcpLimits::default(),
+            udp_rate: None,
         });
     })
     .await;
@@ -333,4 +334,19 @@ async fn haproxy_resolvers_follow_a_canary_and_a_flip_through_dns() {
         "HAProxy resolvers followed the flip through DNS in {} ms (TTL 1 s, hold valid 1 s)",
         flipped.elapsed().as_millis()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addr_names_answer_only_the_addresses_of_instances() {
+    let (registry, dns) = registry_with_dns().await;
+    let client = registry.client();
+    register(&client, "web", &[(1, Color::Blue)]).await;
+    until_dns_matches(&client, dns, "web").await;
+    // 10.9.0.1 is web-1's; 127.0.0.1 and 169.254.169.254 are nobody's.
+    let known = dig(dns, &["0a090001.addr.switchyard", "A", "+short"]);
+    assert_eq!(known.trim(), "10.9.0.1");
+    for name in ["7f000001.addr.switchyard", "a9fea9fe.addr.switchyard"] {
+        let answer = dig(dns, &[name, "A"]);
+        assert!(answer.contains("status: NXDOMAIN"), "{name}: {answer}");
+    }
 }

@@ -136,6 +136,8 @@ fn unknown_names_are_nxdomain_and_other_zones_refused() {
         "purple.web.service.switchyard.",
         "_nope._tcp.service.switchyard.",
         "zz.addr.switchyard.",
+        // An address no instance has (127.0.0.1): no rebinding.
+        "7f000001.addr.switchyard.",
         "a.b.c.d.switchyard.",
     ] {
         assert_eq!(ask(name, RecordType::A), Answer::NxDomain, "{name}");

@@ -178,29 +178,35 @@ async fn the_metrics_port_caps_each_source_and_closes_slow_and_idle_clients() {
 }
 
 /// A registry answering DNS, with its TCP listener's limits.
-async fn with_dns(tcp: TcpLimits) -> (TestRegistry, SocketAddr) {
+async fn with_dns(tcp: TcpLimits, udp_rate: Option<u32>) -> (TestRegistry, SocketAddr) {
     let dns = SocketAddr::from((HOME, free_port()));
     let registry = TestRegistry::start_with(|config| {
         config.dns = Some(DnsConfig {
             listen: dns,
             zone: Zone::new("switchyard.", 1).expect("zone"),
             tcp,
+            udp_rate,
         });
     })
     .await;
     (registry, dns)
 }
 
-/// An A query for `name` over TCP from `from`: whether it was answered.
-async fn query_from(from: [u8; 4], dns: SocketAddr, name: &str) -> bool {
-    let mut stream = connect_from(from, dns).await;
-    // ID 0x1234, RD, one question, class IN, type A.
+/// An A query for `name` with ID 0x1234 and RD, as bytes.
+fn a_query(name: &str) -> Vec<u8> {
     let mut message = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     for label in name.trim_end_matches('.').split('.') {
         message.push(label.len() as u8);
         message.extend_from_slice(label.as_bytes());
     }
     message.extend_from_slice(&[0, 0, 1, 0, 1]);
+    message
+}
+
+/// An A query for `name` over TCP from `from`: whether it was answered.
+async fn query_from(from: [u8; 4], dns: SocketAddr, name: &str) -> bool {
+    let mut stream = connect_from(from, dns).await;
+    let message = a_query(name);
     let mut framed = (message.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&message);
     if stream.write_all(&framed).await.is_err() {
@@ -222,7 +228,7 @@ async fn dns_over_tcp_caps_each_source_and_closes_idle_connections() {
         idle: Duration::from_secs(120),
         ..TcpLimits::default()
     };
-    let (_registry, dns) = with_dns(long).await;
+    let (_registry, dns) = with_dns(long, None).await;
     let name = "web.service.switchyard.";
     assert!(query_from(HOME, dns, name).await, "answered over TCP");
     let _held = [connect_from(HOME, dns).await, connect_from(HOME, dns).await];
@@ -246,7 +252,7 @@ async fn dns_over_tcp_caps_each_source_and_closes_idle_connections() {
         idle: Duration::from_millis(300),
         ..long
     };
-    let (_registry, dns) = with_dns(short).await;
+    let (_registry, dns) = with_dns(short, None).await;
     let mut idle = connect_from(HOME, dns).await;
     assert!(closed(&mut idle).await, "an idle connection is closed");
     let mut half = connect_from(HOME, dns).await;
@@ -309,4 +315,68 @@ async fn a_call_without_a_credential_is_refused_before_its_body_is_read() {
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
     assert_eq!(status.as_deref(), Some("16"), "UNAUTHENTICATED");
+}
+
+/// One UDP query from `from`: the answer's truncated bit and record count.
+async fn udp_query(socket: &tokio::net::UdpSocket, dns: SocketAddr, name: &str) -> (bool, u16) {
+    socket.send_to(&a_query(name), dns).await.expect("send");
+    let mut answer = [0u8; 1500];
+    let (length, _) = tokio::time::timeout(patience(), socket.recv_from(&mut answer))
+        .await
+        .expect("an answer to every query")
+        .expect("receive");
+    assert!(length >= 12, "a DNS header");
+    (
+        answer[2] & 0x02 != 0,
+        u16::from_be_bytes([answer[6], answer[7]]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_over_udp_answers_a_source_past_its_rate_truncated() {
+    let rate = 10;
+    let (registry, dns) = with_dns(TcpLimits::default(), Some(rate)).await;
+    let client = registry.client();
+    let mut web = instance("web", "web-1", 8080, Some(switchyard_model::Color::Blue));
+    web.address = "10.9.0.1".parse().expect("ip");
+    client.register(&web, None).await.expect("register");
+    client
+        .set_active_color("web", Some(switchyard_model::Color::Blue), None, 0)
+        .await
+        .expect("live");
+    let name = "web.service.switchyard.";
+    let home = tokio::net::UdpSocket::bind(SocketAddr::from((HOME, 0)))
+        .await
+        .expect("bind");
+    eventually(patience(), || async {
+        match udp_query(&home, dns, name).await {
+            (false, 1) => Ok(()),
+            other => Err(format!("not answered yet: {other:?}")),
+        }
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let mut whole = 0;
+    let mut truncated = 0;
+    for _ in 0..100 {
+        match udp_query(&home, dns, name).await {
+            (false, 1) => whole += 1,
+            (true, 0) => truncated += 1,
+            other => panic!("neither whole nor truncated-empty: {other:?}"),
+        }
+    }
+    // At most a burst of the rate and the rate for the time it took.
+    let allowed = rate as f64 * (1.0 + started.elapsed().as_secs_f64()) + 1.0;
+    assert!(
+        f64::from(whole) <= allowed && truncated > 0,
+        "{whole} whole and {truncated} truncated answers (at most {allowed:.0} whole)"
+    );
+    let elsewhere = tokio::net::UdpSocket::bind(SocketAddr::from((ELSEWHERE, 0)))
+        .await
+        .expect("bind");
+    assert_eq!(
+        udp_query(&elsewhere, dns, name).await,
+        (false, 1),
+        "another source is answered whole"
+    );
 }
