@@ -126,6 +126,11 @@ pub struct Args {
     #[arg(long, env = "SWITCHYARD_PROGRESS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub progress_interval: Duration,
 
+    /// A proxy that has not reported for this long is forgotten (its
+    /// report removed): proxies that come and go do not pile up.
+    #[arg(long, env = "SWITCHYARD_FORGET_PROXIES_AFTER", default_value = "24h", value_parser = parse_duration)]
+    pub forget_proxies_after: Duration,
+
     /// How long shutdown waits for clients to finish before closing them.
     #[arg(long, env = "SWITCHYARD_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -427,6 +432,7 @@ impl Args {
             sled_cache_bytes: self.sled_cache_mib.saturating_mul(1024 * 1024),
             progress_interval: self.progress_interval,
             drain_timeout: self.drain_timeout,
+            forget_proxies_after: self.forget_proxies_after,
             limits: self.limits.into_limits()?,
             tls: self.tls.into_files(),
             auth: self.auth,

@@ -124,6 +124,8 @@ pub struct ServerConfig {
     pub sled_cache_bytes: u64,
     pub progress_interval: Duration,
     pub drain_timeout: Duration,
+    /// Reports of proxies silent this long are removed.
+    pub forget_proxies_after: Duration,
     pub limits: Limits,
     /// TLS on the listener; plaintext when `None`.
     pub tls: Option<TlsFiles>,
@@ -155,6 +157,7 @@ impl ServerConfig {
             sled_cache_bytes: defaults::SLED_CACHE_MIB * 1024 * 1024,
             progress_interval: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
+            forget_proxies_after: Duration::from_secs(24 * 3600),
             limits: Limits::default(),
             tls: None,
             auth: false,
@@ -414,6 +417,11 @@ pub async fn serve(
         let bound = crate::dns::serve(dns, catalog.clone(), streams_end.clone()).await?;
         tracing::info!(address = %bound, "DNS listening");
     }
+    tokio::spawn(
+        catalog
+            .clone()
+            .sweep_silent_proxies(config.forget_proxies_after, streams_end.clone()),
+    );
     let metrics = start_metrics(&config, catalog, auth.clone(), &streams_end).await?;
 
     let (health, health_service) = tonic_health::server::health_reporter();

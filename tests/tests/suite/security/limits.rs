@@ -380,3 +380,40 @@ async fn dns_over_udp_answers_a_source_past_its_rate_truncated() {
         "another source is answered whole"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_that_stop_reporting_are_forgotten() {
+    let registry = TestRegistry::start_with(|config| {
+        config.forget_proxies_after = Duration::from_secs(2);
+    })
+    .await;
+    let client = registry.client();
+    let report = |id: &str| switchyard_model::ProxyStatus {
+        proxy_id: id.to_string(),
+        healthy: true,
+        ..Default::default()
+    };
+    client.report_proxy(&report("gone")).await.expect("report");
+    // `kept` goes on reporting, as `cdctl template` does (every 10 s by
+    // default; here faster than the test's expiry).
+    let reporter = client.clone();
+    let keeping = tokio::spawn(async move {
+        loop {
+            if reporter.report_proxy(&report("kept")).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    eventually(patience(), || async {
+        let (proxies, _) = client.list_proxies().await.map_err(|e| e.to_string())?;
+        let ids: Vec<&str> = proxies.iter().map(|p| p.proxy_id.as_str()).collect();
+        if ids == ["kept"] {
+            Ok(())
+        } else {
+            Err(format!("proxies: {ids:?}"))
+        }
+    })
+    .await;
+    keeping.abort();
+}
