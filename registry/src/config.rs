@@ -231,6 +231,10 @@ pub struct TlsArgs {
     /// PEM CA certificates whose client certificates are verified.
     #[arg(long, env = "SWITCHYARD_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// PEM certificate revocation lists of --tls-client-ca: a client whose
+    /// certificate is listed is refused. Re-read on SIGHUP, with the CA.
+    #[arg(long, env = "SWITCHYARD_TLS_CLIENT_CRL", requires = "tls_client_ca")]
+    pub tls_client_crl: Option<PathBuf>,
     /// Refuse clients that present no certificate signed by --tls-client-ca.
     #[arg(
         long,
@@ -246,6 +250,7 @@ impl TlsArgs {
             cert: self.tls_cert?,
             key: self.tls_key?,
             client_ca: self.tls_client_ca,
+            client_crl: self.tls_client_crl,
             require_client_cert: self.tls_require_client_cert,
         })
     }

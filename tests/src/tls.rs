@@ -1,13 +1,15 @@
 //! Test certificates made with rcgen: a CA, server certificates for
 //! `127.0.0.1` and `localhost`, client certificates (optionally expired,
-//! optionally with a URI SAN), all written as PEM files in a temporary
-//! folder the way an operator would hand them to the programs.
+//! optionally with a URI SAN), and revocation lists, all written as PEM
+//! files in a temporary folder the way an operator would hand them to the
+//! programs.
 
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
 };
 
 /// A CA and the certificates it signed, as files.
@@ -25,6 +27,8 @@ pub struct CertFiles {
     pub key: PathBuf,
     /// The certificate as DER, to compare with what a peer presented.
     pub der: Vec<u8>,
+    /// Its serial number, to revoke it by.
+    pub serial: Vec<u8>,
 }
 
 /// What to put in a certificate.
@@ -112,16 +116,49 @@ impl TestPki {
             params.not_before = rcgen::date_time_ymd(2020, 1, 1);
             params.not_after = rcgen::date_time_ymd(2021, 1, 1);
         }
+        let serial: [u8; 16] = rand::random();
+        // Positive, as RFC 5280 wants serial numbers.
+        let serial = [&[0x01][..], &serial[1..]].concat();
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
         let key = KeyPair::generate().expect("a key");
         let cert = params.signed_by(&key, &self.issuer).expect("signing");
         let files = CertFiles {
             cert: self.dir.path().join(format!("{}.pem", leaf.name)),
             key: self.dir.path().join(format!("{}-key.pem", leaf.name)),
             der: cert.der().to_vec(),
+            serial,
         };
         std::fs::write(&files.cert, cert.pem()).expect("writing a certificate");
         std::fs::write(&files.key, key.serialize_pem()).expect("writing a key");
         files
+    }
+}
+
+impl TestPki {
+    /// Writes the CA's revocation list naming `revoked` (numbered
+    /// `number`, as a CA numbers the lists it issues) to `file` in the
+    /// folder; answers its path.
+    pub fn revocation_list(&self, file: &str, number: u64, revoked: &[&CertFiles]) -> PathBuf {
+        let params = CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2100, 1, 1),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|cert| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&cert.serial),
+                    revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let list = params.signed_by(&self.issuer).expect("signing the list");
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, list.pem().expect("PEM")).expect("writing the list");
+        path
     }
 }
 

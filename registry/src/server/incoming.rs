@@ -48,8 +48,9 @@ pub struct ConnectionLimits {
     /// How long a new connection may take to send the HTTP/2 preface, or
     /// to finish the TLS handshake.
     pub handshake_timeout: Duration,
-    /// TLS for every connection, when the listener has it.
-    pub tls: Option<TlsAcceptor>,
+    /// TLS for every connection, when the listener has it (read at each
+    /// handshake: SIGHUP replaces it).
+    pub tls: Option<super::Tls>,
 }
 
 /// An accepted connection that started HTTP/2 (or finished its TLS
@@ -161,7 +162,7 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let ready = ready.clone();
-        let tls = limits.tls.clone();
+        let tls = limits.tls.as_ref().map(super::Tls::acceptor);
         let timeout = limits.handshake_timeout;
         let idle_timeout = limits.idle_timeout;
         tokio::spawn(async move {

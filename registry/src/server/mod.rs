@@ -234,10 +234,12 @@ async fn reload_on_sighup(tls: Tls, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         match tls.reload() {
-            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Ok(()) => {
+                tracing::info!("SIGHUP: TLS certificate, client CA and revocation lists reloaded")
+            }
             Err(error) => tracing::error!(
                 error = format!("{error:#}"),
-                "SIGHUP: the TLS certificate could not be reloaded; still serving the old one"
+                "SIGHUP: the TLS files could not be reloaded; still serving with the old ones"
             ),
         }
     }
@@ -357,7 +359,7 @@ fn accept(
             per_source: limits.max_connections_per_source,
             idle_timeout: limits.idle_timeout,
             handshake_timeout: limits.handshake_timeout,
-            tls: tls.as_ref().map(|tls| tls.acceptor().clone()),
+            tls,
         },
         accepting.clone(),
     ))

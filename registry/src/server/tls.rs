@@ -1,24 +1,31 @@
 //! TLS on the registry's listener (rustls, with ring): the certificate and
 //! key from PEM files, client certificates verified against a CA when one
-//! is given (required or optional), and the certificate re-read on SIGHUP
-//! without dropping a connection: new handshakes get the new one, open
-//! connections and their watch streams carry on.
+//! is given (required or optional) and checked against revocation lists
+//! (`--tls-client-crl`), and all of it re-read on SIGHUP without dropping
+//! a connection: new handshakes get the new configuration, open
+//! connections and their watch streams carry on. A revoked client is
+//! refused from its next connection on; revoke its token too to end what
+//! it holds open.
 //!
 //! The handshake runs in the registry's own accept loop (`incoming.rs`)
 //! rather than tonic's, because tonic's TLS configuration is fixed for the
 //! life of the server and cannot rotate a certificate.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use anyhow::Context;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::crypto::{CryptoProvider, ring};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use tokio_rustls::rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer,
+};
+use tokio_rustls::rustls::server::{
+    ClientHello, ResolvesServerCert, WantsServerCert, WebPkiClientVerifier,
+};
 use tokio_rustls::rustls::sign::CertifiedKey;
-use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::rustls::{ConfigBuilder, RootCertStore, ServerConfig};
 
 /// Where the registry's TLS material is, as the flags name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,96 +36,118 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// PEM CA certificates that sign client certificates.
     pub client_ca: Option<PathBuf>,
+    /// PEM certificate revocation lists of `client_ca`.
+    pub client_crl: Option<PathBuf>,
     /// Refuse clients without a certificate (needs `client_ca`).
     pub require_client_cert: bool,
 }
 
-/// The listener's TLS: an acceptor whose certificate can be replaced.
+/// The listener's TLS: a configuration that a reload replaces whole.
 #[derive(Clone)]
 pub struct Tls {
-    acceptor: TlsAcceptor,
-    current: Arc<Rotating>,
+    current: Arc<RwLock<Arc<ServerConfig>>>,
     files: TlsFiles,
 }
 
 impl Tls {
-    /// Reads the files and builds the acceptor; the error says which file
-    /// is wrong.
+    /// Reads the files and builds the configuration; the error says which
+    /// file is wrong.
     pub fn load(files: &TlsFiles) -> anyhow::Result<Self> {
-        let provider = Arc::new(ring::default_provider());
-        let current = Arc::new(Rotating {
-            key: RwLock::new(certified_key(files, &provider)?),
-        });
-        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .context("setting up TLS")?;
-        let builder = match &files.client_ca {
-            Some(path) => {
-                let mut roots = RootCertStore::empty();
-                for cert in certificates(path)? {
-                    roots.add(cert).with_context(|| {
-                        format!("{} holds a certificate that is not a CA", path.display())
-                    })?;
-                }
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
-                let verifier = if files.require_client_cert {
-                    verifier
-                } else {
-                    verifier.allow_unauthenticated()
-                };
-                builder.with_client_cert_verifier(
-                    verifier
-                        .build()
-                        .with_context(|| format!("using {} as the client CA", path.display()))?,
-                )
-            }
-            None => {
-                anyhow::ensure!(
-                    !files.require_client_cert,
-                    "--tls-require-client-cert needs --tls-client-ca, the CA that signs them"
-                );
-                builder.with_no_client_auth()
-            }
-        };
-        let mut config = builder.with_cert_resolver(Arc::clone(&current) as Arc<_>);
-        // gRPC is HTTP/2 only.
-        config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Tls {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
-            current,
+            current: Arc::new(RwLock::new(server_config(files)?)),
             files: files.clone(),
         })
     }
 
-    pub fn acceptor(&self) -> &TlsAcceptor {
-        &self.acceptor
+    /// What the next handshake runs with.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        TlsAcceptor::from(Arc::clone(&current))
     }
 
-    /// Re-reads the certificate and key; on error the old ones stay.
+    /// Re-reads every file (certificate, key, client CA, revocation
+    /// lists); on error the old configuration stays.
     pub fn reload(&self) -> anyhow::Result<()> {
-        let provider = ring::default_provider();
-        let key = certified_key(&self.files, &provider)?;
-        match self.current.key.write() {
-            Ok(mut current) => *current = key,
-            Err(poisoned) => *poisoned.into_inner() = key,
-        }
+        let config = server_config(&self.files)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
         Ok(())
     }
 }
 
-/// The certificate every handshake gets; replaced on reload.
-#[derive(Debug)]
-struct Rotating {
-    key: RwLock<Arc<CertifiedKey>>,
+fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
+    let provider = Arc::new(ring::default_provider());
+    let key = certified_key(files, &provider)?;
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .context("setting up TLS")?;
+    let builder = client_verifier(files, builder, provider)?;
+    let mut config = builder.with_cert_resolver(Arc::new(Fixed(key)));
+    // gRPC is HTTP/2 only.
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
-impl ResolvesServerCert for Rotating {
+/// Client certificates as the files say: verified against the client CA
+/// and its revocation lists, or not asked for.
+fn client_verifier(
+    files: &TlsFiles,
+    builder: ConfigBuilder<ServerConfig, tokio_rustls::rustls::WantsVerifier>,
+    provider: Arc<CryptoProvider>,
+) -> anyhow::Result<ConfigBuilder<ServerConfig, WantsServerCert>> {
+    let Some(path) = &files.client_ca else {
+        anyhow::ensure!(
+            !files.require_client_cert,
+            "--tls-require-client-cert needs --tls-client-ca, the CA that signs them"
+        );
+        anyhow::ensure!(
+            files.client_crl.is_none(),
+            "--tls-client-crl needs --tls-client-ca, the CA whose revocations it lists"
+        );
+        return Ok(builder.with_no_client_auth());
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(path)? {
+        roots
+            .add(cert)
+            .with_context(|| format!("{} holds a certificate that is not a CA", path.display()))?;
+    }
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+    if let Some(crl) = &files.client_crl {
+        // Only leaves are looked up: a list from the client CA covers the
+        // certificates it signed, and an unknown status stays an error.
+        verifier = verifier
+            .with_crls(revocation_lists(crl)?)
+            .only_check_end_entity_revocation();
+    }
+    if !files.require_client_cert {
+        verifier = verifier.allow_unauthenticated();
+    }
+    let verifier = verifier
+        .build()
+        .with_context(|| format!("using {} as the client CA", path.display()))?;
+    Ok(builder.with_client_cert_verifier(verifier))
+}
+
+fn revocation_lists(path: &Path) -> anyhow::Result<Vec<CertificateRevocationListDer<'static>>> {
+    let pem = read(path)?;
+    let lists = CertificateRevocationListDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| anyhow::anyhow!("{} is not PEM: {error}", path.display()))?;
+    anyhow::ensure!(
+        !lists.is_empty(),
+        "{} holds no PEM revocation list (-----BEGIN X509 CRL-----)",
+        path.display()
+    );
+    Ok(lists)
+}
+
+/// The certificate every handshake of one configuration gets.
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let key = match self.key.read() {
-            Ok(key) => key,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        Some(Arc::clone(&key))
+        Some(Arc::clone(&self.0))
     }
 }
 

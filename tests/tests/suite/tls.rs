@@ -1,7 +1,8 @@
 //! TLS between clients and the registry, with certificates made in the test
 //! (rcgen): server TLS verified against the right CA only, mutual TLS that
 //! refuses missing, expired and foreign client certificates, rotation on
-//! SIGHUP that keeps open streams, and `https://` that is never plaintext.
+//! SIGHUP that keeps open streams, revocation lists and a new client CA
+//! taken on SIGHUP, and `https://` that is never plaintext.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -141,6 +142,83 @@ async fn next_event(
         .expect("no error")
 }
 
+/// SIGHUP to `registry`, and wait for its log to say it reloaded.
+async fn hang_up(registry: &RegistryProcess, reloads_before: usize) {
+    let pid = registry.child.id().to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    eventually(Duration::from_secs(10), || async {
+        match lines_with(&registry.log, "TLS certificate") {
+            n if n > reloads_before => Ok(()),
+            _ => Err("not reloaded yet".to_string()),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_client_certificates_and_a_new_client_ca_take_effect_on_sighup() {
+    let pki = TestPki::new("revoking");
+    let other = TestPki::new("joining");
+    let kept = pki.client("kept");
+    let stolen = pki.client("stolen");
+    let newcomer = other.client("newcomer");
+    let client_ca = pki.dir().join("client-ca.pem");
+    std::fs::copy(&pki.ca, &client_ca).expect("copy the CA");
+    let crl = pki.revocation_list("client.crl", 1, &[]);
+    let registry = tls_registry(
+        &pki,
+        "data",
+        &[
+            "--tls-client-ca",
+            arg(&client_ca),
+            "--tls-client-crl",
+            arg(&crl),
+            "--tls-require-client-cert",
+        ],
+    );
+    let url = https(&registry);
+    let accepted = |files: &switchyard_tests::tls::CertFiles| {
+        let flags = [
+            "--ca".to_string(),
+            arg(&pki.ca).to_string(),
+            "--cert".to_string(),
+            arg(&files.cert).to_string(),
+            "--key".to_string(),
+            arg(&files.key).to_string(),
+        ];
+        let url = url.clone();
+        async move {
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            services(&url, &flags).await == Some(0)
+        }
+    };
+    assert!(accepted(&kept).await && accepted(&stolen).await);
+    assert!(!accepted(&newcomer).await, "another CA's client");
+
+    // The CA revokes `stolen`; the operator adds the other CA and its
+    // list (a CA without one is refused, as nginx and OpenSSL do); SIGHUP.
+    let lists = [
+        pki.revocation_list("revoking.crl", 2, &[&stolen]),
+        other.revocation_list("joining.crl", 1, &[]),
+    ]
+    .map(|list| std::fs::read_to_string(list).expect("a list"));
+    std::fs::write(&crl, lists.concat()).expect("write the lists");
+    let both = [
+        std::fs::read_to_string(&pki.ca).expect("CA"),
+        std::fs::read_to_string(&other.ca).expect("CA"),
+    ]
+    .concat();
+    std::fs::write(&client_ca, both).expect("write the CAs");
+    hang_up(&registry, lines_with(&registry.log, "TLS certificate")).await;
+    assert!(!accepted(&stolen).await, "a revoked certificate is refused");
+    assert!(accepted(&kept).await, "the others still get in");
+    assert!(accepted(&newcomer).await, "the new CA's clients get in");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rotates_the_certificate_and_keeps_open_watch_streams() {
     let pki = TestPki::new("rotate");
@@ -168,19 +246,7 @@ async fn sighup_rotates_the_certificate_and_keeps_open_watch_streams() {
     // A new certificate in the same files, then SIGHUP.
     let second = pki.server("server");
     assert_ne!(first.der, second.der);
-    let pid = registry.child.id().to_string();
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .expect("kill");
-    assert!(hup.success());
-    eventually(Duration::from_secs(10), || async {
-        match lines_with(&registry.log, "TLS certificate reloaded") {
-            0 => Err("not reloaded yet".to_string()),
-            _ => Ok(()),
-        }
-    })
-    .await;
+    hang_up(&registry, 0).await;
     assert_eq!(
         presented_certificate(registry.address, &pki.ca).await,
         second.der

@@ -136,6 +136,7 @@ impl Secured {
             cert: server.cert,
             key: server.key,
             client_ca: Some(pki.ca.clone()),
+            client_crl: None,
             require_client_cert: true,
         };
         let registry = TestRegistry::start_with(|config| {
