@@ -22,7 +22,7 @@ use tonic::metadata::MetadataMap;
 
 use crate::catalog::tokens::{self, StoredToken};
 use crate::catalog::{Catalog, keys};
-use crate::server::Peer;
+use crate::connection::Peer;
 
 /// Longest `authorization` value looked at.
 const MAX_CREDENTIAL_BYTES: usize = 1024;

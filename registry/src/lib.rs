@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod connection;
 pub mod dns;
 pub mod metrics;
 pub mod restore;

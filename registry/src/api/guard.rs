@@ -11,12 +11,12 @@ use tonic::{Request, Status};
 use super::{RegistryApi, status_of};
 use crate::auth::Authorizer;
 use crate::catalog::Catalog;
-use crate::server::{Authenticated, Peer};
+use crate::connection::{Authenticated, CountedWatch, Peer};
 
 /// One watch stream's place among `--max-watchers` and on its connection.
 pub(super) struct WatchPermit {
     _place: Admitted<WatchHolder>,
-    _on_connection: Option<crate::server::CountedWatch>,
+    _on_connection: Option<CountedWatch>,
 }
 
 /// Who a watch stream's place is counted against: the token (or
@@ -31,7 +31,7 @@ pub(super) enum WatchHolder {
 
 impl RegistryApi {
     /// Who is calling (`UNAUTHENTICATED` without a valid credential). The
-    /// front gate ([`crate::server`]) has already authenticated the call
+    /// front gate (the server's interceptor) has already authenticated the call
     /// before its body was read, and left the answer in its extensions.
     pub(super) fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         if let Some(Authenticated(who)) = request.extensions().get::<Authenticated>() {

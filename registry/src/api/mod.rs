@@ -28,7 +28,7 @@ use switchyard_model::auth::Action;
 
 use crate::auth::Authorizer;
 use crate::catalog::Catalog;
-use crate::server::Peer;
+use crate::connection::Peer;
 
 /// How many watch streams may be open: in all, and per principal (per
 /// source without `--auth`, where every caller is the same principal).

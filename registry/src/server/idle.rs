@@ -7,70 +7,13 @@
 //! idleness cannot be read off the socket; it is the calls that count.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body::{Body, Frame};
 use tokio::time::{Instant, Sleep};
 
-use super::Peer;
-
-/// Calls open on one connection, and since when it has had none.
-#[derive(Debug, Clone)]
-pub struct Calls(Arc<CallsInner>);
-
-#[derive(Debug)]
-struct CallsInner {
-    open: AtomicUsize,
-    idle_since: Mutex<Instant>,
-}
-
-impl Default for Calls {
-    fn default() -> Self {
-        Calls(Arc::new(CallsInner {
-            open: AtomicUsize::new(0),
-            idle_since: Mutex::new(Instant::now()),
-        }))
-    }
-}
-
-/// One open call, counted until dropped.
-pub struct OpenCall(Calls);
-
-impl Calls {
-    fn opened(&self) -> OpenCall {
-        self.0.open.fetch_add(1, Ordering::AcqRel);
-        OpenCall(self.clone())
-    }
-
-    /// When the connection may be closed: `None` while a call is open.
-    fn idle_deadline(&self, timeout: Duration) -> Option<Instant> {
-        if self.0.open.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let since = *self
-            .0
-            .idle_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        Some(since + timeout)
-    }
-}
-
-impl Drop for OpenCall {
-    fn drop(&mut self) {
-        let inner = &(self.0).0;
-        // The time is set before the count falls, so a timer that sees no
-        // call open also sees when the last one ended.
-        *inner
-            .idle_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
-        inner.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
+use crate::connection::{Calls, OpenCall, Peer};
 
 /// Ends a connection's reads (as if the client had closed it) once it has
 /// been idle for `timeout`; hyper then closes the connection.

@@ -21,13 +21,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
-use super::idle::{Calls, IdleTimer};
+use super::idle::IdleTimer;
+use crate::connection::{Calls, Peer, WatchCount};
 
 /// What every HTTP/2 client sends first (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -68,46 +68,6 @@ pub struct Connection {
 enum Io {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
-}
-
-/// Who is on the other end, as each request sees it in its extensions.
-#[derive(Debug, Clone, Default)]
-pub struct Peer {
-    pub address: Option<SocketAddr>,
-    /// The client's certificate chain, leaf first, when it sent one over TLS.
-    pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
-    /// Watch streams open on this connection.
-    pub watches: WatchCount,
-    /// Calls open on this connection, for the idle timeout.
-    pub calls: Calls,
-}
-
-/// Watch streams open on one connection: with two or more, a change may
-/// reach several of them at once, and the connection holds its writes back
-/// a moment to send them together ([`Connection::defer`]).
-#[derive(Debug, Clone, Default)]
-pub struct WatchCount(Arc<std::sync::atomic::AtomicUsize>);
-
-/// One open watch stream, counted on its connection until dropped.
-pub struct CountedWatch(WatchCount);
-
-impl WatchCount {
-    pub fn opened(&self) -> CountedWatch {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        CountedWatch(self.clone())
-    }
-
-    fn get(&self) -> usize {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-impl Drop for CountedWatch {
-    fn drop(&mut self) {
-        (self.0)
-            .0
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// Accepts on `listener` until `stop` fires; yields connections that sent

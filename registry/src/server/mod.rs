@@ -11,7 +11,6 @@ mod tls;
 
 pub use bootstrap::SeedToken;
 
-pub use incoming::{CountedWatch, Peer};
 pub use tls::{Tls, TlsFiles};
 
 use std::future::Future;
@@ -30,6 +29,7 @@ use tonic_health::ServingStatus;
 use crate::api::{RegistryApi, WatchLimits};
 use crate::auth::Authorizer;
 use crate::catalog::{Catalog, CatalogConfig};
+use crate::connection::{Authenticated, Peer};
 use crate::metrics::{GrpcLayer, KnownMethods, RegistryMetrics};
 use crate::store::etcd::{EtcdAccess, EtcdConfig, EtcdStore};
 use crate::store::sled::{SledConfig, SledStore};
@@ -184,10 +184,6 @@ fn credentials_required(
         Ok(request)
     }
 }
-
-/// The caller the front gate authenticated, in a request's extensions.
-#[derive(Debug, Clone)]
-pub struct Authenticated(pub switchyard_model::auth::Principal);
 
 /// The most header bytes one request may carry. HTTP/2's usual 16 KiB would
 /// cut a long credential off at the transport with a bare 431 (gRPC
