@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::Settings;
 use super::docker::DEPLOY_LABEL;
-use super::report::{Reporter, millis};
+use super::report::Reporter;
 use super::runtime::{Retired, Runtime, RuntimeKind, Unit};
 use crate::args::Output;
 use crate::exit;
@@ -150,13 +150,7 @@ enum Forward {
     Promoted,
     Paused,
 }
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(millis)
-        .unwrap_or(0)
-}
+pub use switchyard_model::clock::now_ms;
 
 /// Test hook: `CDCTL_FAILPOINT=STEP` makes that step fail after doing its
 /// work, so tests can prove the rollback from every step.

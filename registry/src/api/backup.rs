@@ -9,15 +9,7 @@ use crate::store::KeyValue;
 
 /// About how many bytes of keys and values one part carries.
 const PART_BYTES: usize = 1024 * 1024;
-
-/// The clock a backup is stamped with (`taken_at_ms`), Unix milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
-}
+pub use switchyard_model::clock::now_ms;
 
 /// `entries` read at `revision`, cut into parts of about [`PART_BYTES`];
 /// the last one (and only one, when there is nothing) is `complete`.

@@ -82,13 +82,7 @@ pub struct Catalog {
 
 /// Sessions whose node the catalog remembers, at most; then it starts over.
 const SESSION_NODES_KEPT: usize = 65_536;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+use switchyard_model::clock::now_ms;
 
 /// A record's stored JSON. Our records are plain structs of strings,
 /// numbers and maps, so this fails only on a bug; it is an error rather than

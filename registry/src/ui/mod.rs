@@ -358,9 +358,4 @@ fn redirect_with_cookie(to: &'static str, cookie: HeaderValue) -> Response {
     response.headers_mut().insert(SET_COOKIE, cookie);
     response
 }
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use switchyard_model::clock::now_ms;

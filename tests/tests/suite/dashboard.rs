@@ -575,9 +575,4 @@ async fn ui_off_serves_metrics_only() {
     let (status, _) = http(ui, "GET /ui/ HTTP/1.1", "").await;
     assert_eq!(status, 404, "--ui off");
 }
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
-}
+use switchyard_model::clock::now_ms;

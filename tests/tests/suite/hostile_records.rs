@@ -19,12 +19,7 @@ fn record(id: &str, service: &str, started_at_ms: u64) -> Deployment {
         ..Deployment::default()
     }
 }
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
-}
+use switchyard_model::clock::now_ms;
 
 fn code_of<T: std::fmt::Debug>(result: Result<T, ClientError>) -> tonic::Code {
     result.expect_err("refused").code().expect("a gRPC status")
