@@ -5,7 +5,7 @@
 //! registry and could make a deploy believe a proxy applied a flip.
 
 use super::{Catalog, CatalogError, keys};
-use crate::store::{KeyValue, Op, OpResult};
+use crate::store::{KeyValue, Op};
 
 /// The key prefixes a backup reads; anything else is not durable.
 const BACKED_UP: [&[u8]; 5] = [
@@ -28,8 +28,8 @@ impl Catalog {
             .collect();
         let (revision, results) = self.read(ops).await?;
         let entries = results
+            .rest()?
             .into_iter()
-            .flat_map(OpResult::into_kvs)
             .filter(|kv| kv.lease.is_none())
             .collect();
         Ok((revision, entries))

@@ -9,9 +9,9 @@ use switchyard_model::{Color, LockGrant, validate};
 
 use super::{
     Catalog, CatalogError, LockRecord, MAX_ATTEMPTS, ServiceRecord, decode_service, from_json,
-    guard, keys, put, single, to_json,
+    guard, keys, put, to_json,
 };
-use crate::store::{Compare, KeyValue, Op, StoreError, Txn};
+use crate::store::{Compare, KeyValue, Op, Results, StoreError, Txn};
 
 impl Catalog {
     /// The live color of `service` and the color a deploy would go to.
@@ -20,12 +20,12 @@ impl Catalog {
         service: &str,
     ) -> Result<(Option<Color>, Color, u64), CatalogError> {
         validate::service_name("service", service)?;
-        let (revision, results) = self
+        let (revision, mut results) = self
             .read(vec![Op::Get {
                 key: keys::service(service),
             }])
             .await?;
-        let active = match single(results.into_iter().next()) {
+        let active = match results.get()? {
             Some(kv) => decode_service(service, &kv)?.active_color,
             None => None,
         };
@@ -124,7 +124,7 @@ impl Catalog {
     ) -> Result<u64, CatalogError> {
         validate::service_name("service", service)?;
         for _ in 0..MAX_ATTEMPTS {
-            let (revision, results) = self
+            let (revision, mut results) = self
                 .read(vec![
                     Op::Get {
                         key: keys::service(service),
@@ -134,14 +134,13 @@ impl Catalog {
                     },
                 ])
                 .await?;
-            let mut results = results.into_iter();
-            let service_kv = single(results.next()).ok_or_else(|| {
+            let service_kv = results.get()?.ok_or_else(|| {
                 CatalogError::not_found(
                     format!("service {service}"),
                     "a service appears when its first instance registers; register one first",
                 )
             })?;
-            let lock_kv = single(results.next());
+            let lock_kv = results.get()?;
             let mut record: ServiceRecord = from_json(&service_kv)?;
             check_lock(service, lock_kv.as_ref(), lock_token)?;
             if !change(&mut record, &service_kv)? {
@@ -215,7 +214,7 @@ impl Catalog {
             });
         }
         let _ = self.store.lease_revoke(lease).await;
-        match single(response.results.into_iter().next()) {
+        match Results::new(response.results).get()? {
             Some(kv) => Err(lock_held(service, &kv)),
             None => Err(CatalogError::Contention(format!("lock of {service}"))),
         }

@@ -13,9 +13,7 @@
 use switchyard_model::labels::meta;
 use switchyard_model::{Instance, validate};
 
-use super::{
-    Catalog, CatalogError, MAX_ATTEMPTS, decode_instance, guard, instance_puts, keys, single,
-};
+use super::{Catalog, CatalogError, MAX_ATTEMPTS, decode_instance, guard, instance_puts, keys};
 use crate::store::{Compare, Op, Txn};
 
 /// The most instances one `SetDraining` marks: a rolling batch is far
@@ -65,9 +63,8 @@ impl Catalog {
             ops.extend(ids.iter().map(|id| Op::Get {
                 key: keys::instance(service, id),
             }));
-            let (revision, results) = self.read(ops).await?;
-            let mut results = results.into_iter();
-            let lock_kv = single(results.next());
+            let (revision, mut results) = self.read(ops).await?;
+            let lock_kv = results.get()?;
             super::colors::check_lock(service, lock_kv.as_ref(), lock_token)?;
             let mut txn = Txn {
                 compares: vec![Compare::CreateRevision {
@@ -76,8 +73,8 @@ impl Catalog {
                 }],
                 ..Txn::default()
             };
-            for (id, kv) in ids.iter().zip(results) {
-                let kv = single(Some(kv)).ok_or_else(|| {
+            for id in ids.iter() {
+                let kv = results.get()?.ok_or_else(|| {
                     CatalogError::not_found(
                         format!("instance {id} of service {service}"),
                         "list the service's instances (`cdctl get SERVICE`) and name one of them",

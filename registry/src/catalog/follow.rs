@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{Catalog, CatalogError, from_json, keys};
-use crate::store::{EventKind, Op, OpResult, WatchItem};
+use crate::store::{EventKind, Op, WatchItem};
 
 /// Records written at one revision (empty: where a stream starts).
 pub type Written<T> = Result<(u64, Vec<T>), CatalogError>;
@@ -83,8 +83,8 @@ impl Catalog {
             }])
             .await?;
         let records = results
+            .rest()?
             .into_iter()
-            .flat_map(OpResult::into_kvs)
             .map(|kv| from_json::<Deployment>(&kv).map(|record| (kv.key, record)))
             .collect::<Result<_, _>>()?;
         Ok((revision, records))
@@ -101,8 +101,8 @@ impl Catalog {
             }])
             .await?;
         let services = results
+            .rest()?
             .into_iter()
-            .flat_map(OpResult::into_kvs)
             .filter_map(|kv| keys::last_segment(&kv.key).map(str::to_string))
             .collect();
         Ok((revision, services))

@@ -11,10 +11,8 @@
 
 use switchyard_model::{Deployment, ValidationError, validate};
 
-use super::{
-    Catalog, CatalogError, MAX_ATTEMPTS, from_json, guard, keys, now_ms, put, single, to_json,
-};
-use crate::store::{KeyValue, Op, OpResult, Txn};
+use super::{Catalog, CatalogError, MAX_ATTEMPTS, from_json, guard, keys, now_ms, put, to_json};
+use crate::store::{KeyValue, Op, Txn};
 
 /// Deployment records kept per service; the earliest recorded are dropped.
 pub const DEPLOYMENTS_KEPT: usize = 200;
@@ -53,7 +51,7 @@ impl Catalog {
         let service = &deployment.service;
         let key = keys::deployment(service, &deployment.id);
         for _ in 0..MAX_ATTEMPTS {
-            let (_, results) = self
+            let (_, mut results) = self
                 .read(vec![
                     Op::Get {
                         key: keys::service(service),
@@ -66,9 +64,8 @@ impl Catalog {
                     },
                 ])
                 .await?;
-            let mut results = results.into_iter();
-            let service_kv = single(results.next());
-            let lock_kv = single(results.next());
+            let service_kv = results.get()?;
+            let lock_kv = results.get()?;
             if service_kv.is_none() && lock_kv.is_none() {
                 return Err(CatalogError::not_found(
                     format!("service {service}"),
@@ -77,7 +74,7 @@ impl Catalog {
                      take the lock first",
                 ));
             }
-            let mut records = results.next().map(OpResult::into_kvs).unwrap_or_default();
+            let mut records = results.range()?;
             let existing = records.iter().find(|kv| kv.key == key).cloned();
             let mut txn = Txn {
                 compares: vec![
@@ -121,8 +118,8 @@ impl Catalog {
             }])
             .await?;
         let mut records: Vec<KeyValue> = results
+            .rest()?
             .into_iter()
-            .flat_map(OpResult::into_kvs)
             .filter(|kv| before.is_none_or(|before| kv.create_revision < before))
             .collect();
         newest_first(&mut records);

@@ -32,7 +32,7 @@ use std::time::Duration;
 use serde::{Serialize, de::DeserializeOwned};
 use switchyard_model::{Health, Instance, ServiceSummary, SessionId, validate};
 
-use crate::store::{Compare, KeyValue, Op, OpResult, Store, StoreError, Txn, TxnResponse};
+use crate::store::{Compare, KeyValue, Op, Results, Store, StoreError, Txn, TxnResponse};
 
 pub use error::CatalogError;
 #[cfg(test)]
@@ -114,10 +114,6 @@ fn put(key: Vec<u8>, value: Vec<u8>, lease: Option<u64>) -> Op {
 }
 
 /// Takes the single result of a `Get`.
-fn single(result: Option<OpResult>) -> Option<KeyValue> {
-    result.and_then(|r| r.into_kvs().into_iter().next())
-}
-
 fn session_gone(session: SessionId) -> CatalogError {
     CatalogError::not_found(
         format!("session {session}"),
@@ -139,11 +135,12 @@ impl Catalog {
         &self.store
     }
 
-    async fn read(&self, ops: Vec<Op>) -> Result<(u64, Vec<OpResult>), CatalogError> {
+    /// Reads `ops` at one revision; their results in order.
+    async fn read(&self, ops: Vec<Op>) -> Result<(u64, Results), CatalogError> {
         let TxnResponse {
             revision, results, ..
         } = self.store.txn(Txn::read(ops)).await?;
-        Ok((revision, results))
+        Ok((revision, Results::new(results)))
     }
 
     /// Every JSON record under `prefix`, decoded, and the revision read at.
@@ -157,8 +154,8 @@ impl Catalog {
             }])
             .await?;
         let records = results
+            .rest()?
             .into_iter()
-            .flat_map(OpResult::into_kvs)
             .map(|kv| from_json::<T>(&kv))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((revision, records))
@@ -211,12 +208,12 @@ impl Catalog {
 
     /// Ends a session; its instances are removed in the same revision.
     pub async fn close_session(&self, session: SessionId) -> Result<u64, CatalogError> {
-        let (_, results) = self
+        let (_, mut results) = self
             .read(vec![Op::Get {
                 key: keys::session(session),
             }])
             .await?;
-        if single(results.into_iter().next()).is_none() {
+        if results.get()?.is_none() {
             return Err(session_gone(session));
         }
         match self.store.lease_revoke(session).await {
@@ -234,12 +231,12 @@ impl Catalog {
         if let Some(node) = remembered {
             return Ok(node);
         }
-        let (_, results) = self
+        let (_, mut results) = self
             .read(vec![Op::Get {
                 key: keys::session(session),
             }])
             .await?;
-        let kv = single(results.into_iter().next()).ok_or_else(|| session_gone(session))?;
+        let kv = results.get()?.ok_or_else(|| session_gone(session))?;
         let record: SessionRecord = from_json(&kv)?;
         if let Ok(mut nodes) = self.session_nodes.lock() {
             if nodes.len() >= SESSION_NODES_KEPT {
@@ -276,7 +273,7 @@ impl Catalog {
         validate::instance("instance.", &instance)?;
 
         for _ in 0..MAX_ATTEMPTS {
-            let (revision, results) = self
+            let (revision, mut results) = self
                 .read(vec![
                     Op::Get {
                         key: keys::service(&instance.service),
@@ -286,9 +283,8 @@ impl Catalog {
                     },
                 ])
                 .await?;
-            let mut results = results.into_iter();
-            let service_kv = single(results.next());
-            let index_kv = single(results.next());
+            let service_kv = results.get()?;
+            let index_kv = results.get()?;
             let existing = match &index_kv {
                 Some(kv) => {
                     let owner = String::from_utf8_lossy(&kv.value).into_owned();
@@ -353,8 +349,8 @@ impl Catalog {
     }
 
     async fn get_one(&self, key: Vec<u8>) -> Result<Option<KeyValue>, CatalogError> {
-        let (_, results) = self.read(vec![Op::Get { key }]).await?;
-        Ok(single(results.into_iter().next()))
+        let (_, mut results) = self.read(vec![Op::Get { key }]).await?;
+        Ok(results.get()?)
     }
 
     /// Removes one instance by id, once `may_remove` agrees (the caller's
@@ -408,7 +404,7 @@ impl Catalog {
 
     /// Every service with its live color and instance counts.
     pub async fn list_services(&self) -> Result<(u64, Vec<ServiceSummary>), CatalogError> {
-        let (revision, results) = self
+        let (revision, mut results) = self
             .read(vec![
                 Op::Range {
                     prefix: keys::SERVICES.to_vec(),
@@ -418,9 +414,8 @@ impl Catalog {
                 },
             ])
             .await?;
-        let mut results = results.into_iter();
-        let services = results.next().map(OpResult::into_kvs).unwrap_or_default();
-        let instances = results.next().map(OpResult::into_kvs).unwrap_or_default();
+        let services = results.range()?;
+        let instances = results.range()?;
         let mut summaries: BTreeMap<String, ServiceSummary> = BTreeMap::new();
         for kv in &services {
             if let Some(keys::Watched::Service(name)) = keys::parse_watched(&kv.key) {

@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{Catalog, CatalogError, from_json, keys, now_ms, put, to_json};
-use crate::store::{Compare, Op, OpResult, Txn};
+use crate::store::{Compare, Op, Txn};
 
 /// Reports and the registry's clock when they were sent.
 type Reports = Result<(Vec<ProxyStatus>, u64), CatalogError>;
@@ -54,7 +54,7 @@ impl Catalog {
         let now = now_ms();
         let silent_ms = u64::try_from(silent_for.as_millis()).unwrap_or(u64::MAX);
         let mut forgotten = 0;
-        for kv in results.into_iter().flat_map(OpResult::into_kvs) {
+        for kv in results.rest()? {
             let status: ProxyStatus = from_json(&kv)?;
             if now.saturating_sub(status.reported_at_ms) < silent_ms {
                 continue;

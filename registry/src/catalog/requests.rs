@@ -7,8 +7,8 @@
 use switchyard_model::labels::record;
 use switchyard_model::{Deployment, Outcome, validate};
 
-use super::{Catalog, CatalogError, MAX_ATTEMPTS, from_json, guard, keys, now_ms, put, single};
-use crate::store::{Op, OpResult, Txn};
+use super::{Catalog, CatalogError, MAX_ATTEMPTS, from_json, guard, keys, now_ms, put};
+use crate::store::{Op, Txn};
 
 impl Catalog {
     /// Writes `action` (`promote` or `abort`) by `who` onto the paused
@@ -22,7 +22,7 @@ impl Catalog {
     ) -> Result<(u64, Deployment), CatalogError> {
         validate::service_name("service", service)?;
         for _ in 0..MAX_ATTEMPTS {
-            let (_, results) = self
+            let (_, mut results) = self
                 .read(vec![
                     Op::Get {
                         key: keys::lock(service),
@@ -32,14 +32,13 @@ impl Catalog {
                     },
                 ])
                 .await?;
-            let mut results = results.into_iter();
-            if single(results.next()).is_some() {
+            if results.get()?.is_some() {
                 return Err(CatalogError::Conflict(format!(
                     "a deploy of {service} is running (its lock is held): wait until it pauses \
                      or ends"
                 )));
             }
-            let mut records = results.next().map(OpResult::into_kvs).unwrap_or_default();
+            let mut records = results.range()?;
             records.sort_by_key(|kv| std::cmp::Reverse(kv.create_revision));
             let Some(newest) = records.first() else {
                 return Err(no_paused(service));

@@ -13,7 +13,7 @@ use switchyard_model::{Service, validate};
 
 use super::stored::{decode_instance, decode_service};
 use super::{Catalog, CatalogError, keys};
-use crate::store::{KeyValue, Op, OpResult};
+use crate::store::{KeyValue, Op};
 
 /// Instances per watch snapshot part, at most (unless one service has more):
 /// parts of 256 services of 1,000 instances each held 256,000 decoded
@@ -32,10 +32,10 @@ pub(crate) struct RawSnapshot {
 }
 
 impl RawSnapshot {
-    fn new(revision: u64, results: Vec<OpResult>) -> Self {
+    fn new(revision: u64, keys_read: Vec<KeyValue>) -> Self {
         let mut services = Vec::new();
         let mut instances = Vec::new();
-        for kv in results.into_iter().flat_map(OpResult::into_kvs) {
+        for kv in keys_read {
             if let Some(name) = kv.key.strip_prefix(keys::SERVICES) {
                 let name = String::from_utf8_lossy(name).into_owned();
                 services.push((name, kv));
@@ -154,7 +154,7 @@ impl Catalog {
                 .collect()
         };
         let (revision, results) = self.read(ops).await?;
-        Ok(RawSnapshot::new(revision, results))
+        Ok(RawSnapshot::new(revision, results.rest()?))
     }
 
     /// A consistent view of the given services (all when empty).

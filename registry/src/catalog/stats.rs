@@ -6,7 +6,7 @@
 use switchyard_model::ProxyStatus;
 
 use super::{Catalog, CatalogError, from_json, keys, now_ms};
-use crate::store::{Op, OpResult};
+use crate::store::Op;
 
 /// The catalog's bookkeeping at one revision.
 #[derive(Debug, Clone, Default)]
@@ -32,7 +32,7 @@ impl Catalog {
 
     pub async fn stats(&self) -> Result<CatalogStats, CatalogError> {
         let ranges = [keys::SESSIONS, keys::LOCKS, keys::PROXIES];
-        let (revision, results) = self
+        let (revision, mut results) = self
             .read(
                 ranges
                     .iter()
@@ -42,9 +42,7 @@ impl Catalog {
                     .collect(),
             )
             .await?;
-        let mut results = results.into_iter().map(OpResult::into_kvs);
-        let mut next = || results.next().unwrap_or_default();
-        let (sessions, locks, proxies) = (next(), next(), next());
+        let (sessions, locks, proxies) = (results.range()?, results.range()?, results.range()?);
         Ok(CatalogStats {
             revision,
             sessions: sessions.len(),

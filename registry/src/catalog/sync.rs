@@ -9,9 +9,9 @@ use switchyard_model::{Instance, SessionId, ValidationError, validate};
 use super::drain::carry_mark;
 use super::{
     Catalog, CatalogError, MAX_ATTEMPTS, ServiceRecord, SyncOutcome, decode_instance, guard,
-    instance_puts, keys, put, session_gone, single, to_json,
+    instance_puts, keys, put, session_gone, to_json,
 };
-use crate::store::{KeyValue, Op, OpResult, StoreError, Txn};
+use crate::store::{KeyValue, Op, StoreError, Txn};
 
 /// What one node has in the store, read for a `SyncNode` at `revision`.
 struct NodeState {
@@ -84,10 +84,12 @@ impl Catalog {
         ops.extend(wanted.keys().map(|id| Op::Get {
             key: keys::id_index(id),
         }));
-        let (revision, results) = self.read(ops).await?;
-        let mut results = results.into_iter();
-        let entries = results.next().map(OpResult::into_kvs).unwrap_or_default();
-        let mut owners: Vec<Option<KeyValue>> = results.map(|r| single(Some(r))).collect();
+        let (revision, mut results) = self.read(ops).await?;
+        let entries = results.range()?;
+        let mut owners: Vec<Option<KeyValue>> = wanted
+            .keys()
+            .map(|_| results.get())
+            .collect::<Result<_, _>>()?;
 
         let mut present: BTreeMap<String, String> = BTreeMap::new(); // id -> service
         for kv in &entries {
@@ -128,16 +130,15 @@ impl Catalog {
         ops.extend(services.iter().map(|service| Op::Get {
             key: keys::service(service),
         }));
-        let (_, results) = self.read(ops).await?;
-        let mut results = results.into_iter();
+        let (_, mut results) = self.read(ops).await?;
         let current = present
             .into_iter()
-            .map(|(id, service)| (id, service, single(results.next())))
-            .collect();
+            .map(|(id, service)| Ok((id, service, results.get()?)))
+            .collect::<Result<_, StoreError>>()?;
         let services = services
             .into_iter()
-            .map(|service| (service.to_string(), single(results.next())))
-            .collect();
+            .map(|service| Ok((service.to_string(), results.get()?)))
+            .collect::<Result<_, StoreError>>()?;
         Ok(NodeState {
             revision,
             entries,

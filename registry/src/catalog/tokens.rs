@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_model::auth::{NewToken, Role, TokenInfo};
 use switchyard_model::{ValidationError, validate};
 
-use super::{Catalog, CatalogError, keys, now_ms, put, single, to_json};
+use super::{Catalog, CatalogError, keys, now_ms, put, to_json};
 use crate::store::{Op, Txn};
 
 /// A token as stored: its description and the hash of its secret.
@@ -162,8 +162,8 @@ impl Catalog {
     pub async fn revoke_token(&self, accessor: &str) -> Result<u64, CatalogError> {
         validate::identifier("accessor", accessor)?;
         let key = keys::token(accessor);
-        let (_, results) = self.read(vec![Op::Get { key: key.clone() }]).await?;
-        if single(results.into_iter().next()).is_none() {
+        let (_, mut results) = self.read(vec![Op::Get { key: key.clone() }]).await?;
+        if results.get()?.is_none() {
             return Err(CatalogError::not_found(
                 format!("token {accessor}"),
                 "list tokens with `cdctl token list`",

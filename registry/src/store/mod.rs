@@ -144,6 +144,53 @@ impl OpResult {
     }
 }
 
+/// A transaction's results in the order of its operations. A result that
+/// is missing, or not the kind its operation gives, is an error: read as
+/// "no keys" it would turn a broken store into a false answer.
+#[derive(Debug)]
+pub struct Results(std::vec::IntoIter<OpResult>);
+
+impl Results {
+    pub fn new(results: Vec<OpResult>) -> Self {
+        Results(results.into_iter())
+    }
+
+    /// The keys of the next operation, a `Range` or a `Get`.
+    pub fn range(&mut self) -> Result<Vec<KeyValue>, StoreError> {
+        match self.0.next() {
+            Some(OpResult::Range(kvs)) => Ok(kvs),
+            other => Err(StoreError::Storage(format!(
+                "the store answered {} where a read's keys were due: a bug in the store",
+                match other {
+                    None => "nothing",
+                    Some(_) => "a write's result",
+                }
+            ))),
+        }
+    }
+
+    /// The key of the next `Get`, `None` when it is absent.
+    pub fn get(&mut self) -> Result<Option<KeyValue>, StoreError> {
+        let mut kvs = self.range()?;
+        if kvs.len() > 1 {
+            return Err(StoreError::Storage(format!(
+                "the store answered {} keys to a get of one: a bug in the store",
+                kvs.len()
+            )));
+        }
+        Ok(kvs.pop())
+    }
+
+    /// The keys of every remaining operation, in order.
+    pub fn rest(mut self) -> Result<Vec<KeyValue>, StoreError> {
+        let mut all = Vec::new();
+        while self.0.len() > 0 {
+            all.extend(self.range()?);
+        }
+        Ok(all)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnResponse {
     pub succeeded: bool,
