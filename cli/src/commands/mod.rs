@@ -49,10 +49,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(name) => Some(crate::environments::load(&cli.config, name).map_err(usage)?),
         None => None,
     };
+    let mut target = crate::deploy::docker::Target::default();
     if let Some(environment) = &environment {
         apply(&mut cli, environment);
+        target.host = environment.docker_host.clone();
         if let Some(label) = &environment.label {
-            crate::deploy::docker::use_scope(label).map_err(usage)?;
+            target.scope = Some(crate::deploy::docker::Scope::parse(label).map_err(usage)?);
         }
     }
     let registry = cli
@@ -98,16 +100,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Deploy(args) => {
             let required = required(&cli.config, &args.require, cli.timeout)?;
-            crate::deploy::deploy(&client, output, *args, required).await
+            crate::deploy::deploy(&client, output, *args, required, &target).await
         }
         Command::Promote(args) => {
             let hooks = crate::deploy::Hooks::from_args(&args).map_err(usage)?;
-            crate::deploy::promote(&client, output, &args.service, hooks).await
+            crate::deploy::promote(&client, output, &args.service, hooks, &target).await
         }
-        Command::Abort { service } => crate::deploy::abort(&client, output, &service).await,
+        Command::Abort { service } => {
+            crate::deploy::abort(&client, output, &service, &target).await
+        }
         Command::Rollback { service, who } => {
             let who = who.unwrap_or_else(crate::deploy::default_who);
-            crate::deploy::rollback(&client, output, &service, who).await
+            crate::deploy::rollback(&client, output, &service, who, &target).await
         }
     }
 }
@@ -128,9 +132,6 @@ fn apply(cli: &mut Cli, environment: &Environment) {
     access.key = access.key.take().or(environment.key.clone());
     if access.token.is_none() {
         access.token_file = access.token_file.take().or(environment.token_file.clone());
-    }
-    if let Some(host) = &environment.docker_host {
-        crate::deploy::docker::use_host(host);
     }
     if let Command::Promote(args) = &mut cli.command {
         args.environment_defaults = environment.deploy.clone();

@@ -55,6 +55,7 @@ pub struct ContainerSpec {
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
+    scope: Option<Scope>,
 }
 
 fn not_found(error: &DockerError) -> bool {
@@ -67,70 +68,61 @@ fn not_found(error: &DockerError) -> bool {
     )
 }
 
-/// The engine `--env`'s environment names (`docker_host`); without one,
-/// `DOCKER_HOST` or the local socket.
-static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// Makes every later connection go to `host` (set once, before any).
-pub fn use_host(host: &str) {
-    let _ = HOST.set(host.to_string());
+/// Where a deploy acts: one Docker engine (the environment's
+/// `docker_host`; without one, `DOCKER_HOST` or the local socket) and the
+/// scope of the environment on it. A value handed to whatever connects;
+/// nothing about it is process-wide.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    pub host: Option<String>,
+    pub scope: Option<Scope>,
 }
 
 /// The label keeping one environment's containers apart from another's on
 /// a shared engine (`label` of `[environments.NAME]`): deploys put it on
 /// what they start, list only what carries it, and prefix names with its
 /// value.
-static SCOPE: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
-
-/// Scopes every later deploy to `label` (`KEY=VALUE`; set once, before any).
-pub fn use_scope(label: &str) -> anyhow::Result<()> {
-    let (key, value) = label
-        .split_once('=')
-        .filter(|(key, value)| !key.is_empty() && !value.is_empty())
-        .with_context(|| format!("an environment's label is KEY=VALUE, not {label:?}"))?;
-    let _ = SCOPE.set((key.to_string(), value.to_string()));
-    Ok(())
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub key: String,
+    pub value: String,
 }
 
-/// The scope's label, when an environment set one.
-pub fn scope_label() -> Option<(&'static str, &'static str)> {
-    SCOPE
-        .get()
-        .map(|(key, value)| (key.as_str(), value.as_str()))
-}
-
-/// `name` as the scope names it: prefixed with the scope's value (what
-/// Docker allows in a name of it), so two environments' `web-blue-1` differ.
-pub fn scoped_name(name: &str) -> String {
-    match scope_label() {
-        Some((_, value)) => {
-            let prefix: String = value
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || "_.-".contains(c) {
-                        c
-                    } else {
-                        '-'
-                    }
-                })
-                .collect();
-            format!("{prefix}-{name}")
-        }
-        None => name.to_string(),
+impl Scope {
+    /// `KEY=VALUE`.
+    pub fn parse(label: &str) -> anyhow::Result<Self> {
+        let (key, value) = label
+            .split_once('=')
+            .filter(|(key, value)| !key.is_empty() && !value.is_empty())
+            .with_context(|| format!("an environment's label is KEY=VALUE, not {label:?}"))?;
+        Ok(Scope {
+            key: key.to_string(),
+            value: value.to_string(),
+        })
     }
-}
 
-/// `labels` and the scope's, for a listing.
-fn within_scope(mut labels: Vec<String>) -> Vec<String> {
-    if let Some((key, value)) = scope_label() {
-        labels.push(format!("{key}={value}"));
+    /// `name` as this scope names it: prefixed with the scope's value
+    /// (what Docker allows in a name of it), so two environments'
+    /// `web-blue-1` differ.
+    fn name(&self, name: &str) -> String {
+        let prefix: String = self
+            .value
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        format!("{prefix}-{name}")
     }
-    labels
 }
 
 impl Engine {
-    pub async fn connect() -> anyhow::Result<Self> {
-        let docker = match HOST.get() {
+    pub async fn connect(target: &Target) -> anyhow::Result<Self> {
+        let docker = match &target.host {
             Some(host) => Docker::connect_with_host(host),
             None => Docker::connect_with_defaults(),
         };
@@ -139,7 +131,31 @@ impl Engine {
             .negotiate_version()
             .await
             .context("cannot reach Docker: is the daemon running and DOCKER_HOST right?")?;
-        Ok(Engine { docker })
+        Ok(Engine {
+            docker,
+            scope: target.scope.clone(),
+        })
+    }
+
+    /// The environment's scope on this engine, if it has one.
+    pub fn scope(&self) -> Option<&Scope> {
+        self.scope.as_ref()
+    }
+
+    /// `name` as the scope names it (itself without a scope).
+    pub fn scoped_name(&self, name: &str) -> String {
+        match &self.scope {
+            Some(scope) => scope.name(name),
+            None => name.to_string(),
+        }
+    }
+
+    /// `labels` and the scope's, for a listing.
+    fn within_scope(&self, mut labels: Vec<String>) -> Vec<String> {
+        if let Some(scope) = &self.scope {
+            labels.push(format!("{}={}", scope.key, scope.value));
+        }
+        labels
     }
 
     /// The image's id and build time; `None` when the engine lacks it.
@@ -174,7 +190,7 @@ impl Engine {
 
     async fn list(&self, labels: Vec<String>) -> anyhow::Result<Vec<ServiceContainer>> {
         let mut filters: HashMap<String, Vec<String>> = HashMap::new();
-        filters.insert("label".into(), within_scope(labels));
+        filters.insert("label".into(), self.within_scope(labels));
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
@@ -299,4 +315,19 @@ fn rfc3339_ms(text: &str) -> Option<u64> {
     let at =
         time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
     u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_is_key_equals_value_and_prefixes_names_with_what_docker_allows() {
+        let scope = Scope::parse("env=staging eu/1").expect("a label");
+        assert_eq!((scope.key.as_str(), scope.value.as_str()), ("env", "staging eu/1"));
+        assert_eq!(scope.name("web-blue-1"), "staging-eu-1-web-blue-1");
+        for bad in ["env", "=x", "env=", ""] {
+            assert!(Scope::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 }

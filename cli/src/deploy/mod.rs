@@ -505,11 +505,12 @@ pub async fn deploy(
     output: Output,
     args: DeployArgs,
     require: Vec<Required>,
+    target: &docker::Target,
 ) -> anyhow::Result<ExitCode> {
     // Every way the flags and the settings file can be wrong is a usage
     // error (exit 2), found before anything changes.
     let mut settings =
         Settings::from_args(args).map_err(|error| crate::exit::UsageError(format!("{error:#}")))?;
     settings.require = require;
-    run::deploy(client, output, settings).await
+    run::deploy(client, output, settings, target).await
 }

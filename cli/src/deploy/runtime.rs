@@ -26,7 +26,7 @@ mod rolling;
 const START_CONCURRENCY: usize = 4;
 use super::docker::{
     COLOR_LABEL, ContainerSpec, DEPLOY_LABEL, Engine, ImageFacts, NETWORK_LABEL, REPLICAS_LABEL,
-    SERVICE_LABEL, ServiceContainer, ServiceDefinition, SwarmService, scope_label, scoped_name,
+    SERVICE_LABEL, Scope, ServiceContainer, ServiceDefinition, SwarmService, Target,
 };
 
 /// `--runtime`: what a deploy starts.
@@ -152,8 +152,9 @@ pub struct Runtime {
 
 impl Runtime {
     /// Connects to Docker and settles `auto`.
-    pub async fn connect(choice: RuntimeChoice) -> anyhow::Result<Self> {
-        let engine = Engine::connect().await?;
+    /// Connects to `target`'s engine and settles `auto`.
+    pub async fn connect(choice: RuntimeChoice, target: &Target) -> anyhow::Result<Self> {
+        let engine = Engine::connect(target).await?;
         let kind = match choice {
             RuntimeChoice::Containers => RuntimeKind::Containers,
             RuntimeChoice::Swarm => {
@@ -170,9 +171,9 @@ impl Runtime {
         Ok(Runtime { engine, kind })
     }
 
-    pub async fn with_kind(kind: RuntimeKind) -> anyhow::Result<Self> {
+    pub async fn with_kind(kind: RuntimeKind, target: &Target) -> anyhow::Result<Self> {
         Ok(Runtime {
-            engine: Engine::connect().await?,
+            engine: Engine::connect(target).await?,
             kind,
         })
     }
@@ -216,7 +217,10 @@ impl Runtime {
     pub fn new_names(&self, settings: &Settings, color: Color) -> Vec<String> {
         match self.kind {
             RuntimeKind::Containers => (1..=settings.replicas)
-                .map(|n| scoped_name(&format!("{}-{color}-{n}", settings.service)))
+                .map(|n| {
+                    self.engine
+                        .scoped_name(&format!("{}-{color}-{n}", settings.service))
+                })
                 .collect(),
             RuntimeKind::Swarm => vec![format!(
                 "{}-{color} ({} replicas)",
@@ -265,7 +269,7 @@ impl Runtime {
         deploy_id: &str,
         retired: &mut [Retired],
     ) -> anyhow::Result<Option<Duration>> {
-        let labels = unit_labels(settings, color, deploy_id);
+        let labels = unit_labels(settings, self.engine.scope(), color, deploy_id);
         match self.kind {
             RuntimeKind::Containers => {
                 let names = self.new_names(settings, color);
@@ -279,7 +283,9 @@ impl Runtime {
                     anyhow::anyhow!("a Swarm deploy needs --network (an overlay network)")
                 })?;
                 let definition = ServiceDefinition {
-                    name: scoped_name(&format!("{}-{color}", settings.service)),
+                    name: self
+                        .engine
+                        .scoped_name(&format!("{}-{color}", settings.service)),
                     image: settings.image.clone(),
                     replicas: settings.replicas,
                     env: settings.env.clone(),
@@ -411,7 +417,9 @@ impl Runtime {
                 })?;
             let named_as_its_own = match self.kind {
                 RuntimeKind::Swarm => retired.name == unit.name,
-                RuntimeKind::Containers => is_container_name_of(service, &retired.name),
+                RuntimeKind::Containers => {
+                    is_container_name_of(&self.engine, service, &retired.name)
+                }
             };
             anyhow::ensure!(
                 named_as_its_own,
@@ -460,9 +468,9 @@ impl Runtime {
 
 /// Whether `name` is one a deploy gives a container of `service`:
 /// `SERVICE-COLOR-N`, in this environment's scope.
-fn is_container_name_of(service: &str, name: &str) -> bool {
+fn is_container_name_of(engine: &Engine, service: &str, name: &str) -> bool {
     [Color::Blue, Color::Green].iter().any(|color| {
-        name.strip_prefix(&scoped_name(&format!("{service}-{color}-")))
+        name.strip_prefix(&engine.scoped_name(&format!("{service}-{color}-")))
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     })
 }
@@ -472,6 +480,7 @@ fn is_container_name_of(service: &str, name: &str) -> bool {
 /// registers).
 pub(super) fn unit_labels(
     settings: &Settings,
+    scope: Option<&Scope>,
     color: Color,
     deploy_id: &str,
 ) -> HashMap<String, String> {
@@ -479,8 +488,8 @@ pub(super) fn unit_labels(
     labels.insert(SERVICE_LABEL.into(), settings.service.clone());
     labels.insert(COLOR_LABEL.into(), color.to_string());
     labels.insert(DEPLOY_LABEL.into(), deploy_id.to_string());
-    if let Some((key, value)) = scope_label() {
-        labels.insert(key.into(), value.into());
+    if let Some(scope) = scope {
+        labels.insert(scope.key.clone(), scope.value.clone());
     }
     if let Some(network) = &settings.network {
         labels.insert(NETWORK_LABEL.into(), network.clone());

@@ -184,7 +184,7 @@ impl Engine {
     }
 
     async fn list_services(&self, labels: Vec<String>) -> anyhow::Result<Vec<SwarmService>> {
-        let filters = HashMap::from([("label".to_string(), super::within_scope(labels))]);
+        let filters = HashMap::from([("label".to_string(), self.within_scope(labels))]);
         let options = ListServicesOptionsBuilder::default()
             .filters(&filters)
             .build();

@@ -10,6 +10,7 @@ use switchyard_model::labels::record;
 use switchyard_model::rollback::{self, RollbackRefusal};
 use switchyard_model::{Color, Deployment, Health, Outcome};
 
+use super::super::docker::Target;
 use super::super::report::Reporter;
 use super::super::runtime::{Runtime, RuntimeChoice, RuntimeKind};
 use super::super::{Hooks, Settings};
@@ -32,8 +33,9 @@ pub async fn deploy(
     client: &RegistryClient,
     output: Output,
     settings: Settings,
+    target: &Target,
 ) -> anyhow::Result<ExitCode> {
-    let runtime = Runtime::connect(settings.runtime).await;
+    let runtime = Runtime::connect(settings.runtime, target).await;
     if settings.dry_run {
         let runtime = runtime.as_ref().map_err(|error| format!("{error:#}"));
         super::plan::plan(client, runtime, &settings, &Reporter::new(output)).await?;
@@ -79,7 +81,7 @@ pub async fn deploy(
     let code = deploy.finish(result).instrument(span).await;
     if waits && deploy.record.outcome == Outcome::Paused {
         drop(deploy);
-        return super::waiting::carry_out_requests(client, output, &service, hooks).await;
+        return super::waiting::carry_out_requests(client, output, &service, hooks, target).await;
     }
     Ok(ExitCode::from(code))
 }
@@ -92,8 +94,9 @@ async fn resume<'a>(
     output: Output,
     service: &str,
     hooks: Option<Hooks>,
+    target: &Target,
 ) -> Result<Deploy<'a>, ExitCode> {
-    load_paused(client, output, service, hooks)
+    load_paused(client, output, service, hooks, target)
         .await
         .map_err(|(code, message)| {
             eprintln!("cdctl: {message}");
@@ -154,13 +157,14 @@ async fn load_paused<'a>(
     output: Output,
     service: &str,
     hooks: Option<Hooks>,
+    target: &Target,
 ) -> Result<Deploy<'a>, (u8, String)> {
     let (record, paused) = paused_record(client, service).await?;
     if let Some(hooks) = &hooks {
         hooks_cover(&paused, hooks, service)?;
     }
     let hooks = hooks.unwrap_or_default();
-    let runtime = Runtime::with_kind(paused.runtime)
+    let runtime = Runtime::with_kind(paused.runtime, target)
         .await
         .map_err(|e| (exit::FAILURE, format!("{e:#}")))?;
     let retired = runtime
@@ -237,8 +241,9 @@ pub async fn promote(
     output: Output,
     service: &str,
     hooks: Hooks,
+    target: &Target,
 ) -> anyhow::Result<ExitCode> {
-    let mut deploy = match resume(client, output, service, Some(hooks)).await {
+    let mut deploy = match resume(client, output, service, Some(hooks), target).await {
         Ok(deploy) => deploy,
         Err(code) => return Ok(code),
     };
@@ -254,8 +259,9 @@ pub async fn abort(
     client: &RegistryClient,
     output: Output,
     service: &str,
+    target: &Target,
 ) -> anyhow::Result<ExitCode> {
-    let mut deploy = match resume(client, output, service, None).await {
+    let mut deploy = match resume(client, output, service, None, target).await {
         Ok(deploy) => deploy,
         Err(code) => return Ok(code),
     };
@@ -292,6 +298,7 @@ pub async fn rollback(
     output: Output,
     service: &str,
     who: String,
+    target: &Target,
 ) -> anyhow::Result<ExitCode> {
     let grant = match client
         .acquire_lock(service, &format!("rollback ({who})"), 30)
@@ -305,7 +312,7 @@ pub async fn rollback(
         Err(error) => return Err(error.into()),
     };
     let span = tracing::info_span!("rollback", service, lock = grant.token);
-    let outcome = rollback_locked(client, service, grant.token, who)
+    let outcome = rollback_locked(client, service, grant.token, who, target)
         .instrument(span)
         .await;
     if let Err(error) = client.release_lock(service, grant.token).await {
@@ -329,6 +336,7 @@ async fn rollback_locked(
     service: &str,
     token: u64,
     who: String,
+    target: &Target,
 ) -> anyhow::Result<Result<Deployment, String>> {
     let started_at_ms = now_ms();
     let (revision_service, current) = match client.get_service(service).await {
@@ -348,7 +356,7 @@ async fn rollback_locked(
         return Ok(Err(refused.to_string()));
     }
     let current = match current.active_color {
-        Some(active) => wake_kept(client, service, &current, active.other())
+        Some(active) => wake_kept(client, service, &current, active.other(), target)
             .await?
             .unwrap_or(current),
         None => current,
@@ -403,6 +411,7 @@ async fn wake_kept(
     service: &str,
     current: &switchyard_model::Service,
     previous: Color,
+    target: &Target,
 ) -> anyhow::Result<Option<switchyard_model::Service>> {
     let already = current
         .instances
@@ -413,7 +422,7 @@ async fn wake_kept(
     }
     // Without Docker here (a CI job that only flips colors) nothing can be
     // scaled up: the registry's view decides, as for containers.
-    let runtime = match Runtime::connect(RuntimeChoice::Auto).await {
+    let runtime = match Runtime::connect(RuntimeChoice::Auto, target).await {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::debug!(error = %format!("{error:#}"), "no Docker to wake a kept color on");

@@ -8,6 +8,7 @@
 //! and ends with its outcome. What it runs on promote is its own settings'
 //! (the post-test, the analysis), never what the record says.
 
+use super::super::docker::Target;
 use std::process::ExitCode;
 
 use futures::StreamExt;
@@ -33,6 +34,7 @@ pub async fn carry_out_requests(
     output: Output,
     service: &str,
     hooks: Hooks,
+    target: &Target,
 ) -> anyhow::Result<ExitCode> {
     loop {
         eprintln!(
@@ -48,9 +50,9 @@ pub async fn carry_out_requests(
         };
         let code = match next {
             Next::Promote => {
-                super::commands::promote(client, output, service, hooks.clone()).await?
+                super::commands::promote(client, output, service, hooks.clone(), target).await?
             }
-            Next::Abort => return super::commands::abort(client, output, service).await,
+            Next::Abort => return super::commands::abort(client, output, service, target).await,
             Next::Elsewhere(deployment) if deployment.outcome == Outcome::Paused => continue,
             Next::Elsewhere(deployment) => {
                 eprintln!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use switchyard_model::Color;
 
 use super::super::Settings;
-use super::super::docker::{RollingUpdate, ServiceDefinition, UpdateProgress, scoped_name};
+use super::super::docker::{RollingUpdate, ServiceDefinition, UpdateProgress};
 use super::super::strategy::Rolling;
 use super::{Runtime, RuntimeKind, Unit, unit_labels};
 
@@ -28,7 +28,7 @@ impl Runtime {
             "a rolling deploy starts containers; Swarm services roll with `docker service \
              update` (use --runtime containers, or --strategy blue-green on Swarm)"
         );
-        let labels = unit_labels(settings, color, deploy_id);
+        let labels = unit_labels(settings, self.engine.scope(), color, deploy_id);
         self.start_containers(settings, labels, names).await
     }
 
@@ -48,7 +48,7 @@ impl Runtime {
             .map(|c| c.name)
             .collect();
         Ok((1..)
-            .map(|n| scoped_name(&format!("{service}-{color}-{n}")))
+            .map(|n| self.engine.scoped_name(&format!("{service}-{color}-{n}")))
             .filter(|name| !taken.contains(name))
             .take(count as usize)
             .collect())
@@ -74,7 +74,7 @@ impl Runtime {
             image: settings.image.clone(),
             replicas: settings.replicas,
             env: settings.env.clone(),
-            labels: unit_labels(settings, color, deploy_id),
+            labels: unit_labels(settings, self.engine.scope(), color, deploy_id),
             network,
             stop_timeout: settings.stop_timeout,
         };
