@@ -64,7 +64,7 @@ pub struct Args {
     pub logging: switchyard_program::LogArgs,
 
     #[command(flatten)]
-    pub access: switchyard_program::ClientAccessArgs,
+    pub access: switchyard_client::args::ClientAccessArgs,
 
     /// Print the man page (roff) and exit.
     #[arg(long)]

@@ -97,7 +97,7 @@ struct Args {
     /// How to reach the registries under test (`--ca`, `--cert`, `--key`,
     /// `--token`, `--token-file`, as cdctl takes them).
     #[command(flatten)]
-    access: switchyard_program::ClientAccessArgs,
+    access: switchyard_client::args::ClientAccessArgs,
     /// The cd-registry binary and a data directory for the scale rows
     /// (this run starts, restarts and stops that registry itself).
     #[arg(long, requires = "scale_dir")]
@@ -439,7 +439,7 @@ async fn security_rows(
     }
     let mut rows = Vec::new();
     for (suffix, url, token_file, ca) in targets {
-        let access = switchyard_program::ClientAccessArgs {
+        let access = switchyard_client::args::ClientAccessArgs {
             ca,
             cert: None,
             key: None,

@@ -60,7 +60,7 @@ pub struct Cli {
     pub timeout: Duration,
 
     #[command(flatten)]
-    pub access: switchyard_program::ClientAccessArgs,
+    pub access: switchyard_client::args::ClientAccessArgs,
 
     #[command(subcommand)]
     pub command: Command,

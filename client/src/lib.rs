@@ -3,6 +3,8 @@
 //! several registry URLs (`--registry URL1,URL2`).
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "clap")]
+pub mod args;
 pub mod backup;
 mod deployments;
 mod endpoint;

@@ -37,59 +37,6 @@ pub struct LogArgs {
     pub log: String,
 }
 
-/// How cdctl and the agent reach the registry: TLS material for an
-/// `https://` registry (`--ca`, `--cert`, `--key`, PEM files) and a token
-/// (`--token`, `--token-file`); each also from a `SWITCHYARD_*` variable.
-#[derive(Debug, Clone, Args)]
-pub struct ClientAccessArgs {
-    /// PEM CA certificates the registry's certificate must chain to
-    /// (default: the system's roots).
-    #[arg(long, global = true, env = "SWITCHYARD_CA")]
-    pub ca: Option<std::path::PathBuf>,
-    /// PEM client certificate, for registries that require one (with --key).
-    #[arg(long, global = true, env = "SWITCHYARD_CERT")]
-    pub cert: Option<std::path::PathBuf>,
-    /// PEM private key of --cert.
-    #[arg(long, global = true, env = "SWITCHYARD_KEY")]
-    pub key: Option<std::path::PathBuf>,
-    /// Token for a registry with --auth (prefer --token-file: a flag shows
-    /// in process lists).
-    #[arg(long, global = true, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// File whose first line is the token (e.g. a Docker secret).
-    #[arg(
-        long,
-        global = true,
-        env = "SWITCHYARD_TOKEN_FILE",
-        conflicts_with = "token"
-    )]
-    pub token_file: Option<std::path::PathBuf>,
-}
-
-impl ClientAccessArgs {
-    /// The client options these flags describe.
-    pub fn client_options(
-        &self,
-        timeout: std::time::Duration,
-    ) -> Result<switchyard_client::ClientOptions, switchyard_client::ClientError> {
-        let tls = switchyard_client::ClientTls::from_files(
-            self.ca.as_deref(),
-            self.cert.as_deref(),
-            self.key.as_deref(),
-        )?;
-        let token = match (&self.token, &self.token_file) {
-            (Some(token), _) => Some(token.clone()),
-            (None, Some(file)) => Some(switchyard_client::read_token_file(file)?),
-            (None, None) => None,
-        };
-        Ok(switchyard_client::ClientOptions {
-            timeout,
-            tls,
-            token,
-        })
-    }
-}
-
 /// Says once why a daemon stops: as an `error` log line, or on standard
 /// error when the log filter (`--log off`) would swallow it.
 pub fn report_fatal(program: &str, error: &anyhow::Error) {

@@ -163,7 +163,7 @@ fn required(
                     config.display()
                 ))
             })?;
-            let access = switchyard_program::ClientAccessArgs {
+            let access = switchyard_client::args::ClientAccessArgs {
                 ca: environment.ca,
                 cert: environment.cert,
                 key: environment.key,

@@ -324,7 +324,10 @@ mod target_tests {
     #[test]
     fn a_scope_is_key_equals_value_and_prefixes_names_with_what_docker_allows() {
         let scope = Scope::parse("env=staging eu/1").expect("a label");
-        assert_eq!((scope.key.as_str(), scope.value.as_str()), ("env", "staging eu/1"));
+        assert_eq!(
+            (scope.key.as_str(), scope.value.as_str()),
+            ("env", "staging eu/1")
+        );
         assert_eq!(scope.name("web-blue-1"), "staging-eu-1-web-blue-1");
         for bad in ["env", "=x", "env=", ""] {
             assert!(Scope::parse(bad).is_err(), "{bad:?}");
