@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod defaults;
 pub mod duration;
 #[cfg(test)]
 mod fuzz;

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
+use switchyard_model::defaults;
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -264,7 +265,7 @@ impl Settings {
             args.lock_ttl,
             "lock_ttl",
             file.lock_ttl.as_deref(),
-            Duration::from_secs(30),
+            defaults::LOCK_TTL,
         )?;
         let lock_seconds = u32::try_from(lock_ttl.as_secs()).unwrap_or(u32::MAX);
         validate::ttl_seconds("--lock-ttl", lock_seconds)?;
@@ -276,7 +277,6 @@ impl Settings {
             publish_ip.parse::<std::net::IpAddr>().is_ok(),
             "--publish-ip {publish_ip:?} is not an IP address"
         );
-        let seconds = Duration::from_secs;
         Ok(Settings {
             service: args.service,
             image,
@@ -291,7 +291,7 @@ impl Settings {
                 args.health_timeout,
                 "health_timeout",
                 file.health_timeout.as_deref(),
-                seconds(60),
+                defaults::HEALTH_TIMEOUT,
             )?,
             pre_test: args.pre_test.or(file.pre_test),
             post_test: args.checks.post_test.or(file.post_test),
@@ -306,25 +306,25 @@ impl Settings {
                 args.stop_timeout,
                 "stop_timeout",
                 file.stop_timeout.as_deref(),
-                seconds(10),
+                defaults::STOP_TIMEOUT,
             )?,
             proxy_timeout: merged_duration(
                 args.proxy_timeout,
                 "proxy_timeout",
                 file.proxy_timeout.as_deref(),
-                seconds(30),
+                defaults::PROXY_TIMEOUT,
             )?,
             proxy_stale: merged_duration(
                 args.proxy_stale,
                 "proxy_stale",
                 file.proxy_stale.as_deref(),
-                seconds(30),
+                defaults::PROXY_STALE,
             )?,
             drain_timeout: merged_duration(
                 args.drain_timeout,
                 "drain_timeout",
                 file.drain_timeout.as_deref(),
-                seconds(30),
+                defaults::DRAIN_TIMEOUT,
             )?,
             who: args.who.unwrap_or_else(default_who),
             runtime: runtime_setting(args.runtime, file.runtime.as_deref())?,
@@ -364,12 +364,7 @@ fn canary_setting(
     };
     Ok(Some(strategy::Canary {
         steps,
-        bake: merged_duration(
-            flags.bake,
-            "bake",
-            file.bake.as_deref(),
-            Duration::from_secs(60),
-        )?,
+        bake: merged_duration(flags.bake, "bake", file.bake.as_deref(), defaults::BAKE)?,
         analysis: flags.analysis.analysis.clone().or(file.analysis.clone()),
         prometheus,
         sticky: flags.sticky || file.sticky.unwrap_or(false),
@@ -377,7 +372,7 @@ fn canary_setting(
             flags.analysis_interval,
             "analysis_interval",
             file.analysis_interval.as_deref(),
-            Duration::from_secs(10),
+            defaults::ANALYSIS_INTERVAL,
         )?,
     }))
 }

@@ -15,6 +15,7 @@
 //!   does.
 
 use std::sync::Arc;
+use switchyard_model::defaults;
 
 use axum::Form;
 use axum::extract::{Path, State};
@@ -130,7 +131,12 @@ fn answer(status: StatusCode, ok: bool, message: String) -> Response {
 /// The dashboard's rollback, under the service's deploy lock.
 async fn rollback(catalog: &Catalog, service: &str, who: &str) -> Result<String, String> {
     let grant = catalog
-        .acquire_lock(service, "dashboard rollback", 30, Some(who))
+        .acquire_lock(
+            service,
+            "dashboard rollback",
+            defaults::whole_seconds(defaults::LOCK_TTL),
+            Some(who),
+        )
         .await
         .map_err(|error| error.to_string())?;
     let result = rollback_locked(catalog, service, who, grant.token).await;

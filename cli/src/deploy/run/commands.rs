@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 use std::time::Duration;
+use switchyard_model::defaults;
 use tracing::Instrument;
 
 use switchyard_client::{Code, RegistryClient};
@@ -301,7 +302,11 @@ pub async fn rollback(
     target: &Target,
 ) -> anyhow::Result<ExitCode> {
     let grant = match client
-        .acquire_lock(service, &format!("rollback ({who})"), 30)
+        .acquire_lock(
+            service,
+            &format!("rollback ({who})"),
+            defaults::whole_seconds(defaults::LOCK_TTL),
+        )
         .await
     {
         Ok(grant) => grant,
@@ -374,8 +379,8 @@ async fn rollback_locked(
     if let Err(failure) = super::proxies_at(
         client,
         revision,
-        Duration::from_secs(30),
-        Duration::from_secs(30),
+        defaults::PROXY_TIMEOUT,
+        defaults::PROXY_STALE,
     )
     .await
     {
@@ -450,7 +455,7 @@ async fn wake_kept(
     if woken.is_none() {
         // Leave it as it was: kept, at zero.
         for unit in &kept {
-            if let Err(error) = runtime.stop(unit, Duration::from_secs(10)).await {
+            if let Err(error) = runtime.stop(unit, defaults::STOP_TIMEOUT).await {
                 eprintln!(
                     "cdctl: could not scale {} back to zero: {error:#}",
                     unit.name
