@@ -12,10 +12,10 @@
 mod apply;
 mod escape;
 mod haproxy;
+mod haproxy_runtime;
 mod metrics;
 mod passes;
 pub mod render;
-mod runtime;
 
 use std::pin::Pin;
 use std::process::ExitCode;

@@ -15,7 +15,7 @@ use switchyard_model::{Color, ColorConnections};
 use tokio::time::Instant;
 
 use super::haproxy::{RuntimeSocket, Stats};
-use super::{Proxy, render, runtime};
+use super::{Proxy, haproxy_runtime, render};
 
 /// How long a pass waits for a reloaded HAProxy to serve every backend.
 const RELOAD_PATIENCE: Duration = Duration::from_secs(10);
@@ -62,7 +62,7 @@ impl HaproxyRuntime {
                 .get(backend)
                 .is_some_and(|servers| servers.contains_key(server))
         });
-        let counted = runtime::sessions_by_color(&stats, &self.colors)
+        let counted = haproxy_runtime::sessions_by_color(&stats, &self.colors)
             .into_iter()
             .map(|((service, color), connections)| ColorConnections {
                 service,
@@ -87,7 +87,7 @@ impl Proxy<'_> {
             Ok((stats, _)) => stats,
             Err(error) => return vec![format!("{error:#}")],
         };
-        let missing = runtime::missing_backends(&self.view, &stats);
+        let missing = haproxy_runtime::missing_backends(&self.view, &stats);
         if !structure_changed && missing.is_empty() {
             return match self.runtime_sync(stats).await {
                 Ok(()) => {
@@ -182,7 +182,7 @@ impl Proxy<'_> {
                 .ok_or_else(|| anyhow::anyhow!("not in runtime mode"))?;
             let read = haproxy.read().await;
             let missing = match &read {
-                Ok((stats, _)) => runtime::missing_backends(&self.view, stats).join(", "),
+                Ok((stats, _)) => haproxy_runtime::missing_backends(&self.view, stats).join(", "),
                 Err(error) => format!("{error:#}"),
             };
             if let Ok((stats, _)) = read
@@ -203,7 +203,7 @@ impl Proxy<'_> {
     /// Sends HAProxy the commands that bring `stats` to the view.
     async fn runtime_sync(&mut self, stats: Stats) -> anyhow::Result<()> {
         if !self.args.allow_empty {
-            let emptied = runtime::emptied(&self.view, &stats);
+            let emptied = haproxy_runtime::emptied(&self.view, &stats);
             anyhow::ensure!(
                 emptied.is_empty(),
                 "refusing to take every server of {} out of rotation: keeping HAProxy as it is \
@@ -211,12 +211,12 @@ impl Proxy<'_> {
                 emptied.join(", ")
             );
         }
-        let plan = runtime::plan(&self.view, &stats)?;
+        let plan = haproxy_runtime::plan(&self.view, &stats)?;
         let Some(haproxy) = self.runtime.as_mut() else {
             return Ok(());
         };
-        runtime::remember_colors(&self.view, &mut haproxy.colors);
-        let deferred = runtime::apply(&mut haproxy.socket, &plan).await?;
+        haproxy_runtime::remember_colors(&self.view, &mut haproxy.colors);
+        let deferred = haproxy_runtime::apply(&mut haproxy.socket, &plan).await?;
         if !plan.is_empty() {
             tracing::info!(
                 commands = plan.len(),

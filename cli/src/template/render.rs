@@ -81,7 +81,7 @@ fn instance(instance: &Instance, routes: &[Route<'_>]) -> InstanceContext {
         share,
         weight,
         id: instance.id.clone(),
-        server_name: super::runtime::server_name(&instance.id),
+        server_name: super::haproxy_runtime::server_name(&instance.id),
         address: instance.address.to_string(),
         port: instance.port,
         target: instance.target(),

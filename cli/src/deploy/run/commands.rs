@@ -82,7 +82,10 @@ pub async fn deploy(
     let code = deploy.finish(result).instrument(span).await;
     if waits && deploy.record.outcome == Outcome::Paused {
         drop(deploy);
-        return super::waiting::carry_out_requests(client, output, &service, hooks, target).await;
+        return super::promotion_requests::carry_out_requests(
+            client, output, &service, hooks, target,
+        )
+        .await;
     }
     Ok(ExitCode::from(code))
 }
@@ -446,7 +449,7 @@ async fn wake_kept(
         runtime.restart(unit).await?;
     }
     let deadline = std::time::Instant::now() + WAKE_TIMEOUT;
-    let woken = super::waits::follow_until(client, service, deadline, |now| {
+    let woken = super::registry_waits::follow_until(client, service, deadline, |now| {
         runtime
             .all_passing(&kept, &now.instances)
             .then(|| now.clone())

@@ -18,7 +18,7 @@ use switchyard_model::{Color, Health, Instance};
 
 use super::Settings;
 
-mod rolling;
+mod rollout;
 
 /// How many containers of one deploy start at once: enough that ten
 /// replicas take about as long as three, few enough not to swamp a small

@@ -19,7 +19,7 @@ use switchyard_model::Instance;
 use super::{Deploy, Failure, Forward, failpoint};
 use crate::deploy::runtime::{RuntimeKind, Unit};
 
-mod swarm;
+mod on_swarm;
 
 impl Deploy<'_> {
     /// The forward path of a rolling deploy.

@@ -29,11 +29,11 @@ mod ending;
 mod hooks;
 mod plan;
 pub(super) mod progress;
+mod promotion_requests;
+mod registry_waits;
 mod rolling;
-mod waiting;
-mod waits;
 
-use waits::{drained, proxies_at};
+use registry_waits::{drained, proxies_at};
 
 pub use commands::{abort, deploy, promote, rollback};
 
