@@ -200,18 +200,21 @@ impl Agent {
     /// events from a moment before the list, so nothing falls in between.
     async fn connect_docker(&mut self) -> anyhow::Result<()> {
         let engine = Engine::connect().await?;
-        if self.node.is_none() {
-            let node = engine.node_name().await?;
-            tracing::info!(%node, "node name from Docker");
-            self.node = Some(node);
-        }
+        let node = match &self.node {
+            Some(node) => node.clone(),
+            None => {
+                let node = engine.node_name().await?;
+                tracing::info!(%node, "node name from Docker");
+                self.node = Some(node.clone());
+                node
+            }
+        };
         let since = engine.now().await?;
         self.engine = Some(engine.clone());
         self.relist("found at start-up").await?;
         self.events = Some(Box::pin(
             engine.events(since, self.config.only_label.as_deref()),
         ));
-        let node = self.node.clone().unwrap_or_default();
         self.set_status(|s| {
             s.docker_connected = true;
             s.node = node;
@@ -316,9 +319,9 @@ impl Agent {
     }
 
     /// What the registry should hold for this node now.
-    fn desired(&mut self) -> Vec<Instance> {
+    fn desired(&mut self, node: &str) -> Vec<Instance> {
         let settings = DiscoverSettings {
-            node: self.node.clone().unwrap_or_default(),
+            node: node.to_string(),
             advertise_ip: self.config.advertise_ip,
             internal: self.config.internal,
             network: self.config.network.clone(),
@@ -397,14 +400,13 @@ impl Agent {
         kept.into_values().collect()
     }
 
-    async fn ensure_session(&mut self) -> Result<SessionId, ClientError> {
+    async fn ensure_session(&mut self, node: &str) -> Result<SessionId, ClientError> {
         if let Some(session) = self.session {
             return Ok(session);
         }
-        let node = self.node.clone().unwrap_or_default();
         let (session, ttl) = self
             .client
-            .open_session(&node, self.config.ttl_seconds)
+            .open_session(node, self.config.ttl_seconds)
             .await?;
         tracing::info!(
             session,
@@ -425,17 +427,21 @@ impl Agent {
             // Not even Docker has told us who we are yet.
             return Ok(());
         };
-        let desired = self.desired();
+        let desired = self.desired(&node);
         let span = tracing::info_span!("sync", node, instances = desired.len());
-        self.sync_desired(desired).instrument(span).await
+        self.sync_desired(&node, desired).instrument(span).await
     }
 
-    async fn sync_desired(&mut self, desired: Vec<Instance>) -> Result<(), ClientError> {
+    /// `node` is known: a session is never opened under an empty name.
+    async fn sync_desired(
+        &mut self,
+        node: &str,
+        desired: Vec<Instance>,
+    ) -> Result<(), ClientError> {
         for _ in 0..2 {
-            let session = self.ensure_session().await?;
-            let node = self.node.clone().unwrap_or_default();
+            let session = self.ensure_session(node).await?;
             let started = Instant::now();
-            let synced = self.client.sync_node(session, &node, &desired).await;
+            let synced = self.client.sync_node(session, node, &desired).await;
             let took = started.elapsed();
             self.metrics.containers(self.containers.len());
             match synced {

@@ -435,3 +435,50 @@ async fn history_follow_prints_each_record_as_it_is_written() {
         ["web/w1/in_progress", "api/a2/failed", "web/w1/promoted"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_of_instances_that_report_no_image_records_the_image_made_live() {
+    use switchyard_model::{Color, Deployment, Outcome};
+    let registry = switchyard_tests::TestRegistry::start().await;
+    let client = registry.client();
+    for (id, color) in [("b1", Color::Blue), ("g1", Color::Green)] {
+        let one = switchyard_tests::instance("web", id, 8080, Some(color));
+        client.register(&one, None).await.expect("register");
+    }
+    let promoted = |id: &str, color: Color, image: &str, at: u64| Deployment {
+        id: id.to_string(),
+        service: "web".into(),
+        to_color: Some(color),
+        image: image.into(),
+        started_at_ms: at,
+        ended_at_ms: at,
+        outcome: Outcome::Promoted,
+        ..Deployment::default()
+    };
+    client
+        .record_deployment(&promoted("d1", Color::Blue, "web:1", 1_000))
+        .await
+        .expect("record");
+    client
+        .record_deployment(&promoted("d2", Color::Green, "web:2", 2_000))
+        .await
+        .expect("record");
+    client
+        .set_active_color("web", Some(Color::Green), None, 0)
+        .await
+        .expect("live green");
+    let back = switchyard_tests::process::cdctl_async(
+        &registry.url(),
+        &["rollback", "web"],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    )
+    .await;
+    assert_eq!(back.status.code(), Some(0), "{}", stderr(&back));
+    let newest = client.list_deployments("web", 1).await.expect("records");
+    let record = newest.first().expect("the rollback's record");
+    assert_eq!(
+        (record.outcome, record.image.as_str()),
+        (Outcome::RolledBack, "web:1"),
+        "the image blue was made live with, not an empty one"
+    );
+}

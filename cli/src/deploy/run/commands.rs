@@ -374,7 +374,10 @@ async fn rollback_locked(
         Err(refused) => return Ok(Err(refused.to_string())),
     };
     let (active, previous) = (plan.from, plan.to);
-    let image = plan.image.unwrap_or_default();
+    let image = match plan.image {
+        Some(image) => image,
+        None => image_made_live(client, service, previous).await?,
+    };
     let revision = client
         .set_active_color(service, Some(previous), Some(active), token)
         .await?;
@@ -406,6 +409,27 @@ async fn rollback_locked(
     };
     client.record_deployment(&record).await?;
     Ok(Ok(record))
+}
+
+/// The image of the newest deploy that made `color` live, when the
+/// instances of `color` do not say theirs (registered by hand, or by an
+/// agent that does not read images); said as unknown rather than left
+/// empty.
+async fn image_made_live(
+    client: &RegistryClient,
+    service: &str,
+    color: Color,
+) -> anyhow::Result<String> {
+    let records = client.list_deployments(service, 50).await?;
+    let made_live = records.iter().find(|record| {
+        record.to_color == Some(color)
+            && record.outcome == Outcome::Promoted
+            && !record.image.is_empty()
+    });
+    Ok(made_live.map_or_else(
+        || "(unknown: not reported by its instances)".to_string(),
+        |record| record.image.clone(),
+    ))
 }
 
 /// How long `cdctl rollback` waits for a kept Swarm service to pass again.
