@@ -547,3 +547,30 @@ async fn dry_runs_change_nothing_and_settings_files_shorten_ci_calls() {
         .await;
     assert_eq!(code(&missing), Some(2), "{}", explain(&missing));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_keeps_the_lock_ttl_the_deploy_started_with() {
+    let f = Fixture::start().await;
+    let first = f.deploy(&f.v1.tag, &[], &[]).await;
+    assert_eq!(code(&first), Some(0), "{}", explain(&first));
+    let logged = [("CDCTL_LOG", "cdctl=info")];
+    let paused = f
+        .deploy(
+            &f.v2.tag,
+            &["--manual-promotion", "--lock-ttl", "90s"],
+            &logged,
+        )
+        .await;
+    assert_eq!(code(&paused), Some(0), "{}", explain(&paused));
+    let promoted = cdctl_async(&f.url, &["promote", &f.service], &logged).await;
+    assert_eq!(code(&promoted), Some(0), "{}", explain(&promoted));
+    let said = String::from_utf8_lossy(&promoted.stderr);
+    let taken: Vec<&str> = said
+        .lines()
+        .filter(|line| line.contains("deploy lock taken"))
+        .collect();
+    assert!(
+        !taken.is_empty() && taken.iter().all(|line| line.contains("ttl_seconds=90")),
+        "promote took the lock for 90 s, as the deploy did: {taken:?}"
+    );
+}

@@ -281,7 +281,7 @@ impl<'a> Deploy<'a> {
     /// 1. The service's deploy lock, renewed in the background.
     async fn take_lock(&mut self) -> Result<(), Failure> {
         self.reporter.begin("lock");
-        let ttl = u32::try_from(self.settings.lock_ttl.as_secs()).unwrap_or(30);
+        let ttl = switchyard_model::defaults::whole_seconds(self.settings.lock_ttl);
         let holder = format!("{} ({})", self.record.id, self.settings.who);
         let grant = match self
             .client
@@ -294,6 +294,11 @@ impl<'a> Deploy<'a> {
             }
             Err(error) => return Err(error.into()),
         };
+        tracing::info!(
+            service = %self.settings.service,
+            ttl_seconds = grant.ttl_seconds,
+            "deploy lock taken"
+        );
         self.lock = Some(grant);
         let client = self.client.clone();
         let service = self.settings.service.clone();
