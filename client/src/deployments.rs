@@ -22,6 +22,39 @@ impl RegistryClient {
         Ok(response.revision)
     }
 
+    /// Rolls `service` back to its previous color by the registry's one
+    /// rule, under the caller's deploy lock `lock_token` (0: a lock of the
+    /// registry's own), from the live color `expected` (when given);
+    /// answers the flip's revision and the rollback's record. A refusal is
+    /// FAILED_PRECONDITION with the reason.
+    pub async fn roll_back(
+        &self,
+        service: &str,
+        expected: Option<switchyard_model::Color>,
+        lock_token: u64,
+        who: &str,
+    ) -> Result<(u64, Deployment), ClientError> {
+        let request = v1::RollBackRequest {
+            service: service.to_string(),
+            lock_token,
+            who: who.to_string(),
+            expected_color: wire::color_to_wire(expected),
+        };
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.roll_back(request).await }
+            })
+            .await?;
+        let record = response.deployment.ok_or_else(|| {
+            switchyard_model::validate::ValidationError::new(
+                "deployment",
+                "missing from the answer",
+            )
+        })?;
+        Ok((response.revision, wire::deployment_from_wire(record)?))
+    }
+
     /// Deployment records of `service`, newest first: at most `limit` (0:
     /// all retained), read page by page.
     pub async fn list_deployments(

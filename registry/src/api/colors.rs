@@ -108,4 +108,33 @@ impl RegistryApi {
         );
         Ok(Response::new(v1::WriteResponse { revision }))
     }
+
+    /// `RollBack`: the catalog's one rollback, as the caller.
+    pub(super) async fn go_back(
+        &self,
+        request: Request<v1::RollBackRequest>,
+    ) -> Result<Response<v1::RollBackResponse>, Status> {
+        let (who, request) = self.deployer(request, |r| &r.service)?;
+        let by = crate::catalog::Requester {
+            who: &request.who,
+            principal: self.principal_name(&who),
+        };
+        let expected =
+            wire::color_from_wire("expected_color", request.expected_color).map_err(invalid)?;
+        let done = self
+            .catalog
+            .roll_back(&request.service, by, expected, request.lock_token)
+            .await
+            .map_err(status_of)?;
+        tracing::info!(
+            principal = %who.name,
+            service = %request.service,
+            revision = done.revision,
+            "rolled back"
+        );
+        Ok(Response::new(v1::RollBackResponse {
+            revision: done.revision,
+            deployment: Some(wire::deployment_to_wire(&done.deployment)),
+        }))
+    }
 }

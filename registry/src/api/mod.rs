@@ -354,6 +354,13 @@ impl v1::registry_server::Registry for RegistryApi {
         self.drain(request).await
     }
 
+    async fn roll_back(
+        &self,
+        request: Request<v1::RollBackRequest>,
+    ) -> Result<Response<v1::RollBackResponse>, Status> {
+        self.go_back(request).await
+    }
+
     async fn acquire_lock(
         &self,
         request: Request<v1::AcquireLockRequest>,

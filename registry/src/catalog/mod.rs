@@ -18,6 +18,8 @@ pub mod keys;
 mod proxies;
 mod record;
 mod requests;
+mod rollback;
+pub use rollback::{Requester, RolledBack};
 mod snapshot;
 mod stats;
 mod stored;

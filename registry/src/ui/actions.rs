@@ -15,19 +15,17 @@
 //!   does.
 
 use std::sync::Arc;
-use switchyard_model::defaults;
 
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use switchyard_model::auth::{Action, PRINCIPAL_KEY};
+use switchyard_model::auth::Action;
 use switchyard_model::labels::record;
-use switchyard_model::{Deployment, Outcome, rollback};
 
 use super::session::{self, Sessions, Viewer};
-use super::{Ui, now_ms, redirect, redirect_with_cookie};
+use super::{Ui, redirect, redirect_with_cookie};
 use crate::catalog::Catalog;
 
 #[derive(Deserialize)]
@@ -128,70 +126,24 @@ fn answer(status: StatusCode, ok: bool, message: String) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// The dashboard's rollback, under the service's deploy lock.
+/// The dashboard's rollback: the catalog's one rollback (as `cdctl
+/// rollback` does through the RollBack RPC), under a lock of its own.
 async fn rollback(catalog: &Catalog, service: &str, who: &str) -> Result<String, String> {
-    let grant = catalog
-        .acquire_lock(
-            service,
-            "dashboard rollback",
-            defaults::whole_seconds(defaults::LOCK_TTL),
-            Some(who),
-        )
-        .await
-        .map_err(|error| error.to_string())?;
-    let result = rollback_locked(catalog, service, who, grant.token).await;
-    if let Err(error) = catalog.release_lock(service, grant.token).await {
-        tracing::warn!(%error, service, "could not release the lock; it expires with its TTL");
-    }
-    result
-}
-
-async fn rollback_locked(
-    catalog: &Catalog,
-    service: &str,
-    who: &str,
-    token: u64,
-) -> Result<String, String> {
-    let started_at_ms = now_ms();
-    let newest = catalog
-        .list_deployments(service, 1, None)
-        .await
-        .map_err(|error| error.to_string())?;
-    let (_, current) = catalog
-        .get_service(service)
-        .await
-        .map_err(|error| error.to_string())?;
-    let plan = rollback::plan(&current, newest.deployments.first())
-        .map_err(|refused| refused.to_string())?;
-    let (active, previous) = (plan.from, plan.to);
-    let image = plan.image.unwrap_or_default();
-    let revision = catalog
-        .set_active_color(service, Some(previous), Some(active), token, Some(who))
-        .await
-        .map_err(|error| error.to_string())?;
-    let record = Deployment {
-        id: format!("{}-ui{:04x}", now_ms(), rand::random::<u16>()),
-        service: service.to_string(),
-        from_color: Some(active),
-        to_color: Some(previous),
-        image,
-        who: "dashboard".into(),
-        started_at_ms,
-        ended_at_ms: now_ms(),
-        outcome: Outcome::RolledBack,
-        error: "rollback".into(),
-        metadata: [
-            (record::KIND.to_string(), record::ROLLBACK.to_string()),
-            (PRINCIPAL_KEY.to_string(), who.to_string()),
-        ]
-        .into(),
-        ..Deployment::default()
+    let by = crate::catalog::Requester {
+        who: "dashboard",
+        principal: Some(who),
     };
-    if let Err(error) = catalog.record_deployment(record).await {
-        tracing::warn!(%error, service, "the rollback is done but its record was not written");
-    }
+    let done = catalog
+        .roll_back(service, by, None, 0)
+        .await
+        .map_err(|error| error.to_string())?;
+    let back_on = done.deployment.to_color.map_or_else(
+        || "its previous color".to_string(),
+        |color| color.to_string(),
+    );
     Ok(format!(
-        "{service} is back on {previous} (revision {revision})"
+        "{service} is back on {back_on} (revision {})",
+        done.revision
     ))
 }
 

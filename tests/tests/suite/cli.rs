@@ -482,3 +482,93 @@ async fn a_rollback_of_instances_that_report_no_image_records_the_image_made_liv
         "the image blue was made live with, not an empty one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registrys_rollback_refuses_by_the_one_rule_and_never_flips_twice() {
+    use switchyard_model::{Color, Deployment, Health, Outcome};
+    let registry = switchyard_tests::TestRegistry::start().await;
+    let client = registry.client();
+    let register = |id: &str, color: Color, health: Health, draining: bool| {
+        let mut one = switchyard_tests::instance("web", id, 8080, Some(color));
+        one.health = health;
+        let client = client.clone();
+        async move {
+            client.register(&one, None).await.expect("register");
+            let reason = draining.then_some("a test");
+            client
+                .set_draining("web", &[one.id.clone()], reason, 0)
+                .await
+                .expect("draining");
+        }
+    };
+    register("g1", Color::Green, Health::Passing, false).await;
+    client
+        .set_active_color("web", Some(Color::Green), None, 0)
+        .await
+        .expect("live green");
+    let refused = |what: &'static str| {
+        let client = client.clone();
+        async move {
+            let error = client
+                .roll_back("web", Some(Color::Green), 0, "a test")
+                .await
+                .expect_err(what);
+            assert_eq!(
+                error.code(),
+                Some(tonic::Code::FailedPrecondition),
+                "{what}"
+            );
+            error.message()
+        }
+    };
+    // The previous color failing, then only draining: nothing to go back to.
+    register("b1", Color::Blue, Health::Critical, false).await;
+    assert!(refused("failing").await.contains("nothing to roll back to"));
+    register("b1", Color::Blue, Health::Passing, true).await;
+    assert!(
+        refused("draining")
+            .await
+            .contains("nothing to roll back to")
+    );
+    // A deploy paused for promotion: promote or abort it instead.
+    register("b1", Color::Blue, Health::Passing, false).await;
+    let paused = Deployment {
+        id: "d-paused".into(),
+        service: "web".into(),
+        to_color: Some(Color::Blue),
+        image: "web:2".into(),
+        started_at_ms: 1_000,
+        outcome: Outcome::Paused,
+        ..Deployment::default()
+    };
+    client.record_deployment(&paused).await.expect("record");
+    assert!(refused("paused").await.contains("cdctl promote web"));
+    let (_, state) = client.get_service("web").await.expect("service");
+    assert_eq!(state.active_color, Some(Color::Green), "nothing moved");
+
+    // Once the paused deploy ended, it rolls back, once: the same call
+    // again (a retry whose answer was lost) finds blue live and refuses.
+    let ended = Deployment {
+        outcome: Outcome::RolledBack,
+        ended_at_ms: 2_000,
+        ..paused
+    };
+    client.record_deployment(&ended).await.expect("record");
+    let (_, record) = client
+        .roll_back("web", Some(Color::Green), 0, "a test")
+        .await
+        .expect("rolled back");
+    assert_eq!(
+        (record.outcome, record.to_color, record.who.as_str()),
+        (Outcome::RolledBack, Some(Color::Blue), "a test")
+    );
+    let again = client
+        .roll_back("web", Some(Color::Green), 0, "a test")
+        .await;
+    assert_eq!(
+        again.err().and_then(|e| e.code()),
+        Some(tonic::Code::FailedPrecondition)
+    );
+    let (_, state) = client.get_service("web").await.expect("service");
+    assert_eq!(state.active_color, Some(Color::Blue), "flipped once");
+}

@@ -15,7 +15,7 @@ use super::super::docker::Target;
 use super::super::report::Reporter;
 use super::super::runtime::{Runtime, RuntimeChoice, RuntimeKind};
 use super::super::{Hooks, Settings};
-use super::{Deploy, Failure, PAUSED_KEY, Paused, clock_and_pid_suffix, now_ms};
+use super::{Deploy, Failure, PAUSED_KEY, Paused};
 use crate::args::Output;
 use crate::exit::{self, UsageError};
 
@@ -339,6 +339,9 @@ pub async fn rollback(
     }
 }
 
+/// The registry's one rollback (the RollBack RPC, as the dashboard's
+/// button), after waking a kept Swarm service of the previous color; then
+/// waits for the proxies to route to it.
 async fn rollback_locked(
     client: &RegistryClient,
     service: &str,
@@ -346,9 +349,8 @@ async fn rollback_locked(
     who: String,
     target: &Target,
 ) -> anyhow::Result<Result<Deployment, String>> {
-    let started_at_ms = now_ms();
-    let (revision_service, current) = match client.get_service(service).await {
-        Ok(found) => found,
+    let current = match client.get_service(service).await {
+        Ok((_, current)) => current,
         Err(error) if error.code() == Some(Code::NotFound) => {
             return Ok(Err(format!(
                 "service {service} is not registered: nothing to roll back"
@@ -356,31 +358,25 @@ async fn rollback_locked(
         }
         Err(error) => return Err(error.into()),
     };
-    let _ = revision_service;
     let newest = client.list_deployments(service, 1).await?;
     // Refused while paused before anything (a kept Swarm service) wakes.
     if let Err(refused @ RollbackRefusal::Paused { .. }) = rollback::plan(&current, newest.first())
     {
         return Ok(Err(refused.to_string()));
     }
-    let current = match current.active_color {
-        Some(active) => wake_kept(client, service, &current, active.other(), target)
-            .await?
-            .unwrap_or(current),
-        None => current,
+    if let Some(active) = current.active_color {
+        wake_kept(client, service, &current, active.other(), target).await?;
+    }
+    let rolled = client
+        .roll_back(service, current.active_color, token, &who)
+        .await;
+    let (revision, record) = match rolled {
+        Ok(done) => done,
+        Err(error) if error.code() == Some(Code::FailedPrecondition) => {
+            return Ok(Err(error.message()));
+        }
+        Err(error) => return Err(error.into()),
     };
-    let plan = match rollback::plan(&current, newest.first()) {
-        Ok(plan) => plan,
-        Err(refused) => return Ok(Err(refused.to_string())),
-    };
-    let (active, previous) = (plan.from, plan.to);
-    let image = match plan.image {
-        Some(image) => image,
-        None => image_made_live(client, service, previous).await?,
-    };
-    let revision = client
-        .set_active_color(service, Some(previous), Some(active), token)
-        .await?;
     // Return once the proxies route to the previous color again.
     if let Err(failure) = super::proxies_at(
         client,
@@ -392,44 +388,7 @@ async fn rollback_locked(
     {
         eprintln!("cdctl: warning: {}", failure.message());
     }
-    let record = Deployment {
-        id: format!("{}-{:04x}", now_ms(), clock_and_pid_suffix()),
-        service: service.to_string(),
-        from_color: Some(active),
-        to_color: Some(previous),
-        image,
-        who,
-        started_at_ms,
-        ended_at_ms: now_ms(),
-        outcome: Outcome::RolledBack,
-        failed_step: String::new(),
-        error: "rollback".into(),
-        metadata: [(record::KIND.to_string(), record::ROLLBACK.to_string())].into(),
-        ..Deployment::default()
-    };
-    client.record_deployment(&record).await?;
     Ok(Ok(record))
-}
-
-/// The image of the newest deploy that made `color` live, when the
-/// instances of `color` do not say theirs (registered by hand, or by an
-/// agent that does not read images); said as unknown rather than left
-/// empty.
-async fn image_made_live(
-    client: &RegistryClient,
-    service: &str,
-    color: Color,
-) -> anyhow::Result<String> {
-    let records = client.list_deployments(service, 50).await?;
-    let made_live = records.iter().find(|record| {
-        record.to_color == Some(color)
-            && record.outcome == Outcome::Promoted
-            && !record.image.is_empty()
-    });
-    Ok(made_live.map_or_else(
-        || "(unknown: not reported by its instances)".to_string(),
-        |record| record.image.clone(),
-    ))
 }
 
 /// How long `cdctl rollback` waits for a kept Swarm service to pass again.

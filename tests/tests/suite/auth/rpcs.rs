@@ -139,6 +139,16 @@ pub(super) async fn every_rpc(
         }
     );
     call!(
+        "RollBack",
+        roll_back,
+        v1::RollBackRequest {
+            service: "web".into(),
+            lock_token: 0,
+            who: "a test".into(),
+            expected_color: v1::Color::None as i32
+        }
+    );
+    call!(
         "SetDraining",
         set_draining,
         v1::SetDrainingRequest {
@@ -233,10 +243,11 @@ pub(super) fn may(role: &str, rpc: &str) -> bool {
         "WatchDeployments",
     ];
     const AGENT: [&str; 4] = ["OpenSession", "KeepAlive", "SyncNode", "CloseSession"];
-    const DEPLOYER: [&str; 9] = [
+    const DEPLOYER: [&str; 10] = [
         "Register",
         "Deregister",
         "SetActiveColor",
+        "RollBack",
         "SetCanaryWeight",
         "SetDraining",
         "AcquireLock",
