@@ -240,43 +240,16 @@ impl Settings {
         let rolling = rolling_setting(&args.canary, &file)?;
         let image = args
             .image
-            .or(file.image)
+            .clone()
+            .or(file.image.clone())
             .context("no image: pass --image IMAGE or set image in the file")?;
         let replicas_given = args.replicas.or(file.replicas).is_some();
         let replicas = args.replicas.or(file.replicas).unwrap_or(1);
         anyhow::ensure!((1..=100).contains(&replicas), "--replicas must be 1 to 100");
-        let stop_old_after = match args.stop_old_after {
-            Some(after) => Some(after),
-            None => duration_setting("stop_old_after", file.stop_old_after.as_deref())?,
-        };
-        let keep_old = args.keep_old || file.keep_old.unwrap_or(false);
-        let waits = args.wait_for_promotion || file.wait_for_promotion.unwrap_or(false);
-        let manual = waits || args.manual_promotion || file.manual_promotion.unwrap_or(false);
-        anyhow::ensure!(
-            rolling.is_none() || !(keep_old || manual || stop_old_after.is_some()),
-            "--keep-old, --stop-old-after and --manual-promotion belong to blue-green and \
-             canary deploys: a rolling deploy replaces the live color's instances"
-        );
-        anyhow::ensure!(
-            !(keep_old && stop_old_after.is_some()),
-            "--keep-old and --stop-old-after exclude each other: choose one"
-        );
-        let lock_ttl = merged_duration(
-            args.lock_ttl,
-            "lock_ttl",
-            file.lock_ttl.as_deref(),
-            defaults::LOCK_TTL,
-        )?;
-        let lock_seconds = u32::try_from(lock_ttl.as_secs()).unwrap_or(u32::MAX);
-        validate::ttl_seconds("--lock-ttl", lock_seconds)?;
-        let publish_ip = args
-            .publish_ip
-            .or(file.publish_ip)
-            .unwrap_or_else(|| "0.0.0.0".into());
-        anyhow::ensure!(
-            publish_ip.parse::<std::net::IpAddr>().is_ok(),
-            "--publish-ip {publish_ip:?} is not an IP address"
-        );
+        let after = Afterwards::merged(&args, &file, rolling.is_some())?;
+        let times = Durations::merged(&args, &file)?;
+        let publish_ip = publish_ip_setting(args.publish_ip.clone(), file.publish_ip.clone())?;
+        let runtime = runtime_setting(args.runtime, file.runtime.as_deref())?;
         Ok(Settings {
             service: args.service,
             image,
@@ -287,52 +260,133 @@ impl Settings {
             labels: merged_labels(file.labels, &args.label)?,
             network: args.network.or(file.network),
             publish_ip,
-            health_timeout: merged_duration(
-                args.health_timeout,
-                "health_timeout",
-                file.health_timeout.as_deref(),
-                defaults::HEALTH_TIMEOUT,
-            )?,
+            health_timeout: times.health_timeout,
             pre_test: args.pre_test.or(file.pre_test),
             post_test: args.checks.post_test.or(file.post_test),
             proxy_url: args.checks.proxy_url.or(file.proxy_url),
-            keep_old,
-            stop_old_after,
-            manual_promotion: manual,
-            wait_for_promotion: waits,
+            keep_old: after.keep_old,
+            stop_old_after: after.stop_old_after,
+            manual_promotion: after.manual,
+            wait_for_promotion: after.waits,
             dry_run: args.dry_run,
-            lock_ttl,
-            stop_timeout: merged_duration(
-                args.stop_timeout,
-                "stop_timeout",
-                file.stop_timeout.as_deref(),
-                defaults::STOP_TIMEOUT,
-            )?,
-            proxy_timeout: merged_duration(
-                args.proxy_timeout,
-                "proxy_timeout",
-                file.proxy_timeout.as_deref(),
-                defaults::PROXY_TIMEOUT,
-            )?,
-            proxy_stale: merged_duration(
-                args.proxy_stale,
-                "proxy_stale",
-                file.proxy_stale.as_deref(),
-                defaults::PROXY_STALE,
-            )?,
-            drain_timeout: merged_duration(
-                args.drain_timeout,
-                "drain_timeout",
-                file.drain_timeout.as_deref(),
-                defaults::DRAIN_TIMEOUT,
-            )?,
+            lock_ttl: times.lock_ttl,
+            stop_timeout: times.stop_timeout,
+            proxy_timeout: times.proxy_timeout,
+            proxy_stale: times.proxy_stale,
+            drain_timeout: times.drain_timeout,
             who: args.who.unwrap_or_else(default_who),
-            runtime: runtime_setting(args.runtime, file.runtime.as_deref())?,
+            runtime,
             canary,
             rolling,
             require: Vec::new(),
         })
     }
+}
+
+/// What becomes of the old color, and whether the deploy pauses.
+struct Afterwards {
+    keep_old: bool,
+    stop_old_after: Option<Duration>,
+    manual: bool,
+    waits: bool,
+}
+
+impl Afterwards {
+    /// Flags over the file; refuses what a rolling deploy or the other
+    /// choices exclude.
+    fn merged(args: &DeployArgs, file: &FileSettings, rolling: bool) -> anyhow::Result<Self> {
+        let stop_old_after = match args.stop_old_after {
+            Some(after) => Some(after),
+            None => duration_setting("stop_old_after", file.stop_old_after.as_deref())?,
+        };
+        let keep_old = args.keep_old || file.keep_old.unwrap_or(false);
+        let waits = args.wait_for_promotion || file.wait_for_promotion.unwrap_or(false);
+        let manual = waits || args.manual_promotion || file.manual_promotion.unwrap_or(false);
+        anyhow::ensure!(
+            !rolling || !(keep_old || manual || stop_old_after.is_some()),
+            "--keep-old, --stop-old-after and --manual-promotion belong to blue-green and \
+             canary deploys: a rolling deploy replaces the live color's instances"
+        );
+        anyhow::ensure!(
+            !(keep_old && stop_old_after.is_some()),
+            "--keep-old and --stop-old-after exclude each other: choose one"
+        );
+        Ok(Afterwards {
+            keep_old,
+            stop_old_after,
+            manual,
+            waits,
+        })
+    }
+}
+
+/// The deploy's durations, each its flag over the file over its default
+/// (`switchyard_model::defaults`).
+struct Durations {
+    lock_ttl: Duration,
+    health_timeout: Duration,
+    stop_timeout: Duration,
+    proxy_timeout: Duration,
+    proxy_stale: Duration,
+    drain_timeout: Duration,
+}
+
+impl Durations {
+    fn merged(args: &DeployArgs, file: &FileSettings) -> anyhow::Result<Self> {
+        let merge = |flag: Option<Duration>, key: &str, text: &Option<String>, default| {
+            merged_duration(flag, key, text.as_deref(), default)
+        };
+        let lock_ttl = merge(
+            args.lock_ttl,
+            "lock_ttl",
+            &file.lock_ttl,
+            defaults::LOCK_TTL,
+        )?;
+        validate::ttl_seconds("--lock-ttl", defaults::whole_seconds(lock_ttl))?;
+        Ok(Durations {
+            lock_ttl,
+            health_timeout: merge(
+                args.health_timeout,
+                "health_timeout",
+                &file.health_timeout,
+                defaults::HEALTH_TIMEOUT,
+            )?,
+            stop_timeout: merge(
+                args.stop_timeout,
+                "stop_timeout",
+                &file.stop_timeout,
+                defaults::STOP_TIMEOUT,
+            )?,
+            proxy_timeout: merge(
+                args.proxy_timeout,
+                "proxy_timeout",
+                &file.proxy_timeout,
+                defaults::PROXY_TIMEOUT,
+            )?,
+            proxy_stale: merge(
+                args.proxy_stale,
+                "proxy_stale",
+                &file.proxy_stale,
+                defaults::PROXY_STALE,
+            )?,
+            drain_timeout: merge(
+                args.drain_timeout,
+                "drain_timeout",
+                &file.drain_timeout,
+                defaults::DRAIN_TIMEOUT,
+            )?,
+        })
+    }
+}
+
+/// `--publish-ip` over the file over every address, checked.
+fn publish_ip_setting(flag: Option<String>, file: Option<String>) -> anyhow::Result<String> {
+    let publish_ip = flag.or(file).unwrap_or_else(|| "0.0.0.0".into());
+    anyhow::ensure!(
+        publish_ip.parse::<std::net::IpAddr>().is_ok(),
+        "--publish-ip {publish_ip:?} is not an IP address"
+    );
+    Ok(publish_ip)
 }
 
 /// The canary from its flags over the file, when the strategy is canary.
