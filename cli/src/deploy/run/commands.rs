@@ -375,6 +375,12 @@ async fn rollback_locked(
         Err(error) if error.code() == Some(Code::FailedPrecondition) => {
             return Ok(Err(error.message()));
         }
+        Err(error) if error.code() == Some(Code::Unimplemented) => {
+            return Ok(Err(format!(
+                "the registry does not know RollBack (it is older than this cdctl): upgrade \
+                 cd-registry, or flip back by hand with `cdctl set-color {service} COLOR`"
+            )));
+        }
         Err(error) => return Err(error.into()),
     };
     // Return once the proxies route to the previous color again.
